@@ -1,0 +1,18 @@
+"""viz-server: what has this image network learned, where is it looking, and how easily is it fooled?"""
+
+import pluggy
+
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("viz_server")
+"""Marker for plugin hook implementations: ``from viz_server import hookimpl``."""
+
+
+def load_model(source, **kwargs):
+    """Load any exported ONNX image model; see ``viz_server.model.loaded.load_model``."""
+    from viz_server.model.loaded import load_model as _load_model
+
+    return _load_model(source, **kwargs)
+
+
+__all__ = ["__version__", "hookimpl", "load_model"]

@@ -1,0 +1,284 @@
+"""`viz-server ...`: list plugins, inspect a model, run a technique, serve the web UI.
+
+Bad input prints one sentence on stderr and exits 2; nothing prints a traceback unless VIZ_SERVER_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from viz_server.errors import UserError
+
+SPEC_FLAGS = {
+    "layout": "input layout: NCHW or NHWC",
+    "value_range": "pixel range before normalization, e.g. 0,1 or 0,255",
+    "mean": "per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406",
+    "std": "per-channel std divided by after scaling, e.g. 0.229,0.224,0.225",
+    "labels": "class names: a file with one per line, or comma-separated names",
+    "channel_order": "RGB or BGR",
+    "image_size": "HEIGHT,WIDTH for models with a dynamic input size",
+}
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="path of an .onnx file, or the name of a shipped model (see `viz-server models`)")
+    group = parser.add_argument_group("model spec (overrides what the model's metadata says or what is guessed)")
+    group.add_argument("--spec", metavar="FILE", help="JSON or TOML file with spec fields")
+    for name, help_text in SPEC_FLAGS.items():
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"spec_{name}", metavar="VALUE", help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="viz-server", description="Analyse what an ONNX image model has learned.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    plugins = commands.add_parser("plugins", help="list installed plugins and their techniques")
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+
+    commands.add_parser("models", help="list the shipped models and sample images")
+
+    inspect = commands.add_parser("inspect", help="show a model's inputs, outputs, spec, layers and conversion report")
+    _add_model_options(inspect)
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+
+    run = commands.add_parser("run", help="run a technique (`viz-server run TECHNIQUE --help` lists its parameters)")
+    run.add_argument("technique", help="technique name (see `viz-server plugins`)")
+    _add_model_options(run)
+    run.add_argument("--image", action="append", default=[], metavar="FILE", help="input image (repeat for a batch)")
+    run.add_argument("--second-image", metavar="FILE", help="second image, for techniques that need one")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a technique parameter")
+    run.add_argument("--seed", type=int, default=0, help="random seed, recorded in the result (default 0)")
+    run.add_argument("--out", metavar="DIR", required=True, help="folder for result.json, arrays.npz and PNGs")
+    run.add_argument("--json", action="store_true", help="print the result summary as JSON")
+
+    serve = commands.add_parser("serve", help="start the web UI")
+    serve.add_argument("--host", default=os.environ.get("VIZ_SERVER_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("VIZ_SERVER_PORT", "8000")))
+    return parser
+
+
+def _technique_parser(technique) -> argparse.ArgumentParser:
+    """Options generated from a technique's params schema: ``--name value`` for each param."""
+    parser = argparse.ArgumentParser(prog=f"viz-server run {technique.name}", add_help=False)
+    for param in technique.params:
+        detail = f" (default {param.default!r}"
+        if param.choices:
+            detail += f"; one of {', '.join(param.choices)}"
+        if param.minimum is not None or param.maximum is not None:
+            detail += f"; range {param.minimum if param.minimum is not None else '-inf'}..{param.maximum if param.maximum is not None else 'inf'}"
+        parser.add_argument(f"--{param.name.replace('_', '-')}", dest=param.name, metavar=param.kind.upper(), help=param.help + detail + ")")
+    return parser
+
+
+def _resolve_model_path(value: str) -> str:
+    if Path(value).exists():
+        return value
+    from viz_server_models import shipped_models
+
+    shipped = shipped_models()
+    if value in shipped:
+        return str(shipped[value])
+    raise UserError(f"no model file at {value} and no shipped model of that name (shipped: {', '.join(shipped)}).")
+
+
+def _spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = {}
+    for name in SPEC_FLAGS:
+        value = getattr(args, f"spec_{name}", None)
+        if value is None:
+            continue
+        if name == "labels" and Path(value).is_file():
+            try:
+                value = json.dumps([line.strip() for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()])
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UserError(f"cannot read labels file {value}: {exc}.") from None
+        overrides[name] = value
+    return overrides
+
+
+def _load(args: argparse.Namespace):
+    from viz_server.model.loaded import load_model
+
+    return load_model(_resolve_model_path(args.model), spec_file=args.spec, **_spec_overrides(args))
+
+
+def _read_image(path: str) -> tuple[str, bytes]:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"no image file at {path}.")
+    if file.stat().st_size > 64 * 2**20:
+        raise UserError(f"{file.name} is larger than 64 MiB; give a smaller picture.")
+    return file.name, file.read_bytes()
+
+
+# ---- commands -----------------------------------------------------------------------------------------
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from viz_server.plugins import describe_plugins
+
+    described = describe_plugins()
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    for plugin in described:
+        print(f"{plugin['name']}  {plugin['version']}  ({plugin['source']})")
+        for technique in plugin["techniques"]:
+            print(f"  {technique['name']:<20} [{technique['family']}] {technique['summary']}")
+            for param in technique["params"]:
+                extra = f" one of {'|'.join(param['choices'])}" if "choices" in param else ""
+                print(f"      --{param['name']:<16} {param['kind']:<7} default {param['default']!r}{extra}: {param['help']}")
+        for technique, problems in plugin["problems"].items():
+            print(f"  {technique}: NOT LOADED ({'; '.join(problems)})")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from viz_server_models import sample_images, shipped_models
+
+    for name, path in shipped_models().items():
+        print(f"{name:<16} {path}")
+    for name, path in sample_images().items():
+        print(f"sample {name:<9} {path}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    model = _load(args)
+    described = model.describe()
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    spec, conversion = model.spec, model.conversion
+    print(f"model      {model.name}  sha256 {model.sha256[:16]}  producer {conversion.producer or '?'}  opset {conversion.opset}")
+    for value in described["inputs"]:
+        print(f"input      {value['name']} {value['shape']}")
+    for value in described["outputs"]:
+        print(f"output     {value['name']} {value['shape']}")
+    guessed = f"  (guessed: {', '.join(spec.guessed)})" if spec.guessed else ""
+    print(f"spec       {spec.layout} {spec.channels}x{spec.height}x{spec.width} range {list(spec.value_range)} "
+          f"mean {list(spec.mean)} std {list(spec.std)} {spec.channel_order}{guessed}")
+    labels = ", ".join(spec.labels[:10]) + (" ..." if len(spec.labels) > 10 else "")
+    print(f"labels     {spec.num_classes} outputs: {labels or '(none)'}")
+    print(f"conversion worst relative error vs onnxruntime {conversion.worst_rel_error:.2e}; "
+          f"batch {'any' if conversion.max_batch is None else f'{conversion.max_batch} at a time'}; "
+          f"input gradient norm {conversion.gradient_norm:.3g}{'; from cache' if conversion.from_cache else ''}")
+    for check in conversion.parity:
+        print(f"  parity   batch {check['batch']}: max abs {check['max_abs_error']:.2e}, max rel {check['max_rel_error']:.2e}")
+    for note in conversion.passes:
+        print(f"  pass     {note}")
+    for warning in conversion.warnings:
+        print(f"  warning  {warning}")
+    print(f"layers     {len(model.layers)} (default Grad-CAM layer: {model.layers.default_cam_layer}; first conv: {model.layers.first_conv})")
+    for layer in model.layers:
+        marks = ("S" if layer.spatial else "-") + ("R" if layer.kind == "relu" else "-")
+        shape = "x".join("?" if d is None else str(d) for d in layer.output_shape)
+        print(f"  {marks} {layer.name[:48]:<48} {layer.op:<20} {layer.kind:<11} {shape}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
+    from viz_server.plugins import get_technique
+    from viz_server.result_files import write_result
+    from viz_server.runner import run_technique
+
+    technique = get_technique(args.technique)
+    technique_parser = _technique_parser(technique)
+    options, unknown = technique_parser.parse_known_args(extra)
+    if unknown:
+        names = ", ".join(f"--{p.name.replace('_', '-')}" for p in technique.params) or "none"
+        raise UserError(f"unknown option {unknown[0]} for {technique.name}; its options are: {names}.")
+    raw_params: dict[str, Any] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise UserError(f"--set {item!r} must look like KEY=VALUE.")
+        key, value = item.split("=", 1)
+        raw_params[key.strip()] = value
+    raw_params.update({name: value for name, value in vars(options).items() if value is not None})
+
+    images = [_read_image(path) for path in args.image]
+    second = _read_image(args.second_image) if args.second_image else None
+    model = _load(args)
+
+    def report(done: int, total: int, message: str) -> None:
+        if not args.json:
+            print(f"  [{done}/{total}] {message}", file=sys.stderr)
+
+    result = run_technique(technique.name, model, images, raw_params, seed=args.seed, second_image=second, on_progress=report)
+    path = write_result(result, args.out)
+    if args.json:
+        summary = result.to_json()
+        summary["result_json"] = str(path)
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    print(f"{technique.name} on {model.name}: {len(result.artifacts)} artifacts written to {path.parent}")
+    for key, value in result.metrics.items():
+        print(f"  {key}: {value}")
+    for caveat in result.caveats:
+        print(f"  caveat: {caveat}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from viz_server.web import create_app
+
+    app = create_app()
+    print(f"viz-server serving on http://{args.host}:{args.port}/", file=sys.stderr)
+    app.run(host=args.host, port=args.port, threaded=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        if len(argv) >= 2 and argv[0] == "run" and any(a in ("-h", "--help") for a in argv[2:]) and not argv[1].startswith("-"):
+            return _technique_help(parser, argv[1])
+        args, extra = parser.parse_known_args(argv)
+        if args.version:
+            from viz_server import __version__
+
+            print(__version__)
+            return 0
+        if args.command is None:
+            parser.print_help()
+            return 0
+        if extra and args.command != "run":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        handlers = {"plugins": cmd_plugins, "models": cmd_models, "inspect": cmd_inspect, "serve": cmd_serve}
+        if args.command == "run":
+            return cmd_run(args, extra)
+        return handlers[args.command](args)
+    except UserError as exc:
+        print(f"viz-server: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one sentence, no traceback
+        if os.environ.get("VIZ_SERVER_DEBUG"):
+            raise
+        print(f"viz-server: internal error: {type(exc).__name__}: {str(exc)[:300]} "
+              "(set VIZ_SERVER_DEBUG=1 for details and please report it).", file=sys.stderr)
+        return 1
+
+
+def _technique_help(parser: argparse.ArgumentParser, name: str) -> int:
+    from viz_server.plugins import get_technique
+
+    technique = get_technique(name)
+    run_parser = parser._subparsers._group_actions[0].choices["run"]  # noqa: SLF001
+    print(f"{technique.title} [{technique.family}]: {technique.summary}\n")
+    run_parser.print_help()
+    print(f"\n{technique.name} parameters (also settable as --set NAME=VALUE):")
+    for action in _technique_parser(technique)._actions:  # noqa: SLF001
+        print(f"  {action.option_strings[0]:<22} {action.help}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

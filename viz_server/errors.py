@@ -1,0 +1,21 @@
+"""The one exception type that carries a user-facing sentence.
+
+Every stage that meets bad input (a hostile model, an odd image, a wrong parameter) raises
+``UserError`` with one sentence saying what is wrong and what to do. The CLI prints it and exits 2;
+the web layer turns it into a 4xx page or JSON error. Anything else that escapes is a bug.
+"""
+
+
+class UserError(Exception):
+    """Bad input, explained in one sentence for the person who supplied it."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Cancelled(Exception):
+    """Raised inside a technique when the user cancelled its job."""

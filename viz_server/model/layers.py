@@ -1,0 +1,115 @@
+"""The layer table: every node of the normalized graph with its op, output shape and kind.
+
+Techniques address layers by ONNX node name; ``module_name`` is the matching submodule of the torch graph
+(for forward hooks). The frontend also picks two defaults a user should not have to look for: the Grad-CAM
+layer (the last spatial layer before global pooling) and the first convolution (whose filters are images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import onnx
+from onnx import numpy_helper
+
+KIND_BY_OP = {
+    "Conv": "conv", "ConvTranspose": "conv", "ConvInteger": "conv",
+    "Relu": "relu", "LeakyRelu": "relu", "PRelu": "relu",
+    "Gemm": "linear", "MatMul": "linear",
+    "MaxPool": "pool", "AveragePool": "pool", "GlobalAveragePool": "global_pool", "GlobalMaxPool": "global_pool",
+    "BatchNormalization": "norm", "InstanceNormalization": "norm", "LayerNormalization": "norm",
+    "GroupNormalization": "norm", "LRN": "norm",
+    "Sigmoid": "activation", "Tanh": "activation", "HardSigmoid": "activation", "HardSwish": "activation",
+    "Gelu": "activation", "Elu": "activation", "Selu": "activation", "Softplus": "activation", "Mish": "activation",
+    "Erf": "activation",
+    "Add": "merge", "Sum": "merge", "Concat": "merge", "Mul": "merge",
+    "Reshape": "shape", "Flatten": "shape", "Transpose": "shape", "Squeeze": "shape", "Unsqueeze": "shape",
+    "Identity": "shape", "Gather": "shape", "Slice": "shape", "Split": "shape", "Pad": "shape", "Cast": "shape",
+    "Softmax": "softmax", "LogSoftmax": "softmax",
+}
+SPATIAL_KINDS = frozenset({"conv", "relu", "norm", "activation", "merge", "pool"})
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str  # ONNX node name (unique after normalization)
+    op: str
+    kind: str  # conv | relu | linear | pool | global_pool | norm | activation | merge | shape | softmax | other
+    output_shape: tuple[int | None, ...]
+    module_name: str  # submodule of the converted torch graph
+    spatial: bool  # output is an N x C x H x W map with H, W > 1
+    weight: str | None = None  # initializer holding the weights (conv and linear layers)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LayerTable:
+    layers: tuple[Layer, ...]
+    default_cam_layer: str | None
+    first_conv: str | None
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def get(self, name: str) -> Layer | None:
+        return next((layer for layer in self.layers if layer.name == name), None)
+
+    def to_json(self) -> dict:
+        return {
+            "default_cam_layer": self.default_cam_layer,
+            "first_conv": self.first_conv,
+            "layers": [layer.to_json() for layer in self.layers],
+        }
+
+
+def layer_kind(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> str:
+    if node.op_type == "Clip":
+        return "relu" if _clip_min(node, constants) == 0.0 else "activation"
+    return KIND_BY_OP.get(node.op_type, "other")
+
+
+def _clip_min(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> float | None:
+    for attribute in node.attribute:
+        if attribute.name == "min":
+            return attribute.f
+    if len(node.input) > 1 and node.input[1] in constants:
+        return float(numpy_helper.to_array(constants[node.input[1]]).reshape(-1)[0])
+    return None
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    shapes = {}
+    for value in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = tuple(
+                d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim
+            )
+    return shapes
+
+
+def build_layer_table(model: onnx.ModelProto, module_names: dict[str, str]) -> LayerTable:
+    constants = {tensor.name: tensor for tensor in model.graph.initializer}
+    shapes = _shapes(model)
+    layers = []
+    for node in model.graph.node:
+        shape = shapes.get(node.output[0], ())
+        kind = layer_kind(node, constants)
+        spatial = len(shape) == 4 and all(d is not None and d > 1 for d in shape[2:])
+        weight = node.input[1] if kind in ("conv", "linear") and len(node.input) > 1 and node.input[1] in constants else None
+        layers.append(Layer(node.name, node.op_type, kind, shape, module_names.get(node.name, ""), spatial, weight))
+    return LayerTable(tuple(layers), _default_cam_layer(layers), _first_conv(layers))
+
+
+def _default_cam_layer(layers: list[Layer]) -> str | None:
+    """The last spatial feature map: Grad-CAM's usual choice (Selvaraju et al. 2017, sec. 3)."""
+    candidates = [layer for layer in layers if layer.spatial and layer.kind in SPATIAL_KINDS]
+    return candidates[-1].name if candidates else None
+
+
+def _first_conv(layers: list[Layer]) -> str | None:
+    return next((layer.name for layer in layers if layer.kind == "conv" and layer.weight), None)

@@ -1,0 +1,315 @@
+"""What a model expects of its input, and the one place images are mapped to and from model space.
+
+A ``ModelSpec`` is read from the ONNX ``metadata_props`` when the exporter wrote them, guessed from the
+input shape otherwise (every guess is recorded in ``guessed``), and overridable by the user (keyword
+arguments, CLI flags, or a JSON/TOML sidecar file).
+
+Recognised metadata keys (values are JSON, or comma-separated lists):
+``layout`` (NCHW | NHWC), ``value_range`` ([lo, hi] of a pixel before normalization), ``mean`` and ``std``
+(per channel, applied after scaling to the value range), ``labels`` (class names in output order),
+``channel_order`` (RGB | BGR), ``image_size`` ([height, width], for inputs with dynamic spatial size).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from viz_server.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_IMAGE_SIZE = 224
+SPEC_FIELDS = ("layout", "value_range", "mean", "std", "labels", "channel_order", "image_size")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The input contract of one image model."""
+
+    input_name: str
+    layout: str  # "NCHW" or "NHWC"
+    channels: int
+    height: int
+    width: int
+    value_range: tuple[float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channel_order: str = "RGB"
+    labels: tuple[str, ...] = ()
+    num_classes: int = 0
+    guessed: tuple[str, ...] = field(default=())
+
+    # ---- model space <-> pictures -------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape of one image in the model's own layout (no batch axis)."""
+        if self.layout == "NCHW":
+            return (self.channels, self.height, self.width)
+        return (self.height, self.width, self.channels)
+
+    def preprocess(self, pictures: list[Image.Image]) -> np.ndarray:
+        """Decoded pictures -> a float32 batch in the model's own layout, range and normalization."""
+        batch = np.stack([self.picture_to_unit(picture) for picture in pictures])  # N,H,W,C in [0,1]
+        return self.unit_to_model(batch)
+
+    def picture_to_unit(self, picture: Image.Image) -> np.ndarray:
+        """Resize one picture to the model's size; H,W,C float32 in [0, 1], channels as the model wants."""
+        resized = picture.convert("RGB").resize((self.width, self.height), Image.Resampling.BILINEAR)
+        pixels = np.asarray(resized, dtype=np.float32) / 255.0
+        if self.channels == 1:
+            pixels = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            return pixels[..., None]
+        if self.channel_order == "BGR":
+            pixels = pixels[..., ::-1]
+        if self.channels == 4:
+            pixels = np.concatenate([pixels, np.ones_like(pixels[..., :1])], axis=-1)
+        return np.ascontiguousarray(pixels)
+
+    def unit_to_model(self, unit: np.ndarray) -> np.ndarray:
+        """N,H,W,C images in [0, 1] -> model space (range, normalization, layout)."""
+        low, high = self.value_range
+        values = low + unit * (high - low)
+        values = (values - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if self.layout == "NCHW":
+            values = values.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(values, dtype=np.float32)
+
+    def model_to_unit(self, batch: np.ndarray) -> np.ndarray:
+        """Inverse of ``unit_to_model``: model-space batch -> N,H,W,C in [0, 1] (not clipped)."""
+        values = np.asarray(batch, dtype=np.float32)
+        if self.layout == "NCHW":
+            values = values.transpose(0, 2, 3, 1)
+        values = values * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)
+        low, high = self.value_range
+        return (values - low) / (high - low)
+
+    def to_display(self, batch: np.ndarray) -> np.ndarray:
+        """Model-space batch -> N,H,W,3 uint8 RGB pictures for showing to a person."""
+        unit = np.clip(self.model_to_unit(batch), 0.0, 1.0)
+        if unit.shape[-1] == 1:
+            unit = np.repeat(unit, 3, axis=-1)
+        elif unit.shape[-1] == 4:
+            unit = unit[..., :3]
+        if self.channel_order == "BGR" and self.channels == 3:
+            unit = unit[..., ::-1]
+        return (unit * 255.0 + 0.5).astype(np.uint8)
+
+    def unit_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-element lower/upper bounds of a valid model-space image (for clamping optimizers)."""
+        zeros = np.zeros((1, self.height, self.width, self.channels), np.float32)
+        return self.unit_to_model(zeros)[0], self.unit_to_model(zeros + 1.0)[0]
+
+    # ---- labels ---------------------------------------------------------------------------------
+    def label(self, index: int) -> str:
+        """The class name of an output index (its number when the model ships no labels)."""
+        if 0 <= index < len(self.labels):
+            return self.labels[index]
+        return str(index)
+
+    def class_index(self, target: str | int) -> int:
+        """A class given as an index or a label name -> its output index."""
+        if isinstance(target, int) or (isinstance(target, str) and target.strip().lstrip("-").isdigit()):
+            index = int(target)
+            if self.num_classes and not 0 <= index < self.num_classes:
+                raise UserError(
+                    f"class {index} is out of range: this model has {self.num_classes} outputs (0-{self.num_classes - 1})."
+                )
+            return index
+        wanted = str(target).strip().lower()
+        for index, name in enumerate(self.labels):
+            if name.lower() == wanted:
+                return index
+        known = ", ".join(self.labels[:12]) + (" ..." if len(self.labels) > 12 else "")
+        if not self.labels:
+            raise UserError(f"class '{target}' is not a number and this model has no labels; give a class index.")
+        raise UserError(f"class '{target}' is not one of this model's labels ({known}); give a label or an index.")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- building a spec -----------------------------------------------------------------------------
+
+def parse_field(key: str, raw: Any) -> Any:
+    """Parse one spec field from metadata text, a CLI flag or a sidecar value; one sentence if it is wrong."""
+    value = raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            if key == "labels":
+                parts = text.splitlines() if "\n" in text else text.split(",")
+                value = [part.strip() for part in parts if part.strip()]
+            elif key in ("value_range", "mean", "std", "image_size"):
+                value = [part.strip() for part in text.replace("x", ",").split(",") if part.strip()]
+            else:
+                value = text
+    try:
+        if key == "layout":
+            value = str(value).upper()
+            if value not in ("NCHW", "NHWC"):
+                raise ValueError
+            return value
+        if key == "channel_order":
+            value = str(value).upper()
+            if value not in ("RGB", "BGR"):
+                raise ValueError
+            return value
+        if key == "labels":
+            if isinstance(value, dict):  # {"0": "cat", ...}
+                value = [value[k] for k in sorted(value, key=lambda k: int(k))]
+            return tuple(str(item) for item in value)
+        if key == "value_range":
+            low, high = (float(item) for item in value)
+            if not np.isfinite([low, high]).all() or high <= low:
+                raise ValueError
+            return (low, high)
+        if key in ("mean", "std"):
+            numbers = (float(value),) if isinstance(value, (int, float)) else tuple(float(item) for item in value)
+            if not numbers or not np.isfinite(numbers).all() or (key == "std" and min(numbers) <= 0):
+                raise ValueError
+            return numbers
+        if key == "image_size":
+            sizes = (int(value),) * 2 if isinstance(value, (int, float)) else tuple(int(item) for item in value)
+            if len(sizes) == 1:
+                sizes = sizes * 2
+            if len(sizes) != 2 or not all(1 <= size <= 4096 for size in sizes):
+                raise ValueError
+            return sizes
+    except (TypeError, ValueError, KeyError):
+        pass
+    hints = {
+        "layout": "NCHW or NHWC",
+        "channel_order": "RGB or BGR",
+        "labels": "a JSON list of names or comma-separated names",
+        "value_range": "two numbers lo,hi with lo < hi, e.g. 0,1 or 0,255",
+        "mean": "one number per channel, e.g. 0.485,0.456,0.406",
+        "std": "positive numbers, one per channel, e.g. 0.229,0.224,0.225",
+        "image_size": "HEIGHT,WIDTH between 1 and 4096",
+    }
+    if key not in hints:
+        raise UserError(f"'{key}' is not a model spec field; use one of {', '.join(SPEC_FIELDS)}.")
+    shown = str(raw)[:60]
+    raise UserError(f"spec field {key}={shown!r} is not valid; give {hints[key]}.")
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """Read spec overrides from a small JSON or TOML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read spec file {path.name}: {exc.strerror or exc}.") from None
+    try:
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"spec file {path.name} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"spec file {path.name} must hold a table of spec fields ({', '.join(SPEC_FIELDS)}).")
+    return data
+
+
+def build_spec(
+    input_name: str,
+    input_dims: list[int | None],
+    num_classes: int,
+    metadata: dict[str, str],
+    overrides: dict[str, Any],
+) -> ModelSpec:
+    """Combine what the model says (metadata), what its shape implies (guesses) and what the user says."""
+    given: dict[str, Any] = {}
+    for key in SPEC_FIELDS:
+        if key in metadata:
+            try:
+                given[key] = parse_field(key, metadata[key])
+            except UserError:
+                pass  # a malformed metadata value falls back to a guess, recorded below
+    for key, raw in overrides.items():
+        if raw is not None:
+            given[key] = parse_field(key, raw)
+
+    guessed: list[str] = []
+    layout = given.get("layout")
+    if layout is None:
+        layout = guess_layout(input_dims)
+        guessed.append("layout")
+    channel_axis, height_axis, width_axis = (1, 2, 3) if layout == "NCHW" else (3, 1, 2)
+    channels = input_dims[channel_axis]
+    if channels not in (1, 3, 4):
+        raise UserError(
+            f"input '{input_name}' has {channels} channels in {layout} layout; "
+            "viz-server analyses image models with 1, 3 or 4 channels (set layout if it is guessed wrong)."
+        )
+    height, width = input_dims[height_axis], input_dims[width_axis]
+    if "image_size" in given:
+        size = given["image_size"]
+        if (height and height != size[0]) or (width and width != size[1]):
+            raise UserError(
+                f"image_size {size[0]}x{size[1]} contradicts the model's fixed input size {height}x{width}."
+            )
+        height, width = size
+    if height is None or width is None:
+        guessed.append("image_size")
+        height = height or DEFAULT_IMAGE_SIZE
+        width = width or DEFAULT_IMAGE_SIZE
+
+    value_range = given.get("value_range")
+    if value_range is None:
+        value_range = (0.0, 255.0) if layout == "NHWC" else (0.0, 1.0)
+        guessed.append("value_range")
+    mean, std = given.get("mean"), given.get("std")
+    if mean is None and std is None:
+        imagenet_like = layout == "NCHW" and channels == 3 and value_range == (0.0, 1.0)
+        mean = IMAGENET_MEAN if imagenet_like else (0.0,)
+        std = IMAGENET_STD if imagenet_like else (1.0,)
+        guessed.append("normalization")
+    mean = _per_channel(mean or (0.0,), channels, "mean")
+    std = _per_channel(std or (1.0,), channels, "std")
+    labels = given.get("labels", ())
+    if labels and num_classes and len(labels) != num_classes:
+        raise UserError(f"{len(labels)} labels were given but the model has {num_classes} outputs; give one label per output.")
+    if not labels:
+        guessed.append("labels")
+    return ModelSpec(
+        input_name=input_name,
+        layout=layout,
+        channels=channels,
+        height=int(height),
+        width=int(width),
+        value_range=tuple(value_range),
+        mean=mean,
+        std=std,
+        channel_order=given.get("channel_order", "RGB"),
+        labels=tuple(labels),
+        num_classes=num_classes,
+        guessed=tuple(guessed),
+    )
+
+
+def guess_layout(input_dims: list[int | None]) -> str:
+    """NCHW unless the last axis looks like channels and the second does not."""
+    second, last = input_dims[1], input_dims[3]
+    if last in (1, 3, 4) and second not in (1, 3, 4):
+        return "NHWC"
+    return "NCHW"
+
+
+def _per_channel(values: tuple[float, ...], channels: int, name: str) -> tuple[float, ...]:
+    if len(values) == 1:
+        return values * channels
+    if len(values) != channels:
+        raise UserError(f"{name} has {len(values)} values but the model has {channels} channels; give one per channel.")
+    return tuple(values)
+
+
+def with_overrides(spec: ModelSpec, **changes: Any) -> ModelSpec:
+    """A copy of ``spec`` with some fields replaced (used when a user edits a stored model's spec)."""
+    return replace(spec, **changes)

@@ -1,0 +1,82 @@
+"""Running one technique: decode inputs, validate params, build the Context, call ``run``, stamp provenance.
+
+This is the single function every front end uses (the CLI now, the job workers later).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import viz_server
+from viz_server.errors import UserError
+from viz_server.model.images import decode_image
+from viz_server.model.loaded import LoadedModel
+from viz_server.plugins import get_technique
+from viz_server.techniques import Context, Result, validate_params
+
+MAX_IMAGES_PER_RUN = 256
+
+
+def run_technique(
+    technique_name: str,
+    model: LoadedModel,
+    images: list[tuple[str, bytes]] = (),
+    raw_params: dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    second_image: tuple[str, bytes] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+) -> Result:
+    """Run ``technique_name`` on ``model`` and return its Result with provenance filled in."""
+    technique = get_technique(technique_name)
+    params = validate_params(technique.params, dict(raw_params or {}))
+    if not 0 <= int(seed) < 2**31:
+        raise UserError("seed must be a whole number between 0 and 2147483647.")
+    if "image" in technique.inputs and not images:
+        raise UserError(f"{technique.name} needs at least one image; give one with --image.")
+    if len(images) > MAX_IMAGES_PER_RUN:
+        raise UserError(f"{len(images)} images were given; at most {MAX_IMAGES_PER_RUN} fit in one run.")
+    if "second_image" in technique.inputs and second_image is None:
+        raise UserError(f"{technique.name} needs a second image; give one with --second-image.")
+
+    spec = model.spec
+    batch = None
+    if images:
+        pictures = [decode_image(data, name) for name, data in images]
+        batch = torch.from_numpy(spec.preprocess(pictures))
+    second = None
+    if second_image is not None:
+        second = torch.from_numpy(spec.preprocess([decode_image(second_image[1], second_image[0])]))
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    ctx = Context(
+        model=model,
+        images=batch,
+        image_names=[name for name, _ in images],
+        second_image=second,
+        seed=int(seed),
+        on_progress=on_progress,
+        is_cancelled=is_cancelled,
+    )
+    started = time.perf_counter()
+    result = technique.run(ctx, params)
+    result.provenance = {
+        "technique": technique.name,
+        "technique_version": technique.version,
+        "viz_server_version": viz_server.__version__,
+        "params": params,
+        "seed": int(seed),
+        "model": {"name": model.name, "sha256": model.sha256},
+        "spec": model.spec.to_json(),
+        "images": ctx.image_names,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+    return result

@@ -1,0 +1,283 @@
+"""The technique contract: what a plugin declares, what it is given, and what it returns.
+
+A technique is a small class: ``name``, ``title``, ``family``, one-line ``summary``, ``version``, a typed
+``params`` schema (which drives validation, CLI options and the web form), the ``inputs`` it needs, and
+``run(ctx, params) -> Result``. It never touches files, HTTP or the database: ``Context`` hands it a loaded
+model and preprocessed images, and the ``Result`` it returns is stored and shown by the core.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from viz_server.errors import Cancelled, UserError
+
+if TYPE_CHECKING:
+    from viz_server.model.loaded import LoadedModel
+
+FAMILIES = ("attribution", "network", "optimization", "robustness", "style")
+INPUTS = {
+    "image": "one or more images (analysed as a batch)",
+    "image_set": "a labeled image set (a folder or zip with one sub-folder per class)",
+    "second_image": "a second image (e.g. the style image)",
+}
+PARAM_KINDS = ("int", "float", "bool", "choice", "str", "target", "layer")
+
+
+# ---- params ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Param:
+    """One typed, documented technique parameter.
+
+    Kinds: ``int``/``float`` (with optional ``minimum``/``maximum``), ``bool``, ``choice`` (one of
+    ``choices``), ``str``, ``target`` (a class index, a label name, or ``top1``), ``layer`` (an ONNX node
+    name of the model; empty means the technique's default layer).
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in PARAM_KINDS:
+            raise ValueError(f"param {self.name}: kind must be one of {PARAM_KINDS}")
+        if self.kind == "choice" and self.default not in self.choices:
+            raise ValueError(f"param {self.name}: default {self.default!r} is not among its choices")
+
+    def parse(self, raw: Any) -> Any:
+        """Turn a raw value (text from the CLI or a form, or a JSON value) into a checked value."""
+        try:
+            value = self._convert(raw)
+        except (TypeError, ValueError):
+            raise UserError(f"parameter {self.name}={str(raw)[:40]!r} is not {self._expected()}.") from None
+        if self.kind in ("int", "float"):
+            if not math.isfinite(value):
+                raise UserError(f"parameter {self.name} must be a finite number.")
+            if self.minimum is not None and value < self.minimum:
+                raise UserError(f"parameter {self.name}={value} is below its minimum {self.minimum:g}.")
+            if self.maximum is not None and value > self.maximum:
+                raise UserError(f"parameter {self.name}={value} is above its maximum {self.maximum:g}.")
+        if self.kind == "choice" and value not in self.choices:
+            raise UserError(f"parameter {self.name}={value!r} is not one of {', '.join(self.choices)}.")
+        return value
+
+    def _convert(self, raw: Any) -> Any:
+        if self.kind == "int":
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            return int(str(raw).strip()) if isinstance(raw, str) else int(raw)
+        if self.kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        if self.kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
+        if self.kind == "target":
+            text = str(raw).strip()
+            if not text or len(text) > 200:
+                raise ValueError
+            return text
+        return "" if raw is None else str(raw).strip()
+
+    def _expected(self) -> str:
+        return {
+            "int": "a whole number",
+            "float": "a number",
+            "bool": "true or false",
+            "choice": f"one of {', '.join(self.choices)}",
+            "target": "a class index, a label name or top1",
+        }.get(self.kind, "text")
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"name": self.name, "kind": self.kind, "default": self.default, "help": self.help}
+        if self.minimum is not None:
+            data["minimum"] = self.minimum
+        if self.maximum is not None:
+            data["maximum"] = self.maximum
+        if self.choices:
+            data["choices"] = list(self.choices)
+        return data
+
+
+TARGET = Param("target", "target", "top1", "Class to explain: an output index, a label name, or top1 (the predicted class).")
+
+
+def validate_params(schema: tuple[Param, ...], raw: dict[str, Any]) -> dict[str, Any]:
+    """Check raw values against a schema: unknown names are refused, missing ones take their defaults."""
+    known = {param.name: param for param in schema}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        names = ", ".join(known) or "none"
+        raise UserError(f"unknown parameter {unknown[0]!r}; this technique takes: {names}.")
+    return {name: (param.parse(raw[name]) if name in raw else param.default) for name, param in known.items()}
+
+
+# ---- result -----------------------------------------------------------------------------------------
+
+@dataclass
+class Artifact:
+    """One thing to show: a PNG picture or plot, or a table; ``array`` names the raw array behind it."""
+
+    name: str  # file name inside the result, e.g. "overlay_0.png"
+    caption: str
+    kind: str = "image"  # image | plot | table
+    data: bytes = b""  # PNG bytes for image and plot
+    array: str | None = None  # key in Result.arrays
+    group: str = ""  # artifacts of one group are shown side by side (e.g. one input image)
+    rows: list[list[Any]] = field(default_factory=list)  # for tables; first row is the header
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"name": self.name, "caption": self.caption, "kind": self.kind, "array": self.array, "group": self.group}
+        if self.kind == "table":
+            data["rows"] = self.rows
+        return data
+
+
+@dataclass
+class Result:
+    """What a technique returns; the core adds ``provenance`` (technique, version, params, model hash, seed, time)."""
+
+    artifacts: list[Artifact] = field(default_factory=list)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    caveats: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provenance": self.provenance,
+            "metrics": self.metrics,
+            "caveats": self.caveats,
+            "artifacts": [artifact.to_json() for artifact in self.artifacts],
+            "arrays": {name: {"shape": list(array.shape), "dtype": str(array.dtype)} for name, array in self.arrays.items()},
+        }
+
+
+# ---- context ----------------------------------------------------------------------------------------
+
+@dataclass
+class Context:
+    """Everything a technique may use. Images are already decoded and preprocessed to model space."""
+
+    model: LoadedModel
+    images: torch.Tensor | None = None  # N x (model input shape), float32, model space
+    image_names: list[str] = field(default_factory=list)
+    second_image: torch.Tensor | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    on_progress: Callable[[int, int, str], None] | None = None
+    is_cancelled: Callable[[], bool] | None = None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """A numpy generator seeded with ``seed`` (a fresh one on each access)."""
+        return np.random.default_rng(self.seed)
+
+    def torch_generator(self) -> torch.Generator:
+        return torch.Generator(device="cpu").manual_seed(self.seed)
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        """Report progress; also the natural place where a cancelled job stops."""
+        self.check_cancelled()
+        if self.on_progress is not None:
+            self.on_progress(done, total, message)
+
+    def check_cancelled(self) -> None:
+        if self.is_cancelled is not None and self.is_cancelled():
+            raise Cancelled("the job was cancelled")
+
+    @property
+    def channel_axis(self) -> int:
+        """Axis of the colour channels in ``images`` (1 for NCHW models, 3 for NHWC)."""
+        return 1 if self.model.spec.layout == "NCHW" else 3
+
+    def display_images(self) -> np.ndarray:
+        """The input images as N x H x W x 3 uint8 RGB, at the model's resolution."""
+        return self.model.spec.to_display(self.images.detach().cpu().numpy())
+
+    def resolve_targets(self, target: str, scores: torch.Tensor) -> torch.Tensor:
+        """A ``target`` param value -> one class index per image (``top1`` = each image's predicted class)."""
+        if str(target).lower() in ("top1", "top-1", "predicted", ""):
+            return scores.argmax(dim=1)
+        index = self.model.spec.class_index(target)
+        if index >= scores.shape[1]:
+            raise UserError(f"class {index} is out of range: the model has {scores.shape[1]} outputs.")
+        return torch.full((scores.shape[0],), index, dtype=torch.long, device=scores.device)
+
+
+# ---- the technique base class -------------------------------------------------------------------------
+
+class Technique(ABC):
+    """Base class of every technique; subclasses set the class attributes and implement ``run``."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    family: ClassVar[str]
+    summary: ClassVar[str]
+    version: ClassVar[str] = "1"
+    params: ClassVar[tuple[Param, ...]] = ()
+    inputs: ClassVar[tuple[str, ...]] = ("image",)
+
+    @abstractmethod
+    def run(self, ctx: Context, params: dict[str, Any]) -> Result:
+        """Compute the result for ``ctx`` with validated ``params``."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "family": self.family,
+            "summary": self.summary,
+            "version": self.version,
+            "inputs": list(self.inputs),
+            "params": [param.to_json() for param in self.params],
+        }
+
+
+def check_technique(technique: Technique) -> list[str]:
+    """Problems with a technique's declaration (empty when it follows the contract)."""
+    problems = []
+    for attribute in ("name", "title", "family", "summary", "version"):
+        value = getattr(technique, attribute, None)
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{attribute} must be a non-empty string")
+    name = getattr(technique, "name", "")
+    if isinstance(name, str) and not all(c.isalnum() or c in "-_" for c in name):
+        problems.append("name may only hold letters, digits, '-' and '_'")
+    if getattr(technique, "family", None) not in FAMILIES:
+        problems.append(f"family must be one of {', '.join(FAMILIES)}")
+    for needed in getattr(technique, "inputs", ()):
+        if needed not in INPUTS:
+            problems.append(f"input {needed!r} is not one of {', '.join(INPUTS)}")
+    names = [param.name for param in getattr(technique, "params", ())]
+    if len(names) != len(set(names)):
+        problems.append("param names must be unique")
+    if "seed" in names:
+        problems.append("'seed' is given by the core to every technique (ctx.seed); do not declare it")
+    for param in getattr(technique, "params", ()):
+        if not isinstance(param, Param):
+            problems.append(f"params must be Param instances, got {type(param).__name__}")
+            continue
+        try:
+            param.parse(param.default)
+        except UserError as exc:
+            problems.append(f"param {param.name}: default fails its own check ({exc})")
+    return problems
