@@ -17,13 +17,13 @@ from viz_server.errors import UserError
 from viz_server.model.images import decode_image
 from viz_server.model.loaded import LoadedModel
 from viz_server.plugins import get_technique
-from viz_server.techniques import Context, Result, validate_params
+from viz_server.techniques import Context, Result, Technique, validate_params
 
 MAX_IMAGES_PER_RUN = 256
 
 
 def run_technique(
-    technique_name: str,
+    technique: Technique | str,
     model: LoadedModel,
     images: list[tuple[str, bytes]] = (),
     raw_params: dict[str, Any] | None = None,
@@ -33,8 +33,9 @@ def run_technique(
     on_progress: Callable[[int, int, str], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
 ) -> Result:
-    """Run ``technique_name`` on ``model`` and return its Result with provenance filled in."""
-    technique = get_technique(technique_name)
+    """Run a technique (an instance, or an installed one by name) on ``model``; return its Result with provenance."""
+    if isinstance(technique, str):
+        technique = get_technique(technique)
     params = validate_params(technique.params, dict(raw_params or {}))
     if not 0 <= int(seed) < 2**31:
         raise UserError("seed must be a whole number between 0 and 2147483647.")

@@ -1,0 +1,71 @@
+"""Saliency equals Captum's Saliency on the same converted module, and targets resolve as users expect."""
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import Saliency as CaptumSaliency
+
+from model_zoo import export
+from viz_server import load_model
+from viz_server.errors import UserError
+from viz_server.model.images import decode_image
+from viz_server.runner import run_technique
+
+
+def _relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.abs(ours - reference).max() / max(np.abs(reference).max(), 1e-12))
+
+
+@pytest.mark.parametrize("reduce", ["max", "sum"])
+def test_matches_captum_on_shapes_model(shapes_model, shape_pictures, reduce):
+    images = [(name, data) for name, data, _, _ in shape_pictures]
+    result = run_technique("saliency", shapes_model, images, {"reduce": reduce})
+    batch = torch.from_numpy(shapes_model.spec.preprocess([decode_image(d) for _, d in images]))
+    targets = torch.from_numpy(result.arrays["targets"])
+    captum = CaptumSaliency(shapes_model.module).attribute(batch, target=targets, abs=True).numpy()
+    captum_map = captum.max(1) if reduce == "max" else captum.sum(1)
+    assert _relative_error(result.arrays["saliency"], captum_map) <= 1e-5
+    assert _relative_error(np.abs(result.arrays["gradients"]), captum) <= 1e-5
+
+
+@pytest.mark.parametrize("name,exporter,opset", [("residual", "dynamo", 20), ("nhwc_keras", "torchscript", 17), ("fixed_batch", "torchscript", 13)])
+def test_matches_captum_on_zoo_models(name, exporter, opset, shape_pictures):
+    model = load_model(export(name, exporter, opset))
+    images = [(n, d) for n, d, _, _ in shape_pictures[:3]]
+    result = run_technique("saliency", model, images, {"target": "1"})
+
+    batch = torch.from_numpy(model.spec.preprocess([decode_image(d) for _, d in images]))
+    captum = CaptumSaliency(model.module).attribute(batch, target=1, abs=True).numpy()
+    axis = 1 if model.spec.layout == "NCHW" else 3
+    assert _relative_error(result.arrays["saliency"], captum.max(axis)) <= 1e-5
+
+
+def test_target_by_label_and_top1(shapes_model, shape_pictures):
+    images = [(name, data) for name, data, _, _ in shape_pictures]
+    by_label = run_technique("saliency", shapes_model, images, {"target": "triangle"})
+    assert by_label.arrays["targets"].tolist() == [2, 2, 2, 2]
+    top1 = run_technique("saliency", shapes_model, images)
+    assert top1.arrays["targets"].tolist() == top1.arrays["scores"].argmax(1).tolist()
+    assert top1.provenance["model"]["sha256"] == shapes_model.sha256
+    assert top1.provenance["params"] == {"target": "top1", "reduce": "max"}
+
+
+def test_saliency_concentrates_on_the_object(shapes_model, shape_pictures):
+    """On the shapes model the gradient mass inside the known object mask beats its area share."""
+    images = [(name, data) for name, data, _, _ in shape_pictures]
+    result = run_technique("saliency", shapes_model, images)
+    for index, (_, _, _, mask) in enumerate(shape_pictures):
+        values = result.arrays["saliency"][index]
+        assert values[mask].sum() / values.sum() > mask.mean()
+
+
+def test_bad_targets_are_one_sentence(shapes_model, shape_pictures):
+    images = [shape_pictures[0][:2]]
+    with pytest.raises(UserError, match="not one of this model's labels"):
+        run_technique("saliency", shapes_model, images, {"target": "giraffe"})
+    with pytest.raises(UserError, match="out of range"):
+        run_technique("saliency", shapes_model, images, {"target": "17"})
+    with pytest.raises(UserError, match="unknown parameter"):
+        run_technique("saliency", shapes_model, images, {"colour": "red"})
+    with pytest.raises(UserError, match="needs at least one image"):
+        run_technique("saliency", shapes_model, [])

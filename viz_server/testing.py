@@ -1,0 +1,94 @@
+"""A contract test plugin authors run on their own techniques.
+
+    from viz_server.testing import check_plugin
+    def test_my_plugin():
+        check_plugin(my_plugin_module)
+
+``check_plugin`` runs every technique the plugin registers on the shipped shapes model (or a model you
+pass) with its default params and asserts the Result contract: declared schema valid, PNG artifacts that
+decode, arrays behind pictures present, JSON-ready metrics, plain-sentence caveats, provenance stamped, the
+same seed giving the same arrays, and cancellation honoured.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from viz_server.errors import Cancelled
+from viz_server.techniques import Result, Technique, check_technique
+
+ARTIFACT_KINDS = ("image", "plot", "table")
+
+
+def sample_inputs(count: int = 2) -> list[tuple[str, bytes]]:
+    """Generated pictures from the shapes dataset, as (name, PNG bytes)."""
+    from viz_server_models import shapes
+
+    rng = np.random.default_rng(0)
+    found = []
+    for index in range(count):
+        name = shapes.CLASSES[index % len(shapes.CLASSES)]
+        picture, _ = shapes.make_image(name, name, rng)
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, format="PNG")
+        found.append((f"{name}_{index}.png", buffer.getvalue()))
+    return found
+
+
+def check_result(result: Result) -> None:
+    """Assert that a Result follows the contract (raises AssertionError naming the first problem)."""
+    assert isinstance(result, Result), f"run() must return a Result, got {type(result).__name__}"
+    names = [artifact.name for artifact in result.artifacts]
+    assert len(names) == len(set(names)), f"artifact names must be unique: {names}"
+    for name, array in result.arrays.items():
+        assert isinstance(array, np.ndarray), f"array {name!r} must be a numpy array"
+    for artifact in result.artifacts:
+        assert artifact.kind in ARTIFACT_KINDS, f"artifact {artifact.name}: kind must be one of {ARTIFACT_KINDS}"
+        assert artifact.caption.strip(), f"artifact {artifact.name} needs a caption"
+        if artifact.kind in ("image", "plot"):
+            picture = Image.open(io.BytesIO(artifact.data))
+            assert picture.format == "PNG", f"artifact {artifact.name} must hold PNG bytes"
+        if artifact.kind == "table":
+            assert artifact.rows and all(isinstance(row, list) for row in artifact.rows), f"table {artifact.name} needs rows"
+        if artifact.array is not None:
+            assert artifact.array in result.arrays, f"artifact {artifact.name} names a missing array {artifact.array!r}"
+    json.dumps(result.metrics)  # metrics must be JSON-ready
+    assert all(isinstance(caveat, str) and caveat.strip() for caveat in result.caveats), "caveats must be sentences"
+    for key in ("technique", "technique_version", "params", "seed", "model"):
+        assert key in result.provenance, f"provenance lacks {key!r}"
+
+
+def check_technique_contract(technique: Technique, model=None, images: list[tuple[str, bytes]] | None = None) -> Result:
+    """Run ``technique`` with default params through every contract check; return its Result."""
+    from viz_server.runner import run_technique
+
+    problems = check_technique(technique)
+    assert not problems, f"{getattr(technique, 'name', technique)}: " + "; ".join(problems)
+    if model is None:
+        from viz_server.model.loaded import load_model
+        from viz_server_models import shipped_models
+
+        model = load_model(shipped_models()["shapes_cnn"])
+    images = sample_inputs() if images is None else images
+    second = images[0] if "second_image" in technique.inputs else None
+    first = run_technique(technique, model, images, seed=3, second_image=second)
+    check_result(first)
+    again = run_technique(technique, model, images, seed=3, second_image=second)
+    for name, array in first.arrays.items():
+        np.testing.assert_allclose(again.arrays[name], array, rtol=1e-5, atol=1e-6, err_msg=f"array {name} differs for the same seed")
+    try:
+        run_technique(technique, model, images, seed=3, second_image=second, is_cancelled=lambda: True)
+    except Cancelled:
+        pass
+    return first
+
+
+def check_plugin(plugin, model=None) -> list[Result]:
+    """Run ``check_technique_contract`` on every technique a plugin module/object registers."""
+    registered = list(plugin.register_techniques())
+    assert registered, "register_techniques() returned no techniques"
+    return [check_technique_contract(technique, model) for technique in registered]
