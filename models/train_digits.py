@@ -41,7 +41,16 @@ def train(seed: int = SEED) -> tuple[nn.Module, float]:
     return model, float(accuracy)
 
 
+def write_sample(folder: Path = Path(__file__).with_name("samples")) -> None:
+    """One digit from the bundled set as a PNG (white ink on black, as the model expects)."""
+    from PIL import Image
+
+    folder.mkdir(exist_ok=True)
+    Image.fromarray((load_digits().images[3] / 16 * 255).astype(np.uint8)).save(folder / "digit-3.png")
+
+
 def main() -> None:
+    write_sample()
     model, accuracy = train()
     export_onnx(
         model,

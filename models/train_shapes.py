@@ -52,7 +52,7 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
         return float((model(to_model_space(images)).argmax(1).numpy() == labels).mean())
 
 
-def train(seed: int = SEED, count: int = 4000, epochs: int = 10) -> tuple[nn.Module, dict]:
+def train(seed: int = SEED, count: int = 3000, epochs: int = 10) -> tuple[nn.Module, dict]:
     torch.manual_seed(seed)
     torch.set_num_threads(2)
     data = shapes.make_dataset(count, seed=seed)
@@ -83,7 +83,21 @@ def train(seed: int = SEED, count: int = 4000, epochs: int = 10) -> tuple[nn.Mod
     return model, figures
 
 
+def write_samples(folder: Path = Path(__file__).with_name("samples"), seed: int = 100) -> None:
+    """One picture per class plus one cue-conflict picture, for demos and the web UI's image picker."""
+    from PIL import Image
+
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in shapes.CLASSES:
+        picture, _ = shapes.make_image(name, name, rng)
+        Image.fromarray(picture).save(folder / f"{name}.png")
+    picture, _ = shapes.make_image("circle", "square", rng)
+    Image.fromarray(picture).save(folder / "circle-square.png")  # shape circle, texture of square
+
+
 def main() -> None:
+    write_samples()
     model, figures = train()
     export_onnx(
         model,

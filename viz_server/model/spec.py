@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +309,3 @@ def _per_channel(values: tuple[float, ...], channels: int, name: str) -> tuple[f
         raise UserError(f"{name} has {len(values)} values but the model has {channels} channels; give one per channel.")
     return tuple(values)
 
-
-def with_overrides(spec: ModelSpec, **changes: Any) -> ModelSpec:
-    """A copy of ``spec`` with some fields replaced (used when a user edits a stored model's spec)."""
-    return replace(spec, **changes)

@@ -1,0 +1,19 @@
+# viz-server on CPU. Build: docker build -t viz-server .   Run: docker run -p 8000:8000 viz-server
+FROM python:3.11-slim
+
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
+    VIZ_SERVER_CACHE=/data/cache
+
+WORKDIR /app
+# CPU-only torch wheels keep the image small (the default PyPI wheels bundle CUDA).
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.2" "torchvision>=0.17"
+COPY pyproject.toml README.md ./
+COPY viz_server ./viz_server
+COPY plugins ./plugins
+COPY models ./models
+RUN pip install ".[cpu]" && useradd --create-home --uid 1000 viz && mkdir -p /data && chown viz /data
+
+USER viz
+VOLUME /data
+EXPOSE 8000
+CMD ["viz-server", "serve", "--host", "0.0.0.0", "--port", "8000"]

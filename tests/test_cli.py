@@ -1,0 +1,125 @@
+"""The CLI as a user runs it: real subprocesses, exit codes, one-sentence errors, files written."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hostile import hostile_images, hostile_models
+from viz_server.cli import main
+
+
+def viz(*args, cwd=None):
+    """The CLI in a real subprocess, exactly as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "viz_server.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def viz_inprocess(capsys, monkeypatch):
+    """The same ``main`` in this process (no interpreter start-up per call), for the long tables of cases."""
+
+    def run(*args, cwd=None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        code = main([str(arg) for arg in args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run
+
+
+def assert_one_sentence_exit_2(completed):
+    assert completed.returncode == 2, (completed.returncode, completed.stderr)
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("viz-server: error: "), completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_plugins_lists_saliency_with_params():
+    completed = viz("plugins", "--json")
+    assert completed.returncode == 0
+    techniques = {t["name"]: t for p in json.loads(completed.stdout) for t in p["techniques"]}
+    assert [param["name"] for param in techniques["saliency"]["params"]] == ["target", "reduce"]
+    assert "saliency" in viz("plugins").stdout
+
+
+def test_inspect_shipped_model_json():
+    completed = viz("inspect", "shapes_cnn", "--json")
+    assert completed.returncode == 0, completed.stderr
+    described = json.loads(completed.stdout)
+    assert described["spec"]["labels"] == ["circle", "square", "triangle", "cross"]
+    assert described["conversion"]["worst_rel_error"] <= 1e-4
+    assert described["layers"]["default_cam_layer"]
+    assert "conversion" in viz("inspect", "shapes_cnn").stdout
+
+
+def test_run_saliency_writes_result(tmp_path, shape_pictures):
+    image = tmp_path / "square.png"
+    image.write_bytes(shape_pictures[1][1])
+    out = tmp_path / "out"
+    completed = viz("run", "saliency", "shapes_cnn", "--image", image, "--target", "square", "--reduce", "sum", "--out", out)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["provenance"]["params"] == {"target": "square", "reduce": "sum"}
+    assert result["metrics"]["targets"] == ["square"]
+    for artifact in result["artifacts"]:
+        assert (out / artifact["name"]).is_file()
+    import numpy as np
+
+    arrays = np.load(out / "arrays.npz")
+    assert arrays["saliency"].shape == (1, 64, 64)
+
+
+def test_run_help_lists_technique_params():
+    completed = viz("run", "saliency", "--help")
+    assert completed.returncode == 0
+    assert "--reduce" in completed.stdout and "--target" in completed.stdout
+
+
+@pytest.mark.parametrize("name", sorted(hostile_models()))
+def test_hostile_models_via_cli(tmp_path, name, viz_inprocess):
+    data, expectation = hostile_models()[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    completed = viz_inprocess("inspect", path)
+    if expectation == "ok":
+        assert completed.returncode == 0, completed.stderr
+    else:
+        assert_one_sentence_exit_2(completed)
+        assert expectation in completed.stderr
+
+
+@pytest.mark.parametrize("name", sorted(hostile_images()))
+def test_hostile_images_via_cli(tmp_path, name, viz_inprocess):
+    data, expectation = hostile_images()[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    completed = viz_inprocess("run", "saliency", "shapes_cnn", "--image", path, "--out", tmp_path / "out")
+    if expectation == "ok":
+        assert completed.returncode == 0, completed.stderr
+        assert (tmp_path / "out" / "saliency_0.png").is_file()
+    else:
+        assert_one_sentence_exit_2(completed)
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["run", "nonexistent", "shapes_cnn", "--out", "x"], "no technique named"),
+        (["inspect", "missing.onnx"], "no model file"),
+        (["run", "saliency", "shapes_cnn", "--out", "x"], "needs at least one image"),
+        (["inspect", "shapes_cnn", "--layout", "NWHC"], "layout"),
+        (["inspect", "shapes_cnn", "--mean", "1,2"], "one per channel"),
+    ],
+)
+def test_usage_errors_are_one_sentence(tmp_path, args, fragment, viz_inprocess):
+    completed = viz_inprocess(*args, cwd=tmp_path)
+    assert_one_sentence_exit_2(completed)
+    assert fragment in completed.stderr
+
+
+def test_hostile_model_in_a_real_process(tmp_path):
+    path = tmp_path / "control_flow.onnx"
+    path.write_bytes(hostile_models()["control_flow.onnx"][0])
+    assert_one_sentence_exit_2(viz("inspect", path))
