@@ -93,6 +93,37 @@ def hostile_models() -> dict[str, tuple[bytes, str]]:
     custom.opset_import.append(helper.make_opsetid("com.example", 1))
     cases["custom_op.onnx"] = (custom.SerializeToString(), "GlobalAveragePool")
 
+    lstm = _model(
+        [
+            helper.make_node("Reshape", ["x", "seq_shape"], ["seq"], name="to_sequence"),
+            helper.make_node("LSTM", ["seq", "W", "R"], ["", "h"], hidden_size=4, name="lstm"),
+            helper.make_node("Reshape", ["h", "out_shape"], ["y"], name="flatten"),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [
+            numpy_helper.from_array(np.array([24, 1, 8], np.int64), "seq_shape"),
+            numpy_helper.from_array(np.zeros((1, 16, 8), np.float32), "W"),
+            numpy_helper.from_array(np.zeros((1, 16, 4), np.float32), "R"),
+            numpy_helper.from_array(np.array([1, 4], np.int64), "out_shape"),
+        ],
+    )
+    cases["lstm.onnx"] = (lstm.SerializeToString(), "LSTM")
+
+    quantized = _model(
+        [
+            helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "scale", "zero"], name="quantize"),
+            helper.make_node("ConvInteger", ["xq", "wq", "zero"], ["c"], name="conv"),
+            helper.make_node("Cast", ["c"], ["cf"], to=TensorProto.FLOAT, name="cast"),
+            helper.make_node("GlobalAveragePool", ["cf"], ["p"], name="pool"),
+            helper.make_node("Flatten", ["p"], ["y"], name="flatten"),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.uint8), "wq")],
+    )
+    cases["quantized.onnx"] = (quantized.SerializeToString(), "quantized")
+
     two_inputs = _conv_model()
     two_inputs.graph.input.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1, 3, 8, 8]))
     cases["two_inputs.onnx"] = (two_inputs.SerializeToString(), "2 inputs")

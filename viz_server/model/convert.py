@@ -27,9 +27,20 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     return missing
 
 
+QUANTIZED_OPS = frozenset(
+    {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"}
+)
+
+
 def convert(model: onnx.ModelProto) -> tuple[torch.fx.GraphModule, dict[str, str]]:
     """Convert to torch; return the module and a map ONNX node name -> torch submodule name."""
     missing = unsupported_ops(model)
+    quantized = [label for label in missing if label.split(" ")[0] in QUANTIZED_OPS]
+    if quantized:
+        raise UserError(
+            f"the model is quantized ({', '.join(quantized[:3])}) and integer arithmetic has no useful gradient; "
+            "analyse the float model it was quantized from."
+        )
     if missing:
         raise UserError(
             f"the model uses {', '.join(missing[:5])}, which viz-server cannot convert to a differentiable graph yet; "
