@@ -117,6 +117,18 @@ class FixedBatchFlatten(nn.Module):
         return self.head(torch.relu(self.conv(x)).reshape(1, -1))
 
 
+class FlattenAll(nn.Module):
+    """Flattens the whole batch into one vector: no rewrite can give it a batch axis, so it runs per image."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.head = nn.Linear(4 * (SIZE // 2) ** 2, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).reshape(-1)[None])
+
+
 class PadResizeSplit(nn.Module):
     def __init__(self):
         super().__init__()
@@ -139,6 +151,7 @@ ZOO = {
     "softmax_head": SoftmaxHead,
     "nhwc_keras": NHWCKeras,
     "fixed_batch": FixedBatchFlatten,
+    "flatten_all": FlattenAll,
     "pad_resize_split": PadResizeSplit,
 }
 EXPORTS = (("torchscript", 13), ("torchscript", 17), ("dynamo", 18), ("dynamo", 20))
@@ -167,7 +180,7 @@ def export(name: str, exporter: str, opset: int) -> bytes:
     """ONNX bytes of zoo model ``name``; the batch axis is dynamic except for ``fixed_batch`` and dynamo."""
     module, example = build(name), example_input(name)
     buffer = io.BytesIO()
-    dynamic = None if name == "fixed_batch" or exporter == "dynamo" else {"x": {0: "batch"}, "y": {0: "batch"}}
+    dynamic = None if name in ("fixed_batch", "flatten_all") or exporter == "dynamo" else {"x": {0: "batch"}, "y": {0: "batch"}}
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")

@@ -45,8 +45,10 @@ def test_softmax_is_stripped_and_recorded():
     assert not torch.allclose(scores.sum(1), torch.ones(1))  # logits, not probabilities
 
 
-def test_fixed_batch_export_still_takes_batches():
-    model = load_model(export("fixed_batch", "torchscript", 17), use_cache=False)
+@pytest.mark.parametrize("name,per_image", [("fixed_batch", False), ("flatten_all", True)])
+def test_fixed_batch_export_still_takes_batches(name, per_image):
+    model = load_model(export(name, "torchscript", 17), use_cache=False)
+    assert (model.max_batch == 1) == per_image, model.conversion.passes
     batch = torch.rand(3, 3, 32, 32)
     out = model.module(batch)
     assert out.shape == (3, 3)

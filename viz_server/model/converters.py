@@ -14,6 +14,7 @@ then checked numerically against onnxruntime by ``verify``, so a wrong converter
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -54,10 +55,18 @@ def register() -> None:
         _alias_newer_versions(op)
 
 
+@lru_cache(maxsize=1)
+def _since_versions() -> dict[str, list[int]]:
+    """Op type -> every ONNX version in which its schema changed (default domain)."""
+    versions: dict[str, set[int]] = {}
+    for schema in defs.get_all_schemas_with_history():
+        if schema.domain == "":
+            versions.setdefault(schema.name, set()).add(schema.since_version)
+    return {op: sorted(found) for op, found in versions.items()}
+
+
 def _all_since_versions(op: str) -> list[int]:
-    return sorted(
-        {schema.since_version for schema in defs.get_all_schemas_with_history() if schema.name == op and schema.domain == ""}
-    )
+    return _since_versions().get(op, [])
 
 
 def _registered_versions(op: str) -> list[int]:
@@ -82,34 +91,25 @@ def _alias_newer_versions(op: str) -> None:
             _add(op, version, newest)
 
 
-def _versions_from(op: str, first: int) -> list[int]:
-    return [version for version in _all_since_versions(op) if version >= first]
-
-
 def _own_converters():
-    for op in REDUCE_OPS:
-        for version in _versions_from(op, 18):
-            yield op, version, convert_reduce_axes_input
-    for version in _versions_from("Reshape", 14):
-        yield "Reshape", version, convert_reshape
-    for version in _versions_from("Pad", 18):
-        yield "Pad", version, convert_pad
-    for version in _versions_from("Split", 18):
-        yield "Split", version, convert_split_18
-    for version in _versions_from("Resize", 18):
-        yield "Resize", version, convert_resize_18
-    for version in _versions_from("AveragePool", 19):
-        yield "AveragePool", version, convert_average_pool_19
-    for version in _versions_from("Gelu", 20):
-        yield "Gelu", version, convert_gelu
-    for version in _versions_from("GlobalMaxPool", 1):
-        yield "GlobalMaxPool", version, convert_global_max_pool
-    for version in _versions_from("GroupNormalization", 18):
-        yield "GroupNormalization", version, convert_group_norm_18 if version < 21 else convert_group_norm_21
-    for version in _versions_from("CastLike", 15):
-        yield "CastLike", version, convert_cast_like
-    for version in _versions_from("Mish", 18):
-        yield "Mish", version, convert_mish
+    """(op, version, converter) for every version of an op from the first one we convert ourselves."""
+    table = [(op, 18, convert_reduce_axes_input) for op in REDUCE_OPS] + [
+        ("Reshape", 14, convert_reshape),
+        ("Pad", 18, convert_pad),
+        ("Split", 18, convert_split_18),
+        ("Resize", 18, convert_resize_18),
+        ("AveragePool", 19, convert_average_pool_19),
+        ("Gelu", 20, convert_gelu),
+        ("GlobalMaxPool", 1, convert_global_max_pool),
+        ("GroupNormalization", 18, convert_group_norm_18),
+        ("GroupNormalization", 21, convert_group_norm_21),
+        ("CastLike", 15, convert_cast_like),
+        ("Mish", 18, convert_mish),
+    ]
+    for op, first, converter in table:
+        for version in _all_since_versions(op):
+            if version >= first:
+                yield op, version, converter
 
 
 def _const_list(name: str, graph: OnnxGraph, what: str, node: OnnxNode) -> list[int] | None:
