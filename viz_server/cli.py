@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not os.environ.get("VIZ_SERVER_DEBUG"):
+        warnings.simplefilter("ignore")  # library warnings are not the user's business; stderr stays one sentence
     parser = build_parser()
     try:
         if len(argv) >= 2 and argv[0] == "run" and any(a in ("-h", "--help") for a in argv[2:]) and not argv[1].startswith("-"):

@@ -160,7 +160,7 @@ def make_session(model: onnx.ModelProto):
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors surface as exceptions, turned into one sentence
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
