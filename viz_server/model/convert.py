@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+
 import onnx
 import onnx2torch
 import torch
+from onnx2torch import converter as onnx2torch_converter
 from onnx2torch.node_converters import registry
 
 from viz_server.errors import UserError
 from viz_server.model import converters
 from viz_server.model.normalize import opset_version
+
+
+_convert_lock = threading.Lock()
+
+
+@contextmanager
+def _shapes_already_inferred(model: onnx.ModelProto):
+    """Skip onnx2torch's own shape inference when ``normalize`` already ran it (half of a cached load)."""
+    if not len(model.graph.value_info):
+        yield
+        return
+    with _convert_lock:
+        original = onnx2torch_converter.safe_shape_inference
+        onnx2torch_converter.safe_shape_inference = lambda proto: proto
+        try:
+            yield
+        finally:
+            onnx2torch_converter.safe_shape_inference = original
 
 
 def unsupported_ops(model: onnx.ModelProto) -> list[str]:
@@ -47,7 +69,8 @@ def convert(model: onnx.ModelProto) -> tuple[torch.fx.GraphModule, dict[str, str
             "re-export it with standard ops (e.g. a different opset) or without that layer."
         )
     try:
-        module = onnx2torch.convert(model)
+        with _shapes_already_inferred(model):
+            module = onnx2torch.convert(model)
     except NotImplementedError as exc:
         raise UserError(f"the model cannot be converted: {exc}; re-export it with standard ops.") from None
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
