@@ -62,3 +62,21 @@ def test_nhwc_export_gets_nhwc_spec_in_0_255():
     assert model.spec.layout == "NHWC"
     assert model.spec.value_range == (0.0, 255.0)
     assert "layout" in model.spec.guessed
+
+
+def test_fixed_batch_of_four_runs_in_padded_groups():
+    import contextlib
+    import io
+
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(0), nn.Unflatten(0, (4, -1)), nn.Linear(4 * 6 * 6, 2)).eval()
+    buffer = io.BytesIO()
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(net, (torch.rand(4, 3, 8, 8),), buffer, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
+    model = load_model(buffer.getvalue(), use_cache=False)
+    assert model.max_batch == 4
+    batch = torch.rand(5, 3, 8, 8)
+    expected = torch.cat([net(batch[:4]), net(torch.cat([batch[4:], batch[4:].expand(3, 3, 8, 8)]))[:1]])
+    torch.testing.assert_close(model.module(batch), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.predict(batch.numpy()), expected.detach().numpy(), rtol=1e-4, atol=1e-5)

@@ -256,16 +256,24 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any]) -> _Converted:
     started = time.perf_counter()
     report = verify_stage.ParityReport()
     reference_session = make_session(normalized)
-    one = verify_stage.random_inputs(spec, 1, seed=0)
+    fixed = _fixed_batch(normalized)
+    first_batch = fixed if fixed and fixed > 1 else 1
+    one = verify_stage.random_inputs(spec, first_batch, seed=0)
     two = verify_stage.random_inputs(spec, 2, seed=1)
-    reference_one = reference_session.run(None, {spec.input_name: one})[0]
-    reference_two = np.concatenate([reference_session.run(None, {spec.input_name: two[i : i + 1]})[0] for i in range(2)]) \
-        if _fixed_batch(normalized) in (None, 1) else None
-    parity_one = verify_stage.compare(1, verify_stage.torch_scores(graph, one), reference_one, "batch 1")
+    try:
+        reference_one = reference_session.run(None, {spec.input_name: one})[0]
+        reference_two = np.concatenate([reference_session.run(None, {spec.input_name: two[i : i + 1]})[0] for i in range(2)]) \
+            if fixed in (None, 1) else None
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise UserError(f"onnxruntime cannot run this model on a valid input ({str(exc).splitlines()[0][:200]}); re-export it.") from None
+    try:
+        ours = verify_stage.torch_scores(graph, one)
+    except Exception as exc:  # noqa: BLE001 - a converted graph that cannot run is a conversion failure
+        raise UserError(f"the converted graph cannot run this model ({type(exc).__name__}: {str(exc)[:200]}); re-export it.") from None
+    parity_one = verify_stage.compare(first_batch, ours, reference_one, f"batch {first_batch}")
     verify_stage.check_tolerance(parity_one, report)
     report.checks.append(parity_one)
 
-    fixed = _fixed_batch(normalized)
     max_batch: int | None = fixed
     chosen, chosen_graph, chosen_names = normalized, graph, module_names
     if fixed is None:
