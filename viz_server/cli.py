@@ -58,9 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", required=True, help="folder for result.json, arrays.npz and PNGs")
     run.add_argument("--json", action="store_true", help="print the result summary as JSON")
 
-    serve = commands.add_parser("serve", help="start the web UI")
-    serve.add_argument("--host", default=os.environ.get("VIZ_SERVER_HOST", "127.0.0.1"))
+    serve = commands.add_parser("serve", help="start the web UI (embedded job runner unless VIZ_SERVER_BROKER_URL is set)")
+    serve.add_argument("--host", default=os.environ.get("VIZ_SERVER_HOST", "127.0.0.1"),
+                       help="address to bind (default 127.0.0.1; any other address requires the access token)")
     serve.add_argument("--port", type=int, default=int(os.environ.get("VIZ_SERVER_PORT", "8000")))
+
+    worker = commands.add_parser("worker", help="run a Celery worker (needs VIZ_SERVER_BROKER_URL, a shared database and data folder)")
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker (default 1)")
     return parser
 
 
@@ -226,11 +230,26 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from waitress import serve
+
     from viz_server.web import create_app
 
-    app = create_app()
-    print(f"viz-server serving on http://{args.host}:{args.port}/", file=sys.stderr)
-    app.run(host=args.host, port=args.port, threaded=True)
+    app = create_app(host=args.host)
+    token = app.extensions["viz_token"]
+    settings = app.extensions["viz_settings"]
+    link = f"http://{args.host}:{args.port}/" + (f"?token={token}" if token else "")
+    print(f"viz-server: serving on {link}  (data in {settings.data_dir})", file=sys.stderr)
+    try:
+        serve(app, host=args.host, port=args.port, threads=16, ident="viz-server", _quiet=True)
+    finally:
+        app.extensions["viz_dispatcher"].stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from viz_server.jobs.celery_app import run_worker
+
+    run_worker(args.concurrency)
     return 0
 
 
@@ -253,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if extra and args.command != "run":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        handlers = {"plugins": cmd_plugins, "models": cmd_models, "inspect": cmd_inspect, "serve": cmd_serve}
+        handlers = {"plugins": cmd_plugins, "models": cmd_models, "inspect": cmd_inspect, "serve": cmd_serve, "worker": cmd_worker}
         if args.command == "run":
             return cmd_run(args, extra)
         return handlers[args.command](args)

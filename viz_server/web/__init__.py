@@ -1,31 +1,96 @@
-"""The Flask web UI (server-rendered). This first version lists plugins, techniques and shipped models."""
+"""The Flask web UI and JSON API.
+
+``create_app`` wires settings, the store, the job dispatcher (embedded runner or Celery) and security.
+The web process never runs model code: uploads are stored and inspected by jobs.
+"""
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template
+import hashlib
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from viz_server.config import Settings, load_settings
+from viz_server.errors import UserError
+from viz_server.store import Store
+from viz_server.web import security
 
 
-def create_app() -> Flask:
+def make_dispatcher(store: Store, settings: Settings):
+    if settings.broker_url:
+        from viz_server.jobs.celery_app import CeleryDispatcher
+
+        return CeleryDispatcher(settings)
+    from viz_server.jobs.embedded import EmbeddedRunner
+
+    return EmbeddedRunner(store, settings)
+
+
+def create_app(settings: Settings | None = None, host: str = "127.0.0.1", start_jobs: bool = True) -> Flask:
+    settings = settings or load_settings()
+    store = Store(settings)
     app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=security.persistent_secret(settings.data_dir / "secret_key"),
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+    )
+    app.extensions["viz_store"] = store
+    app.extensions["viz_settings"] = settings
+    dispatcher = make_dispatcher(store, settings)
+    app.extensions["viz_dispatcher"] = dispatcher
+    app.extensions["viz_token"] = security.required_token(settings, host)
+    security.install(app, app.extensions["viz_token"])
 
-    @app.after_request
-    def security_headers(response):
-        response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["X-Frame-Options"] = "DENY"
-        return response
+    from viz_server.web import api, pages
 
-    @app.get("/")
-    def index():
-        from viz_server.plugins import describe_plugins
-        from viz_server_models import shipped_models
-
-        return render_template("index.html", plugins=describe_plugins(), models=sorted(shipped_models()))
-
-    @app.get("/api/plugins")
-    def api_plugins():
-        from viz_server.plugins import describe_plugins
-
-        return jsonify(describe_plugins())
-
+    app.register_blueprint(pages.blueprint)
+    app.register_blueprint(api.blueprint)
+    _register_errors(app)
+    register_shipped(store, dispatcher)
+    if start_jobs:
+        dispatcher.start()
     return app
+
+
+def register_shipped(store: Store, dispatcher) -> None:
+    """The shipped models and sample pictures are listed from the first start (once; restarts keep them)."""
+    from viz_server_models import sample_images, shipped_models
+
+    for name, path in shipped_models().items():
+        data = path.read_bytes()
+        if store.model_by_sha(hashlib.sha256(data).hexdigest()) is None:
+            _, job = store.add_model(name, data, shipped=True)
+            dispatcher.submit(job.id)
+    if "samples" not in store.image_sets():
+        for name, path in sample_images().items():
+            label = name if not name.startswith("digit") else name.split("-")[-1]
+            store.add_image(path.name, path.read_bytes(), "samples", label)
+
+
+def _register_errors(app: Flask) -> None:
+    def respond(status: int, message: str):
+        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+            return jsonify(error=message), status
+        return render_template("error.html", status=status, message=message), status
+
+    @app.errorhandler(UserError)
+    def user_error(exc: UserError):
+        return respond(400, str(exc))
+
+    @app.errorhandler(LookupError)
+    def not_found(exc: LookupError):
+        return respond(404, str(exc.args[0]) if exc.args else "not found.")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        messages = {
+            401: "this server needs its access token; open the link the server printed at start-up.",
+            404: "there is nothing at this address.",
+            405: "this address does not take that kind of request.",
+            413: f"the upload is larger than the {app.config['MAX_CONTENT_LENGTH'] / 2**20:.0f} MiB allowed.",
+        }
+        message = messages.get(exc.code) if exc.code != 400 else None
+        return respond(exc.code or 500, message or (exc.description or "bad request."))

@@ -1,0 +1,125 @@
+"""The embedded job runner: no external service; each job runs in its own process.
+
+A thread in the server claims queued jobs (up to ``max_jobs`` at once) and starts
+``python -m viz_server.jobs.process JOB_ID`` for each. It kills a job that outlives ``job_timeout`` or
+ignores a cancel request, and when a process dies without recording an outcome (a segfault inside
+onnxruntime, the OOM killer) it retries the job ``job_retries`` times, then marks it failed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from viz_server.config import Settings
+from viz_server.store import JobRecord, Store
+from viz_server.store.database import now
+
+POLL_SECONDS = 0.1
+CANCEL_GRACE_SECONDS = 10.0
+
+
+class EmbeddedRunner:
+    def __init__(self, store: Store, settings: Settings):
+        self.store, self.settings = store, settings
+        self.running: dict[int, tuple[subprocess.Popen, float]] = {}
+        self.cancel_seen: dict[int, float] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.store.db.requeue_orphans()
+        self._thread = threading.Thread(target=self._loop, name="viz-server-jobs", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for process, _ in self.running.values():
+            process.kill()
+
+    def submit(self, job_id: int) -> None:
+        """A job was queued: look now instead of at the next poll."""
+        self._wake.set()
+
+    # ---- the loop ------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 - the runner must outlive a database hiccup
+                print(f"viz-server job runner: {type(exc).__name__}: {exc}", file=sys.stderr)
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        for job_id in list(self.running):
+            self._watch(job_id)
+        free = self.settings.max_jobs - len(self.running)
+        if free > 0:
+            for job_id in self.store.db.queued_job_ids(free):
+                if self.store.db.claim_job(job_id):
+                    self._spawn(job_id)
+
+    def _spawn(self, job_id: int) -> None:
+        env = {
+            **os.environ,
+            "VIZ_SERVER_DATA": str(self.settings.data_dir),
+            "VIZ_SERVER_DATABASE_URL": self.settings.database_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+        log_dir = self.settings.data_dir / "logs"
+        log_dir.mkdir(exist_ok=True)
+        with open(log_dir / f"job-{job_id}.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "viz_server.jobs.process", str(job_id)],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.running[job_id] = (process, time.monotonic())
+
+    def _watch(self, job_id: int) -> None:
+        process, started = self.running[job_id]
+        code = process.poll()
+        if code is None:
+            elapsed = time.monotonic() - started
+            if elapsed > self.settings.job_timeout:
+                self._kill(job_id, "failed", f"the job ran longer than {self.settings.job_timeout:g} s and was stopped; "
+                           "use fewer images or fewer steps.")
+            elif self._cancel_overdue(job_id):
+                self._kill(job_id, "cancelled", None)
+            return
+        del self.running[job_id]
+        self.cancel_seen.pop(job_id, None)
+        job = self.store.db.get(JobRecord, job_id)
+        if job is None or job.status != "running":
+            return  # the process recorded its outcome
+        if job.attempts <= self.settings.job_retries:
+            self.store.db.update_job(job_id, status="queued", progress_message=f"retrying: its process died (exit code {code})")
+            self._wake.set()
+        else:
+            message = (f"the job's process died (exit code {code}) - a crash inside onnxruntime or torch, or out of "
+                       f"memory - after {job.attempts} attempt(s); try fewer or smaller images.")
+            self.store.db.update_job(job_id, status="failed", error=message, finished_at=now(), progress_message="failed")
+            if job.kind == "inspect":
+                self.store.db.update_model(job.model_id, status="failed", error=message)
+
+    def _cancel_overdue(self, job_id: int) -> bool:
+        job = self.store.db.get(JobRecord, job_id)
+        if job is None or not job.cancel_requested:
+            return False
+        first_seen = self.cancel_seen.setdefault(job_id, time.monotonic())
+        return time.monotonic() - first_seen > CANCEL_GRACE_SECONDS
+
+    def _kill(self, job_id: int, status: str, message: str | None) -> None:
+        process, _ = self.running.pop(job_id)
+        process.kill()
+        process.wait(timeout=10)
+        self.cancel_seen.pop(job_id, None)
+        self.store.db.update_job(job_id, status=status, error=message, finished_at=now(), progress_message=status)

@@ -1,0 +1,92 @@
+"""Run one stored job to completion: inspect a model, or run a technique and store its Result."""
+
+from __future__ import annotations
+
+import time
+
+from viz_server.errors import Cancelled, UserError
+from viz_server.store import JobRecord, ModelRecord, Store
+from viz_server.store.database import ImageRecord, now
+
+PROGRESS_INTERVAL = 0.25  # seconds between progress writes / cancellation checks
+
+
+def load_stored_model(store: Store, record: ModelRecord):
+    from viz_server.model.loaded import load_model
+
+    return load_model(store.blobs.read(record.sha256), name=record.name, **(record.spec_overrides or {}))
+
+
+def execute_job(store: Store, job_id: int) -> str:
+    """Execute a job that is already claimed (status running); return its final status."""
+    job = store.db.get(JobRecord, job_id)
+    if job is None:
+        return "missing"
+    model_record = store.db.get(ModelRecord, job.model_id)
+    try:
+        if job.kind == "inspect":
+            _inspect(store, job, model_record)
+        else:
+            _run_technique(store, job, model_record)
+        return "done"
+    except Cancelled:
+        store.db.update_job(job_id, status="cancelled", finished_at=now(), progress_message="cancelled")
+        return "cancelled"
+    except UserError as exc:
+        _fail(store, job, str(exc))
+        return "failed"
+    except MemoryError:
+        _fail(store, job, "the job ran out of memory; use fewer or smaller images.")
+        return "failed"
+    except Exception as exc:  # noqa: BLE001 - a worker must record every failure, never die silently
+        _fail(store, job, f"internal error while running the job ({type(exc).__name__}: {str(exc)[:300]}); please report it.")
+        return "failed"
+
+
+def _fail(store: Store, job: JobRecord, message: str) -> None:
+    store.db.update_job(job.id, status="failed", error=message, finished_at=now(), progress_message="failed")
+    if job.kind == "inspect":
+        store.db.update_model(job.model_id, status="failed", error=message)
+
+
+def _inspect(store: Store, job: JobRecord, record: ModelRecord) -> None:
+    store.db.update_job(job.id, progress_done=0, progress_total=1, progress_message="guard, normalize, convert, verify")
+    model = load_stored_model(store, record)
+    store.db.update_model(record.id, status="ready", description=model.describe(), error=None)
+    store.db.update_job(job.id, status="done", progress_done=1, finished_at=now(), progress_message="model ready",
+                        result={"conversion": model.conversion.to_json()})
+
+
+def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:
+    from viz_server.runner import run_technique
+
+    if record.status == "failed":
+        raise UserError(f"model {record.name} could not be loaded: {record.error}")
+    model = load_stored_model(store, record)
+    images = [_image_bytes(store, image_id) for image_id in job.image_ids]
+    second = _image_bytes(store, job.second_image_id) if job.second_image_id else None
+
+    last = {"time": 0.0, "cancel": False}
+
+    def on_progress(done: int, total: int, message: str) -> None:
+        if time.monotonic() - last["time"] >= PROGRESS_INTERVAL or done >= total:
+            last["time"] = time.monotonic()
+            store.db.update_job(job.id, progress_done=int(done), progress_total=int(total), progress_message=str(message)[:300])
+
+    def is_cancelled() -> bool:
+        if time.monotonic() - last.get("checked", 0.0) >= PROGRESS_INTERVAL:
+            last["checked"] = time.monotonic()
+            current = store.db.get(JobRecord, job.id)
+            last["cancel"] = bool(current and current.cancel_requested)
+        return last["cancel"]
+
+    result = run_technique(job.technique, model, images, job.params, seed=job.seed, second_image=second,
+                           on_progress=on_progress, is_cancelled=is_cancelled)
+    store.save_result(job.id, result)
+
+
+def _image_bytes(store: Store, image_id: int) -> tuple[str, bytes]:
+    record = store.db.get(ImageRecord, image_id)
+    if record is None:
+        raise UserError(f"image {image_id} no longer exists; pick another image.")
+    return record.name, store.blobs.read(record.sha256)

@@ -1,0 +1,148 @@
+"""Persistence: a SQL database for records and a content-addressed folder for bytes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import select
+
+from viz_server.config import Settings
+from viz_server.errors import UserError
+from viz_server.store.blobs import BlobStore
+from viz_server.store.database import Database, ImageRecord, JobRecord, ModelRecord, ReportRecord, now
+from viz_server.techniques import Result
+
+__all__ = ["Store", "ModelRecord", "ImageRecord", "JobRecord", "ReportRecord"]
+
+
+def clean_name(name: str, fallback: str) -> str:
+    """A display name from a client: printable, at most 200 characters (it is escaped wherever shown)."""
+    cleaned = "".join(c for c in str(name or "") if c.isprintable()).strip()
+    return cleaned[:200] or fallback
+
+
+class Store:
+    """The database and blob folder of one server, with the operations the web layer and workers share."""
+
+    def __init__(self, settings: Settings):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.blobs = BlobStore(settings.blob_dir)
+
+    # ---- models ------------------------------------------------------------------------------------
+    def add_model(self, name: str, data: bytes, shipped: bool = False, spec_overrides: dict | None = None) -> tuple[ModelRecord, JobRecord]:
+        """Store model bytes and queue the job that inspects (guards, converts, verifies) them."""
+        digest = self.blobs.put(data)
+        record = self.db.add(ModelRecord(name=clean_name(name, digest[:12]), sha256=digest, shipped=shipped, spec_overrides=spec_overrides or {}))
+        return record, self.queue_inspection(record.id)
+
+    def queue_inspection(self, model_id: int) -> JobRecord:
+        self.db.update_model(model_id, status="inspecting", error=None)
+        return self.db.add(JobRecord(kind="inspect", model_id=model_id))
+
+    def models(self) -> list[ModelRecord]:
+        with self.db.session() as session:
+            return list(session.scalars(select(ModelRecord).order_by(ModelRecord.id)))
+
+    def model_by_sha(self, digest: str) -> ModelRecord | None:
+        with self.db.session() as session:
+            return session.scalars(select(ModelRecord).where(ModelRecord.sha256 == digest).order_by(ModelRecord.id)).first()
+
+    # ---- images ------------------------------------------------------------------------------------
+    def add_image(self, name: str, data: bytes, image_set: str = "uploads", label: str | None = None) -> ImageRecord:
+        """Check that the bytes are a safe picture (header only, no model code), then store them."""
+        from viz_server.model.images import decode_image
+
+        picture = decode_image(data, clean_name(name, "image"))
+        digest = self.blobs.put(data)
+        return self.db.add(
+            ImageRecord(
+                name=clean_name(name, digest[:12]), sha256=digest, image_set=clean_name(image_set, "uploads")[:100],
+                label=clean_name(label, "")[:200] or None if label else None, width=picture.width, height=picture.height,
+            )
+        )
+
+    def images(self, image_set: str | None = None) -> list[ImageRecord]:
+        with self.db.session() as session:
+            query = select(ImageRecord).order_by(ImageRecord.id)
+            if image_set:
+                query = query.where(ImageRecord.image_set == image_set)
+            return list(session.scalars(query))
+
+    def image_sets(self) -> list[str]:
+        with self.db.session() as session:
+            return sorted({row[0] for row in session.execute(select(ImageRecord.image_set))})
+
+    # ---- jobs ----------------------------------------------------------------------------------------
+    def create_job(self, technique: str, model_id: int, image_ids: list[int], params: dict, seed: int = 0,
+                   second_image_id: int | None = None, report_id: int | None = None) -> JobRecord:
+        return self.db.add(JobRecord(kind="technique", technique=technique, model_id=model_id, image_ids=image_ids,
+                                     params=params, seed=seed, second_image_id=second_image_id, report_id=report_id))
+
+    def jobs(self, limit: int = 200, report_id: int | None = None) -> list[JobRecord]:
+        with self.db.session() as session:
+            query = select(JobRecord).order_by(JobRecord.id.desc()).limit(limit)
+            if report_id is not None:
+                query = select(JobRecord).where(JobRecord.report_id == report_id).order_by(JobRecord.id)
+            return list(session.scalars(query))
+
+    def request_cancel(self, job_id: int) -> None:
+        job = self.db.get(JobRecord, job_id)
+        if job is None:
+            raise UserError(f"there is no job {job_id}.")
+        if job.status == "queued":
+            self.db.update_job(job_id, status="cancelled", cancel_requested=True, finished_at=now(), progress_message="cancelled before it started")
+        elif job.status == "running":
+            self.db.update_job(job_id, cancel_requested=True, progress_message="cancelling")
+
+    def save_result(self, job_id: int, result: Result) -> None:
+        """Artifacts and arrays go to the blob folder; the job keeps the summary with their digests."""
+        summary = result.to_json()
+        for entry, artifact in zip(summary["artifacts"], result.artifacts):
+            if artifact.data:
+                entry["sha256"] = self.blobs.put(artifact.data)
+        arrays_sha = None
+        if result.arrays:
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **result.arrays)
+            arrays_sha = self.blobs.put(buffer.getvalue())
+        self.db.update_job(job_id, status="done", result=_json_ready(summary), arrays_sha256=arrays_sha, finished_at=now(),
+                           seconds=result.provenance.get("seconds"), progress_message="done")
+
+    def array(self, job: JobRecord, name: str) -> np.ndarray:
+        if not job.arrays_sha256:
+            raise KeyError(name)
+        with np.load(self.blobs.path(job.arrays_sha256), allow_pickle=False) as arrays:
+            if name not in arrays.files:
+                raise KeyError(name)
+            return arrays[name]
+
+    # ---- reports ---------------------------------------------------------------------------------------
+    def reports(self) -> list[ReportRecord]:
+        with self.db.session() as session:
+            return list(session.scalars(select(ReportRecord).order_by(ReportRecord.id.desc())))
+
+
+def _json_ready(value):
+    """Plugins may put numpy scalars in metrics; the database column needs plain JSON."""
+    import json
+
+    def default(item):
+        if isinstance(item, np.generic):
+            return item.item()
+        if isinstance(item, np.ndarray):
+            return item.tolist()
+        return str(item)
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def thumbnail(data: bytes, size: int = 96) -> bytes:
+    picture = Image.open(io.BytesIO(data)).convert("RGB")
+    picture.thumbnail((size, size))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,41 @@
+"""Content-addressed file storage: every upload and artifact is stored under its SHA-256, never a client name."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobStore:
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        """The file of a blob; only a well-formed digest maps to a path, so no URL can reach outside."""
+        if not SHA256.match(digest or ""):
+            raise KeyError(digest)
+        return self.folder / digest[:2] / digest
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f"{digest}.{os.getpid()}.tmp")
+            temporary.write_bytes(data)
+            temporary.replace(target)
+        return digest
+
+    def read(self, digest: str) -> bytes:
+        return self.path(digest).read_bytes()
+
+    def exists(self, digest: str) -> bool:
+        try:
+            return self.path(digest).is_file()
+        except KeyError:
+            return False

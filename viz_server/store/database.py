@@ -1,0 +1,147 @@
+"""Persistence: SQLAlchemy over SQLite (WAL) by default, PostgreSQL by URL.
+
+Tables: models (uploaded or shipped ONNX files and their inspection), images (uploaded pictures, grouped
+in named sets), jobs (one technique run or one model inspection, with progress and result), reports (a
+group of jobs: an audit of one model or a comparison of several).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelRecord(Base):
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    shipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    spec_overrides: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="inspecting")  # inspecting | ready | failed
+    description: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class ImageRecord(Base):
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    image_set: Mapped[str] = mapped_column(String(100), default="uploads", index=True)
+    label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    width: Mapped[int] = mapped_column(Integer, default=0)
+    height: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class ReportRecord(Base):
+    __tablename__ = "reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # audit | compare
+    title: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class JobRecord(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), default="technique")  # technique | inspect
+    technique: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"), nullable=True, index=True)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    image_ids: Mapped[list] = mapped_column(JSON, default=list)
+    second_image_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    progress_message: Mapped[str] = mapped_column(String(300), default="")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    arrays_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Database:
+    """Engine + session factory + the few state transitions every job runner shares."""
+
+    def __init__(self, url: str):
+        self.url = url
+        is_sqlite = url.startswith("sqlite")
+        self.engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False} if is_sqlite else {}, pool_pre_ping=True)
+        if is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def get(self, record_type, record_id: int):
+        with self.session() as session:
+            return session.get(record_type, record_id)
+
+    def add(self, record):
+        with self.session() as session:
+            session.add(record)
+            session.commit()
+            return record
+
+    def update_job(self, job_id: int, **values: Any) -> None:
+        with self.session() as session:
+            session.execute(update(JobRecord).where(JobRecord.id == job_id).values(**values))
+            session.commit()
+
+    def update_model(self, model_id: int, **values: Any) -> None:
+        with self.session() as session:
+            session.execute(update(ModelRecord).where(ModelRecord.id == model_id).values(**values))
+            session.commit()
+
+    def claim_job(self, job_id: int) -> bool:
+        """queued -> running, atomically; False if another runner got it first or it was cancelled."""
+        with self.session() as session:
+            claimed = session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job_id, JobRecord.status == "queued")
+                .values(status="running", started_at=now(), attempts=JobRecord.attempts + 1, progress_message="starting")
+            ).rowcount
+            session.commit()
+            return claimed == 1
+
+    def queued_job_ids(self, limit: int) -> list[int]:
+        with self.session() as session:
+            rows = session.execute(select(JobRecord.id).where(JobRecord.status == "queued").order_by(JobRecord.id).limit(limit))
+            return [row[0] for row in rows]
+
+    def requeue_orphans(self) -> int:
+        """Jobs left 'running' by a server that stopped are queued again (their process is gone)."""
+        with self.session() as session:
+            count = session.execute(update(JobRecord).where(JobRecord.status == "running").values(status="queued", progress_message="requeued after restart")).rowcount
+            session.commit()
+            return count
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

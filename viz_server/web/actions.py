@@ -1,0 +1,178 @@
+"""What the pages and the JSON API both do, written once: uploads, job submission, audits, comparisons.
+
+Every function validates untrusted input and raises ``UserError`` with one sentence; none runs model code
+(that happens in job processes).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import PurePosixPath
+from typing import Any
+
+from viz_server.errors import UserError
+from viz_server.plugins import get_technique, techniques
+from viz_server.store import ImageRecord, ModelRecord, ReportRecord, Store
+from viz_server.techniques import validate_params
+
+MAX_ARCHIVE_FILES = 2000
+MAX_ARCHIVE_BYTES = 512 * 2**20
+MAX_ARCHIVE_RATIO = 200
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def upload_model(store: Store, name: str, data: bytes, spec_overrides: dict | None = None):
+    """Store an uploaded model and queue its inspection; the guard's sentence comes back on its job."""
+    if not data:
+        raise UserError("the uploaded model file is empty; choose an exported .onnx file.")
+    if data[:1] == b"<" or data[:5] in (b"%PDF-", b"PK\x03\x04"):
+        raise UserError("the uploaded file is not an ONNX model; choose an exported .onnx file.")
+    spec = _spec_overrides(spec_overrides or {})
+    return store.add_model(name, data, spec_overrides=spec)
+
+
+def _spec_overrides(raw: dict[str, Any]) -> dict[str, Any]:
+    from viz_server.model.spec import SPEC_FIELDS, parse_field
+
+    overrides = {}
+    for key, value in raw.items():
+        if value in (None, "", []):
+            continue
+        if key not in SPEC_FIELDS:
+            raise UserError(f"'{key}' is not a model spec field; use one of {', '.join(SPEC_FIELDS)}.")
+        parse_field(key, value)  # one sentence if it is malformed
+        overrides[key] = value if isinstance(value, str) else json.dumps(value)
+    return overrides
+
+
+def update_spec(store: Store, model_id: int, raw: dict[str, Any]):
+    record = model_or_404(store, model_id)
+    store.db.update_model(record.id, spec_overrides=_spec_overrides(raw))
+    return store.queue_inspection(record.id)
+
+
+def upload_images(store: Store, files: list[tuple[str, bytes]], image_set: str = "uploads", label: str | None = None) -> list[ImageRecord]:
+    """Store pictures; a .zip is read as an image set with one sub-folder per class (ImageFolder style)."""
+    stored = []
+    for name, data in files:
+        if name.lower().endswith(".zip") or data[:4] == b"PK\x03\x04":
+            stored += _upload_archive(store, name, data, image_set)
+        else:
+            stored.append(store.add_image(name, data, image_set, label))
+    if not stored:
+        raise UserError("no pictures were uploaded; choose PNG or JPEG files or a .zip of class folders.")
+    return stored
+
+
+def _upload_archive(store: Store, name: str, data: bytes, image_set: str) -> list[ImageRecord]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = [entry for entry in archive.infolist() if not entry.is_dir()]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise UserError(f"{name} is not a readable zip archive; upload a .zip of class folders.") from None
+    if len(entries) > MAX_ARCHIVE_FILES:
+        raise UserError(f"{name} holds {len(entries)} files, more than the {MAX_ARCHIVE_FILES} allowed.")
+    total = sum(entry.file_size for entry in entries)
+    if total > MAX_ARCHIVE_BYTES or total > MAX_ARCHIVE_RATIO * max(len(data), 1):
+        raise UserError(f"{name} would unpack to {total / 2**20:.0f} MiB; that looks like a zip bomb and was refused.")
+    set_name = image_set if image_set != "uploads" else PurePosixPath(name).stem
+    stored = []
+    for entry in entries:
+        path = PurePosixPath(entry.filename.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue  # never trust archive paths; skip anything that is not a picture
+        label = path.parts[-2] if len(path.parts) >= 2 else None
+        with archive.open(entry) as handle:
+            content = handle.read(entry.file_size + 1)
+        if len(content) > entry.file_size:
+            raise UserError(f"{name} lies about the size of {path.name}; the archive was refused.")
+        stored.append(store.add_image(path.name, content, set_name, label))
+    return stored
+
+
+def model_or_404(store: Store, model_id: int) -> ModelRecord:
+    record = store.db.get(ModelRecord, model_id)
+    if record is None:
+        raise LookupError(f"there is no model {model_id}.")
+    return record
+
+
+def submit_job(store: Store, dispatcher, technique_name: str, model_id: int, image_ids: list[int], raw_params: dict[str, Any],
+               seed: int = 0, second_image_id: int | None = None, report_id: int | None = None):
+    """Validate everything a job needs now, so a mistake is a 4xx at once rather than a failed job later."""
+    technique = get_technique(technique_name)
+    params = validate_params(technique.params, raw_params)
+    record = model_or_404(store, model_id)
+    if record.status == "failed":
+        raise UserError(f"model {record.name} could not be loaded ({record.error}); upload a fixed export.")
+    _check_model_params(technique, params, record)
+    if "image" in technique.inputs and not image_ids:
+        raise UserError(f"{technique.title} needs at least one image; pick or upload one.")
+    if len(image_ids) > 256:
+        raise UserError(f"{len(image_ids)} images were chosen; at most 256 fit in one job.")
+    for image_id in image_ids + ([second_image_id] if second_image_id else []):
+        if store.db.get(ImageRecord, image_id) is None:
+            raise UserError(f"there is no image {image_id}; pick one from the list.")
+    if "second_image" in technique.inputs and not second_image_id:
+        raise UserError(f"{technique.title} needs a second image.")
+    if not 0 <= int(seed) < 2**31:
+        raise UserError("seed must be a whole number between 0 and 2147483647.")
+    job = store.create_job(technique.name, record.id, image_ids, params, int(seed), second_image_id, report_id)
+    dispatcher.submit(job.id)
+    return job
+
+
+def _check_model_params(technique, params: dict[str, Any], record: ModelRecord) -> None:
+    """Targets and layers can be checked against the stored inspection, without loading the model."""
+    description = record.description or {}
+    labels = description.get("spec", {}).get("labels") or []
+    num_classes = description.get("spec", {}).get("num_classes") or 0
+    layer_names = {layer["name"] for layer in description.get("layers", {}).get("layers", [])}
+    for param in technique.params:
+        value = params[param.name]
+        if param.kind == "target" and str(value).lower() not in ("top1", "top-1", "predicted"):
+            if str(value).strip().lstrip("-").isdigit():
+                if num_classes and not 0 <= int(value) < num_classes:
+                    raise UserError(f"class {value} is out of range: {record.name} has {num_classes} outputs.")
+            elif labels and value not in labels:
+                raise UserError(f"class '{value}' is not one of {record.name}'s labels; pick one from the list.")
+        if param.kind == "layer" and value and layer_names and value not in layer_names:
+            raise UserError(f"{record.name} has no layer named '{value}'; pick one from the list.")
+
+
+def start_audit(store: Store, dispatcher, model_id: int, technique_names: list[str], image_ids: list[int]) -> ReportRecord:
+    """One report: every chosen technique, with default params, on the same model and images."""
+    record = model_or_404(store, model_id)
+    chosen = _image_techniques(technique_names)
+    report = store.db.add(ReportRecord(kind="audit", title=f"Audit of {record.name}"))
+    for name in chosen:
+        submit_job(store, dispatcher, name, record.id, image_ids, {}, report_id=report.id)
+    return report
+
+
+def start_comparison(store: Store, dispatcher, model_ids: list[int], technique_name: str, image_ids: list[int],
+                     raw_params: dict[str, Any]) -> ReportRecord:
+    """One report: the same technique, params and images on two or more models, shown side by side."""
+    unique = list(dict.fromkeys(model_ids))
+    if len(unique) < 2:
+        raise UserError("pick at least two models to compare.")
+    names = [model_or_404(store, model_id).name for model_id in unique]
+    get_technique(technique_name)
+    report = store.db.add(ReportRecord(kind="compare", title=f"{technique_name}: {' vs '.join(names)}"[:300]))
+    for model_id in unique:
+        submit_job(store, dispatcher, technique_name, model_id, image_ids, raw_params, report_id=report.id)
+    return report
+
+
+def _image_techniques(names: list[str]) -> list[str]:
+    available = techniques()
+    if not names:
+        raise UserError("pick at least one technique for the audit.")
+    for name in names:
+        if name not in available:
+            raise UserError(f"no technique named '{name}'.")
+        if "second_image" in available[name].inputs:
+            raise UserError(f"{name} needs a second image and cannot be part of an audit.")
+    return names

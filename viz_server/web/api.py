@@ -1,0 +1,140 @@
+"""The JSON API: everything the pages do, for scripts and CI pipelines (documented in README)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from viz_server.errors import UserError
+from viz_server.plugins import describe_plugins
+from viz_server.store import JobRecord, ReportRecord
+from viz_server.web import actions, export
+from viz_server.web.pages import _uploaded_files, dispatcher, store
+from viz_server.web.views import image_json, job_json, model_json
+
+blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _body() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise UserError("send a JSON object in the request body (Content-Type: application/json).")
+    return data
+
+
+def _int_list(value, what: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+        raise UserError(f"{what} must be a list of numbers.")
+    return value
+
+
+@blueprint.get("/plugins")
+def plugins():
+    return jsonify(describe_plugins())
+
+
+@blueprint.get("/models")
+def models():
+    return jsonify([model_json(record) for record in store().models()])
+
+
+@blueprint.post("/models")
+def upload_model():
+    files = _uploaded_files("model")
+    if not files:
+        raise UserError("send the model as a multipart file field named 'model'.")
+    spec = {key: value for key, value in request.form.items() if key != "name"}
+    record, job = actions.upload_model(store(), request.form.get("name") or files[0][0].rsplit(".", 1)[0], files[0][1], spec)
+    dispatcher().submit(job.id)
+    return jsonify(model=model_json(record), job=job_json(store(), job)), 202
+
+
+@blueprint.get("/models/<int:model_id>")
+def model(model_id: int):
+    return jsonify(model_json(actions.model_or_404(store(), model_id)))
+
+
+@blueprint.post("/models/<int:model_id>/spec")
+def model_spec(model_id: int):
+    job = actions.update_spec(store(), model_id, _body())
+    dispatcher().submit(job.id)
+    return jsonify(job=job_json(store(), job)), 202
+
+
+@blueprint.get("/images")
+def images():
+    return jsonify([image_json(record) for record in store().images(request.args.get("set"))])
+
+
+@blueprint.post("/images")
+def upload_images():
+    stored = actions.upload_images(store(), _uploaded_files("images"), request.form.get("set") or "uploads", request.form.get("label"))
+    return jsonify([image_json(record) for record in stored]), 201
+
+
+@blueprint.get("/jobs")
+def jobs():
+    return jsonify([job_json(store(), job) for job in store().jobs()])
+
+
+@blueprint.post("/jobs")
+def submit_job():
+    body = _body()
+    second = body.get("second_image_id")
+    job = actions.submit_job(
+        store(), dispatcher(), str(body.get("technique", "")), _model_id(body), _int_list(body.get("image_ids", []), "image_ids"),
+        body.get("params") or {}, seed=_seed(body), second_image_id=second if isinstance(second, int) else None,
+    )
+    return jsonify(job_json(store(), job)), 202
+
+
+def _model_id(body: dict) -> int:
+    value = body.get("model_id")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UserError("model_id must be the number of a stored model (see GET /api/models).")
+    return value
+
+
+def _seed(body: dict) -> int:
+    seed = body.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError("seed must be a whole number.")
+    return seed
+
+
+@blueprint.get("/jobs/<int:job_id>")
+def job(job_id: int):
+    record = store().db.get(JobRecord, job_id)
+    if record is None:
+        raise LookupError(f"there is no job {job_id}.")
+    return jsonify(job_json(store(), record))
+
+
+@blueprint.post("/jobs/<int:job_id>/cancel")
+def cancel(job_id: int):
+    store().request_cancel(job_id)
+    return jsonify(job_json(store(), store().db.get(JobRecord, job_id)))
+
+
+@blueprint.post("/audits")
+def audit():
+    body = _body()
+    report = actions.start_audit(store(), dispatcher(), _model_id(body), list(body.get("techniques") or []),
+                                 _int_list(body.get("image_ids", []), "image_ids"))
+    return jsonify(export.report_json(store(), report)), 202
+
+
+@blueprint.post("/comparisons")
+def comparison():
+    body = _body()
+    report = actions.start_comparison(store(), dispatcher(), _int_list(body.get("model_ids", []), "model_ids"),
+                                      str(body.get("technique", "")), _int_list(body.get("image_ids", []), "image_ids"),
+                                      body.get("params") or {})
+    return jsonify(export.report_json(store(), report)), 202
+
+
+@blueprint.get("/reports/<int:report_id>")
+def report(report_id: int):
+    record = store().db.get(ReportRecord, report_id)
+    if record is None:
+        raise LookupError(f"there is no report {report_id}.")
+    return jsonify(export.report_json(store(), record))

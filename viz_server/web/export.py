@@ -1,0 +1,35 @@
+"""Reports as files: one self-contained HTML file (pictures inlined) and JSON."""
+
+from __future__ import annotations
+
+import base64
+
+from flask import render_template
+
+from viz_server.store import ReportRecord, Store
+from viz_server.web.views import artifact_groups, job_json
+
+
+def report_json(store: Store, report: ReportRecord) -> dict:
+    jobs = [job_json(store, job) for job in store.jobs(report_id=report.id)]
+    done = sum(job["status"] == "done" for job in jobs)
+    return {"id": report.id, "kind": report.kind, "title": report.title, "created": report.created_at.isoformat(timespec="seconds"),
+            "status": "done" if done == len(jobs) else "running" if any(j["status"] in ("queued", "running") for j in jobs) else "partial",
+            "jobs": jobs}
+
+
+def render_html(store: Store, title: str, jobs) -> str:
+    """A single HTML file a reviewer can archive or mail: every picture is a data: URI, no external links."""
+    rendered = []
+    for job in jobs:
+        data = job_json(store, job)
+        if data["result"] and data["kind"] == "technique":
+            for artifact in data["result"].get("artifacts", []):
+                if artifact.get("sha256"):
+                    encoded = base64.b64encode(store.blobs.read(artifact["sha256"])).decode("ascii")
+                    artifact["inline"] = f"data:image/png;base64,{encoded}"
+            data["groups"] = artifact_groups(data["result"])
+        else:
+            data["groups"] = []
+        rendered.append(data)
+    return render_template("export.html", title=title, jobs=rendered)

@@ -1,0 +1,302 @@
+"""Server-rendered pages. No technique-specific templates: forms come from params schemas, results from
+the Result contract (artifact groups, metrics, caveats, provenance)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, send_file, url_for
+
+from viz_server.errors import UserError
+from viz_server.plugins import describe_plugins, techniques
+from viz_server.store import JobRecord, ModelRecord, ReportRecord, Store, thumbnail
+from viz_server.store.database import ImageRecord
+from viz_server.web import actions, export
+from viz_server.web.views import artifact_groups, image_json, job_json, model_json
+
+blueprint = Blueprint("pages", __name__)
+
+
+def store() -> Store:
+    return current_app.extensions["viz_store"]
+
+
+def dispatcher():
+    return current_app.extensions["viz_dispatcher"]
+
+
+def _ids(values: list[str]) -> list[int]:
+    try:
+        return [int(value) for value in values if str(value).strip()]
+    except ValueError:
+        raise UserError("an image or model choice is not a number; reload the page and choose again.") from None
+
+
+def _uploaded_files(field: str) -> list[tuple[str, bytes]]:
+    return [(upload.filename or "upload", upload.read()) for upload in request.files.getlist(field) if upload and upload.filename]
+
+
+def _job_or_404(job_id: int) -> JobRecord:
+    job = store().db.get(JobRecord, job_id)
+    if job is None:
+        raise LookupError(f"there is no job {job_id}.")
+    return job
+
+
+# ---- overview, plugins -------------------------------------------------------------------------------
+
+@blueprint.get("/")
+def index():
+    return render_template("index.html", models=[model_json(m) for m in store().models()],
+                           jobs=[job_json(store(), job) for job in store().jobs(limit=10)])
+
+
+@blueprint.get("/plugins")
+def plugins_page():
+    return render_template("plugins.html", plugins=describe_plugins())
+
+
+# ---- models ------------------------------------------------------------------------------------------
+
+@blueprint.get("/models")
+def models_page():
+    return render_template("models.html", models=[model_json(m) for m in store().models()])
+
+
+@blueprint.post("/models")
+def upload_model():
+    files = _uploaded_files("model")
+    if not files:
+        raise UserError("choose an .onnx file to upload.")
+    name = request.form.get("name") or files[0][0].rsplit(".", 1)[0]
+    record, job = actions.upload_model(store(), name, files[0][1])
+    dispatcher().submit(job.id)
+    return redirect(url_for("pages.model_page", model_id=record.id))
+
+
+@blueprint.get("/models/<int:model_id>")
+def model_page(model_id: int):
+    record = actions.model_or_404(store(), model_id)
+    from viz_server.model.spec import SPEC_FIELDS
+
+    inspection = next((job for job in store().jobs(limit=500) if job.kind == "inspect" and job.model_id == model_id), None)
+    return render_template("model.html", model=model_json(record), spec_fields=SPEC_FIELDS,
+                           inspection=job_json(store(), inspection) if inspection else None,
+                           techniques=sorted(techniques().values(), key=lambda t: (t.family, t.name)))
+
+
+@blueprint.post("/models/<int:model_id>/spec")
+def save_spec(model_id: int):
+    from viz_server.model.spec import SPEC_FIELDS
+
+    job = actions.update_spec(store(), model_id, {key: request.form.get(key, "") for key in SPEC_FIELDS})
+    dispatcher().submit(job.id)
+    return redirect(url_for("pages.model_page", model_id=model_id))
+
+
+# ---- images ------------------------------------------------------------------------------------------
+
+@blueprint.get("/images")
+def images_page():
+    return render_template("images.html", images=[image_json(i) for i in store().images()], sets=store().image_sets())
+
+
+@blueprint.post("/images")
+def upload_images():
+    actions.upload_images(store(), _uploaded_files("images"), request.form.get("image_set") or "uploads", request.form.get("label") or None)
+    return redirect(url_for("pages.images_page"))
+
+
+@blueprint.get("/images/<int:image_id>/thumb.png")
+def image_thumbnail(image_id: int):
+    record = store().db.get(ImageRecord, image_id)
+    if record is None:
+        raise LookupError(f"there is no image {image_id}.")
+    response = send_file(io.BytesIO(thumbnail(store().blobs.read(record.sha256))), mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+# ---- running a technique -------------------------------------------------------------------------------
+
+@blueprint.get("/run")
+def run_page():
+    available = techniques()
+    technique = available.get(request.args.get("technique", "")) or (available.get("saliency") or next(iter(available.values())))
+    models = [m for m in store().models() if m.status == "ready"]
+    chosen = next((m for m in models if str(m.id) == request.args.get("model")), models[0] if models else None)
+    return render_template("run.html", techniques=sorted(available.values(), key=lambda t: t.name), technique=technique,
+                           models=[model_json(m) for m in models], model=model_json(chosen) if chosen else None,
+                           images=[image_json(i) for i in store().images()])
+
+
+def _params_from_form(technique) -> dict:
+    raw = {}
+    for param in technique.params:
+        if param.kind == "bool":
+            raw[param.name] = "true" if request.form.get(f"param_{param.name}") else "false"
+        elif request.form.get(f"param_{param.name}", "") != "":
+            raw[param.name] = request.form[f"param_{param.name}"]
+    return raw
+
+
+def _chosen_images() -> list[int]:
+    image_ids = _ids(request.form.getlist("image_ids"))
+    uploads = _uploaded_files("images")
+    if uploads:
+        image_ids += [record.id for record in actions.upload_images(store(), uploads)]
+    return image_ids
+
+
+@blueprint.post("/run")
+def submit_run():
+    from viz_server.plugins import get_technique
+
+    technique = get_technique(request.form.get("technique", ""))
+    model_id = _ids([request.form.get("model_id", "")])
+    if not model_id:
+        raise UserError("choose a model to analyse.")
+    second = _ids([request.form.get("second_image_id", "")])
+    job = actions.submit_job(store(), dispatcher(), technique.name, model_id[0], _chosen_images(), _params_from_form(technique),
+                             seed=int(request.form.get("seed") or 0), second_image_id=second[0] if second else None)
+    return redirect(url_for("pages.job_page", job_id=job.id))
+
+
+# ---- jobs and results -------------------------------------------------------------------------------------
+
+@blueprint.get("/jobs")
+def jobs_page():
+    return render_template("jobs.html", jobs=[job_json(store(), job) for job in store().jobs()])
+
+
+@blueprint.get("/jobs/<int:job_id>")
+def job_page(job_id: int):
+    job = job_json(store(), _job_or_404(job_id))
+    return render_template("job.html", job=job, groups=artifact_groups(job["result"]) if job["result"] and job["kind"] == "technique" else [])
+
+
+@blueprint.post("/jobs/<int:job_id>/cancel")
+def cancel_job(job_id: int):
+    store().request_cancel(job_id)
+    return redirect(url_for("pages.job_page", job_id=job_id))
+
+
+def _artifact(job: JobRecord, name: str) -> dict:
+    for artifact in (job.result or {}).get("artifacts", []):
+        if artifact["name"] == name and artifact.get("sha256"):
+            return artifact
+    raise LookupError(f"job {job.id} has no artifact named {name}.")
+
+
+@blueprint.get("/jobs/<int:job_id>/artifacts/<name>")
+def job_artifact(job_id: int, name: str):
+    artifact = _artifact(_job_or_404(job_id), name)
+    return send_file(store().blobs.path(artifact["sha256"]), mimetype="image/png", download_name=name,
+                     as_attachment=request.args.get("download") == "1")
+
+
+@blueprint.get("/jobs/<int:job_id>/arrays/<name>.npy")
+def job_array(job_id: int, name: str):
+    import numpy as np
+
+    try:
+        array = store().array(_job_or_404(job_id), name)
+    except KeyError:
+        raise LookupError(f"job {job_id} has no array named {name}.") from None
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    buffer.seek(0)
+    return send_file(buffer, mimetype="application/octet-stream", as_attachment=True, download_name=f"{name}.npy")
+
+
+@blueprint.get("/jobs/<int:job_id>/arrays.npz")
+def job_arrays(job_id: int):
+    job = _job_or_404(job_id)
+    if not job.arrays_sha256:
+        raise LookupError(f"job {job_id} has no arrays.")
+    return send_file(store().blobs.path(job.arrays_sha256), mimetype="application/octet-stream", as_attachment=True,
+                     download_name=f"job-{job_id}-arrays.npz")
+
+
+@blueprint.get("/jobs/<int:job_id>/export.html")
+def job_export_html(job_id: int):
+    job = _job_or_404(job_id)
+    html = export.render_html(store(), f"{job.technique} job {job.id}", [job])
+    return Response(html, mimetype="text/html", headers={"Content-Disposition": f'attachment; filename="job-{job.id}.html"'})
+
+
+# ---- audits, comparisons, reports -------------------------------------------------------------------------
+
+@blueprint.get("/models/<int:model_id>/audit")
+def audit_page(model_id: int):
+    record = actions.model_or_404(store(), model_id)
+    image_techniques = [t for t in sorted(techniques().values(), key=lambda t: t.name) if "second_image" not in t.inputs]
+    return render_template("audit.html", model=model_json(record), techniques=image_techniques,
+                           images=[image_json(i) for i in store().images()])
+
+
+@blueprint.post("/models/<int:model_id>/audit")
+def start_audit(model_id: int):
+    report = actions.start_audit(store(), dispatcher(), model_id, request.form.getlist("techniques"), _chosen_images())
+    return redirect(url_for("pages.report_page", report_id=report.id))
+
+
+@blueprint.get("/compare")
+def compare_page():
+    available = techniques()
+    technique = available.get(request.args.get("technique", "")) or available.get("saliency") or next(iter(available.values()))
+    models = [model_json(m) for m in store().models() if m.status == "ready"]
+    return render_template("compare.html", techniques=sorted(available.values(), key=lambda t: t.name), technique=technique,
+                           models=models, images=[image_json(i) for i in store().images()])
+
+
+@blueprint.post("/compare")
+def start_compare():
+    from viz_server.plugins import get_technique
+
+    technique = get_technique(request.form.get("technique", ""))
+    report = actions.start_comparison(store(), dispatcher(), _ids(request.form.getlist("model_ids")), technique.name,
+                                      _chosen_images(), _params_from_form(technique))
+    return redirect(url_for("pages.report_page", report_id=report.id))
+
+
+@blueprint.get("/reports")
+def reports_page():
+    return render_template("reports.html", reports=store().reports())
+
+
+def _report_or_404(report_id: int) -> ReportRecord:
+    report = store().db.get(ReportRecord, report_id)
+    if report is None:
+        raise LookupError(f"there is no report {report_id}.")
+    return report
+
+
+@blueprint.get("/reports/<int:report_id>")
+def report_page(report_id: int):
+    report = _report_or_404(report_id)
+    jobs = [job_json(store(), job) for job in store().jobs(report_id=report.id)]
+    for job in jobs:
+        job["groups"] = artifact_groups(job["result"]) if job["result"] else []
+    return render_template("report.html", report=report, jobs=jobs)
+
+
+@blueprint.get("/reports/<int:report_id>/export.html")
+def report_export_html(report_id: int):
+    report = _report_or_404(report_id)
+    html = export.render_html(store(), report.title, store().jobs(report_id=report.id))
+    return Response(html, mimetype="text/html", headers={"Content-Disposition": f'attachment; filename="report-{report.id}.html"'})
+
+
+@blueprint.get("/reports/<int:report_id>/export.json")
+def report_export_json(report_id: int):
+    report = _report_or_404(report_id)
+    data = export.report_json(store(), report)
+    return Response(json.dumps(data, indent=2), mimetype="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="report-{report.id}.json"'})
+
+
+@blueprint.get("/favicon.ico")
+def favicon():
+    abort(404)

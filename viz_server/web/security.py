@@ -1,0 +1,81 @@
+"""Access token, CSRF protection and security headers.
+
+- Bound to loopback with no token configured: open to local users only.
+- Bound elsewhere, or VIZ_SERVER_TOKEN set: every request needs the token, as ``Authorization: Bearer T``
+  or once as ``?token=T`` (which marks the browser session as signed in).
+- Every HTML form carries a per-session CSRF token; JSON API writes need a Bearer token or an
+  ``X-Requested-With`` header (which a cross-site form cannot send).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from pathlib import Path
+
+from flask import Flask, abort, jsonify, redirect, request, session
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def persistent_secret(path: Path, length: int = 32) -> str:
+    """A random secret kept in the data folder (created with mode 0600 on first use)."""
+    if path.is_file():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(length)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(value)
+    return value
+
+
+def required_token(settings, host: str) -> str | None:
+    """The token requests must carry, or None when the server is loopback-only and no token is set."""
+    if settings.token:
+        return settings.token
+    if host in LOOPBACK_HOSTS:
+        return None
+    return persistent_secret(settings.data_dir / "access_token", 24)
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(24)
+    return session["csrf"]
+
+
+def install(app: Flask, token: str | None) -> None:
+    app.jinja_env.globals["csrf_token"] = csrf_token
+
+    @app.before_request
+    def check_access():
+        if token is not None and not session.get("signed_in"):
+            header = request.headers.get("Authorization", "")
+            given = header[7:] if header.startswith("Bearer ") else request.args.get("token", "")
+            if not given or not hmac.compare_digest(given, token):
+                if request.path.startswith("/api/"):
+                    return jsonify(error="this server needs its access token: send 'Authorization: Bearer TOKEN'."), 401
+                abort(401)
+            if not header:  # a browser that came with ?token=: remember it and drop the token from the URL
+                session["signed_in"] = True
+                return redirect(request.path)
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            if request.path.startswith("/api/"):
+                if not request.headers.get("X-Requested-With") and not request.headers.get("Authorization"):
+                    return jsonify(error="API writes must send an X-Requested-With header (or a Bearer token)."), 403
+            else:
+                given = request.form.get("csrf_token", "")
+                if not given or not hmac.compare_digest(given, session.get("csrf", "")):
+                    abort(400, description="the form has expired or did not come from this server; reload the page and submit again.")
+
+    @app.after_request
+    def security_headers(response):
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "same-origin"
+        return response
