@@ -4,9 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "web"))
+
+from pictures import png_bytes  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -30,14 +32,6 @@ def digits_model():
     from viz_server_models import shipped_models
 
     return load_model(shipped_models()["digits_linear"])
-
-
-def png_bytes(array: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buffer, format=fmt)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,7 @@ def test_sixteen_bit_is_rescaled_not_clipped():
 
 
 def test_rgba_is_composited_on_white():
-    from conftest import png_bytes
+    from pictures import png_bytes
 
     transparent = np.zeros((4, 4, 4), np.uint8)
     picture = decode_image(png_bytes(transparent, "RGBA"))

@@ -1,19 +1,170 @@
-"""The first web page: plugins and shipped models are listed, with security headers."""
+"""Every page and API route through Flask's test client, with a real embedded job runner behind it."""
 
-from viz_server.web import create_app
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from pictures import png_bytes
+from hostile import hostile_images, hostile_models
+from tests_web_helpers import API, csrf, wait_for
+
+PAGES = ["/", "/plugins", "/models", "/images", "/run", "/jobs", "/reports", "/compare"]
 
 
-def test_index_lists_plugins_and_models():
-    client = create_app().test_client()
-    page = client.get("/")
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_render(client, path):
+    page = client.get(path)
     assert page.status_code == 200
-    text = page.get_data(as_text=True)
-    assert "saliency" in text and "shapes_cnn" in text and "digits_linear" in text
-    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
-    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" in page.headers and "script-src 'self'" in page.headers["Content-Security-Policy"]
 
 
-def test_api_plugins_is_json():
-    client = create_app().test_client()
-    listed = client.get("/api/plugins").get_json()
-    assert any(t["name"] == "saliency" for p in listed for t in p["techniques"])
+def test_shipped_models_are_listed_and_ready(client):
+    models = {model["name"]: model for model in client.get("/api/models").get_json()}
+    assert models["shapes_cnn"]["status"] == "ready" and models["digits_linear"]["status"] == "ready"
+    assert models["shapes_cnn"]["spec"]["labels"] == ["circle", "square", "triangle", "cross"]
+    page = client.get(models["shapes_cnn"]["url"]).get_data(as_text=True)
+    assert "Default Grad-CAM layer" in page and "worst relative error" in page
+
+
+def test_api_run_saliency_and_download_everything(client, shapes_id, sample_ids):
+    response = client.post("/api/jobs", json={"technique": "saliency", "model_id": shapes_id,
+                                              "image_ids": [sample_ids["circle.png"], sample_ids["cross.png"]],
+                                              "params": {"target": "circle"}, "seed": 4}, headers=API)
+    assert response.status_code == 202
+    job = wait_for(client, f"/api/jobs/{response.get_json()['id']}")
+    assert job["status"] == "done", job
+    assert job["result"]["provenance"]["params"] == {"target": "circle", "reduce": "max"}
+    assert job["result"]["provenance"]["seed"] == 4
+    overlay = next(a for a in job["result"]["artifacts"] if a["name"] == "saliency_overlay_1.png")
+    assert client.get(overlay["url"]).mimetype == "image/png"
+    array = np.load(io.BytesIO(client.get(overlay["array_url"]).data))
+    assert array.shape == (2, 64, 64)
+    assert set(np.load(io.BytesIO(client.get(job["result"]["arrays_url"]).data)).files) >= {"saliency", "gradients"}
+    page = client.get(job["url"]).get_data(as_text=True)
+    assert "Read with care" in page and "saliency_overlay_1.png" in page
+    exported = client.get(f"/jobs/{job['id']}/export.html")
+    assert exported.headers["Content-Disposition"].startswith("attachment")
+    assert exported.data.count(b"data:image/png;base64,") == 6 and b"src=\"/" not in exported.data
+
+
+def test_form_run_with_upload_redirects_to_job(client, shapes_id):
+    token = csrf(client, f"/run?model={shapes_id}")
+    picture = png_bytes(np.full((20, 30, 3), 120, np.uint8))
+    response = client.post("/run", data={"csrf_token": token, "technique": "saliency", "model_id": str(shapes_id),
+                                         "param_target": "top1", "param_reduce": "sum", "seed": "0",
+                                         "images": (io.BytesIO(picture), "grey.png")}, content_type="multipart/form-data")
+    assert response.status_code == 302 and "/jobs/" in response.headers["Location"]
+    job = wait_for(client, "/api" + response.headers["Location"])
+    assert job["status"] == "done" and job["params"]["reduce"] == "sum"
+
+
+def test_audit_report_and_exports(client, shapes_id, sample_ids):
+    response = client.post("/api/audits", json={"model_id": shapes_id, "techniques": ["saliency"], "image_ids": [sample_ids["square.png"]]}, headers=API)
+    assert response.status_code == 202
+    report = wait_for(client, f"/api/reports/{response.get_json()['id']}")
+    assert report["status"] == "done" and len(report["jobs"]) == 1
+    assert "Export HTML" in client.get(f"/reports/{report['id']}").get_data(as_text=True)
+    html = client.get(f"/reports/{report['id']}/export.html").data
+    assert b"data:image/png;base64," in html
+    exported = json.loads(client.get(f"/reports/{report['id']}/export.json").data)
+    assert exported["jobs"][0]["result"]["metrics"]["targets"]
+
+
+def test_compare_two_models(client, sample_ids):
+    models = {model["name"]: model["id"] for model in client.get("/api/models").get_json()}
+    response = client.post("/api/comparisons", json={"model_ids": [models["shapes_cnn"], models["digits_linear"]], "technique": "saliency",
+                                                     "image_ids": [sample_ids["circle.png"]]}, headers=API)
+    report = wait_for(client, f"/api/reports/{response.get_json()['id']}")
+    assert {job["model"]["name"] for job in report["jobs"]} == {"shapes_cnn", "digits_linear"}
+    assert all(job["status"] == "done" for job in report["jobs"])
+    assert "compare-grid" in client.get(f"/reports/{report['id']}").get_data(as_text=True)
+
+
+def test_upload_zip_image_set_with_labels(client):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("circle/a.png", png_bytes(np.zeros((8, 8, 3), np.uint8)))
+        archive.writestr("square/b.png", png_bytes(np.ones((8, 8, 3), np.uint8)))
+        archive.writestr("../../evil.png", png_bytes(np.ones((8, 8, 3), np.uint8)))
+        archive.writestr("notes.txt", "skip me")
+    response = client.post("/api/images", data={"images": (io.BytesIO(buffer.getvalue()), "toy.zip")}, headers=API, content_type="multipart/form-data")
+    assert response.status_code == 201
+    stored = response.get_json()
+    assert sorted((image["set"], image["label"], image["name"]) for image in stored) == [("toy", "circle", "a.png"), ("toy", "square", "b.png")]
+
+
+def test_zip_bomb_is_refused(client):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("big/zeros.png", b"\0" * (64 * 2**20))
+    response = client.post("/api/images", data={"images": (io.BytesIO(buffer.getvalue()), "bomb.zip")}, headers=API, content_type="multipart/form-data")
+    assert response.status_code == 400 and "zip bomb" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("name", ["html.png", "bomb.png", "random.png", "empty.png"])
+def test_hostile_image_uploads_are_400(client, name):
+    data = hostile_images()[name][0]
+    response = client.post("/api/images", data={"images": (io.BytesIO(data), name)}, headers=API, content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert response.get_json()["error"].endswith(".")
+
+
+@pytest.mark.parametrize("name", ["external_data.onnx", "control_flow.onnx", "nan_weights.onnx", "non_image.onnx"])
+def test_hostile_model_upload_fails_its_inspection_with_one_sentence(client, name):
+    data, fragment = hostile_models()[name]
+    response = client.post("/api/models", data={"model": (io.BytesIO(data), name)}, headers=API, content_type="multipart/form-data")
+    assert response.status_code == 202
+    job = wait_for(client, f"/api/jobs/{response.get_json()['job']['id']}")
+    assert job["status"] == "failed" and fragment in job["error"]
+    model = client.get(f"/api/models/{response.get_json()['model']['id']}").get_json()
+    assert model["status"] == "failed" and fragment in model["error"]
+    assert client.get(model["url"]).status_code == 200
+
+
+def test_markup_in_model_is_escaped(client):
+    data = hostile_models()["markup_names.onnx"][0]
+    response = client.post("/api/models", data={"model": (io.BytesIO(data), "x.onnx"), "name": "<img src=x onerror=alert(1)>"},
+                           headers=API, content_type="multipart/form-data")
+    model_id = response.get_json()["model"]["id"]
+    wait_for(client, f"/api/models/{model_id}")
+    page = client.get(f"/models/{model_id}").get_data(as_text=True)
+    assert "<script>alert" not in page and "&lt;script&gt;alert" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+@pytest.mark.parametrize(
+    "body,status,fragment",
+    [
+        ({"technique": "nope", "model_id": 1, "image_ids": [1]}, 400, "no technique named"),
+        ({"technique": "saliency", "model_id": 999, "image_ids": [1]}, 404, "no model 999"),
+        ({"technique": "saliency", "model_id": "x", "image_ids": [1]}, 400, "model_id"),
+        ({"technique": "saliency", "model_id": 2, "image_ids": []}, 400, "needs at least one image"),
+        ({"technique": "saliency", "model_id": 2, "image_ids": [99999]}, 400, "no image 99999"),
+        ({"technique": "saliency", "model_id": 2, "image_ids": [1], "params": {"target": "giraffe"}}, 400, "labels"),
+        ({"technique": "saliency", "model_id": 2, "image_ids": [1], "params": {"reduce": "mean"}}, 400, "one of max, sum"),
+    ],
+)
+def test_api_job_errors_are_one_sentence(client, shapes_id, body, status, fragment):
+    if body.get("model_id") == 2:
+        body["model_id"] = shapes_id
+    response = client.post("/api/jobs", json=body, headers=API)
+    assert response.status_code == status, response.get_json()
+    assert fragment in response.get_json()["error"]
+
+
+def test_cancel_a_queued_job(client, shapes_id, sample_ids):
+    response = client.post("/api/jobs", json={"technique": "saliency", "model_id": shapes_id, "image_ids": [sample_ids["circle.png"]]}, headers=API)
+    job_id = response.get_json()["id"]
+    cancelled = client.post(f"/api/jobs/{job_id}/cancel", headers=API).get_json()
+    final = wait_for(client, f"/api/jobs/{job_id}")
+    assert cancelled["status"] in ("cancelled", "running", "queued") and final["status"] in ("cancelled", "done")
+
+
+def test_not_found_and_method_errors(client):
+    assert client.get("/jobs/99999").status_code == 404
+    assert client.get("/api/jobs/99999").get_json()["error"] == "there is no job 99999."
+    assert client.get("/nowhere").status_code == 404
+    assert client.put("/api/jobs", headers=API).status_code == 405
