@@ -1,0 +1,109 @@
+"""The embedded runner: crash isolation with bounded retries, timeouts, and restarts that lose nothing."""
+
+import time
+
+import pytest
+
+from viz_server.config import load_settings
+from viz_server.jobs.embedded import EmbeddedRunner
+from viz_server.store import JobRecord, Store
+from viz_server.web import create_app
+
+
+@pytest.fixture(scope="module")
+def ready_data(tmp_path_factory):
+    """A data folder whose shipped models are already inspected (by a first server, then stopped)."""
+    data_dir = tmp_path_factory.mktemp("runner-data")
+    app = create_app(load_settings(data_dir=data_dir))
+    store = app.extensions["viz_store"]
+    deadline = time.monotonic() + 120
+    while any(model.status == "inspecting" for model in store.models()):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    app.extensions["viz_dispatcher"].stop()
+    return data_dir
+
+
+def _runner(data_dir, **settings):
+    settings = load_settings(data_dir=data_dir, **settings)
+    store = Store(settings)
+    runner = EmbeddedRunner(store, settings)
+    runner.start()
+    return store, runner
+
+
+def _job(store: Store) -> int:
+    model = next(model for model in store.models() if model.name == "shapes_cnn")
+    image = store.images("samples")[0]
+    return store.create_job("saliency", model.id, [image.id], {}).id
+
+
+def _wait(store: Store, job_id: int, states=("done", "failed", "cancelled"), timeout=120.0) -> JobRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = store.db.get(JobRecord, job_id)
+        if job.status in states:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} stuck in {job.status}"
+        time.sleep(0.05)
+
+
+def _kill_when_running(runner: EmbeddedRunner, store: Store, job_id: int) -> None:
+    _wait(store, job_id, states=("running",))
+    deadline = time.monotonic() + 30
+    while job_id not in runner.running:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    runner.running[job_id][0].kill()
+
+
+def test_killed_job_is_failed_and_the_next_job_runs(ready_data):
+    store, runner = _runner(ready_data, max_jobs=1, job_retries=0)
+    try:
+        doomed, following = _job(store), _job(store)
+        runner.submit(doomed)
+        _kill_when_running(runner, store, doomed)
+        failed = _wait(store, doomed)
+        assert failed.status == "failed" and "process died" in failed.error and failed.attempts == 1
+        assert _wait(store, following).status == "done"
+    finally:
+        runner.stop()
+
+
+def test_crashed_job_is_retried_within_its_bound(ready_data):
+    store, runner = _runner(ready_data, max_jobs=1, job_retries=1)
+    try:
+        job_id = _job(store)
+        _kill_when_running(runner, store, job_id)
+        finished = _wait(store, job_id)
+        assert finished.status == "done" and finished.attempts == 2
+    finally:
+        runner.stop()
+
+
+def test_timeout_stops_a_job(ready_data):
+    store, runner = _runner(ready_data, job_timeout=0.5)
+    try:
+        job = _wait(store, _job(store))
+        assert job.status == "failed" and "longer than 0.5 s" in job.error
+    finally:
+        runner.stop()
+
+
+def test_restart_keeps_results_and_requeues_interrupted_jobs(ready_data):
+    store, runner = _runner(ready_data)
+    finished = _wait(store, _job(store))
+    runner.stop()
+    interrupted = _job(store)
+    store.db.update_job(interrupted, status="running", attempts=1)  # the server died while it ran
+
+    app = create_app(load_settings(data_dir=ready_data))  # a new server on the same data
+    try:
+        client = app.test_client()
+        kept = client.get(f"/api/jobs/{finished.id}").get_json()
+        assert kept["status"] == "done"
+        assert client.get(kept["result"]["artifacts"][1]["url"]).status_code == 200
+        assert _wait(app.extensions["viz_store"], interrupted).status == "done"
+        assert len([m for m in client.get("/api/models").get_json() if m["shipped"]]) == 2  # not registered twice
+    finally:
+        app.extensions["viz_dispatcher"].stop()

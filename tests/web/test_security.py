@@ -1,0 +1,99 @@
+"""Access token, CSRF, cookies, headers, upload limits and artifact paths."""
+
+import io
+
+import pytest
+
+from tests_web_helpers import API, csrf
+from viz_server.config import load_settings
+from viz_server.web import create_app
+
+
+@pytest.fixture(scope="module")
+def public_app(tmp_path_factory):
+    settings = load_settings(data_dir=tmp_path_factory.mktemp("public"), max_upload_bytes=4096)
+    application = create_app(settings, host="0.0.0.0", start_jobs=False)
+    yield application
+
+
+def test_non_loopback_bind_requires_the_token(public_app):
+    token = public_app.extensions["viz_token"]
+    assert token and len(token) >= 24
+    client = public_app.test_client()
+    assert client.get("/models").status_code == 401
+    assert "access token" in client.get("/api/models").get_json()["error"]
+    assert client.get("/api/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/api/models", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    signed_in = client.get(f"/models?token={token}")
+    assert signed_in.status_code == 302 and "token" not in signed_in.headers["Location"]
+    assert client.get("/models").status_code == 200  # the session now carries the sign-in
+    cookie = signed_in.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+
+def test_token_is_kept_across_restarts(public_app, tmp_path):
+    settings = public_app.extensions["viz_settings"]
+    again = create_app(settings, host="0.0.0.0", start_jobs=False)
+    assert again.extensions["viz_token"] == public_app.extensions["viz_token"]
+
+
+def test_loopback_needs_no_token(client):
+    assert client.get("/models").status_code == 200
+
+
+def test_forms_need_the_csrf_token(client):
+    response = client.post("/models", data={"name": "x"})
+    assert response.status_code == 400 and "reload the page" in response.get_data(as_text=True)
+    response = client.post("/models", data={"csrf_token": "forged"})
+    assert response.status_code == 400
+
+
+def test_api_writes_need_a_non_form_header(client):
+    response = client.post("/api/jobs", json={})
+    assert response.status_code == 403 and "X-Requested-With" in response.get_json()["error"]
+
+
+def test_security_headers(client):
+    headers = client.get("/").headers
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"] and "'unsafe-inline'" not in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+
+
+def test_upload_limit_is_413_with_a_sentence(public_app):
+    client = public_app.test_client()
+    token = public_app.extensions["viz_token"]
+    response = client.post("/api/models", data={"model": (io.BytesIO(b"x" * 10000), "big.onnx")},
+                           headers={"Authorization": f"Bearer {token}"}, content_type="multipart/form-data")
+    assert response.status_code == 413 and "larger than" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/jobs/1/artifacts/..%2F..%2Fsecret_key", "/jobs/1/artifacts/../../secret_key",
+                                  "/jobs/1/arrays/..%2Fx.npy", "/images/1/../../secret_key"])
+def test_artifact_urls_cannot_leave_the_store(app, client, path):
+    secret = (app.extensions["viz_settings"].data_dir / "secret_key").read_bytes()
+    response = client.get(path)
+    assert response.status_code in (404, 400)
+    assert secret not in response.data
+
+
+def test_blob_paths_only_for_digests(app):
+    store = app.extensions["viz_store"]
+    with pytest.raises(KeyError):
+        store.blobs.path("../../secret_key")
+    with pytest.raises(KeyError):
+        store.blobs.path("a" * 63 + "/")
+
+
+def test_form_upload_of_hostile_model_is_stored_and_fails_cleanly(client):
+    from hostile import hostile_models
+    from tests_web_helpers import wait_for
+
+    token = csrf(client)
+    data = hostile_models()["external_data.onnx"][0]
+    response = client.post("/models", data={"csrf_token": token, "model": (io.BytesIO(data), "evil.onnx")}, content_type="multipart/form-data")
+    assert response.status_code == 302
+    model = wait_for(client, "/api" + response.headers["Location"])
+    assert model["status"] == "failed" and "external file" in model["error"]
+    before = client.get("/api/models").get_json()
+    assert all(m["status"] == "ready" for m in before if m["shipped"])  # nothing stored was lost
+    assert client.post("/api/jobs", json={"technique": "saliency", "model_id": model["id"], "image_ids": [1]}, headers=API).status_code == 400
