@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -239,6 +240,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = app.extensions["viz_settings"]
     link = f"http://{args.host}:{args.port}/" + (f"?token={token}" if token else "")
     print(f"viz-server: serving on {link}  (data in {settings.data_dir})", file=sys.stderr)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the cleanup below: job processes are stopped too
     try:
         serve(app, host=args.host, port=args.port, threads=16, ident="viz-server", _quiet=True)
     finally:

@@ -1,0 +1,122 @@
+"""End to end in a real browser: Playwright driving Debian's headless Chromium against `viz-server serve`.
+
+Screenshots of every page land in $VIZ_SCREENSHOTS (default: the test's temporary folder).
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests_web_helpers import running_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="Debian's chromium is not installed (CI installs it)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("browser-data")) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "chromium must be installed for the browser tests"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    dialogs = []
+    opened.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    opened.dialogs = dialogs
+    yield opened
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("VIZ_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _wait_text(page, selector: str, text: str, timeout: float = 120_000) -> None:
+    page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && e.textContent.includes(t); }",
+                           arg=[selector, text], timeout=timeout)
+
+
+def test_upload_run_watch_and_export(server, page, shots, tmp_path):
+    from viz_server_models import sample_images, shipped_models
+
+    page.goto(server + "/models")
+    page.set_input_files("input[name=model]", str(shipped_models()["shapes_cnn"]))
+    page.fill("input[name=name]", "my shapes")
+    page.click("button[type=submit]")
+    _wait_text(page, "h1", "ready")  # the page polls the inspection job and reloads when it is done
+    assert page.locator("#layers tr[data-row]").count() > 10
+    page.fill("input[data-filter]", "Conv")
+    assert page.locator("#layers tr[data-row]:visible").count() < page.locator("#layers tr[data-row]").count()
+    page.screenshot(path=str(shots / "model.png"), full_page=True)
+
+    page.click("text=Run a technique")
+    page.set_input_files("input[name=images]", str(sample_images()["triangle"]))
+    page.select_option("select[name=param_target]", "triangle")
+    page.screenshot(path=str(shots / "run.png"), full_page=True)
+    page.click("#run-form button[type=submit]")
+    page.wait_for_url("**/jobs/*")
+    progress_seen = page.locator("progress").count() > 0 or "done" in page.inner_text("h1")
+    _wait_text(page, "h1", "done")
+    assert progress_seen
+    overlay = page.locator("img[alt='gradient saliency over the image']")
+    overlay.wait_for()
+    assert page.evaluate("(img) => img.complete && img.naturalWidth > 0", overlay.element_handle())
+    assert "Read with care" in page.inner_text("main")
+    page.screenshot(path=str(shots / "job.png"), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.click("text=Export HTML report")
+    exported = tmp_path / "report.html"
+    download_info.value.save_as(exported)
+    html = exported.read_text()
+    assert html.count("data:image/png;base64,") == 3 and "gradient saliency" in html
+    page.goto(exported.as_uri())
+    assert page.evaluate("() => Array.from(document.images).every((img) => img.naturalWidth > 0)")
+    page.screenshot(path=str(shots / "export.png"), full_page=True)
+
+
+def test_hostile_markup_is_shown_as_text(server, page, shots, tmp_path):
+    from hostile import hostile_models
+
+    path = tmp_path / "markup.onnx"
+    path.write_bytes(hostile_models()["markup_names.onnx"][0])
+    page.goto(server + "/models")
+    page.set_input_files("input[name=model]", str(path))
+    page.fill("input[name=name]", "<img src=x onerror=alert(1)>")
+    page.click("button[type=submit]")
+    _wait_text(page, "h1", "ready")
+    assert "<img src=x onerror=alert(1)>" in page.inner_text("h1")
+    assert "<script>alert('x')</script><b>conv</b>" in page.inner_text("#layers")
+    assert page.locator("main img").count() == 0 and page.dialogs == []
+    page.screenshot(path=str(shots / "hostile-model.png"), full_page=True)
+
+
+def test_every_page_renders(server, page, shots):
+    for name in ["", "plugins", "models", "images", "run", "jobs", "reports", "compare"]:
+        response = page.goto(f"{server}/{name}")
+        assert response.status == 200
+        page.screenshot(path=str(shots / f"page-{name or 'home'}.png"), full_page=True)
+    page.goto(server + "/models/1/audit")
+    page.click("button[type=submit]")  # no images chosen: a clear 400 page, not a crash
+    assert "needs at least one image" in page.inner_text("#error-message")
+    page.screenshot(path=str(shots / "error.png"), full_page=True)

@@ -1,0 +1,117 @@
+"""A bounded load test on loopback: 50 concurrent clients browse and submit jobs; no server errors allowed.
+
+Latency figures are written to $VIZ_LOAD_REPORT (default: the test's temporary folder) as JSON.
+"""
+
+import json
+import os
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests_web_helpers import running_server, wait_models_ready
+
+CLIENTS = 50
+ROUNDS = 6
+DEADLINE_SECONDS = 180
+
+
+class _Client:
+    def __init__(self, base: str):
+        self.base = base
+
+    def get(self, path: str):
+        return self._send(urllib.request.Request(self.base + path))
+
+    def post_json(self, path: str, body: dict):
+        request = urllib.request.Request(self.base + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json", "X-Requested-With": "load-test"})
+        return self._send(request)
+
+    def _send(self, request):
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read()
+        return status, time.perf_counter() - started, body
+
+
+class _FlaskishClient:
+    """Adapter so wait_models_ready can poll a real server over HTTP."""
+
+    def __init__(self, client: _Client):
+        self.client = client
+
+    def get(self, path):
+        status, _, body = self.client.get(path)
+        data = json.loads(body)
+
+        class Response:
+            def get_json(self):
+                return data
+
+        return Response()
+
+
+def test_fifty_concurrent_clients(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("load-data"), {"VIZ_SERVER_MAX_JOBS": "2"}) as base:
+        client = _Client(base)
+        models = {m["name"]: m["id"] for m in wait_models_ready(_FlaskishClient(client))}
+        image_id = json.loads(client.get("/api/images")[2])[0]["id"]
+        pages = ["/", "/models", f"/models/{models['shapes_cnn']}", "/jobs", "/plugins", "/api/models", "/api/jobs", "/run", "/reports"]
+        results: list[tuple[str, int, float]] = []
+        errors: list[str] = []
+        lock = threading.Lock()
+        stop_at = time.monotonic() + DEADLINE_SECONDS
+
+        def user(number: int) -> None:
+            own = _Client(base)
+            for round_ in range(ROUNDS):
+                if time.monotonic() > stop_at:
+                    return
+                path = pages[(number + round_) % len(pages)]
+                try:
+                    if round_ == 0 and number % 2 == 0:
+                        status, seconds, _ = own.post_json("/api/jobs", {"technique": "saliency", "model_id": models["digits_linear"], "image_ids": [image_id]})
+                        path = "POST /api/jobs"
+                    else:
+                        status, seconds, _ = own.get(path)
+                except OSError as exc:
+                    with lock:
+                        errors.append(f"{path}: {exc}")
+                    continue
+                with lock:
+                    results.append((path, status, seconds))
+
+        threads = [threading.Thread(target=user, args=(i,)) for i in range(CLIENTS)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=DEADLINE_SECONDS + 30)
+        wall = time.perf_counter() - started
+
+    statuses = [status for _, status, _ in results]
+    latencies = sorted(seconds for _, _, seconds in results)
+    pages_only = sorted(seconds for path, _, seconds in results if not path.startswith("POST"))
+    report = {
+        "clients": CLIENTS, "requests": len(results), "wall_seconds": round(wall, 2),
+        "server_errors": sum(status >= 500 for status in statuses), "connection_errors": len(errors),
+        "p50_ms": round(1000 * statistics.median(latencies), 1),
+        "p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1),
+        "pages_p95_ms": round(1000 * pages_only[int(0.95 * (len(pages_only) - 1))], 1),
+        "job_submissions_accepted": sum(1 for path, status, _ in results if path.startswith("POST") and status == 202),
+    }
+    target = Path(os.environ.get("VIZ_LOAD_REPORT") or tmp_path_factory.mktemp("load") / "load.json")
+    target.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+    assert errors == [], errors[:5]
+    assert report["server_errors"] == 0
+    assert all(status in (200, 202) for status in statuses), sorted(set(statuses))
+    assert report["requests"] == CLIENTS * ROUNDS
+    assert report["job_submissions_accepted"] == CLIENTS // 2
