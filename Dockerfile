@@ -1,8 +1,10 @@
-# viz-server on CPU. Build: docker build -t viz-server .   Run: docker run -p 8000:8000 viz-server
+# viz-server on CPU. Build: docker build -t viz-server .   Run: docker run -p 8000:8000 -v viz-data:/data viz-server
+# Binding 0.0.0.0 inside the container requires the access token: set VIZ_SERVER_TOKEN, or open the
+# sign-in link the server prints on its first start (the token is kept in /data).
 FROM python:3.11-slim
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
-    VIZ_SERVER_CACHE=/data/cache
+    VIZ_SERVER_DATA=/data VIZ_SERVER_CACHE=/data/cache
 
 WORKDIR /app
 # CPU-only torch wheels keep the image small (the default PyPI wheels bundle CUDA).
