@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument("--exporters", default="torchscript,dynamo")
     args = parser.parse_args()
-    print(f"| model | exporter | opset | worst rel error | batch | first load s | cached load s |")
+    print("| model | exporter | opset | worst rel error | batch | first load s | cached load s |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as cache:
         for name in args.models.split(","):

@@ -17,5 +17,9 @@ class UserError(Exception):
         return self.message
 
 
+class NotFound(LookupError):
+    """A stored thing (model, job, image, report, artifact) that does not exist; the web layer answers 404."""
+
+
 class Cancelled(Exception):
     """Raised inside a technique when the user cancelled its job."""

@@ -1,1 +1,1 @@
-from tests_web_helpers import app, client, sample_ids, shapes_id  # noqa: F401 - fixtures
+from tests_web_helpers import app, client, sample_ids, shapes_id  # noqa: F401 - shared fixtures

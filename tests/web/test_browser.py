@@ -120,3 +120,14 @@ def test_every_page_renders(server, page, shots):
     page.click("button[type=submit]")  # no images chosen: a clear 400 page, not a crash
     assert "needs at least one image" in page.inner_text("#error-message")
     page.screenshot(path=str(shots / "error.png"), full_page=True)
+
+    page.goto(server + "/models/2/audit")  # shapes_cnn: an audit from the browser ends in a report
+    page.check("input[name=image_ids] >> nth=0")
+    page.check("input[name=image_ids] >> nth=1")
+    page.screenshot(path=str(shots / "audit.png"), full_page=True)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/reports/*")
+    page.wait_for_selector("text=Export HTML (self-contained)")
+    page.wait_for_function("() => !document.querySelector('[data-poll-url]')", timeout=120_000)
+    assert page.locator(".status-done").count() >= 1
+    page.screenshot(path=str(shots / "report.png"), full_page=True)

@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from viz_server.errors import NotFound
+
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
 
@@ -98,6 +100,13 @@ class Database:
     def get(self, record_type, record_id: int):
         with self.session() as session:
             return session.get(record_type, record_id)
+
+    def require(self, record_type, record_id: int, noun: str):
+        """The record, or NotFound with the sentence the web layer shows as a 404."""
+        record = self.get(record_type, record_id)
+        if record is None:
+            raise NotFound(f"there is no {noun} {record_id}.")
+        return record
 
     def add(self, record):
         with self.session() as session:

@@ -12,7 +12,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from viz_server.config import Settings, load_settings
-from viz_server.errors import UserError
+from viz_server.errors import NotFound, UserError
 from viz_server.store import Store
 from viz_server.web import security
 
@@ -80,8 +80,8 @@ def _register_errors(app: Flask) -> None:
     def user_error(exc: UserError):
         return respond(400, str(exc))
 
-    @app.errorhandler(LookupError)
-    def not_found(exc: LookupError):
+    @app.errorhandler(NotFound)
+    def not_found(exc: NotFound):
         return respond(404, str(exc.args[0]) if exc.args else "not found.")
 
     @app.errorhandler(HTTPException)

@@ -93,10 +93,7 @@ def _upload_archive(store: Store, name: str, data: bytes, image_set: str) -> lis
 
 
 def model_or_404(store: Store, model_id: int) -> ModelRecord:
-    record = store.db.get(ModelRecord, model_id)
-    if record is None:
-        raise LookupError(f"there is no model {model_id}.")
-    return record
+    return store.db.require(ModelRecord, model_id, "model")
 
 
 def submit_job(store: Store, dispatcher, technique_name: str, model_id: int, image_ids: list[int], raw_params: dict[str, Any],

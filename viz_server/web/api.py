@@ -103,10 +103,7 @@ def _seed(body: dict) -> int:
 
 @blueprint.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    record = store().db.get(JobRecord, job_id)
-    if record is None:
-        raise LookupError(f"there is no job {job_id}.")
-    return jsonify(job_json(store(), record))
+    return jsonify(job_json(store(), store().db.require(JobRecord, job_id, "job")))
 
 
 @blueprint.post("/jobs/<int:job_id>/cancel")
@@ -134,7 +131,4 @@ def comparison():
 
 @blueprint.get("/reports/<int:report_id>")
 def report(report_id: int):
-    record = store().db.get(ReportRecord, report_id)
-    if record is None:
-        raise LookupError(f"there is no report {report_id}.")
-    return jsonify(export.report_json(store(), record))
+    return jsonify(export.report_json(store(), store().db.require(ReportRecord, report_id, "report")))

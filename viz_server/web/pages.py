@@ -8,9 +8,9 @@ import json
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, send_file, url_for
 
-from viz_server.errors import UserError
+from viz_server.errors import NotFound, UserError
 from viz_server.plugins import describe_plugins, techniques
-from viz_server.store import JobRecord, ModelRecord, ReportRecord, Store, thumbnail
+from viz_server.store import JobRecord, ReportRecord, Store, thumbnail
 from viz_server.store.database import ImageRecord
 from viz_server.web import actions, export
 from viz_server.web.views import artifact_groups, image_json, job_json, model_json
@@ -38,10 +38,7 @@ def _uploaded_files(field: str) -> list[tuple[str, bytes]]:
 
 
 def _job_or_404(job_id: int) -> JobRecord:
-    job = store().db.get(JobRecord, job_id)
-    if job is None:
-        raise LookupError(f"there is no job {job_id}.")
-    return job
+    return store().db.require(JobRecord, job_id, "job")
 
 
 # ---- overview, plugins -------------------------------------------------------------------------------
@@ -110,9 +107,7 @@ def upload_images():
 
 @blueprint.get("/images/<int:image_id>/thumb.png")
 def image_thumbnail(image_id: int):
-    record = store().db.get(ImageRecord, image_id)
-    if record is None:
-        raise LookupError(f"there is no image {image_id}.")
+    record = store().db.require(ImageRecord, image_id, "image")
     response = send_file(io.BytesIO(thumbnail(store().blobs.read(record.sha256))), mimetype="image/png")
     response.headers["Cache-Control"] = "private, max-age=86400"
     return response
@@ -186,7 +181,7 @@ def _artifact(job: JobRecord, name: str) -> dict:
     for artifact in (job.result or {}).get("artifacts", []):
         if artifact["name"] == name and artifact.get("sha256"):
             return artifact
-    raise LookupError(f"job {job.id} has no artifact named {name}.")
+    raise NotFound(f"job {job.id} has no artifact named {name}.")
 
 
 @blueprint.get("/jobs/<int:job_id>/artifacts/<name>")
@@ -203,7 +198,7 @@ def job_array(job_id: int, name: str):
     try:
         array = store().array(_job_or_404(job_id), name)
     except KeyError:
-        raise LookupError(f"job {job_id} has no array named {name}.") from None
+        raise NotFound(f"job {job_id} has no array named {name}.") from None
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     buffer.seek(0)
@@ -214,7 +209,7 @@ def job_array(job_id: int, name: str):
 def job_arrays(job_id: int):
     job = _job_or_404(job_id)
     if not job.arrays_sha256:
-        raise LookupError(f"job {job_id} has no arrays.")
+        raise NotFound(f"job {job_id} has no arrays.")
     return send_file(store().blobs.path(job.arrays_sha256), mimetype="application/octet-stream", as_attachment=True,
                      download_name=f"job-{job_id}-arrays.npz")
 
@@ -267,10 +262,7 @@ def reports_page():
 
 
 def _report_or_404(report_id: int) -> ReportRecord:
-    report = store().db.get(ReportRecord, report_id)
-    if report is None:
-        raise LookupError(f"there is no report {report_id}.")
-    return report
+    return store().db.require(ReportRecord, report_id, "report")
 
 
 @blueprint.get("/reports/<int:report_id>")
