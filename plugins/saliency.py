@@ -26,7 +26,7 @@ class Saliency(Technique):
     inputs = ("image",)
 
     def run(self, ctx: Context, params: dict) -> Result:
-        images = ctx.images.to(ctx.device).requires_grad_(True)
+        images = ctx.images.detach().clone().to(ctx.device).requires_grad_(True)
         scores = ctx.model.module(images)
         targets = ctx.resolve_targets(params["target"], scores.detach())
         ctx.progress(1, 2, "forward pass done")

@@ -69,7 +69,7 @@ def map_artifacts(ctx, maps: np.ndarray, array: str, what: str, targets: list[in
         label = ctx.model.spec.label(int(targets[index]))
         group = f"{index}: {name}"
         artifacts += [
-            Artifact(f"input_{index}.png", f"{name} as the model sees it", data=png_bytes(picture, 128), group=group),
+            Artifact(f"input_{index}.png", f"{name} as the model sees it", data=png_bytes(picture, 128), array="inputs", group=group),
             Artifact(f"{array}_{index}.png", f"{what} for class {label}", data=png_bytes(heatmap(values), 128), array=array, group=group),
             Artifact(f"{array}_overlay_{index}.png", f"{what} over the image", data=png_bytes(overlay(picture, values), 128), array=array, group=group),
         ]

@@ -68,6 +68,8 @@ def run_technique(
     )
     started = time.perf_counter()
     result = technique.run(ctx, params)
+    if batch is not None:
+        result.arrays.setdefault("inputs", batch.detach().numpy())  # the model-space images behind every input picture
     result.provenance = {
         "technique": technique.name,
         "technique_version": technique.version,

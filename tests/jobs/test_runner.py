@@ -93,6 +93,10 @@ def test_timeout_stops_a_job(ready_data):
 def test_restart_keeps_results_and_requeues_interrupted_jobs(ready_data):
     store, runner = _runner(ready_data)
     finished = _wait(store, _job(store))
+    from viz_server.store import ReportRecord
+
+    report = store.db.add(ReportRecord(kind="audit", title="before the restart"))
+    store.db.update_job(finished.id, report_id=report.id)
     runner.stop()
     interrupted = _job(store)
     store.db.update_job(interrupted, status="running", attempts=1)  # the server died while it ran
@@ -103,6 +107,9 @@ def test_restart_keeps_results_and_requeues_interrupted_jobs(ready_data):
         kept = client.get(f"/api/jobs/{finished.id}").get_json()
         assert kept["status"] == "done"
         assert client.get(kept["result"]["artifacts"][1]["url"]).status_code == 200
+        kept_report = client.get(f"/api/reports/{report.id}").get_json()
+        assert kept_report["title"] == "before the restart" and kept_report["jobs"][0]["status"] == "done"
+        assert client.get(f"/reports/{report.id}/export.html").status_code == 200
         assert _wait(app.extensions["viz_store"], interrupted).status == "done"
         assert len([m for m in client.get("/api/models").get_json() if m["shipped"]]) == 2  # not registered twice
     finally:

@@ -168,3 +168,46 @@ def test_not_found_and_method_errors(client):
     assert client.get("/api/jobs/99999").get_json()["error"] == "there is no job 99999."
     assert client.get("/nowhere").status_code == 404
     assert client.put("/api/jobs", headers=API).status_code == 405
+
+
+def test_spec_update_reinspects_with_new_labels(client):
+    from model_zoo import export
+
+    response = client.post("/api/models", data={"model": (io.BytesIO(export("residual", "torchscript", 17)), "res.onnx")},
+                           headers=API, content_type="multipart/form-data")
+    model_id = response.get_json()["model"]["id"]
+    assert wait_for(client, f"/api/models/{model_id}")["spec"]["labels"] == []
+    bad = client.post(f"/api/models/{model_id}/spec", json={"layout": "sideways"}, headers=API)
+    assert bad.status_code == 400 and "layout" in bad.get_json()["error"]
+    job = client.post(f"/api/models/{model_id}/spec", json={"labels": ["a", "b", "c", "d", "e"], "value_range": [0, 255]}, headers=API)
+    assert job.status_code == 202
+    model = wait_for(client, f"/api/models/{model_id}")
+    assert model["spec"]["labels"] == ["a", "b", "c", "d", "e"] and model["spec"]["value_range"] == [0.0, 255.0]
+    token = csrf(client, f"/models/{model_id}")
+    form = client.post(f"/models/{model_id}/spec", data={"csrf_token": token, "labels": "v, w, x, y, z", "layout": "NCHW"})
+    assert form.status_code == 302
+    assert wait_for(client, f"/api/models/{model_id}")["spec"]["labels"] == ["v", "w", "x", "y", "z"]
+
+
+def test_form_cancel_and_compare(client, shapes_id, sample_ids):
+    response = client.post("/api/jobs", json={"technique": "saliency", "model_id": shapes_id, "image_ids": [sample_ids["cross.png"]]}, headers=API)
+    job_id = response.get_json()["id"]
+    token = csrf(client, f"/jobs/{job_id}")
+    assert client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token}).status_code == 302
+    assert wait_for(client, f"/api/jobs/{job_id}")["status"] in ("cancelled", "done")
+    models = {model["name"]: model["id"] for model in client.get("/api/models").get_json()}
+    token = csrf(client, "/compare")
+    compared = client.post("/compare", data={"csrf_token": token, "technique": "saliency", "model_ids": [str(models["shapes_cnn"]), str(models["digits_linear"])],
+                                             "image_ids": [str(sample_ids["cross.png"])], "param_target": "top1", "param_reduce": "max"})
+    assert compared.status_code == 302 and "/reports/" in compared.headers["Location"]
+    one_model = client.post("/compare", data={"csrf_token": token, "technique": "saliency", "model_ids": [str(shapes_id)], "image_ids": [str(sample_ids["cross.png"])]})
+    assert one_model.status_code == 400 and "at least two models" in one_model.get_data(as_text=True)
+
+
+def test_input_pictures_come_with_their_arrays(client, shapes_id, sample_ids):
+    response = client.post("/api/jobs", json={"technique": "saliency", "model_id": shapes_id, "image_ids": [sample_ids["square.png"]]}, headers=API)
+    job = wait_for(client, f"/api/jobs/{response.get_json()['id']}")
+    for artifact in job["result"]["artifacts"]:
+        assert artifact["array_url"], artifact["name"]
+    inputs = np.load(io.BytesIO(client.get(job["result"]["artifacts"][0]["array_url"]).data))
+    assert inputs.shape == (1, 3, 64, 64)
