@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +20,11 @@ EXAMPLE = Path(__file__).parent / "data" / "example_plugin"
 def installed_example(tmp_path_factory):
     """pip-install the example plugin package into a private folder (a real dist-info + entry point)."""
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("source") / "example_plugin"
+    shutil.copytree(EXAMPLE, source)  # build outside the repository: no build/ or egg-info left behind
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-compile",
-         "--target", str(target), str(EXAMPLE)],
+         "--target", str(target), str(source)],
         check=True, capture_output=True, cwd=tmp_path_factory.mktemp("build"),
     )
     sys.path.insert(0, str(target))

@@ -17,7 +17,14 @@ from viz_server import hookspecs
 from viz_server.errors import UserError
 from viz_server.techniques import Technique, check_technique
 
-DEFAULT_PLUGINS = ("viz_server_plugins.saliency",)
+DEFAULT_PLUGINS = (
+    "viz_server_plugins.saliency",
+    "viz_server_plugins.guided_backprop",
+    "viz_server_plugins.deconvnet",
+    "viz_server_plugins.gradcam",
+    "viz_server_plugins.guided_gradcam",
+    "viz_server_plugins.neuron_gradient",
+)
 
 _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None

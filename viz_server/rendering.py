@@ -58,19 +58,21 @@ def png_bytes(picture: np.ndarray, min_side: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def map_artifacts(ctx, maps: np.ndarray, array: str, what: str, targets: list[int]) -> list:
-    """Heatmap and overlay artifacts for one 2-D map per input image, grouped by image."""
+def map_artifacts(ctx, maps: np.ndarray, array: str, what: str, subjects: list[str]) -> list:
+    """Input, heatmap and overlay artifacts for one 2-D map per input image, grouped by image.
+
+    ``subjects`` says what each map explains, e.g. "class circle" or "neuron 3 of conv2".
+    """
     from viz_server.techniques import Artifact
 
     pictures = ctx.display_images()
     artifacts = []
     for index, (picture, values) in enumerate(zip(pictures, maps)):
         name = ctx.image_names[index] if index < len(ctx.image_names) else f"image {index}"
-        label = ctx.model.spec.label(int(targets[index]))
         group = f"{index}: {name}"
         artifacts += [
             Artifact(f"input_{index}.png", f"{name} as the model sees it", data=png_bytes(picture, 128), array="inputs", group=group),
-            Artifact(f"{array}_{index}.png", f"{what} for class {label}", data=png_bytes(heatmap(values), 128), array=array, group=group),
+            Artifact(f"{array}_{index}.png", f"{what} for {subjects[index]}", data=png_bytes(heatmap(values), 128), array=array, group=group),
             Artifact(f"{array}_overlay_{index}.png", f"{what} over the image", data=png_bytes(overlay(picture, values), 128), array=array, group=group),
         ]
     return artifacts

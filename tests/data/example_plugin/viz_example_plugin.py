@@ -25,7 +25,7 @@ class GradientTimesInput(Technique):
         maps = maps.abs() if params["absolute"] else maps.clamp(min=0)
         maps = maps.detach().numpy()
         return Result(
-            artifacts=map_artifacts(ctx, maps, "gxi", "gradient x input", targets.tolist()),
+            artifacts=map_artifacts(ctx, maps, "gxi", "gradient x input", [f"class {ctx.model.spec.label(t)}" for t in targets.tolist()]),
             arrays={"gxi": maps},
             metrics={"mean": float(maps.mean())},
             caveats=["Gradient x input depends on the input's baseline of zero."],

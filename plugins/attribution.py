@@ -1,0 +1,139 @@
+"""The small base class of the class-attribution techniques (in the style of pytorch-grad-cam's BaseCAM).
+
+A subclass sets its names and ``attribute(model, images, targets, params)``, which returns either an
+attribution shaped like the input (gradient methods; reduced over colour channels here) or one map per image
+at input resolution (CAM methods). The base class adds what every map gets:
+
+- SmoothGrad (Smilkov et al. 2017): the mean attribution over noisy copies of the input, as an option;
+- a mask and bounding box from the map (weakly supervised localization), see ``localization``;
+- the model-parameter randomization test (Adebayo et al. 2018), see ``sanity``;
+- deletion and insertion curves (Petsiuk et al. 2018), see ``faithfulness``.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+import torch
+
+from viz_server.rendering import map_artifacts, overlay, png_bytes
+from viz_server.techniques import TARGET, Artifact, Context, Param, Result, Technique
+from viz_server_plugins import faithfulness, localization, sanity
+
+COMMON_PARAMS = (
+    TARGET,
+    Param("smooth_samples", "int", 0, "SmoothGrad: average over this many noisy copies of each image (0 = off).", minimum=0, maximum=200),
+    Param("smooth_noise", "float", 0.15, "SmoothGrad noise level, as a fraction of the input's value range.", minimum=0.0, maximum=1.0),
+    Param("smooth_batch", "int", 16, "SmoothGrad: noisy copies evaluated per pass (memory vs speed).", minimum=1, maximum=256),
+    Param("sanity_check", "bool", True, "Model-parameter randomization test on the first image (Adebayo et al. 2018)."),
+    Param("sanity_layers", "int", 3, "How many weight layers, from the top, to randomize one after another.", minimum=1, maximum=20),
+    Param("faithfulness", "bool", True, "Deletion and insertion curves with their area under the curve (Petsiuk et al. 2018)."),
+    Param("faithfulness_steps", "int", 16, "Points on the deletion and insertion curves.", minimum=4, maximum=100),
+)
+
+
+class AttributionTechnique(Technique):
+    family = "attribution"
+    inputs = ("image",)
+    extra_params: tuple[Param, ...] = ()
+    map_kind = "input"  # "input": shaped like the input; "map": N x H x W already
+    caveats: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.params = COMMON_PARAMS[:1] + cls.extra_params + COMMON_PARAMS[1:]
+
+    @abstractmethod
+    def attribute(self, model, images: torch.Tensor, targets: torch.Tensor, params: dict) -> torch.Tensor:
+        """Attribution of ``targets`` (one class per image) for ``images`` in model space."""
+
+    # ---- maps ------------------------------------------------------------------------------------
+    def maps(self, model, images: torch.Tensor, targets: torch.Tensor, params: dict, seed: int = 0) -> np.ndarray:
+        """N x H x W non-negative maps at input resolution (SmoothGrad applied when asked)."""
+        raw = smoothed(self.attribute, model, images, targets, params, seed)
+        return self.to_map(raw, model, params)
+
+    def to_map(self, raw: torch.Tensor, model, params: dict) -> np.ndarray:
+        if self.map_kind == "map":
+            return raw.detach().cpu().numpy()
+        axis = 1 if model.spec.layout == "NCHW" else 3
+        magnitude = raw.detach().abs()
+        reduced = magnitude.sum(axis) if params.get("reduce") == "sum" else magnitude.amax(axis)
+        return reduced.cpu().numpy()
+
+    # ---- the run ----------------------------------------------------------------------------------
+    def run(self, ctx: Context, params: dict) -> Result:
+        model = ctx.model
+        images = ctx.images.detach().clone().to(ctx.device)
+        with torch.no_grad():
+            scores = model.module(images)
+        targets = ctx.resolve_targets(params["target"], scores)
+        steps = 1 + int(params["sanity_check"]) + int(params["faithfulness"])
+        ctx.progress(0, steps, "attribution")
+        maps = self.maps(model, images, targets, params, ctx.seed)
+        target_list = targets.tolist()
+        labels = [model.spec.label(t) for t in target_list]
+        probabilities = torch.softmax(scores, dim=1).gather(1, targets[:, None])[:, 0].tolist()
+        result = Result(
+            artifacts=map_artifacts(ctx, maps, self.name, self.title.lower(), [f"class {label}" for label in labels]),
+            arrays={self.name: maps.astype(np.float32), "targets": targets.cpu().numpy(), "scores": scores.cpu().numpy()},
+            metrics={"targets": labels, "target_probability": [round(p, 6) for p in probabilities],
+                     "predicted": [model.spec.label(int(i)) for i in scores.argmax(1).tolist()]},
+            caveats=list(self.caveats),
+        )
+        self._localize(ctx, maps, result)
+        done = 1
+        ctx.progress(done, steps, "attribution done")
+        if params["sanity_check"]:
+            check = sanity.cascading_randomization(self, model, images[:1], targets[:1], params, maps[:1], ctx.seed, ctx.check_cancelled)
+            result.metrics["sanity_check"] = check.to_json()
+            result.caveats.insert(0, check.verdict)
+            result.artifacts.append(Artifact("sanity_check.png", "map after cascading randomization of the top layers (first image)",
+                                             kind="plot", data=check.plot(), array="sanity_maps", group="checks"))
+            result.arrays["sanity_maps"] = check.maps
+            done += 1
+            ctx.progress(done, steps, "sanity check done")
+        if params["faithfulness"]:
+            curves = faithfulness.deletion_insertion(model, images, targets, maps, params["faithfulness_steps"])
+            result.metrics.update(curves.metrics())
+            result.arrays["deletion_curve"] = curves.deletion
+            result.arrays["insertion_curve"] = curves.insertion
+            result.artifacts.append(Artifact("faithfulness.png", "deletion and insertion curves (target probability)", kind="plot",
+                                             data=curves.plot(), array="deletion_curve", group="checks"))
+            ctx.progress(steps, steps, "faithfulness done")
+        return result
+
+    def _localize(self, ctx: Context, maps: np.ndarray, result: Result) -> None:
+        pictures = ctx.display_images()
+        masks, boxes = [], []
+        for index, values in enumerate(maps):
+            mask = localization.mask_from_map(values)
+            box = localization.bounding_box(mask)
+            masks.append(mask)
+            boxes.append(box)
+            outlined = localization.draw_box(overlay(pictures[index], mask.astype(np.float32)), box)
+            result.artifacts.append(Artifact(f"{self.name}_mask_{index}.png", "segmentation from the map with its bounding box",
+                                             data=png_bytes(outlined, 128), array="masks", group=result.artifacts[3 * index].group))
+        result.arrays["masks"] = np.stack(masks)
+        result.metrics["boxes"] = [list(box) if box else None for box in boxes]
+
+
+def smoothed(attribute, model, images: torch.Tensor, targets: torch.Tensor, params: dict, seed: int) -> torch.Tensor:
+    """SmoothGrad (Smilkov et al. 2017): mean attribution over Gaussian-noised copies of each image."""
+    samples = params.get("smooth_samples", 0)
+    if not samples:
+        return attribute(model, images, targets, params)
+    low, high = model.spec.unit_bounds()
+    spread = torch.from_numpy(np.abs(high - low)).to(images)  # the value range of every input element
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    chunk = max(1, params.get("smooth_batch", 16) // max(len(images), 1))
+    total = None
+    for start in range(0, samples, chunk):
+        count = min(chunk, samples - start)
+        noisy = images.repeat(count, *[1] * (images.dim() - 1))
+        noise = torch.randn(noisy.shape, generator=generator).to(images) * params["smooth_noise"] * spread
+        part = attribute(model, noisy + noise, targets.repeat(count), params)
+        part = part.reshape(count, len(images), *part.shape[1:]).sum(0)
+        total = part if total is None else total + part
+    return total / samples

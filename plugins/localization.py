@@ -1,0 +1,55 @@
+"""From a saliency or CAM map to an object mask and bounding box (weakly supervised localization), and the
+scores that compare a map with a known object mask (pointing game: Zhang et al. 2016; energy inside the mask:
+Wang et al. 2020, Score-CAM)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+THRESHOLD = 0.5
+"""Fraction of the smoothed map's maximum above which a pixel belongs to the object."""
+
+
+def mask_from_map(values: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+    """Smooth, threshold at ``threshold`` x max, keep the connected component holding the peak."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    sigma = max(1.0, min(values.shape) / 32.0)
+    smooth = ndimage.gaussian_filter(values, sigma)
+    peak = smooth.max()
+    if peak <= 0:
+        return np.zeros(values.shape, bool)
+    regions, _ = ndimage.label(smooth >= threshold * peak)
+    return regions == regions[np.unravel_index(np.argmax(smooth), smooth.shape)]
+
+
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right), inclusive, of the mask; None when it is empty."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return None
+    return int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())
+
+
+def draw_box(picture: np.ndarray, box: tuple[int, int, int, int] | None, colour=(0, 255, 255)) -> np.ndarray:
+    picture = picture.copy()
+    if box is None:
+        return picture
+    top, left, bottom, right = box
+    picture[top, left : right + 1] = colour
+    picture[bottom, left : right + 1] = colour
+    picture[top : bottom + 1, left] = colour
+    picture[top : bottom + 1, right] = colour
+    return picture
+
+
+def pointing_game(values: np.ndarray, object_mask: np.ndarray) -> bool:
+    """Does the map's maximum fall on the object?"""
+    return bool(object_mask[np.unravel_index(np.argmax(values), values.shape)])
+
+
+def energy_in_mask(values: np.ndarray, object_mask: np.ndarray) -> float:
+    """Share of the map's (non-negative) mass that lies on the object."""
+    values = np.clip(np.nan_to_num(values), 0, None)
+    total = values.sum()
+    return float(values[object_mask].sum() / total) if total > 0 else 0.0
