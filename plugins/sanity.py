@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 
 PASS_BELOW = 0.5
-"""|Spearman rho| with every weight layer randomized below which the map passes."""
+"""|Spearman rho| after randomizing the top ``sanity_layers`` weight layers below which the map passes."""
 
 
 @dataclass
@@ -30,7 +30,8 @@ class SanityCheck:
     passed: bool
 
     def to_json(self) -> dict:
-        return {"steps": self.steps, "spearman": [round(c, 4) for c in self.correlations], "passed": self.passed, "threshold": PASS_BELOW}
+        return {"steps": self.steps, "spearman": [round(c, 4) for c in self.correlations], "passed": self.passed,
+                "threshold": PASS_BELOW, "verdict": self.verdict}
 
     def plot(self) -> bytes:
         import matplotlib
@@ -92,12 +93,13 @@ def cascading_randomization(technique, model, image, target, params, original: n
         randomize(randomized.submodule(layer.name), generator)
     if len(weight_layers) > count:
         measure("all weight layers")
-    final = abs(correlations[-1]) if correlations else 1.0
-    passed = final < PASS_BELOW
+    judged = correlations[count - 1]  # after the top `count` layers: the bounded cascade the verdict rests on
+    passed = abs(judged) < PASS_BELOW
+    where = f"the top {count} weight layer{'s' if count > 1 else ''}"
     if passed:
-        verdict = (f"Sanity check passed: with the weights randomized the map changes (Spearman rho {correlations[-1]:.2f}), "
+        verdict = (f"Sanity check passed: with {where} randomized the map changes (Spearman rho {judged:.2f}), "
                    "so it depends on what the model learned.")
     else:
-        verdict = (f"Sanity check FAILED: this map barely changes when the weights are destroyed (Spearman rho "
-                   f"{correlations[-1]:.2f}); it shows the image's edges, not what the model learned.")
+        verdict = (f"Sanity check FAILED: this map barely changes when {where} are destroyed (Spearman rho "
+                   f"{judged:.2f}); it shows the image's edges, not what the model learned.")
     return SanityCheck(steps, correlations, np.stack(maps).astype(np.float32), verdict, passed)

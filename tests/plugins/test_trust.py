@@ -1,0 +1,107 @@
+"""The trust checks every attribution carries: sanity check, faithfulness curves, localization, SmoothGrad."""
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from viz_server import load_model
+from viz_server_models import shapes
+from viz_server_plugins import faithfulness, localization, sanity
+from viz_server_plugins.gradcam import GradCAM
+from viz_server_plugins.guided_backprop import GuidedBackprop
+from viz_server_plugins.saliency import Saliency
+
+
+def defaults(technique) -> dict:
+    return {param.name: param.default for param in technique.params}
+
+
+@pytest.fixture(scope="module")
+def deep_relu_net():
+    """A randomly initialised VGG-style ReLU network: guided backprop on it is known to show the input only."""
+    torch.manual_seed(0)
+    layers, channels = [], 3
+    for index, width in enumerate([16, 16, 32, 32, 64, 64]):
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()] + ([nn.MaxPool2d(2)] if index % 2 else [])
+        channels = width
+    net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10)).eval()
+    buffer = io.BytesIO()
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(net, (torch.rand(1, 3, 32, 32),), buffer, dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "batch"}})
+    model = load_model(buffer.getvalue(), mean="0.5", std="0.25")
+    picture, _ = shapes.make_image("circle", "circle", np.random.default_rng(0), 32)
+    image = torch.from_numpy(model.spec.unit_to_model(picture[None].astype(np.float32) / 255))
+    return model, image
+
+
+def test_sanity_verdict_flips_between_gradient_and_guided_backprop(deep_relu_net):
+    model, image = deep_relu_net
+    target = torch.tensor([0])
+    verdicts = {}
+    for technique in (Saliency(), GuidedBackprop()):
+        params = defaults(technique)
+        original = technique.maps(model, image, target, params)
+        check = sanity.cascading_randomization(technique, model, image, target, params, original, 0, lambda: None)
+        assert len(check.correlations) == 4 and check.maps.shape == (5, 32, 32)
+        verdicts[technique.name] = check
+    assert verdicts["saliency"].passed and "passed" in verdicts["saliency"].verdict
+    assert not verdicts["guided_backprop"].passed and "barely changes" in verdicts["guided_backprop"].verdict
+    assert verdicts["guided_backprop"].correlations[2] > verdicts["saliency"].correlations[2] + 0.3
+
+
+def test_randomization_leaves_the_model_untouched(shapes_model, shape_pictures):
+    from viz_server.model.images import decode_image
+
+    image = torch.from_numpy(shapes_model.spec.preprocess([decode_image(shape_pictures[0][1])]))
+    before = shapes_model.module(image).detach().clone()
+    technique = Saliency()
+    params = defaults(technique)
+    original = technique.maps(shapes_model, image, torch.tensor([0]), params)
+    sanity.cascading_randomization(technique, shapes_model, image, torch.tensor([0]), params, original, 0, lambda: None)
+    torch.testing.assert_close(shapes_model.module(image), before)
+
+
+def test_gradcam_is_more_faithful_than_a_random_map(shapes_model, shape_pictures):
+    from viz_server.model.images import decode_image
+
+    images = torch.from_numpy(shapes_model.spec.preprocess([decode_image(data) for _, data, _, _ in shape_pictures]))
+    targets = shapes_model.module(images).argmax(1)
+    cam = GradCAM().maps(shapes_model, images, targets, defaults(GradCAM()))
+    random_maps = np.random.default_rng(0).random(cam.shape)
+    good = faithfulness.deletion_insertion(shapes_model, images, targets, cam, 16)
+    bad = faithfulness.deletion_insertion(shapes_model, images, targets, random_maps, 16)
+    assert good.deletion.shape == (4, 17) and np.allclose(good.deletion[:, 0], good.insertion[:, -1], atol=1e-5)
+    assert np.mean(good.metrics()["deletion_auc"]) < np.mean(bad.metrics()["deletion_auc"])
+    assert np.mean(good.metrics()["insertion_auc"]) > np.mean(bad.metrics()["insertion_auc"])
+    assert good.plot()[:4] == b"\x89PNG"
+
+
+def test_localization_from_a_blob():
+    ys, xs = np.mgrid[0:64, 0:64]
+    blob = np.exp(-((ys - 20) ** 2 + (xs - 40) ** 2) / (2 * 5.0**2))
+    mask = localization.mask_from_map(blob + 0.01 * np.random.default_rng(0).random(blob.shape))
+    top, left, bottom, right = localization.bounding_box(mask)
+    assert top < 20 < bottom and left < 40 < right and bottom - top < 20
+    truth = (ys - 20) ** 2 + (xs - 40) ** 2 < 100
+    assert localization.pointing_game(blob, truth) and localization.energy_in_mask(blob, truth) > 0.8
+    assert localization.bounding_box(np.zeros((4, 4), bool)) is None
+
+
+def test_smoothgrad_is_seeded_and_reduces_to_the_plain_map(shapes_model, shape_pictures):
+    from viz_server.model.images import decode_image
+
+    images = torch.from_numpy(shapes_model.spec.preprocess([decode_image(shape_pictures[1][1])]))
+    target = torch.tensor([1])
+    technique = Saliency()
+    plain = technique.maps(shapes_model, images, target, defaults(technique))
+    noiseless = technique.maps(shapes_model, images, target, {**defaults(technique), "smooth_samples": 3, "smooth_noise": 0.0})
+    np.testing.assert_allclose(noiseless, plain, rtol=1e-5, atol=1e-7)
+    smooth = {**defaults(technique), "smooth_samples": 6, "smooth_batch": 4}
+    first, again = technique.maps(shapes_model, images, target, smooth, seed=5), technique.maps(shapes_model, images, target, smooth, seed=5)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, plain)
