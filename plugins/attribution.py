@@ -71,13 +71,15 @@ class AttributionTechnique(Technique):
         targets = ctx.resolve_targets(params["target"], scores)
         steps = 1 + int(params["sanity_check"]) + int(params["faithfulness"])
         ctx.progress(0, steps, "attribution")
-        maps = self.maps(model, images, targets, params, ctx.seed)
+        raw = smoothed(self.attribute, model, images, targets, params, ctx.seed)
+        maps = self.to_map(raw, model, params)
         target_list = targets.tolist()
         labels = [model.spec.label(t) for t in target_list]
         probabilities = torch.softmax(scores, dim=1).gather(1, targets[:, None])[:, 0].tolist()
         result = Result(
             artifacts=map_artifacts(ctx, maps, self.name, self.title.lower(), [f"class {label}" for label in labels]),
-            arrays={self.name: maps.astype(np.float32), "targets": targets.cpu().numpy(), "scores": scores.cpu().numpy()},
+            arrays={self.name: maps.astype(np.float32), "attribution": raw.detach().cpu().numpy(),
+                    "targets": targets.cpu().numpy(), "scores": scores.cpu().numpy()},
             metrics={"targets": labels, "target_probability": [round(p, 6) for p in probabilities],
                      "predicted": [model.spec.label(int(i)) for i in scores.argmax(1).tolist()]},
             caveats=list(self.caveats),

@@ -40,7 +40,7 @@ def test_plugins_lists_saliency_with_params():
     completed = viz("plugins", "--json")
     assert completed.returncode == 0
     techniques = {t["name"]: t for p in json.loads(completed.stdout) for t in p["techniques"]}
-    assert [param["name"] for param in techniques["saliency"]["params"]] == ["target", "reduce"]
+    assert [param["name"] for param in techniques["saliency"]["params"]][:3] == ["target", "reduce", "smooth_samples"]
     assert "saliency" in viz("plugins").stdout
 
 
@@ -61,7 +61,7 @@ def test_run_saliency_writes_result(tmp_path, shape_pictures):
     completed = viz("run", "saliency", "shapes_cnn", "--image", image, "--target", "square", "--reduce", "sum", "--out", out)
     assert completed.returncode == 0, completed.stderr
     result = json.loads((out / "result.json").read_text())
-    assert result["provenance"]["params"] == {"target": "square", "reduce": "sum"}
+    assert result["provenance"]["params"].items() >= {"target": "square", "reduce": "sum"}.items()
     assert result["metrics"]["targets"] == ["square"]
     for artifact in result["artifacts"]:
         assert (out / artifact["name"]).is_file()

@@ -89,7 +89,7 @@ def test_upload_run_watch_and_export(server, page, shots, tmp_path):
     exported = tmp_path / "report.html"
     download_info.value.save_as(exported)
     html = exported.read_text()
-    assert html.count("data:image/png;base64,") == 3 and "gradient saliency" in html
+    assert html.count("data:image/png;base64,") == 6 and "gradient saliency" in html  # input, map, overlay, mask, 2 plots
     page.goto(exported.as_uri())
     assert page.evaluate("() => Array.from(document.images).every((img) => img.naturalWidth > 0)")
     page.screenshot(path=str(shots / "export.png"), full_page=True)
