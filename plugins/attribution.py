@@ -19,13 +19,18 @@ import torch
 
 from viz_server.rendering import map_artifacts, overlay, png_bytes
 from viz_server.techniques import TARGET, Artifact, Context, Param, Result, Technique
-from viz_server_plugins import faithfulness, localization, sanity
+from viz_server_plugins import faithfulness, localization, objectives, sanity
 
-COMMON_PARAMS = (
+TARGET_PARAMS = (
     TARGET,
+    Param("region", "str", "", "Dense outputs (segmenters, detectors): explain the target channel summed over ROW0:ROW1,COL0:COL1 of the output grid; empty = everywhere."),
+)
+SMOOTH_PARAMS = (
     Param("smooth_samples", "int", 0, "SmoothGrad: average over this many noisy copies of each image (0 = off).", minimum=0, maximum=200),
     Param("smooth_noise", "float", 0.15, "SmoothGrad noise level, as a fraction of the input's value range.", minimum=0.0, maximum=1.0),
     Param("smooth_batch", "int", 16, "SmoothGrad: noisy copies evaluated per pass (memory vs speed).", minimum=1, maximum=256),
+)
+TRUST_PARAMS = (
     Param("sanity_check", "bool", True, "Model-parameter randomization test on the first image (Adebayo et al. 2018)."),
     Param("sanity_layers", "int", 3, "How many weight layers, from the top, to randomize one after another.", minimum=1, maximum=20),
     Param("faithfulness", "bool", True, "Deletion and insertion curves with their area under the curve (Petsiuk et al. 2018)."),
@@ -42,7 +47,7 @@ class AttributionTechnique(Technique):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.params = COMMON_PARAMS[:1] + cls.extra_params + COMMON_PARAMS[1:]
+        cls.params = TARGET_PARAMS + cls.extra_params + SMOOTH_PARAMS + TRUST_PARAMS
 
     @abstractmethod
     def attribute(self, model, images: torch.Tensor, targets: torch.Tensor, params: dict) -> torch.Tensor:
@@ -66,22 +71,23 @@ class AttributionTechnique(Technique):
     def run(self, ctx: Context, params: dict) -> Result:
         model = ctx.model
         images = ctx.images.detach().clone().to(ctx.device)
+        region = objectives.parse_region(params["region"])
         with torch.no_grad():
             scores = model.module(images)
-        targets = ctx.resolve_targets(params["target"], scores)
+        targets = ctx.resolve_targets(params["target"], objectives.class_scores(scores, region))
         steps = 1 + int(params["sanity_check"]) + int(params["faithfulness"])
         ctx.progress(0, steps, "attribution")
         raw = smoothed(self.attribute, model, images, targets, params, ctx.seed)
         maps = self.to_map(raw, model, params)
         target_list = targets.tolist()
         labels = [model.spec.label(t) for t in target_list]
-        probabilities = torch.softmax(scores, dim=1).gather(1, targets[:, None])[:, 0].tolist()
+        probabilities = objectives.target_probability(scores, targets, region).tolist()
         result = Result(
             artifacts=map_artifacts(ctx, maps, self.name, self.title.lower(), [f"class {label}" for label in labels]),
             arrays={self.name: maps.astype(np.float32), "attribution": raw.detach().cpu().numpy(),
                     "targets": targets.cpu().numpy(), "scores": scores.cpu().numpy()},
             metrics={"targets": labels, "target_probability": [round(p, 6) for p in probabilities],
-                     "predicted": [model.spec.label(int(i)) for i in scores.argmax(1).tolist()]},
+                     "predicted": [model.spec.label(int(i)) for i in objectives.class_scores(scores, region).argmax(1).tolist()]},
             caveats=list(self.caveats),
         )
         self._localize(ctx, maps, result)
@@ -97,7 +103,7 @@ class AttributionTechnique(Technique):
             done += 1
             ctx.progress(done, steps, "sanity check done")
         if params["faithfulness"]:
-            curves = faithfulness.deletion_insertion(model, images, targets, maps, params["faithfulness_steps"])
+            curves = faithfulness.deletion_insertion(model, images, targets, maps, params["faithfulness_steps"], region)
             result.metrics.update(curves.metrics())
             result.arrays["deletion_curve"] = curves.deletion
             result.arrays["insertion_curve"] = curves.insertion

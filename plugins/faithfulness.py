@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from viz_server_plugins.objectives import target_probability
+
 
 @dataclass
 class Curves:
@@ -50,7 +52,7 @@ class Curves:
         return buffer.getvalue()
 
 
-def deletion_insertion(model, images, targets, maps: np.ndarray, steps: int = 16) -> Curves:
+def deletion_insertion(model, images, targets, maps: np.ndarray, steps: int = 16, region=None) -> Curves:
     spec = model.spec
     unit = spec.model_to_unit(images.detach().cpu().numpy())  # N x H x W x C in [0, 1]
     fractions = np.linspace(0.0, 1.0, steps + 1)
@@ -68,12 +70,7 @@ def deletion_insertion(model, images, targets, maps: np.ndarray, steps: int = 16
         deleted = picture * (1 - masks) + mean_colour * masks
         inserted = blurred * (1 - masks) + picture * masks
         batch = spec.unit_to_model(np.concatenate([deleted, inserted]).astype(np.float32))
-        probabilities = _softmax(model.predict(batch))[:, int(targets[index])]
+        probabilities = target_probability(model.predict(batch), np.full(len(batch), int(targets[index])), region)
         deletion[index], insertion[index] = probabilities[: steps + 1], probabilities[steps + 1 :]
     return Curves(fractions, deletion, insertion)
 
-
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)

@@ -14,6 +14,7 @@ from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.techniques import Param
 from viz_server_plugins.attribution import AttributionTechnique
+from viz_server_plugins.objectives import parse_region, selected_score
 
 LAYER = Param("layer", "layer", "", "Layer (ONNX node name) to explain at; empty = the model's last spatial layer.")
 UPSAMPLE = Param("upsample", "choice", "bilinear", "How the layer-resolution map is enlarged to the input.", choices=("bilinear", "nearest"))
@@ -29,7 +30,7 @@ def cam_layer(model, name: str) -> str:
     return chosen
 
 
-def activations_and_gradients(model, images: torch.Tensor, targets: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+def activations_and_gradients(model, images: torch.Tensor, targets: torch.Tensor, layer: str, region=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The layer's output A and d score[target] / dA, for every image (one forward, one backward)."""
     captured: list[torch.Tensor] = []
 
@@ -43,7 +44,7 @@ def activations_and_gradients(model, images: torch.Tensor, targets: torch.Tensor
         inputs = images.detach().clone().requires_grad_(True)  # parameters are frozen: this builds the graph
         with torch.enable_grad():
             scores = model.module(inputs)
-            gradients = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), captured)
+            gradients = torch.autograd.grad(selected_score(scores, targets, region), captured)
     finally:
         handle.remove()
     return torch.cat([a.detach() for a in captured]), torch.cat(gradients)
@@ -58,9 +59,9 @@ def channel_weights(activations: torch.Tensor, gradients: torch.Tensor, weightin
     return (alphas * F.relu(gradients)).sum(dim=(2, 3))
 
 
-def class_activation_map(model, images, targets, layer: str, weighting: str = "gradcam") -> torch.Tensor:
+def class_activation_map(model, images, targets, layer: str, weighting: str = "gradcam", region=None) -> torch.Tensor:
     """N x h x w map at the layer's resolution, after the ReLU."""
-    activations, gradients = activations_and_gradients(model, images, targets, layer)
+    activations, gradients = activations_and_gradients(model, images, targets, layer, region)
     weights = channel_weights(activations, gradients, weighting)
     return F.relu((weights[:, :, None, None] * activations).sum(dim=1))
 
@@ -87,7 +88,8 @@ class GradCAM(AttributionTechnique):
 
     def attribute(self, model, images, targets, params):
         layer = cam_layer(model, params["layer"])
-        return upsample(class_activation_map(model, images, targets, layer, params["weighting"]), model.spec, params["upsample"])
+        cam = class_activation_map(model, images, targets, layer, params["weighting"], parse_region(params.get("region")))
+        return upsample(cam, model.spec, params["upsample"])
 
 
 @hookimpl

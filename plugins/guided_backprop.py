@@ -9,6 +9,7 @@ from __future__ import annotations
 from viz_server import hookimpl
 from viz_server_plugins.attribution import AttributionTechnique
 from viz_server_plugins.relu_rules import relu_rule, uncovered_units
+from viz_server_plugins.objectives import parse_region
 from viz_server_plugins.saliency import REDUCE, class_gradient
 
 
@@ -25,7 +26,7 @@ class GuidedBackprop(AttributionTechnique):
 
     def attribute(self, model, images, targets, params):
         with relu_rule(model, self.rule):
-            return class_gradient(model, images, targets)
+            return class_gradient(model, images, targets, parse_region(params.get("region")))
 
     def run(self, ctx, params):
         result = super().run(ctx, params)

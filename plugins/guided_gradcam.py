@@ -7,6 +7,7 @@ from viz_server import hookimpl
 from viz_server_plugins.attribution import AttributionTechnique
 from viz_server_plugins.gradcam import LAYER, cam_layer, class_activation_map, upsample
 from viz_server_plugins.relu_rules import relu_rule
+from viz_server_plugins.objectives import parse_region
 from viz_server_plugins.saliency import REDUCE, class_gradient
 from viz_server.techniques import Param
 
@@ -19,9 +20,10 @@ class GuidedGradCAM(AttributionTechnique):
     caveats = ("Guided Grad-CAM inherits guided backpropagation's insensitivity to the upper layers; see the sanity check.",)
 
     def attribute(self, model, images, targets, params):
-        cam = upsample(class_activation_map(model, images, targets, cam_layer(model, params["layer"])), model.spec, params["upsample"])
+        region = parse_region(params.get("region"))
+        cam = upsample(class_activation_map(model, images, targets, cam_layer(model, params["layer"]), region=region), model.spec, params["upsample"])
         with relu_rule(model, "guided"):
-            guided = class_gradient(model, images, targets)
+            guided = class_gradient(model, images, targets, region)
         cam = cam[:, None] if model.spec.layout == "NCHW" else cam[..., None]
         return guided * cam
 

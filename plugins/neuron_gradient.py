@@ -14,7 +14,7 @@ from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.rendering import map_artifacts, png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins.attribution import COMMON_PARAMS, smoothed
+from viz_server_plugins.attribution import SMOOTH_PARAMS, smoothed
 from viz_server_plugins.gradcam import cam_layer
 from viz_server_plugins.localization import bounding_box
 from viz_server_plugins.relu_rules import relu_rule
@@ -74,7 +74,7 @@ class NeuronGradient(Technique):
         Param("position", "str", "", "ROW,COLUMN of the unit in the layer's map; empty = the whole channel."),
         Param("mode", "choice", "guided", "Plain gradients or guided backpropagation.", choices=("plain", "guided")),
         Param("top_patches", "int", 8, "How many most-activating image patches to show (from the given images).", minimum=0, maximum=64),
-    ) + COMMON_PARAMS[1:4]
+    ) + SMOOTH_PARAMS
     inputs = ("image",)
 
     def run(self, ctx: Context, params: dict) -> Result:

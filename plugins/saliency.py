@@ -11,16 +11,17 @@ import torch
 from viz_server import hookimpl
 from viz_server.techniques import Param
 from viz_server_plugins.attribution import AttributionTechnique
+from viz_server_plugins.objectives import parse_region, selected_score
 
 REDUCE = Param("reduce", "choice", "max", "How to merge colour channels: max (as in the paper) or sum.", choices=("max", "sum"))
 
 
-def class_gradient(model, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def class_gradient(model, images: torch.Tensor, targets: torch.Tensor, region=None) -> torch.Tensor:
     """d score[target] / d input, for one target class per image, in one forward and one backward pass."""
     inputs = images.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         scores = model.module(inputs)
-        (gradients,) = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), inputs)
+        (gradients,) = torch.autograd.grad(selected_score(scores, targets, region), inputs)
     return gradients
 
 
@@ -37,7 +38,7 @@ class Saliency(AttributionTechnique):
     )
 
     def attribute(self, model, images, targets, params):
-        return class_gradient(model, images, targets)
+        return class_gradient(model, images, targets, parse_region(params.get("region")))
 
 
 @hookimpl

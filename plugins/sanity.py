@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +82,9 @@ def cascading_randomization(technique, model, image, target, params, original: n
     def measure(label: str) -> None:
         check_cancelled()
         values = technique.maps(randomized, image, target, settings, seed)[0]
-        rho = stats.spearmanr(original[0].ravel(), values.ravel()).statistic
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)  # a constant map correlates with nothing: 0
+            rho = stats.spearmanr(original[0].ravel(), values.ravel()).statistic
         steps.append(label)
         correlations.append(0.0 if np.isnan(rho) else float(rho))
         maps.append(values)

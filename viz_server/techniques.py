@@ -214,7 +214,12 @@ class Context:
         return self.model.spec.to_display(self.images.detach().cpu().numpy())
 
     def resolve_targets(self, target: str, scores: torch.Tensor) -> torch.Tensor:
-        """A ``target`` param value -> one class index per image (``top1`` = each image's predicted class)."""
+        """A ``target`` param value -> one class index per image (``top1`` = each image's predicted class).
+
+        Dense outputs (N x C x ...) are resolved on each class's score summed over the output positions.
+        """
+        if scores.dim() > 2:
+            scores = scores.flatten(2).sum(2)
         if str(target).lower() in ("top1", "top-1", "predicted", ""):
             return scores.argmax(dim=1)
         index = self.model.spec.class_index(target)

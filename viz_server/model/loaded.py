@@ -233,7 +233,7 @@ def _spec_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[
     value = guard_stage.image_inputs(model)[0]
     dims = guard_stage.input_dims(value)
     output_dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
-    num_classes = output_dims[-1] if output_dims and output_dims[-1] > 0 else 0
+    num_classes = output_dims[1] if len(output_dims) >= 2 and output_dims[1] > 0 else 0  # the class axis
     return build_spec(value.name, dims, num_classes, metadata, overrides)
 
 

@@ -1,0 +1,64 @@
+"""What a class attribution explains: one scalar per image taken from the model's main output.
+
+- Classifiers (N x K scores): the pre-softmax score of the target class.
+- Dense outputs (segmenters N x C x H x W, detectors N x C x ...): the target channel summed over the whole
+  output, or over a ``region`` ``ROW0:ROW1,COL0:COL1`` of its spatial grid.
+Probabilities (for metrics and deletion/insertion curves) are the softmax over the class axis, averaged over
+the same positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from viz_server.errors import UserError
+
+
+def parse_region(text: str) -> tuple[slice, slice] | None:
+    text = str(text or "").strip()
+    if not text:
+        return None
+    try:
+        rows, columns = text.replace(" ", "").split(",")
+        (r0, r1), (c0, c1) = (tuple(int(v) for v in part.split(":")) for part in (rows, columns))
+    except ValueError:
+        raise UserError(f"region {text!r} must look like ROW0:ROW1,COL0:COL1 (e.g. 0:8,4:12) or be empty.") from None
+    if r1 <= r0 or c1 <= c0 or min(r0, c0) < 0:
+        raise UserError(f"region {text!r} is empty; give ROW0 < ROW1 and COL0 < COL1.")
+    return slice(r0, r1), slice(c0, c1)
+
+
+def _per_position(scores: torch.Tensor, region) -> torch.Tensor:
+    """N x C x positions: the output with everything after the class axis flattened (region applied)."""
+    if scores.dim() == 2:
+        if region is not None:
+            raise UserError("a region only applies to dense outputs (N x C x H x W); this model outputs one score per class.")
+        return scores[:, :, None]
+    if region is not None:
+        if scores.dim() != 4:
+            raise UserError(f"a region needs an N x C x H x W output; this model's output has shape {list(scores.shape)}.")
+        rows, columns = region
+        if rows.stop > scores.shape[2] or columns.stop > scores.shape[3]:
+            raise UserError(f"region rows {rows.start}:{rows.stop}, columns {columns.start}:{columns.stop} fall outside the "
+                            f"output grid of {scores.shape[2]} x {scores.shape[3]}.")
+        scores = scores[:, :, rows, columns]
+    return scores.flatten(2)
+
+
+def class_scores(scores: torch.Tensor, region=None) -> torch.Tensor:
+    """N x C: one score per class (summed over output positions) - what top-1 and targets are resolved on."""
+    return _per_position(scores, region).sum(2)
+
+
+def selected_score(scores: torch.Tensor, targets: torch.Tensor, region=None) -> torch.Tensor:
+    """The differentiable scalar whose gradient every class attribution follows (summed over images)."""
+    per_class = class_scores(scores, region)
+    return per_class.gather(1, targets[:, None]).sum()
+
+
+def target_probability(scores, targets, region=None) -> np.ndarray:
+    """Softmax probability of each image's target class (averaged over the output positions considered)."""
+    scores = torch.as_tensor(np.asarray(scores) if not isinstance(scores, torch.Tensor) else scores)
+    probabilities = torch.softmax(_per_position(scores.float(), region), dim=1).mean(2)
+    return probabilities.gather(1, torch.as_tensor(np.asarray(targets)).long()[:, None])[:, 0].numpy()
