@@ -31,6 +31,7 @@ SMOOTH_PARAMS = (
     Param("smooth_batch", "int", 16, "SmoothGrad: noisy copies evaluated per pass (memory vs speed).", minimum=1, maximum=256),
 )
 TRUST_PARAMS = (
+    Param("segmentation", "choice", "threshold", "Mask from the map: threshold + connected component, or refined by GrabCut (needs OpenCV).", choices=("threshold", "grabcut")),
     Param("sanity_check", "bool", True, "Model-parameter randomization test on the first image (Adebayo et al. 2018)."),
     Param("sanity_layers", "int", 3, "How many weight layers, from the top, to randomize one after another.", minimum=1, maximum=20),
     Param("faithfulness", "bool", True, "Deletion and insertion curves with their area under the curve (Petsiuk et al. 2018)."),
@@ -90,7 +91,7 @@ class AttributionTechnique(Technique):
                      "predicted": [model.spec.label(int(i)) for i in objectives.class_scores(scores, region).argmax(1).tolist()]},
             caveats=list(self.caveats),
         )
-        self._localize(ctx, maps, result)
+        self._localize(ctx, maps, result, params["segmentation"])
         done = 1
         ctx.progress(done, steps, "attribution done")
         if params["sanity_check"]:
@@ -112,11 +113,13 @@ class AttributionTechnique(Technique):
             ctx.progress(steps, steps, "faithfulness done")
         return result
 
-    def _localize(self, ctx: Context, maps: np.ndarray, result: Result) -> None:
+    def _localize(self, ctx: Context, maps: np.ndarray, result: Result, segmentation: str) -> None:
         pictures = ctx.display_images()
         masks, boxes = [], []
         for index, values in enumerate(maps):
             mask = localization.mask_from_map(values)
+            if segmentation == "grabcut":
+                mask = localization.refine_with_grabcut(pictures[index], mask)
             box = localization.bounding_box(mask)
             masks.append(mask)
             boxes.append(box)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from viz_server.errors import UserError
+
 THRESHOLD = 0.5
 """Fraction of the smoothed map's maximum above which a pixel belongs to the object."""
 
@@ -21,6 +23,34 @@ def mask_from_map(values: np.ndarray, threshold: float = THRESHOLD) -> np.ndarra
         return np.zeros(values.shape, bool)
     regions, _ = ndimage.label(smooth >= threshold * peak)
     return regions == regions[np.unravel_index(np.argmax(smooth), smooth.shape)]
+
+
+def refine_with_grabcut(picture: np.ndarray, mask: np.ndarray, iterations: int = 4) -> np.ndarray:
+    """Refine a map's mask with GrabCut (Rother et al. 2004), a colour-model segmentation, via OpenCV.
+
+    The map's mask is probable foreground, the rest of its (enlarged) box probable background, and everything
+    outside that box background.
+    """
+    try:
+        import cv2
+    except ImportError:
+        raise UserError("GrabCut refinement needs OpenCV: pip install 'viz-server[segmentation]' "
+                        "(opencv-python-headless), or use segmentation=threshold.") from None
+    box = bounding_box(mask)
+    if box is None:
+        return mask
+    height, width = mask.shape
+    top, left, bottom, right = box
+    margin_y, margin_x = max(2, (bottom - top) // 4), max(2, (right - left) // 4)
+    labels = np.full(mask.shape, cv2.GC_BGD, np.uint8)
+    labels[max(0, top - margin_y) : bottom + margin_y + 1, max(0, left - margin_x) : right + margin_x + 1] = cv2.GC_PR_BGD
+    labels[mask] = cv2.GC_PR_FGD
+    if (labels == cv2.GC_BGD).sum() == 0 or (labels == cv2.GC_PR_FGD).sum() == labels.size:
+        return mask  # nothing to contrast the object with
+    background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(np.ascontiguousarray(picture[..., ::-1]), labels, None, background, foreground, iterations, cv2.GC_INIT_WITH_MASK)
+    refined = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    return refined if refined.any() else mask
 
 
 def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:

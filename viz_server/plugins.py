@@ -24,6 +24,7 @@ DEFAULT_PLUGINS = (
     "viz_server_plugins.gradcam",
     "viz_server_plugins.guided_gradcam",
     "viz_server_plugins.neuron_gradient",
+    "viz_server_plugins.layer_view",
 )
 
 _lock = threading.Lock()

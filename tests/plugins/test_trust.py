@@ -105,3 +105,17 @@ def test_smoothgrad_is_seeded_and_reduces_to_the_plain_map(shapes_model, shape_p
     first, again = technique.maps(shapes_model, images, target, smooth, seed=5), technique.maps(shapes_model, images, target, smooth, seed=5)
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, plain)
+
+
+def test_grabcut_refines_a_coarse_mask_towards_the_object():
+    rng = np.random.default_rng(1)
+    picture, truth = shapes.make_image("square", "square", rng)
+    coarse = np.zeros_like(truth)
+    top, left, bottom, right = localization.bounding_box(truth)
+    coarse[max(0, top - 6) : bottom + 7, max(0, left - 6) : right + 7] = True  # a loose blob around the object
+    refined = localization.refine_with_grabcut(picture, coarse)
+
+    def iou(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    assert iou(refined, truth) > iou(coarse, truth) and iou(refined, truth) > 0.7
