@@ -40,7 +40,7 @@ def test_plugins_lists_saliency_with_params():
     completed = viz("plugins", "--json")
     assert completed.returncode == 0
     techniques = {t["name"]: t for p in json.loads(completed.stdout) for t in p["techniques"]}
-    assert [param["name"] for param in techniques["saliency"]["params"]][:3] == ["target", "reduce", "smooth_samples"]
+    assert [param["name"] for param in techniques["saliency"]["params"]][:4] == ["target", "region", "reduce", "smooth_samples"]
     assert "saliency" in viz("plugins").stdout
 
 
