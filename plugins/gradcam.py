@@ -23,7 +23,7 @@ UPSAMPLE = Param("upsample", "choice", "bilinear", "How the layer-resolution map
 def cam_layer(model, name: str) -> str:
     chosen = name or model.layers.default_cam_layer
     if not chosen:
-        raise UserError("this model has no spatial layer (N x C x H x W with H, W > 1) to compute a class activation map at.")
+        raise UserError("this model has no spatial layer (N x C x H x W with H, W > 1) to use by default; name one with the layer parameter (see viz-server inspect).")
     layer = model.layer(chosen)
     if len(layer.output_shape) != 4:
         raise UserError(f"layer '{chosen}' has output shape {list(layer.output_shape)}; pick a spatial layer (N x C x H x W).")
