@@ -123,3 +123,15 @@ def test_hostile_model_in_a_real_process(tmp_path):
     path = tmp_path / "control_flow.onnx"
     path.write_bytes(hostile_models()["control_flow.onnx"][0])
     assert_one_sentence_exit_2(viz("inspect", path))
+
+
+def test_technique_options_are_never_taken_as_abbreviations(tmp_path, viz_inprocess):
+    """`--channel 3` is the neuron's channel, not an abbreviation of the spec flag --channel-order."""
+    image = tmp_path / "digit.png"
+    from viz_server_models import sample_images
+
+    image.write_bytes(sample_images()["digit-3"].read_bytes())
+    completed = viz_inprocess("run", "neuron_gradient", "digits_linear", "--image", image, "--layer", "/1/Gemm",
+                              "--channel", "3", "--top-patches", "0", "--out", tmp_path / "out", "--json")
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["metrics"]["channel"] == 3

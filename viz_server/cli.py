@@ -36,20 +36,20 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="viz-server", description="Analyse what an ONNX image model has learned.")
+    parser = argparse.ArgumentParser(prog="viz-server", description="Analyse what an ONNX image model has learned.", allow_abbrev=False)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    plugins = commands.add_parser("plugins", help="list installed plugins and their techniques")
+    plugins = commands.add_parser("plugins", allow_abbrev=False, help="list installed plugins and their techniques")
     plugins.add_argument("--json", action="store_true", help="print JSON")
 
-    commands.add_parser("models", help="list the shipped models and sample images")
+    commands.add_parser("models", allow_abbrev=False, help="list the shipped models and sample images")
 
-    inspect = commands.add_parser("inspect", help="show a model's inputs, outputs, spec, layers and conversion report")
+    inspect = commands.add_parser("inspect", allow_abbrev=False, help="show a model's inputs, outputs, spec, layers and conversion report")
     _add_model_options(inspect)
     inspect.add_argument("--json", action="store_true", help="print JSON")
 
-    run = commands.add_parser("run", help="run a technique (`viz-server run TECHNIQUE --help` lists its parameters)")
+    run = commands.add_parser("run", allow_abbrev=False, help="run a technique (`viz-server run TECHNIQUE --help` lists its parameters)")
     run.add_argument("technique", help="technique name (see `viz-server plugins`)")
     _add_model_options(run)
     run.add_argument("--image", action="append", default=[], metavar="FILE", help="input image (repeat for a batch)")
@@ -59,19 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", required=True, help="folder for result.json, arrays.npz and PNGs")
     run.add_argument("--json", action="store_true", help="print the result summary as JSON")
 
-    serve = commands.add_parser("serve", help="start the web UI (embedded job runner unless VIZ_SERVER_BROKER_URL is set)")
+    serve = commands.add_parser("serve", allow_abbrev=False, help="start the web UI (embedded job runner unless VIZ_SERVER_BROKER_URL is set)")
     serve.add_argument("--host", default=os.environ.get("VIZ_SERVER_HOST", "127.0.0.1"),
                        help="address to bind (default 127.0.0.1; any other address requires the access token)")
     serve.add_argument("--port", type=int, default=int(os.environ.get("VIZ_SERVER_PORT", "8000")))
 
-    worker = commands.add_parser("worker", help="run a Celery worker (needs VIZ_SERVER_BROKER_URL, a shared database and data folder)")
+    worker = commands.add_parser("worker", allow_abbrev=False, help="run a Celery worker (needs VIZ_SERVER_BROKER_URL, a shared database and data folder)")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker (default 1)")
     return parser
 
 
 def _technique_parser(technique) -> argparse.ArgumentParser:
     """Options generated from a technique's params schema: ``--name value`` for each param."""
-    parser = argparse.ArgumentParser(prog=f"viz-server run {technique.name}", add_help=False)
+    parser = argparse.ArgumentParser(prog=f"viz-server run {technique.name}", add_help=False, allow_abbrev=False)
     for param in technique.params:
         detail = f" (default {param.default!r}"
         if param.choices:
