@@ -4,7 +4,8 @@ one table of cases run across all methods)."""
 import numpy as np
 import pytest
 import torch
-from captum.attr import Deconvolution, GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam, NeuronGradient, Saliency
+from captum.attr import (Deconvolution, GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam, NeuronGradient,
+                         NeuronGuidedBackprop, Saliency)
 
 from model_zoo import export
 from viz_server import load_model
@@ -75,11 +76,12 @@ def test_guided_gradcam_matches_captum(case):
     assert relative_error(mine, reference) <= 1e-5
 
 
-def test_neuron_gradient_matches_captum(case):
+@pytest.mark.parametrize("guided,captum", [(False, NeuronGradient), (True, NeuronGuidedBackprop)], ids=["plain", "guided"])
+def test_neuron_gradient_matches_captum(case, guided, captum):
     model, images, targets = case
     layer = model.layers.default_cam_layer
-    reference = NeuronGradient(model.module, model.submodule(layer)).attribute(images.clone(), neuron_selector=(1, 2, 3))
-    mine, _ = neuron_gradient(model, images, layer, 1, (2, 3), guided=False)
+    reference = captum(model.module, model.submodule(layer)).attribute(images.clone(), neuron_selector=(1, 2, 3))
+    mine, _ = neuron_gradient(model, images, layer, 1, (2, 3), guided=guided)
     assert relative_error(mine, reference) <= 1e-5
 
 
