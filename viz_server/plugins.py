@@ -25,6 +25,8 @@ DEFAULT_PLUGINS = (
     "viz_server_plugins.guided_gradcam",
     "viz_server_plugins.neuron_gradient",
     "viz_server_plugins.layer_view",
+    "viz_server_plugins.weights",
+    "viz_server_plugins.activation_maps",
 )
 
 _lock = threading.Lock()
