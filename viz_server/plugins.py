@@ -27,6 +27,9 @@ DEFAULT_PLUGINS = (
     "viz_server_plugins.layer_view",
     "viz_server_plugins.weights",
     "viz_server_plugins.activation_maps",
+    "viz_server_plugins.class_visualization",
+    "viz_server_plugins.neuron_visualization",
+    "viz_server_plugins.feature_inversion",
 )
 
 _lock = threading.Lock()
