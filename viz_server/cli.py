@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("technique", help="technique name (see `viz-server plugins`)")
     _add_model_options(run)
     run.add_argument("--image", action="append", default=[], metavar="FILE", help="input image (repeat for a batch)")
+    run.add_argument("--image-set", metavar="DIR_OR_ZIP", help="labeled image set: a folder or .zip with one sub-folder per class")
     run.add_argument("--second-image", metavar="FILE", help="second image, for techniques that need one")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a technique parameter")
     run.add_argument("--seed", type=int, default=0, help="random seed, recorded in the result (default 0)")
@@ -208,6 +209,13 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     raw_params.update({name: value for name, value in vars(options).items() if value is not None})
 
     images = [_read_image(path) for path in args.image]
+    labels: list[str | None] = [None] * len(images)
+    if args.image_set:
+        from viz_server.image_sets import read_image_set
+
+        labeled = read_image_set(args.image_set)
+        images += [(name, data) for name, data, _ in labeled]
+        labels += [label for _, _, label in labeled]
     second = _read_image(args.second_image) if args.second_image else None
     model = _load(args)
 
@@ -215,7 +223,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         if not args.json:
             print(f"  [{done}/{total}] {message}", file=sys.stderr)
 
-    result = run_technique(technique.name, model, images, raw_params, seed=args.seed, second_image=second, on_progress=report)
+    result = run_technique(technique.name, model, images, raw_params, seed=args.seed, second_image=second, labels=labels, on_progress=report)
     path = write_result(result, args.out)
     if args.json:
         summary = result.to_json()

@@ -30,6 +30,7 @@ def run_technique(
     *,
     seed: int = 0,
     second_image: tuple[str, bytes] | None = None,
+    labels: list[str | None] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
 ) -> Result:
@@ -39,8 +40,10 @@ def run_technique(
     params = validate_params(technique.params, dict(raw_params or {}))
     if not 0 <= int(seed) < 2**31:
         raise UserError("seed must be a whole number between 0 and 2147483647.")
-    if "image" in technique.inputs and not images:
-        raise UserError(f"{technique.name} needs at least one image; give one with --image.")
+    if ("image" in technique.inputs or "image_set" in technique.inputs) and not images:
+        raise UserError(f"{technique.name} needs at least one image; give one with --image (or a labeled set with --image-set).")
+    if labels is not None and len(labels) != len(images):
+        raise UserError("give one label per image (or none).")
     if len(images) > MAX_IMAGES_PER_RUN:
         raise UserError(f"{len(images)} images were given; at most {MAX_IMAGES_PER_RUN} fit in one run.")
     if "second_image" in technique.inputs and second_image is None:
@@ -61,6 +64,7 @@ def run_technique(
         model=model,
         images=batch,
         image_names=[name for name, _ in images],
+        image_labels=list(labels) if labels is not None else [None] * len(images),
         second_image=second,
         seed=int(seed),
         on_progress=on_progress,
@@ -79,6 +83,7 @@ def run_technique(
         "model": {"name": model.name, "sha256": model.sha256},
         "spec": model.spec.to_json(),
         "images": ctx.image_names,
+        "labels": ctx.image_labels,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 4),
     }

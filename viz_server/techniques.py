@@ -180,6 +180,7 @@ class Context:
     model: LoadedModel
     images: torch.Tensor | None = None  # N x (model input shape), float32, model space
     image_names: list[str] = field(default_factory=list)
+    image_labels: list[str | None] = field(default_factory=list)  # class of each image, for labeled image sets
     second_image: torch.Tensor | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0

@@ -63,7 +63,8 @@ def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:
     if record.status == "failed":
         raise UserError(f"model {record.name} could not be loaded: {record.error}")
     model = load_stored_model(store, record)
-    images = [_image_bytes(store, image_id) for image_id in job.image_ids]
+    records = [store.db.require(ImageRecord, image_id, "image") for image_id in job.image_ids]
+    images = [(record.name, store.blobs.read(record.sha256)) for record in records]
     second = _image_bytes(store, job.second_image_id) if job.second_image_id else None
 
     last = {"time": 0.0, "cancel": False}
@@ -81,7 +82,7 @@ def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:
         return last["cancel"]
 
     result = run_technique(job.technique, model, images, job.params, seed=job.seed, second_image=second,
-                           on_progress=on_progress, is_cancelled=is_cancelled)
+                           labels=[record.label for record in records], on_progress=on_progress, is_cancelled=is_cancelled)
     store.save_result(job.id, result)
 
 

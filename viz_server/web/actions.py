@@ -6,21 +6,16 @@ Every function validates untrusted input and raises ``UserError`` with one sente
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from pathlib import PurePosixPath
 from typing import Any
 
 from viz_server.errors import UserError
+from viz_server.image_sets import read_archive
 from viz_server.plugins import get_technique, techniques
 from viz_server.store import ImageRecord, ModelRecord, ReportRecord, Store
 from viz_server.techniques import validate_params
 
-MAX_ARCHIVE_FILES = 2000
-MAX_ARCHIVE_BYTES = 512 * 2**20
-MAX_ARCHIVE_RATIO = 200
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def upload_model(store: Store, name: str, data: bytes, spec_overrides: dict | None = None):
@@ -67,29 +62,8 @@ def upload_images(store: Store, files: list[tuple[str, bytes]], image_set: str =
 
 
 def _upload_archive(store: Store, name: str, data: bytes, image_set: str) -> list[ImageRecord]:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        entries = [entry for entry in archive.infolist() if not entry.is_dir()]
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise UserError(f"{name} is not a readable zip archive; upload a .zip of class folders.") from None
-    if len(entries) > MAX_ARCHIVE_FILES:
-        raise UserError(f"{name} holds {len(entries)} files, more than the {MAX_ARCHIVE_FILES} allowed.")
-    total = sum(entry.file_size for entry in entries)
-    if total > MAX_ARCHIVE_BYTES or total > MAX_ARCHIVE_RATIO * max(len(data), 1):
-        raise UserError(f"{name} would unpack to {total / 2**20:.0f} MiB; that looks like a zip bomb and was refused.")
     set_name = image_set if image_set != "uploads" else PurePosixPath(name).stem
-    stored = []
-    for entry in entries:
-        path = PurePosixPath(entry.filename.replace("\\", "/"))
-        if path.is_absolute() or ".." in path.parts or path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue  # never trust archive paths; skip anything that is not a picture
-        label = path.parts[-2] if len(path.parts) >= 2 else None
-        with archive.open(entry) as handle:
-            content = handle.read(entry.file_size + 1)
-        if len(content) > entry.file_size:
-            raise UserError(f"{name} lies about the size of {path.name}; the archive was refused.")
-        stored.append(store.add_image(path.name, content, set_name, label))
-    return stored
+    return [store.add_image(file_name, content, set_name, label) for file_name, content, label in read_archive(name, data)]
 
 
 def model_or_404(store: Store, model_id: int) -> ModelRecord:
@@ -105,7 +79,7 @@ def submit_job(store: Store, dispatcher, technique_name: str, model_id: int, ima
     if record.status == "failed":
         raise UserError(f"model {record.name} could not be loaded ({record.error}); upload a fixed export.")
     _check_model_params(technique, params, record)
-    if "image" in technique.inputs and not image_ids:
+    if ("image" in technique.inputs or "image_set" in technique.inputs) and not image_ids:
         raise UserError(f"{technique.title} needs at least one image; pick or upload one.")
     if len(image_ids) > 256:
         raise UserError(f"{len(image_ids)} images were chosen; at most 256 fit in one job.")
