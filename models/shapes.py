@@ -135,3 +135,16 @@ def cue_conflict_set(per_pair: int = 4, seed: int = 0, size: int = IMAGE_SIZE) -
         shapes[i], textures[i] = pairs[i // per_pair]
         images[i], masks[i] = make_image(CLASSES[shapes[i]], CLASSES[textures[i]], rng, size)
     return ShapesDataset(images, shapes, textures, masks)
+
+
+def write_image_set(folder, per_class: int = 50, seed: int = 0, congruent_fraction: float = 1.0) -> None:
+    """Write an ImageFolder-style set (one sub-folder per class) of generated PNGs, e.g. for embeddings."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    data = make_dataset(per_class * len(CLASSES), seed=seed, congruent_fraction=congruent_fraction)
+    for index, (picture, label) in enumerate(zip(data.images, data.shape_labels)):
+        target = Path(folder) / CLASSES[label]
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(target / f"{index:05d}.png")

@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "viz_server_plugins.class_visualization",
     "viz_server_plugins.neuron_visualization",
     "viz_server_plugins.feature_inversion",
+    "viz_server_plugins.embeddings",
 )
 
 _lock = threading.Lock()

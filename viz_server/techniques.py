@@ -138,7 +138,7 @@ class Artifact:
 
     name: str  # file name inside the result, e.g. "overlay_0.png"
     caption: str
-    kind: str = "image"  # image | plot | table
+    kind: str = "image"  # image | plot | table | points (a 2-D scatter: rows of x, y, label, image index)
     data: bytes = b""  # PNG bytes for image and plot
     array: str | None = None  # key in Result.arrays
     group: str = ""  # artifacts of one group are shown side by side (e.g. one input image)
@@ -146,7 +146,7 @@ class Artifact:
 
     def to_json(self) -> dict[str, Any]:
         data = {"name": self.name, "caption": self.caption, "kind": self.kind, "array": self.array, "group": self.group}
-        if self.kind == "table":
+        if self.kind in ("table", "points"):
             data["rows"] = self.rows
         return data
 

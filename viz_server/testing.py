@@ -21,7 +21,7 @@ from PIL import Image
 from viz_server.errors import Cancelled
 from viz_server.techniques import Result, Technique, check_technique
 
-ARTIFACT_KINDS = ("image", "plot", "table")
+ARTIFACT_KINDS = ("image", "plot", "table", "points")
 
 
 def sample_inputs(count: int = 2) -> list[tuple[str, bytes]]:
@@ -52,8 +52,10 @@ def check_result(result: Result) -> None:
         if artifact.kind in ("image", "plot"):
             picture = Image.open(io.BytesIO(artifact.data))
             assert picture.format == "PNG", f"artifact {artifact.name} must hold PNG bytes"
-        if artifact.kind == "table":
-            assert artifact.rows and all(isinstance(row, list) for row in artifact.rows), f"table {artifact.name} needs rows"
+        if artifact.kind in ("table", "points"):
+            assert artifact.rows and all(isinstance(row, list) for row in artifact.rows), f"{artifact.kind} {artifact.name} needs rows"
+        if artifact.kind == "points":
+            assert artifact.rows[0][:4] == ["x", "y", "label", "image"], f"points {artifact.name}: header must be x, y, label, image"
         if artifact.array is not None:
             assert artifact.array in result.arrays, f"artifact {artifact.name} names a missing array {artifact.array!r}"
     json.dumps(result.metrics)  # metrics must be JSON-ready
@@ -73,15 +75,17 @@ def check_technique_contract(technique: Technique, model=None, images: list[tupl
         from viz_server_models import shipped_models
 
         model = load_model(shipped_models()["shapes_cnn"])
-    images = sample_inputs() if images is None else images
+    if images is None:
+        images = sample_inputs(8 if "image_set" in technique.inputs else 2)
+    labels = [name.split("_")[0] for name, _ in images]
     second = images[0] if "second_image" in technique.inputs else None
-    first = run_technique(technique, model, images, seed=3, second_image=second)
+    first = run_technique(technique, model, images, seed=3, second_image=second, labels=labels)
     check_result(first)
-    again = run_technique(technique, model, images, seed=3, second_image=second)
+    again = run_technique(technique, model, images, seed=3, second_image=second, labels=labels)
     for name, array in first.arrays.items():
         np.testing.assert_allclose(again.arrays[name], array, rtol=1e-5, atol=1e-6, err_msg=f"array {name} differs for the same seed")
     try:
-        run_technique(technique, model, images, seed=3, second_image=second, is_cancelled=lambda: True)
+        run_technique(technique, model, images, seed=3, second_image=second, labels=labels, is_cancelled=lambda: True)
     except Cancelled:
         pass
     return first

@@ -73,3 +73,21 @@ def test_differentiable_spec_mapping_matches_the_spec(shapes_model):
     np.testing.assert_allclose(to_model_space(shapes_model.spec, torch.from_numpy(unit)).numpy(), shapes_model.spec.unit_to_model(unit), rtol=1e-6, atol=1e-6)
     flat = torch.full((1, 9, 9, 3), 0.3)
     torch.testing.assert_close(gaussian_blur(flat, 1.5), flat)
+
+
+def test_embeddings_separate_classes_better_with_depth(shapes_model, tmp_path):
+    from viz_server.image_sets import read_image_set
+    from viz_server_models.shapes import write_image_set
+
+    write_image_set(tmp_path / "set", per_class=12, seed=5)
+    labeled = read_image_set(tmp_path / "set")
+    assert len(labeled) == 48 and {label for _, _, label in labeled} == {"circle", "square", "triangle", "cross"}
+    layers = "/features/features.2/Relu,/features/features.14/Relu"
+    result = run_technique("embeddings", shapes_model, [(n, d) for n, d, _ in labeled], {"layers": layers, "method": "pca"},
+                           labels=[label for _, _, label in labeled])
+    shallow, deep = result.metrics["separation"]
+    assert deep["k-NN accuracy (full)"] > shallow["k-NN accuracy (full)"] + 0.2
+    assert deep["silhouette (pca)"] > shallow["silhouette (pca)"]
+    points = next(a for a in result.artifacts if a.kind == "points")
+    assert points.rows[0] == ["x", "y", "label", "image"] and len(points.rows) == 49
+    assert result.arrays["pca_0"].shape == (48, 2)

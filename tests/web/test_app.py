@@ -212,3 +212,23 @@ def test_input_pictures_come_with_their_arrays(client, shapes_id, sample_ids):
         assert artifact["array_url"], artifact["name"]
     inputs = np.load(io.BytesIO(client.get(job["result"]["artifacts"][0]["array_url"]).data))
     assert inputs.shape == (1, 3, 64, 64)
+
+
+def test_embeddings_on_an_uploaded_set_show_a_hoverable_scatter(client, shapes_id, tmp_path):
+    from viz_server_models.shapes import write_image_set
+
+    write_image_set(tmp_path / "set", per_class=3, seed=9)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted((tmp_path / "set").rglob("*.png")):
+            archive.write(path, f"{path.parent.name}/{path.name}")
+    stored = client.post("/api/images", data={"images": (io.BytesIO(buffer.getvalue()), "shapes.zip")}, headers=API,
+                         content_type="multipart/form-data").get_json()
+    response = client.post("/api/jobs", json={"technique": "embeddings", "model_id": shapes_id, "image_ids": [i["id"] for i in stored],
+                                              "params": {"method": "pca"}}, headers=API)
+    job = wait_for(client, f"/api/jobs/{response.get_json()['id']}")
+    assert job["status"] == "done", job
+    assert {"circle", "square", "triangle", "cross"} <= set(job["result"]["provenance"]["labels"])
+    page = client.get(job["url"]).get_data(as_text=True)
+    assert page.count('<g class="pt">') == 12 * len(job["result"]["metrics"]["layers"])
+    assert f'href="/images/{stored[0]["id"]}/thumb.png"' in page
