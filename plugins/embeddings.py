@@ -63,6 +63,12 @@ def reduce(features: np.ndarray, method: str, perplexity: float, seed: int) -> n
     scaled = StandardScaler().fit_transform(features)
     if method == "pca":
         return PCA(n_components=2, random_state=seed).fit_transform(scaled)
+    if method == "umap":
+        try:
+            import umap
+        except ImportError:
+            raise UserError("UMAP needs the umap-learn package (pip install umap-learn); or use method=pca or tsne.") from None
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(scaled)
     perplexity = min(perplexity, max(1.0, (len(features) - 1) / 3))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(scaled)
 
@@ -96,7 +102,7 @@ class Embeddings(Technique):
     summary = "A layer's activations over an image set reduced to 2-D, with how well the classes separate, layer by layer."
     params = (
         Param("layers", "str", "", "Comma-separated layers (ONNX nodes); empty = up to 4 spatial layers plus the scores."),
-        Param("method", "choice", "both", "PCA, t-SNE or both.", choices=("pca", "tsne", "both")),
+        Param("method", "choice", "both", "PCA, t-SNE, both, or UMAP (needs the umap-learn package).", choices=("pca", "tsne", "both", "umap")),
         Param("perplexity", "float", 30.0, "t-SNE perplexity (capped at (N - 1) / 3).", minimum=2.0, maximum=100.0),
         Param("knn", "int", 5, "k of the k-NN accuracy.", minimum=1, maximum=50),
     )

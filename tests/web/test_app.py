@@ -232,3 +232,18 @@ def test_embeddings_on_an_uploaded_set_show_a_hoverable_scatter(client, shapes_i
     page = client.get(job["url"]).get_data(as_text=True)
     assert page.count('<g class="pt">') == 12 * len(job["result"]["metrics"]["layers"])
     assert f'href="/images/{stored[0]["id"]}/thumb.png"' in page
+
+
+@pytest.mark.parametrize("technique,model_name,params", [
+    ("class_templates", "digits_linear", {}),
+    ("filters", "shapes_cnn", {}),
+    ("class_visualization", "shapes_cnn", {"target": "square", "steps": 30}),
+    ("neuron_visualization", "shapes_cnn", {"channel": 1, "steps": 30}),
+])
+def test_techniques_without_images_run_from_the_api(client, technique, model_name, params):
+    models = {model["name"]: model["id"] for model in client.get("/api/models").get_json()}
+    response = client.post("/api/jobs", json={"technique": technique, "model_id": models[model_name], "image_ids": [], "params": params}, headers=API)
+    assert response.status_code == 202, response.get_json()
+    job = wait_for(client, f"/api/jobs/{response.get_json()['id']}")
+    assert job["status"] == "done", job
+    assert client.get(job["url"]).status_code == 200
