@@ -31,6 +31,9 @@ DEFAULT_PLUGINS = (
     "viz_server_plugins.neuron_visualization",
     "viz_server_plugins.feature_inversion",
     "viz_server_plugins.embeddings",
+    "viz_server_plugins.adversarial",
+    "viz_server_plugins.fooling_image",
+    "viz_server_plugins.robustness_curve",
 )
 
 _lock = threading.Lock()

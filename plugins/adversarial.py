@@ -1,0 +1,91 @@
+"""Adversarial examples with FGSM or PGD (L-inf or L2), targeted or not, on a batch of images.
+
+Shows, per image: the original, the adversarial image, and the perturbation amplified to be visible, with
+the model's prediction before and after and the perturbation's L-inf and L2 size (in unit space, [0, 1]).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from viz_server import hookimpl
+from viz_server.rendering import png_bytes
+from viz_server.techniques import Artifact, Context, Param, Result, Technique
+from viz_server_plugins import attacks
+from viz_server_plugins.input_optimization import display
+
+ATTACK_PARAMS = (
+    Param("attack", "choice", "pgd", "FGSM (one step) or PGD (iterated, projected).", choices=("fgsm", "pgd")),
+    Param("norm", "choice", "Linf", "PGD's budget: L-inf or L2 ball (FGSM is L-inf).", choices=("Linf", "L2")),
+    Param("epsilon", "float", 8 / 255, "Budget in image space ([0, 1] per value): L-inf radius, or L2 radius.", minimum=0.0, maximum=100.0),
+    Param("step_size", "float", 2 / 255, "PGD step size.", minimum=0.0, maximum=10.0),
+    Param("steps", "int", 10, "PGD steps.", minimum=1, maximum=1000),
+    Param("random_start", "bool", False, "PGD: start from a random point in the ball (seeded)."),
+    Param("step_rule", "choice", "sign", "PGD steps along the gradient's sign (as captum.robust) or the L2-normalized gradient.",
+          choices=("sign", "normalized")),
+)
+
+
+def run_attack(ctx: Context, unit: torch.Tensor, labels: torch.Tensor, params: dict, targeted: bool, epsilon: float | None = None) -> torch.Tensor:
+    forward = attacks.unit_forward(ctx.model)
+    epsilon = params["epsilon"] if epsilon is None else epsilon
+    if params["attack"] == "fgsm":
+        return attacks.fgsm(forward, unit, labels, epsilon, targeted)
+    return attacks.pgd(forward, unit, labels, epsilon, params["step_size"], params["steps"], params["norm"], targeted,
+                       params["random_start"], ctx.torch_generator(), params["step_rule"],
+                       on_step=lambda step: ctx.progress(step + 1, params["steps"], f"PGD step {step + 1}"))
+
+
+def amplified(perturbation: np.ndarray) -> np.ndarray:
+    scale = float(np.abs(perturbation).max()) or 1.0
+    return np.clip(0.5 + perturbation / (2 * scale), 0, 1)
+
+
+class Adversarial(Technique):
+    name = "adversarial"
+    title = "Adversarial examples"
+    family = "robustness"
+    summary = "Small perturbations that change the prediction: FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018)."
+    params = (Param("target", "str", "", "Empty: untargeted (away from the predicted class); or a class (index or label) to push towards."),) + ATTACK_PARAMS
+    inputs = ("image",)
+
+    def run(self, ctx: Context, params: dict) -> Result:
+        spec = ctx.model.spec
+        unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
+        forward = attacks.unit_forward(ctx.model)
+        with torch.no_grad():
+            before = forward(unit).argmax(1)
+        targeted = bool(params["target"].strip())
+        labels = torch.full_like(before, spec.class_index(params["target"])) if targeted else before
+        adversarial = run_attack(ctx, unit, labels, params, targeted)
+        with torch.no_grad():
+            after_scores = forward(adversarial)
+        after = after_scores.argmax(1)
+        success = (after == labels) if targeted else (after != before)
+        linf, l2 = attacks.perturbation_sizes(unit, adversarial)
+        result = Result(
+            arrays={"adversarial": spec.unit_to_model(adversarial.numpy()), "perturbation": (adversarial - unit).numpy()},
+            metrics={"before": [spec.label(int(i)) for i in before], "after": [spec.label(int(i)) for i in after],
+                     "success": success.tolist(), "success_rate": round(float(success.float().mean()), 4),
+                     "linf": [round(v, 6) for v in linf], "l2": [round(v, 6) for v in l2]},
+            caveats=["Budgets are in image space ([0, 1] per value): 8/255 in L-inf is a change no person notices.",
+                     "A failed attack at one budget proves little: stronger attacks (more steps, restarts) may succeed."],
+        )
+        for index in range(len(unit)):
+            name = ctx.image_names[index] if index < len(ctx.image_names) else str(index)
+            group = f"{index}: {name}"
+            result.artifacts += [
+                Artifact(f"original_{index}.png", f"original: {spec.label(int(before[index]))}", data=png_bytes(display(spec, unit[index].numpy()), 128),
+                         array="inputs", group=group),
+                Artifact(f"adversarial_{index}.png", f"adversarial: {spec.label(int(after[index]))}",
+                         data=png_bytes(display(spec, adversarial[index].numpy()), 128), array="adversarial", group=group),
+                Artifact(f"perturbation_{index}.png", f"perturbation, amplified (L-inf {linf[index]:.4f}, L2 {l2[index]:.3f})",
+                         data=png_bytes(display(spec, amplified((adversarial - unit)[index].numpy())), 128), array="perturbation", group=group),
+            ]
+        return result
+
+
+@hookimpl
+def register_techniques():
+    return [Adversarial()]
