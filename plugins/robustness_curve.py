@@ -76,8 +76,8 @@ class RobustnessCurve(Technique):
                 with torch.no_grad():
                     still = forward(adversarial).argmax(1) == labels
                 accuracy[attack].append(float(still.float().mean()))
-                flipped = correct & ~still & np.isnan(smallest[attack])
-                smallest[attack][flipped.numpy()] = epsilon
+                flipped = (correct & ~still).numpy() & np.isnan(smallest[attack])  # numpy bools: a mask, not indices
+                smallest[attack][flipped] = epsilon
                 done += 1
                 ctx.progress(done, total, f"{attack} epsilon {epsilon:.4g}: accuracy {accuracy[attack][-1]:.3f}")
         rows = [["epsilon"] + [f"accuracy ({a})" for a in chosen]] + [[round(e, 6)] + [round(accuracy[a][i], 4) for a in chosen] for i, e in enumerate(epsilons)]

@@ -86,3 +86,10 @@ def test_robustness_curve_falls_with_epsilon(shapes_model, tmp_path):
         assert curve[0] == result.metrics["clean_accuracy"] and curve[-1] < curve[0]
     assert result.metrics["accuracy"]["pgd"][-1] <= result.metrics["accuracy"]["fgsm"][-1]
     assert result.metrics["labels"] == "the image set's labels"
+    epsilons = set(result.arrays["epsilons"].tolist())
+    for attack in ("fgsm", "pgd"):
+        smallest = result.arrays[f"smallest_flip_{attack}"]
+        flipped = smallest[~np.isnan(smallest)]
+        assert set(flipped.tolist()) <= epsilons - {0.0}
+        lowest = min(result.metrics["accuracy"][attack])
+        assert len(flipped) >= round(len(smallest) * (result.metrics["clean_accuracy"] - lowest))
