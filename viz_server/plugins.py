@@ -34,6 +34,7 @@ DEFAULT_PLUGINS = (
     "viz_server_plugins.adversarial",
     "viz_server_plugins.fooling_image",
     "viz_server_plugins.robustness_curve",
+    "viz_server_plugins.shape_bias",
 )
 
 _lock = threading.Lock()
