@@ -50,10 +50,24 @@ def fgsm(forward, unit: torch.Tensor, labels: torch.Tensor, epsilon: float, targ
 
 
 def project(original: torch.Tensor, perturbed: torch.Tensor, radius: float, norm: str) -> torch.Tensor:
+    """Back onto the ball around ``original`` (as captum.robust: clamp for L-inf, torch.renorm for L2)."""
     difference = perturbed - original
     if norm == "Linf":
         return original + difference.clamp(-radius, radius)
     return original + torch.renorm(difference, 2, 0, radius)
+
+
+def strictly_inside(original: torch.Tensor, perturbed: torch.Tensor, radius: float, norm: str) -> torch.Tensor:
+    """The final guarantee: L2 scale computed in float64 and kept a hair inside the radius, so float32
+    rounding can never put a returned image outside the ball."""
+    difference = perturbed - original
+    if norm == "Linf":
+        return original + difference.clamp(-radius, radius)
+    norms = difference.flatten(1).double().norm(dim=1)
+    # storing original + difference in float32 rounds each value by up to half an ulp of 1: leave room for it
+    inside = max(radius * (1 - 1e-6) - difference[0].numel() ** 0.5 * 2.0**-24, 0.0)
+    scale = torch.where(norms > inside, inside / norms.clamp(min=1e-30), torch.ones_like(norms))
+    return original + difference * scale.to(difference.dtype).view(-1, *[1] * (difference.dim() - 1))
 
 
 def pgd(forward, unit: torch.Tensor, labels: torch.Tensor, radius: float, step_size: float, steps: int, norm: str = "Linf",
@@ -80,7 +94,7 @@ def pgd(forward, unit: torch.Tensor, labels: torch.Tensor, radius: float, step_s
         current = project(original, current, radius, norm).clamp(0.0, 1.0).detach()  # step, project, then clamp
         if on_step is not None:
             on_step(step)
-    return current
+    return strictly_inside(original, current, radius, norm).clamp(0.0, 1.0)
 
 
 def fooling_image(forward, unit: torch.Tensor, targets: torch.Tensor, step_size: float, max_steps: int,

@@ -35,6 +35,7 @@ DEFAULT_PLUGINS = (
     "viz_server_plugins.fooling_image",
     "viz_server_plugins.robustness_curve",
     "viz_server_plugins.shape_bias",
+    "viz_server_plugins.corruptions",
 )
 
 _lock = threading.Lock()

@@ -23,7 +23,7 @@ def write_result(result: Result, directory: str | Path) -> Path:
     for entry in summary["artifacts"]:
         entry["name"] = _safe_name(entry["name"])
     target = folder / "result.json"
-    target.write_text(json.dumps(summary, indent=2, default=_json_default))
+    target.write_text(json.dumps(summary, indent=2))
     return target
 
 
@@ -32,12 +32,3 @@ def _safe_name(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name).lstrip(".")
     return cleaned or "artifact"
 
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

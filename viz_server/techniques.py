@@ -162,13 +162,29 @@ class Result:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """Plain JSON data (numpy scalars and arrays a plugin left in metrics or rows become numbers and lists)."""
+        return json_ready({
             "provenance": self.provenance,
             "metrics": self.metrics,
             "caveats": self.caveats,
             "artifacts": [artifact.to_json() for artifact in self.artifacts],
             "arrays": {name: {"shape": list(array.shape), "dtype": str(array.dtype)} for name, array in self.arrays.items()},
-        }
+        })
+
+
+def json_ready(value: Any) -> Any:
+    """Recursively turn numpy scalars/arrays and tuples into JSON-ready Python values."""
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 # ---- context ----------------------------------------------------------------------------------------

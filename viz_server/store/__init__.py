@@ -109,7 +109,7 @@ class Store:
             buffer = io.BytesIO()
             np.savez_compressed(buffer, **result.arrays)
             arrays_sha = self.blobs.put(buffer.getvalue())
-        self.db.update_job(job_id, status="done", result=_json_ready(summary), arrays_sha256=arrays_sha, finished_at=now(),
+        self.db.update_job(job_id, status="done", result=summary, arrays_sha256=arrays_sha, finished_at=now(),
                            seconds=result.provenance.get("seconds"), progress_message="done")
 
     def array(self, job: JobRecord, name: str) -> np.ndarray:
@@ -124,20 +124,6 @@ class Store:
     def reports(self) -> list[ReportRecord]:
         with self.db.session() as session:
             return list(session.scalars(select(ReportRecord).order_by(ReportRecord.id.desc())))
-
-
-def _json_ready(value):
-    """Plugins may put numpy scalars in metrics; the database column needs plain JSON."""
-    import json
-
-    def default(item):
-        if isinstance(item, np.generic):
-            return item.item()
-        if isinstance(item, np.ndarray):
-            return item.tolist()
-        return str(item)
-
-    return json.loads(json.dumps(value, default=default))
 
 
 def thumbnail(data: bytes, size: int = 96) -> bytes:
