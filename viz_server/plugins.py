@@ -36,6 +36,7 @@ DEFAULT_PLUGINS = (
     "viz_server_plugins.robustness_curve",
     "viz_server_plugins.shape_bias",
     "viz_server_plugins.corruptions",
+    "viz_server_plugins.defences",
 )
 
 _lock = threading.Lock()

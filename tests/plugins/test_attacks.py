@@ -111,3 +111,19 @@ def test_corruptions_lower_accuracy_with_severity(shapes_model, tmp_path):
     import json
 
     json.dumps(result.to_json())
+
+
+def test_defences_report_recovery_and_cost(shapes_model, tmp_path):
+    from viz_server.image_sets import read_image_set
+    from viz_server_models.shapes import write_image_set
+
+    write_image_set(tmp_path / "set", per_class=4, seed=12)
+    labeled = read_image_set(tmp_path / "set")
+    result = run_technique("defences", shapes_model, [(n, d) for n, d, _ in labeled],
+                           {"epsilon": 8 / 255, "steps": 5, "noise": "0.05", "jpeg_qualities": "50", "median_sizes": "3"},
+                           labels=[label for _, _, label in labeled])
+    defences = result.metrics["defences"]
+    assert list(defences) == ["none", "gaussian noise 0.05", "JPEG quality 50", "median 3x3"]
+    assert defences["none"]["adversarial"] < defences["none"]["clean"]
+    assert max(d["adversarial"] for d in defences.values()) >= defences["none"]["adversarial"]
+    assert any("adapt" in caveat for caveat in result.caveats)
