@@ -37,6 +37,7 @@ DEFAULT_PLUGINS = (
     "viz_server_plugins.shape_bias",
     "viz_server_plugins.corruptions",
     "viz_server_plugins.defences",
+    "viz_server_plugins.style_transfer",
 )
 
 _lock = threading.Lock()
