@@ -135,3 +135,23 @@ def test_technique_options_are_never_taken_as_abbreviations(tmp_path, viz_inproc
                               "--channel", "3", "--top-patches", "0", "--out", tmp_path / "out", "--json")
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["metrics"]["channel"] == 3
+
+
+def test_compare_writes_one_table_and_plot(tmp_path, viz_inprocess):
+    from viz_server_models import shipped_models
+    from viz_server_models.shapes import write_image_set
+
+    copy = tmp_path / "shapes_copy.onnx"
+    copy.write_bytes(shipped_models()["shapes_cnn"].read_bytes())
+    write_image_set(tmp_path / "set", per_class=3, seed=2)
+    completed = viz_inprocess("compare", "robustness_curve", "shapes_cnn", copy, "--image-set", tmp_path / "set",
+                              "--epsilons", "0,8/255", "--steps", "3", "--out", tmp_path / "out", "--json")
+    assert completed.returncode == 0, completed.stderr
+    table = json.loads(completed.stdout)
+    assert table[0] == ["metric", "shapes_cnn", "shapes_copy"]
+    rows = {row[0]: row[1:] for row in table[1:]}
+    assert rows["accuracy.pgd"][0] == rows["accuracy.pgd"][1] and len(rows["accuracy.pgd"][0]) == 2
+    assert (tmp_path / "out" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out" / "shapes_cnn" / "result.json").is_file()
+    one = viz_inprocess("compare", "robustness_curve", "shapes_cnn", "--out", tmp_path / "x")
+    assert one.returncode == 2 and "at least two models" in one.stderr

@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", required=True, help="folder for result.json, arrays.npz and PNGs")
     run.add_argument("--json", action="store_true", help="print the result summary as JSON")
 
+    compare = commands.add_parser("compare", allow_abbrev=False, help="run one technique on several models and write their metrics side by side")
+    compare.add_argument("technique", help="technique name (see `viz-server plugins`)")
+    compare.add_argument("models", nargs="+", help="two or more .onnx files or shipped model names")
+    compare.add_argument("--image", action="append", default=[], metavar="FILE", help="input image (repeat for a batch)")
+    compare.add_argument("--image-set", metavar="DIR_OR_ZIP", help="labeled image set: a folder or .zip with one sub-folder per class")
+    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a technique parameter")
+    compare.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    compare.add_argument("--out", metavar="DIR", required=True, help="folder: one sub-folder per model plus comparison.csv/.json/.png")
+    compare.add_argument("--json", action="store_true", help="print the comparison table as JSON")
+
     serve = commands.add_parser("serve", allow_abbrev=False, help="start the web UI (embedded job runner unless VIZ_SERVER_BROKER_URL is set)")
     serve.add_argument("--host", default=os.environ.get("VIZ_SERVER_HOST", "127.0.0.1"),
                        help="address to bind (default 127.0.0.1; any other address requires the access token)")
@@ -195,27 +205,8 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     from viz_server.runner import run_technique
 
     technique = get_technique(args.technique)
-    technique_parser = _technique_parser(technique)
-    options, unknown = technique_parser.parse_known_args(extra)
-    if unknown:
-        names = ", ".join(f"--{p.name.replace('_', '-')}" for p in technique.params) or "none"
-        raise UserError(f"unknown option {unknown[0]} for {technique.name}; its options are: {names}.")
-    raw_params: dict[str, Any] = {}
-    for item in args.set:
-        if "=" not in item:
-            raise UserError(f"--set {item!r} must look like KEY=VALUE.")
-        key, value = item.split("=", 1)
-        raw_params[key.strip()] = value
-    raw_params.update({name: value for name, value in vars(options).items() if value is not None})
-
-    images = [_read_image(path) for path in args.image]
-    labels: list[str | None] = [None] * len(images)
-    if args.image_set:
-        from viz_server.image_sets import read_image_set
-
-        labeled = read_image_set(args.image_set)
-        images += [(name, data) for name, data, _ in labeled]
-        labels += [label for _, _, label in labeled]
+    raw_params = _raw_params(technique, args, extra)
+    images, labels = _gather_inputs(args)
     second = _read_image(args.second_image) if args.second_image else None
     model = _load(args)
 
@@ -235,6 +226,70 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"  {key}: {value}")
     for caveat in result.caveats:
         print(f"  caveat: {caveat}")
+    return 0
+
+
+def _gather_inputs(args: argparse.Namespace) -> tuple[list[tuple[str, bytes]], list[str | None]]:
+    images = [_read_image(path) for path in args.image]
+    labels: list[str | None] = [None] * len(images)
+    if args.image_set:
+        from viz_server.image_sets import read_image_set
+
+        labeled = read_image_set(args.image_set)
+        images += [(name, data) for name, data, _ in labeled]
+        labels += [label for _, _, label in labeled]
+    return images, labels
+
+
+def _raw_params(technique, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    options, unknown = _technique_parser(technique).parse_known_args(extra)
+    if unknown:
+        names = ", ".join(f"--{p.name.replace('_', '-')}" for p in technique.params) or "none"
+        raise UserError(f"unknown option {unknown[0]} for {technique.name}; its options are: {names}.")
+    raw: dict[str, Any] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise UserError(f"--set {item!r} must look like KEY=VALUE.")
+        key, value = item.split("=", 1)
+        raw[key.strip()] = value
+    raw.update({name: value for name, value in vars(options).items() if value is not None})
+    return raw
+
+
+def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
+    import csv
+
+    from viz_server.comparison import comparison_plot, comparison_table
+    from viz_server.model.loaded import load_model
+    from viz_server.plugins import get_technique
+    from viz_server.result_files import write_result
+    from viz_server.runner import run_technique
+
+    technique = get_technique(args.technique)
+    if len(args.models) < 2:
+        raise UserError("give at least two models to compare.")
+    raw = _raw_params(technique, args, extra)
+    images, labels = _gather_inputs(args)
+    results = {}
+    for source in args.models:
+        model = load_model(_resolve_model_path(source))
+        name = model.name if model.name not in results else f"{model.name}-{len(results)}"
+        results[name] = run_technique(technique.name, model, images, raw, seed=args.seed, labels=labels)
+        write_result(results[name], Path(args.out) / name)
+    table = comparison_table(results)
+    out = Path(args.out)
+    with open(out / "comparison.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([[json.dumps(cell) if isinstance(cell, (list, dict)) else cell for cell in row] for row in table])
+    (out / "comparison.json").write_text(json.dumps(table, indent=2))
+    plot = comparison_plot(results)
+    if plot:
+        (out / "comparison.png").write_bytes(plot)
+    if args.json:
+        print(json.dumps(table, indent=2))
+    else:
+        for row in table:
+            print(" | ".join(str(cell) for cell in row))
+        print(f"written: {out / 'comparison.csv'}" + (f", {out / 'comparison.png'}" if plot else ""))
     return 0
 
 
@@ -280,11 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        if extra and args.command != "run":
+        if extra and args.command not in ("run", "compare"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         handlers = {"plugins": cmd_plugins, "models": cmd_models, "inspect": cmd_inspect, "serve": cmd_serve, "worker": cmd_worker}
         if args.command == "run":
             return cmd_run(args, extra)
+        if args.command == "compare":
+            return cmd_compare(args, extra)
         return handlers[args.command](args)
     except UserError as exc:
         print(f"viz-server: error: {exc}", file=sys.stderr)

@@ -1,0 +1,62 @@
+"""Several models' results of one technique side by side: one table of their metrics and one plot of every
+metric that is a series (e.g. accuracy per epsilon, per severity). Generic: it reads only the Result contract."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from viz_server.techniques import Result, json_ready
+
+
+def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"accuracy": {"pgd": [..]}} -> {"accuracy.pgd": [..]}."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def is_series(value: Any) -> bool:
+    return isinstance(value, list) and len(value) >= 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+def comparison_table(results: dict[str, Result]) -> list[list[Any]]:
+    """Rows: one per metric (series shown as lists), one column per model; header first."""
+    flat = {model: flatten(json_ready(result.metrics)) for model, result in results.items()}
+    keys = list(dict.fromkeys(key for metrics in flat.values() for key in metrics))
+    return [["metric", *results]] + [[key, *(flat[model].get(key) for model in results)] for key in keys]
+
+
+def comparison_plot(results: dict[str, Result]) -> bytes | None:
+    """One panel per series metric, one line per model; None when no metric is a series."""
+    flat = {model: flatten(json_ready(result.metrics)) for model, result in results.items()}
+    keys = [key for key in dict.fromkeys(k for metrics in flat.values() for k in metrics)
+            if any(is_series(metrics.get(key)) for metrics in flat.values())]
+    if not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    columns = min(3, len(keys))
+    rows = -(-len(keys) // columns)
+    figure, axes = pyplot.subplots(rows, columns, figsize=(3.6 * columns, 2.8 * rows), dpi=100, squeeze=False)
+    for axis, key in zip(axes.ravel(), keys):
+        for model, metrics in flat.items():
+            if is_series(metrics.get(key)):
+                axis.plot(metrics[key], marker="o", label=model)
+        axis.set_title(key, fontsize=8)
+        axis.legend(fontsize=7)
+    for axis in axes.ravel()[len(keys):]:
+        axis.axis("off")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    pyplot.close(figure)
+    return buffer.getvalue()
