@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import torch
@@ -12,6 +11,7 @@ from viz_server import hookimpl
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
 from viz_server_plugins.image_transforms import SEVERITIES, corrupt
 from viz_server_plugins.robustness_curve import labels_for
+from viz_server.rendering import figure_png, pyplot as plotting
 
 
 class Corruptions(Technique):
@@ -56,10 +56,7 @@ class Corruptions(Technique):
 
     @staticmethod
     def _plot(kinds, table, clean_accuracy) -> bytes:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
+        pyplot = plotting()
 
         figure, axis = pyplot.subplots(figsize=(4.4, 3.0), dpi=100)
         for kind, values in zip(kinds, table):
@@ -68,11 +65,7 @@ class Corruptions(Technique):
         axis.set_ylabel("accuracy")
         axis.set_ylim(0, 1.02)
         axis.legend(fontsize=7)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        pyplot.close(figure)
-        return buffer.getvalue()
+        return figure_png(figure)
 
 
 @hookimpl

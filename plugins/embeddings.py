@@ -9,7 +9,6 @@ full feature space. Classes that separate better as the layers deepen are what a
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
 from viz_server_plugins.layer_view import default_layers
+from viz_server.rendering import figure_png, pyplot as plotting
 
 BATCH = 64
 
@@ -74,10 +74,7 @@ def reduce(features: np.ndarray, method: str, perplexity: float, seed: int) -> n
 
 
 def scatter_png(points: np.ndarray, labels: list[str], title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
+    pyplot = plotting()
 
     figure, axis = pyplot.subplots(figsize=(4.0, 3.6), dpi=100)
     for label in sorted(set(labels)):
@@ -88,11 +85,7 @@ def scatter_png(points: np.ndarray, labels: list[str], title: str) -> bytes:
     axis.set_yticks([])
     if len(set(labels)) <= 12:
         axis.legend(fontsize=7, markerscale=1.5)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    pyplot.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 class Embeddings(Technique):

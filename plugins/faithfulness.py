@@ -8,13 +8,13 @@ rise fast (high area). Forward-only, batched, on the onnxruntime session.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from viz_server_plugins.objectives import target_probability
+from viz_server.rendering import figure_png, pyplot as plotting
 
 
 @dataclass
@@ -32,10 +32,7 @@ class Curves:
         }
 
     def plot(self) -> bytes:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
+        pyplot = plotting()
 
         metrics = self.metrics()
         figure, axis = pyplot.subplots(figsize=(4.2, 3.0), dpi=100)
@@ -45,11 +42,7 @@ class Curves:
         axis.set_ylabel("target probability")
         axis.set_ylim(0, 1.02)
         axis.legend(fontsize=7)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        pyplot.close(figure)
-        return buffer.getvalue()
+        return figure_png(figure)
 
 
 def deletion_insertion(model, images, targets, maps: np.ndarray, steps: int = 16, region=None) -> Curves:

@@ -13,7 +13,6 @@ Two parameterizations:
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from viz_server.rendering import png_bytes
+from viz_server.rendering import figure_png, png_bytes, pyplot as plotting
 from viz_server.techniques import Artifact, Context, Param, Result
 
 # Lucid's square root of the ImageNet colour correlation matrix (a fixed decorrelation of RGB).
@@ -204,17 +203,10 @@ def trajectory_result(ctx: Context, trajectory: Trajectory, name: str, caption: 
 
 
 def _curve(values: list[float]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
+    pyplot = plotting()
 
     figure, axis = pyplot.subplots(figsize=(4.0, 2.6), dpi=100)
     axis.plot(values)
     axis.set_xlabel("step")
     axis.set_ylabel("objective")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    pyplot.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)

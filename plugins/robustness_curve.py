@@ -8,7 +8,6 @@ how stable the predictions are).
 
 from __future__ import annotations
 
-import io
 from fractions import Fraction
 
 import numpy as np
@@ -18,6 +17,7 @@ from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
 from viz_server_plugins import attacks
+from viz_server.rendering import figure_png, pyplot as plotting
 
 
 def parse_epsilons(text: str) -> list[float]:
@@ -97,10 +97,7 @@ class RobustnessCurve(Technique):
 
     @staticmethod
     def _plot(epsilons: list[float], accuracy: dict[str, list[float]]) -> bytes:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
+        pyplot = plotting()
 
         figure, axis = pyplot.subplots(figsize=(4.2, 3.0), dpi=100)
         for attack, values in accuracy.items():
@@ -109,11 +106,7 @@ class RobustnessCurve(Technique):
         axis.set_ylabel("accuracy")
         axis.set_ylim(0, 1.02)
         axis.legend()
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        pyplot.close(figure)
-        return buffer.getvalue()
+        return figure_png(figure)
 
 
 @hookimpl

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import stats
+
+from viz_server.rendering import COLORMAP, figure_png, normalize_map, pyplot as plotting
 
 PASS_BELOW = 0.5
 """|Spearman rho| after randomizing the top ``sanity_layers`` weight layers below which the map passes."""
@@ -35,13 +36,7 @@ class SanityCheck:
                 "threshold": PASS_BELOW, "verdict": self.verdict}
 
     def plot(self) -> bytes:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-
-        from viz_server.rendering import COLORMAP, normalize_map
-
+        pyplot = plotting()
         count = len(self.maps)
         figure, axes = pyplot.subplots(1, count, figsize=(1.9 * count, 2.3), dpi=100)
         titles = ["original"] + [f"{step}\nrho={rho:.2f}" for step, rho in zip(self.steps, self.correlations)]
@@ -49,11 +44,7 @@ class SanityCheck:
             axis.imshow(normalize_map(values), cmap=COLORMAP, vmin=0, vmax=1)
             axis.set_title(title, fontsize=7)
             axis.axis("off")
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        pyplot.close(figure)
-        return buffer.getvalue()
+        return figure_png(figure)
 
 
 def randomize(module: torch.nn.Module, generator: torch.Generator) -> bool:

@@ -3,10 +3,10 @@ metric that is a series (e.g. accuracy per epsilon, per severity). Generic: it r
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from viz_server.techniques import Result, json_ready
+from viz_server.rendering import figure_png, pyplot as plotting
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -39,10 +39,7 @@ def comparison_plot(results: dict[str, Result]) -> bytes | None:
             if any(is_series(metrics.get(key)) for metrics in flat.values())]
     if not keys:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
+    pyplot = plotting()
 
     columns = min(3, len(keys))
     rows = -(-len(keys) // columns)
@@ -55,8 +52,4 @@ def comparison_plot(results: dict[str, Result]) -> bytes | None:
         axis.legend(fontsize=7)
     for axis in axes.ravel()[len(keys):]:
         axis.axis("off")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    pyplot.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)

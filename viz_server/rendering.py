@@ -76,3 +76,22 @@ def map_artifacts(ctx, maps: np.ndarray, array: str, what: str, subjects: list[s
             Artifact(f"{array}_overlay_{index}.png", f"{what} over the image", data=png_bytes(overlay(picture, values), 128), array=array, group=group),
         ]
     return artifacts
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (plots are rendered to PNG bytes only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def figure_png(figure) -> bytes:
+    """Lay out, encode as PNG and close a matplotlib figure."""
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    pyplot().close(figure)
+    return buffer.getvalue()

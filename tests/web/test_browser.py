@@ -122,6 +122,10 @@ def test_every_page_renders(server, page, shots):
     page.screenshot(path=str(shots / "error.png"), full_page=True)
 
     page.goto(server + "/models/2/audit")  # shapes_cnn: an audit from the browser ends in a report
+    for box in page.locator("input[name=techniques]").all():
+        box.uncheck()
+    page.check("input[name=techniques][value=saliency]")
+    page.check("input[name=techniques][value=gradcam]")
     page.check("input[name=image_ids] >> nth=0")
     page.check("input[name=image_ids] >> nth=1")
     page.screenshot(path=str(shots / "audit.png"), full_page=True)
