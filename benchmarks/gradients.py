@@ -49,6 +49,44 @@ def forward_backward(module, batch):
     return work
 
 
+CAM_LAYERS = {"resnet18": lambda m: m.layer4[-1], "mobilenet_v2": lambda m: m.features[-1], "resnet50": lambda m: m.layer4[-1]}
+
+
+def cam_rows(name: str, native, model, batch, targets, repeats: int) -> str:
+    """Grad-CAM and guided backprop: ours (converted graph) vs Captum and pytorch-grad-cam (native module)."""
+    from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam
+
+    from viz_server_plugins.gradcam import GradCAM
+    from viz_server_plugins.guided_backprop import GuidedBackprop as OurGuidedBackprop
+
+    layer = CAM_LAYERS[name](native)
+    size = batch.shape[-2:]
+
+    def captum_cam():
+        LayerAttribution.interpolate(LayerGradCam(native, layer).attribute(batch.clone(), target=targets, relu_attributions=True), size, "bilinear")
+
+    ours_cam = GradCAM()
+    cam_params = {"layer": "", "weighting": "gradcam", "upsample": "bilinear", "region": ""}
+    times = {
+        "captum_gradcam": median_seconds(captum_cam, repeats),
+        "ours_gradcam": median_seconds(lambda: ours_cam.attribute(model, batch, targets, cam_params), repeats),
+        "captum_gbp": median_seconds(lambda: GuidedBackprop(native).attribute(batch.clone(), target=targets), repeats),
+        "ours_gbp": median_seconds(lambda: OurGuidedBackprop().attribute(model, batch, targets, {"reduce": "max", "region": ""}), repeats),
+    }
+    try:
+        from pytorch_grad_cam import GradCAM as LibraryGradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        library = LibraryGradCAM(model=native, target_layers=[layer])
+        chosen = [ClassifierOutputTarget(int(t)) for t in targets]
+        times["library_gradcam"] = median_seconds(lambda: library(input_tensor=batch.clone().requires_grad_(True), targets=chosen), repeats)
+    except ImportError:
+        times["library_gradcam"] = float("nan")
+    return (f"| {name} | {times['ours_gradcam']:.3f} | {times['captum_gradcam']:.3f} | {times['ours_gradcam'] / times['captum_gradcam']:.2f} | "
+            f"{times['library_gradcam']:.3f} | {times['ours_gradcam'] / times['library_gradcam']:.2f} | "
+            f"{times['ours_gbp']:.3f} | {times['captum_gbp']:.3f} | {times['ours_gbp'] / times['captum_gbp']:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
@@ -65,6 +103,7 @@ def main() -> None:
           f"batch {args.batch} at {args.size}x{args.size}, median of {args.repeats}\n")
     print("| model | native fwd+bwd s | converted fwd+bwd s | ratio converted/native | Captum saliency (native) s | our saliency (converted) s | ratio ours/Captum |")
     print("|---|---|---|---|---|---|---|")
+    cam_table = []
     for name in args.models.split(","):
         native = torchvision.models.get_model(name, weights=None).eval()
         for parameter in native.parameters():
@@ -79,6 +118,12 @@ def main() -> None:
         our_time = median_seconds(lambda: ours.attribute(model, batch, targets, {"reduce": "max"}), args.repeats)
         print(f"| {name} | {native_time:.3f} | {converted_time:.3f} | {converted_time / native_time:.2f} | "
               f"{captum_time:.3f} | {our_time:.3f} | {our_time / captum_time:.2f} |", flush=True)
+        if name in CAM_LAYERS:
+            cam_table.append(cam_rows(name, native, model, batch, targets, args.repeats))
+    if cam_table:
+        print("\n| model | our Grad-CAM s | Captum LayerGradCam s | ratio | pytorch-grad-cam s | ratio | our guided backprop s | Captum s | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(cam_table))
 
 
 if __name__ == "__main__":
