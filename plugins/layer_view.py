@@ -11,6 +11,7 @@ from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.rendering import heatmap, png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
+from viz_server_plugins.activation_maps import layer_outputs
 from viz_server_plugins.neuron_gradient import neuron_gradient
 
 
@@ -53,7 +54,7 @@ class LayerView(Technique):
         for name in names:
             if len(model.layer(name).output_shape) != 4:
                 raise UserError(f"layer '{name}' is not a spatial map (N x C x H x W); pick a conv or relu layer.")
-        activations = self._activations(model, ctx.images, names)
+        activations = layer_outputs(model, ctx.images, names)
         pictures = ctx.display_images()
         result = Result(caveats=["Each projection shows one unit for this image only; channels respond to several patterns."])
         total, done = len(pictures) * len(names) * params["top_k"], 0
@@ -80,18 +81,6 @@ class LayerView(Technique):
         result.artifacts.append(Artifact("top_channels.csv", "most excited channels per layer", kind="table", rows=rows, group="summary"))
         result.metrics = {"layers": names, "channels_per_layer": params["top_k"]}
         return result
-
-    @staticmethod
-    def _activations(model, images: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-        captured: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-        handles = [model.submodule(name).register_forward_hook(lambda _m, _i, out, name=name: captured[name].append(out.detach())) for name in names]
-        try:
-            with torch.no_grad():
-                model.module(images)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return {name: torch.cat(parts) for name, parts in captured.items()}
 
 
 @hookimpl

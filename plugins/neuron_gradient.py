@@ -14,6 +14,7 @@ from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.rendering import map_artifacts, png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
+from viz_server_plugins.activation_maps import layer_output
 from viz_server_plugins.attribution import SMOOTH_PARAMS, smoothed
 from viz_server_plugins.gradcam import cam_layer
 from viz_server_plugins.localization import bounding_box
@@ -112,18 +113,12 @@ class NeuronGradient(Technique):
         """For each image: the unit of this channel that fires most, cropped to its measured receptive field."""
         model = ctx.model
         pictures = ctx.display_images()
+        maps = layer_output(model, ctx.images, layer)[:, params["channel"]]  # one forward for every image
+        if maps.dim() != 3:
+            return
         found = []
-        for index in range(len(pictures)):
+        for index, channel_map in enumerate(maps):
             image = ctx.images[index : index + 1]
-            _, activation = neuron_gradient(model, image, layer, params["channel"], None, False)
-            captured: list[torch.Tensor] = []
-            handle = model.submodule(layer).register_forward_hook(lambda _m, _i, output: captured.append(output.detach()))
-            with torch.no_grad():
-                model.module(image)
-            handle.remove()
-            channel_map = captured[0][0, params["channel"]]
-            if channel_map.dim() != 2:
-                return
             row, column = np.unravel_index(int(channel_map.argmax()), channel_map.shape)
             gradient, _ = neuron_gradient(model, image, layer, params["channel"], (int(row), int(column)), False)
             support = gradient.abs().amax(ctx.channel_axis)[0].numpy() > 0

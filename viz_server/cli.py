@@ -35,6 +35,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"spec_{name}", metavar="VALUE", help=help_text)
 
 
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    """Images, parameters and seed: shared by `run` and `compare`."""
+    parser.add_argument("--image", action="append", default=[], metavar="FILE", help="input image (repeat for a batch)")
+    parser.add_argument("--image-set", metavar="DIR_OR_ZIP", help="labeled image set: a folder or .zip with one sub-folder per class")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a technique parameter")
+    parser.add_argument("--seed", type=int, default=0, help="random seed, recorded in the result (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="viz-server", description="Analyse what an ONNX image model has learned.", allow_abbrev=False)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -52,21 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", allow_abbrev=False, help="run a technique (`viz-server run TECHNIQUE --help` lists its parameters)")
     run.add_argument("technique", help="technique name (see `viz-server plugins`)")
     _add_model_options(run)
-    run.add_argument("--image", action="append", default=[], metavar="FILE", help="input image (repeat for a batch)")
-    run.add_argument("--image-set", metavar="DIR_OR_ZIP", help="labeled image set: a folder or .zip with one sub-folder per class")
+    _add_input_options(run)
     run.add_argument("--second-image", metavar="FILE", help="second image, for techniques that need one")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a technique parameter")
-    run.add_argument("--seed", type=int, default=0, help="random seed, recorded in the result (default 0)")
     run.add_argument("--out", metavar="DIR", required=True, help="folder for result.json, arrays.npz and PNGs")
     run.add_argument("--json", action="store_true", help="print the result summary as JSON")
 
     compare = commands.add_parser("compare", allow_abbrev=False, help="run one technique on several models and write their metrics side by side")
     compare.add_argument("technique", help="technique name (see `viz-server plugins`)")
     compare.add_argument("models", nargs="+", help="two or more .onnx files or shipped model names")
-    compare.add_argument("--image", action="append", default=[], metavar="FILE", help="input image (repeat for a batch)")
-    compare.add_argument("--image-set", metavar="DIR_OR_ZIP", help="labeled image set: a folder or .zip with one sub-folder per class")
-    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a technique parameter")
-    compare.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_input_options(compare)
     compare.add_argument("--out", metavar="DIR", required=True, help="folder: one sub-folder per model plus comparison.csv/.json/.png")
     compare.add_argument("--json", action="store_true", help="print the comparison table as JSON")
 
