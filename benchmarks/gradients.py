@@ -1,44 +1,38 @@
-"""Side-by-side speed of gradient work: the converted graph against the native torch module, and our
-techniques against Captum on the native module. Ratios from one run, median of ``--repeats`` timings.
+"""Side-by-side speed of gradient work, as ratios from one run (median of ``--repeats`` timings after a warm-up).
 
-Run: ``python -m benchmarks.gradients [--models resnet18,mobilenet_v2] [--batch 16] [--size 224] [--repeats 5]``.
+Three tables, all at batch ``--batch`` and ``--size``²:
+
+1. the converted graph's forward+backward against the same network as a native torchvision module;
+2. our saliency, guided backprop, Grad-CAM and Guided Grad-CAM (converted graph) against Captum and
+   pytorch-grad-cam on the native module;
+3. technique overhead: a whole ``run_technique`` (decode PNGs, preprocess, attribute, masks, render every
+   picture; the optional sanity and faithfulness checks off) against one bare forward+backward of the
+   converted graph.
+
+Run: ``python -m benchmarks.gradients [--models resnet18,mobilenet_v2] [--batch 16] [--size 224] [--repeats 5]``
+(install the ``bench`` extra first).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import logging
-import platform
-import statistics
-import time
 import warnings
 
+import numpy as np
 import torch
 import torchvision
 
+from benchmarks.common import export_native, median_seconds, software_line
 from viz_server.model.loaded import load_model
+from viz_server.runner import run_technique
+
+DEFAULT_MODELS = "resnet18,mobilenet_v2,mobilenet_v3_large,densenet121,efficientnet_b0,convnext_tiny"
+CHECKS_OFF = {"sanity_check": False, "faithfulness": False}
 
 
-def export(module: torch.nn.Module, size: int) -> bytes:
-    buffer = io.BytesIO()
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.rand(1, 3, size, size),), buffer, input_names=["x"], output_names=["y"],
-                          opset_version=17, dynamo=False, dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
-    return buffer.getvalue()
-
-
-def median_seconds(work, repeats: int) -> float:
-    work()  # warm-up
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+def native_cam_layer(name: str, native: torch.nn.Module) -> torch.nn.Module:
+    """The layer Captum and pytorch-grad-cam are pointed at: the last block of the feature extractor."""
+    return native.layer4[-1] if name.startswith("resnet") else native.features[-1]
 
 
 def forward_backward(module, batch):
@@ -49,81 +43,89 @@ def forward_backward(module, batch):
     return work
 
 
-CAM_LAYERS = {"resnet18": lambda m: m.layer4[-1], "mobilenet_v2": lambda m: m.features[-1], "resnet50": lambda m: m.layer4[-1]}
+def shape_pictures(count: int, size: int, seed: int = 0) -> list[tuple[str, bytes]]:
+    """``count`` generated pictures (a textured shape on a textured background) as PNG files."""
+    from viz_server.rendering import png_bytes
+    from viz_server_models import shapes
 
-
-def cam_rows(name: str, native, model, batch, targets, repeats: int) -> str:
-    """Grad-CAM and guided backprop: ours (converted graph) vs Captum and pytorch-grad-cam (native module)."""
-    from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam
-
-    from viz_server_plugins.gradcam import GradCAM
-    from viz_server_plugins.guided_backprop import GuidedBackprop as OurGuidedBackprop
-
-    layer = CAM_LAYERS[name](native)
-    size = batch.shape[-2:]
-
-    def captum_cam():
-        LayerAttribution.interpolate(LayerGradCam(native, layer).attribute(batch.clone(), target=targets, relu_attributions=True), size, "bilinear")
-
-    ours_cam = GradCAM()
-    cam_params = {"layer": "", "weighting": "gradcam", "upsample": "bilinear", "region": ""}
-    times = {
-        "captum_gradcam": median_seconds(captum_cam, repeats),
-        "ours_gradcam": median_seconds(lambda: ours_cam.attribute(model, batch, targets, cam_params), repeats),
-        "captum_gbp": median_seconds(lambda: GuidedBackprop(native).attribute(batch.clone(), target=targets), repeats),
-        "ours_gbp": median_seconds(lambda: OurGuidedBackprop().attribute(model, batch, targets, {"reduce": "max", "region": ""}), repeats),
-    }
-    try:
-        from pytorch_grad_cam import GradCAM as LibraryGradCAM
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-        library = LibraryGradCAM(model=native, target_layers=[layer])
-        chosen = [ClassifierOutputTarget(int(t)) for t in targets]
-        times["library_gradcam"] = median_seconds(lambda: library(input_tensor=batch.clone().requires_grad_(True), targets=chosen), repeats)
-    except ImportError:
-        times["library_gradcam"] = float("nan")
-    return (f"| {name} | {times['ours_gradcam']:.3f} | {times['captum_gradcam']:.3f} | {times['ours_gradcam'] / times['captum_gradcam']:.2f} | "
-            f"{times['library_gradcam']:.3f} | {times['ours_gradcam'] / times['library_gradcam']:.2f} | "
-            f"{times['ours_gbp']:.3f} | {times['captum_gbp']:.3f} | {times['ours_gbp'] / times['captum_gbp']:.2f} |")
+    dataset = shapes.make_dataset(count, seed=seed, size=size)
+    return [(f"shape{index}.png", png_bytes(picture)) for index, picture in enumerate(dataset.images)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", default="resnet18,mobilenet_v2")
+    parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    from captum.attr import Saliency
+    from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam, Saliency
+    from pytorch_grad_cam import GradCAM as LibraryGradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    from viz_server_plugins.gradcam import GradCAM
+    from viz_server_plugins.guided_backprop import GuidedBackprop as OurGuidedBackprop
+    from viz_server_plugins.guided_gradcam import GuidedGradCAM
     from viz_server_plugins.saliency import Saliency as OurSaliency
 
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"batch {args.batch} at {args.size}x{args.size}, median of {args.repeats}\n")
-    print("| model | native fwd+bwd s | converted fwd+bwd s | ratio converted/native | Captum saliency (native) s | our saliency (converted) s | ratio ours/Captum |")
-    print("|---|---|---|---|---|---|---|")
-    cam_table = []
+    print(software_line("captum", "grad-cam"))
+    print(f"batch {args.batch} at {args.size}x{args.size}, median of {args.repeats}\n")
+    tables = {"pass": [], "captum": [], "overhead": []}
+    pictures = shape_pictures(args.batch, args.size)
     for name in args.models.split(","):
         native = torchvision.models.get_model(name, weights=None).eval()
         for parameter in native.parameters():
             parameter.requires_grad_(False)
-        model = load_model(export(native, args.size), use_cache=False)
+        model = load_model(export_native(native, args.size), use_cache=False)
         batch = torch.rand(args.batch, 3, args.size, args.size)
         targets = torch.zeros(args.batch, dtype=torch.long)
-        native_time = median_seconds(forward_backward(native, batch), args.repeats)
-        converted_time = median_seconds(forward_backward(model.module, batch), args.repeats)
-        captum_time = median_seconds(lambda: Saliency(native).attribute(batch.clone(), target=targets), args.repeats)
-        ours = OurSaliency()
-        our_time = median_seconds(lambda: ours.attribute(model, batch, targets, {"reduce": "max"}), args.repeats)
-        print(f"| {name} | {native_time:.3f} | {converted_time:.3f} | {converted_time / native_time:.2f} | "
-              f"{captum_time:.3f} | {our_time:.3f} | {our_time / captum_time:.2f} |", flush=True)
-        if name in CAM_LAYERS:
-            cam_table.append(cam_rows(name, native, model, batch, targets, args.repeats))
-    if cam_table:
-        print("\n| model | our Grad-CAM s | Captum LayerGradCam s | ratio | pytorch-grad-cam s | ratio | our guided backprop s | Captum s | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        print("\n".join(cam_table))
+        layer = native_cam_layer(name, native)
+        size = batch.shape[-2:]
+        cam_params = {"layer": "", "weighting": "gradcam", "upsample": "bilinear", "region": "", "reduce": "max"}
+        library = LibraryGradCAM(model=native, target_layers=[layer])
+        chosen = [ClassifierOutputTarget(int(t)) for t in targets]
+        measure = {
+            "native": forward_backward(native, batch),
+            "converted": forward_backward(model.module, batch),
+            "captum_saliency": lambda: Saliency(native).attribute(batch.clone(), target=targets),
+            "ours_saliency": lambda: OurSaliency().attribute(model, batch, targets, cam_params),
+            "captum_gbp": lambda: GuidedBackprop(native).attribute(batch.clone(), target=targets),
+            "ours_gbp": lambda: OurGuidedBackprop().attribute(model, batch, targets, cam_params),
+            "captum_gradcam": lambda: LayerAttribution.interpolate(
+                LayerGradCam(native, layer).attribute(batch.clone(), target=targets, relu_attributions=True), size, "bilinear"),
+            "library_gradcam": lambda: library(input_tensor=batch.clone().requires_grad_(True), targets=chosen),
+            "ours_gradcam": lambda: GradCAM().attribute(model, batch, targets, cam_params),
+            "captum_ggc": lambda: GuidedGradCam(native, layer).attribute(batch.clone(), target=targets),
+            "ours_ggc": lambda: GuidedGradCAM().attribute(model, batch, targets, {**cam_params, "upsample": "nearest"}),
+            "run_saliency": lambda: run_technique("saliency", model, pictures, CHECKS_OFF),
+            "run_gbp": lambda: run_technique("guided_backprop", model, pictures, CHECKS_OFF),
+            "run_gradcam": lambda: run_technique("gradcam", model, pictures, CHECKS_OFF),
+        }
+        t = {key: median_seconds(work, args.repeats) for key, work in measure.items()}
+        tables["pass"].append(f"| {name} | {t['native']:.3f} | {t['converted']:.3f} | {t['converted'] / t['native']:.2f} |")
+        tables["captum"].append(
+            f"| {name} | {t['ours_saliency'] / t['captum_saliency']:.2f} | {t['ours_gbp'] / t['captum_gbp']:.2f} | "
+            f"{t['ours_gradcam'] / t['captum_gradcam']:.2f} | {t['ours_gradcam'] / t['library_gradcam']:.2f} | "
+            f"{t['ours_ggc'] / t['captum_ggc']:.2f} | {t['ours_saliency']:.3f} / {t['captum_saliency']:.3f} | "
+            f"{t['ours_gradcam']:.3f} / {t['captum_gradcam']:.3f} / {t['library_gradcam']:.3f} | {t['ours_ggc']:.3f} / {t['captum_ggc']:.3f} |")
+        tables["overhead"].append(
+            f"| {name} | {t['converted']:.3f} | {t['run_saliency']:.3f} | {t['run_saliency'] / t['converted']:.2f} | "
+            f"{t['run_gbp']:.3f} | {t['run_gbp'] / t['converted']:.2f} | {t['run_gradcam']:.3f} | {t['run_gradcam'] / t['converted']:.2f} |")
+        print(tables["pass"][-1], tables["captum"][-1], tables["overhead"][-1], sep="\n", flush=True)
+
+    print("\nforward+backward, converted graph vs native module\n")
+    print("| model | native s | converted s | ratio |\n|---|---|---|---|")
+    print("\n".join(tables["pass"]))
+    print("\nours (converted graph) over the reference (native module)\n")
+    print("| model | saliency / Captum | guided backprop / Captum | Grad-CAM / Captum | Grad-CAM / pytorch-grad-cam | "
+          "Guided Grad-CAM / Captum | saliency s (ours / Captum) | Grad-CAM s (ours / Captum / pgc) | Guided Grad-CAM s (ours / Captum) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(tables["captum"]))
+    print("\nwhole technique run (16 generated shape pictures in, every picture rendered, checks off) over one bare forward+backward\n")
+    print("| model | bare fwd+bwd s | saliency run s | ratio | guided backprop run s | ratio | Grad-CAM run s | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(tables["overhead"]))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from abc import abstractmethod
 import numpy as np
 import torch
 
-from viz_server.rendering import map_artifacts, overlay, png_bytes
+from viz_server.rendering import map_artifacts, overlay, png_bytes, render_each
 from viz_server.techniques import TARGET, Artifact, Context, Param, Result, Technique
 from viz_server_plugins import faithfulness, localization, objectives, sanity
 
@@ -51,8 +51,11 @@ class AttributionTechnique(Technique):
         cls.params = TARGET_PARAMS + cls.extra_params + SMOOTH_PARAMS + TRUST_PARAMS
 
     @abstractmethod
-    def attribute(self, model, images: torch.Tensor, targets: torch.Tensor, params: dict) -> torch.Tensor:
-        """Attribution of ``targets`` (one class per image) for ``images`` in model space."""
+    def attribute(self, model, images: torch.Tensor, targets, params: dict) -> torch.Tensor:
+        """Attribution of ``targets`` for ``images`` in model space.
+
+        ``targets`` is one class index per image, or an ``objectives.TargetsFromScores`` that resolves on the
+        forward pass's scores: read it through ``objectives.selected_score`` (or its ``resolve``)."""
 
     # ---- maps ------------------------------------------------------------------------------------
     def maps(self, model, images: torch.Tensor, targets: torch.Tensor, params: dict, seed: int = 0) -> np.ndarray:
@@ -73,12 +76,16 @@ class AttributionTechnique(Technique):
         model = ctx.model
         images = ctx.images.detach().clone().to(ctx.device)
         region = objectives.parse_region(params["region"])
-        with torch.no_grad():
-            scores = model.module(images)
-        targets = ctx.resolve_targets(params["target"], objectives.class_scores(scores, region))
         steps = 1 + int(params["sanity_check"]) + int(params["faithfulness"])
         ctx.progress(0, steps, "attribution")
-        raw = smoothed(self.attribute, model, images, targets, params, ctx.seed)
+        choose = objectives.TargetsFromScores(lambda per_class: ctx.resolve_targets(params["target"], per_class), region)
+        if params["smooth_samples"]:  # the noisy copies explain the clean image's classes: resolve them first
+            with torch.inference_mode():
+                choose.resolve(model.module(images))
+            raw = smoothed(self.attribute, model, images, choose.indices, params, ctx.seed)
+        else:  # one forward and one backward: the targets come from the attribution's own forward
+            raw = self.attribute(model, images, choose, params)
+        targets, scores = choose.indices, choose.scores
         maps = self.to_map(raw, model, params)
         target_list = targets.tolist()
         labels = [model.spec.label(t) for t in target_list]
@@ -115,19 +122,21 @@ class AttributionTechnique(Technique):
 
     def _localize(self, ctx: Context, maps: np.ndarray, result: Result, segmentation: str) -> None:
         pictures = ctx.display_images()
-        masks, boxes = [], []
-        for index, values in enumerate(maps):
-            mask = localization.mask_from_map(values)
+
+        def localize(index: int):
+            mask = localization.mask_from_map(maps[index])
             if segmentation == "grabcut":
                 mask = localization.refine_with_grabcut(pictures[index], mask)
             box = localization.bounding_box(mask)
-            masks.append(mask)
-            boxes.append(box)
             outlined = localization.draw_box(overlay(pictures[index], mask.astype(np.float32)), box)
+            return mask, box, png_bytes(outlined, 128)
+
+        localized = render_each(localize, range(len(maps)))
+        for index, (_mask, _box, picture) in enumerate(localized):
             result.artifacts.append(Artifact(f"{self.name}_mask_{index}.png", "segmentation from the map with its bounding box",
-                                             data=png_bytes(outlined, 128), array="masks", group=result.artifacts[3 * index].group))
-        result.arrays["masks"] = np.stack(masks)
-        result.metrics["boxes"] = [list(box) if box else None for box in boxes]
+                                             data=picture, array="masks", group=result.artifacts[3 * index].group))
+        result.arrays["masks"] = np.stack([mask for mask, _box, _picture in localized])
+        result.metrics["boxes"] = [list(box) if box else None for _mask, box, _picture in localized]
 
 
 def smoothed(attribute, model, images: torch.Tensor, targets: torch.Tensor, params: dict, seed: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from viz_server import hookimpl
 from viz_server.errors import UserError
-from viz_server.rendering import heatmap, png_bytes
+from viz_server.rendering import heatmap_png, png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
 from viz_server_plugins.activation_maps import layer_outputs
 from viz_server_plugins.neuron_gradient import neuron_gradient
@@ -74,7 +74,7 @@ class LayerView(Technique):
                     result.artifacts.append(Artifact(f"{key}.png", f"channel {channel}: guided projection of its strongest unit",
                                                      data=png_bytes(projection_picture(gradient[0].numpy(), model.spec.layout), 96), array=key, group=group))
                     result.artifacts.append(Artifact(f"activation_{key}.png", f"channel {channel}: where it fires (mean {float(means[channel]):.3g})",
-                                                     data=png_bytes(heatmap(maps[channel].numpy()), 96), array=key, group=group))
+                                                     data=heatmap_png(maps[channel].numpy(), 96), array=key, group=group))
                     rows.append([image_name, name, channel, round(float(means[channel]), 5), round(float(maps[channel].max()), 5)])
                     done += 1
                     ctx.progress(done, total, f"{name}: channel {channel}")

@@ -51,8 +51,32 @@ def class_scores(scores: torch.Tensor, region=None) -> torch.Tensor:
     return _per_position(scores, region).sum(2)
 
 
-def selected_score(scores: torch.Tensor, targets: torch.Tensor, region=None) -> torch.Tensor:
-    """The differentiable scalar whose gradient every class attribution follows (summed over images)."""
+class TargetsFromScores:
+    """Target classes chosen from the scores of the attribution's own forward pass.
+
+    The "predicted" target needs the scores, and a gradient method computes them anyway: handing this object
+    where a target tensor goes saves a whole forward pass. ``selected_score`` resolves it on first use and
+    keeps the scores it saw; later uses (Guided Grad-CAM's second pass) get the same classes.
+    """
+
+    def __init__(self, choose, region=None):
+        self.choose, self.region = choose, region  # choose: N x C class scores -> N class indices
+        self.indices: torch.Tensor | None = None
+        self.scores: torch.Tensor | None = None
+
+    def resolve(self, scores: torch.Tensor) -> torch.Tensor:
+        if self.indices is None:
+            self.scores = scores.detach()
+            self.indices = self.choose(class_scores(self.scores, self.region))
+        return self.indices
+
+
+def selected_score(scores: torch.Tensor, targets, region=None) -> torch.Tensor:
+    """The differentiable scalar whose gradient every class attribution follows (summed over images).
+
+    ``targets``: one class index per image, or a ``TargetsFromScores`` resolved on these scores."""
+    if isinstance(targets, TargetsFromScores):
+        targets = targets.resolve(scores)
     per_class = class_scores(scores, region)
     return per_class.gather(1, targets[:, None]).sum()
 

