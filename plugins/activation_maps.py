@@ -16,17 +16,9 @@ from viz_server_plugins.weights import grid
 
 
 def layer_outputs(model, images: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
-    """Outputs of several layers for a batch, in one forward pass without gradients."""
-    captured: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    handles = [model.submodule(name).register_forward_hook(lambda _m, _i, out, name=name: captured[name].append(out.detach()))
-               for name in layers]
-    try:
-        with torch.no_grad():
-            model.module(images)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: torch.cat(parts) for name, parts in captured.items()}
+    """Outputs of several layers for a batch, in one forward pass without gradients that stops at the deepest."""
+    with torch.no_grad():
+        return model.feature_extractor(layers)(images)
 
 
 def layer_output(model, images: torch.Tensor, layer: str) -> torch.Tensor:

@@ -23,27 +23,16 @@ BATCH = 64
 
 
 def pooled_activations(model, images: torch.Tensor, layers: list[str]) -> dict[str, np.ndarray]:
-    """layer -> N x D, one forward per batch for all layers (inference mode, spatial maps mean-pooled)."""
-    captured: dict[str, list[np.ndarray]] = {name: [] for name in layers}
-
-    def keep(name):
-        def hook(_module, _inputs, output):
-            values = output.detach()
-            if values.dim() == 4:
-                values = values.mean(dim=(2, 3))
-            captured[name].append(values.reshape(len(values), -1).float().numpy())
-
-        return hook
-
-    handles = [model.submodule(name).register_forward_hook(keep(name)) for name in layers]
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(images), BATCH):
-                model.module(images[start : start + BATCH])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: np.concatenate(parts) for name, parts in captured.items()}
+    """layer -> N x D: one onnxruntime pass per batch for all layers (forward-only, so no torch graph;
+    see benchmarks/sweeps.py), spatial maps mean-pooled."""
+    batch = images.detach().cpu().numpy()
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+    for start in range(0, len(batch), BATCH):
+        for name, values in model.predict_layers(batch[start : start + BATCH], layers).items():
+            if values.ndim == 4:
+                values = values.mean(axis=(2, 3))
+            parts[name].append(values.reshape(len(values), -1).astype(np.float32))
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int) -> float:

@@ -56,18 +56,12 @@ class FeatureInversion(Technique):
         model = ctx.model
         target = layer_output(model, image, layer)
         scale = target.pow(2).sum().clamp(min=1e-12)
-        captured: list[torch.Tensor] = []
-        handle = model.submodule(layer).register_forward_hook(lambda _m, _i, output: captured.append(output))
+        extract = model.feature_extractor([layer])  # the graph stops at the layer
 
         def objective(batch: torch.Tensor) -> torch.Tensor:
-            captured.clear()
-            model.module(batch)
-            return -(captured[-1] - target).pow(2).sum() / scale  # maximize = minimize the relative content loss
+            return -(extract(batch)[layer] - target).pow(2).sum() / scale  # maximize = minimize the relative content loss
 
-        try:
-            return optimize(ctx, objective, settings, regularize=lambda unit: settings["tv_weight"] * total_variation(unit))
-        finally:
-            handle.remove()
+        return optimize(ctx, objective, settings, regularize=lambda unit: settings["tv_weight"] * total_variation(unit))
 
 
 @hookimpl

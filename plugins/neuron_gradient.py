@@ -7,6 +7,8 @@ The receptive field is measured, not computed from strides: it is the support of
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -33,35 +35,21 @@ def parse_position(text: str) -> tuple[int, int] | None:
 
 def neuron_gradient(model, images: torch.Tensor, layer: str, channel: int, position, guided: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(d neuron / d input, the neuron's activation per image); without a position the neuron is the channel's sum."""
-    captured: list[torch.Tensor] = []
-    handle = model.submodule(layer).register_forward_hook(lambda _m, _i, output: captured.append(output))
     inputs = images.detach().clone().requires_grad_(True)
-    try:
-        with relu_rule(model, "guided") if guided else _nothing(), torch.enable_grad():
-            model.module(inputs)
-            activations = torch.cat(captured)
-            if not 0 <= channel < activations.shape[1]:
-                raise UserError(f"channel {channel} is out of range: layer '{layer}' has {activations.shape[1]} channels.")
-            selected = activations[:, channel]
-            if position is not None:
-                row, column = position
-                if activations.dim() != 4 or not (0 <= row < activations.shape[2] and 0 <= column < activations.shape[3]):
-                    raise UserError(f"position {row},{column} is outside layer '{layer}' of shape {list(activations.shape[1:])}.")
-                selected = selected[:, row, column]
-            else:
-                selected = selected.reshape(len(images), -1).sum(1)
-            (gradients,) = torch.autograd.grad(selected.sum(), inputs)
-    finally:
-        handle.remove()
+    with relu_rule(model, "guided") if guided else contextlib.nullcontext(), torch.enable_grad():
+        activations = model.feature_extractor([layer])(inputs)[layer]  # the graph stops at the layer
+        if not 0 <= channel < activations.shape[1]:
+            raise UserError(f"channel {channel} is out of range: layer '{layer}' has {activations.shape[1]} channels.")
+        selected = activations[:, channel]
+        if position is not None:
+            row, column = position
+            if activations.dim() != 4 or not (0 <= row < activations.shape[2] and 0 <= column < activations.shape[3]):
+                raise UserError(f"position {row},{column} is outside layer '{layer}' of shape {list(activations.shape[1:])}.")
+            selected = selected[:, row, column]
+        else:
+            selected = selected.reshape(len(images), -1).sum(1)
+        (gradients,) = torch.autograd.grad(selected.sum(), inputs)
     return gradients, selected.detach()
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class NeuronGradient(Technique):

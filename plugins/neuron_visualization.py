@@ -34,13 +34,10 @@ class NeuronVisualization(Technique):
         model = ctx.model
         layer = cam_layer(model, params["layer"]) if not params["layer"] else model.layer(params["layer"]).name
         position = parse_position(params["position"])
-        captured: list[torch.Tensor] = []
-        handle = model.submodule(layer).register_forward_hook(lambda _m, _i, output: captured.append(output))
+        extract = model.feature_extractor([layer])  # the graph stops at the layer: no step pays for the layers above
 
         def objective(batch: torch.Tensor) -> torch.Tensor:
-            captured.clear()
-            model.module(batch)
-            activation = captured[-1]
+            activation = extract(batch)[layer]
             if not 0 <= params["channel"] < activation.shape[1]:
                 raise UserError(f"channel {params['channel']} is out of range: layer '{layer}' has {activation.shape[1]} channels.")
             unit = activation[0, params["channel"]]
@@ -51,10 +48,7 @@ class NeuronVisualization(Technique):
                 raise UserError(f"position {row},{column} is outside layer '{layer}' of shape {list(activation.shape[1:])}.")
             return unit[row, column]
 
-        try:
-            trajectory = optimize(ctx, objective, params)
-        finally:
-            handle.remove()
+        trajectory = optimize(ctx, objective, params)
         where = f"unit {position[0]},{position[1]} of " if position else ""
         result = trajectory_result(ctx, trajectory, "neuron", f"an image exciting {where}channel {params['channel']} of {layer}")
         result.metrics.update({"layer": layer, "channel": params["channel"], "parameterization": params["parameterization"]})

@@ -36,30 +36,22 @@ def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class FeatureExtractor:
-    """Forward hooks on the chosen layers; ``__call__`` returns their outputs for a unit-space batch."""
+    """``__call__``: unit-space batch -> the chosen layers' outputs, from a graph that stops at the deepest."""
 
     def __init__(self, model, layers: list[str], softmax: bool):
-        self.model, self.layers, self.softmax = model, layers, softmax
-        self.captured: dict[str, torch.Tensor] = {}
-        self.handles = [model.submodule(name).register_forward_hook(self._keep(name)) for name in layers]
-
-    def _keep(self, name):
-        def hook(_module, _inputs, output):
-            if self.softmax:
-                n, c, h, w = output.shape
-                output = torch.softmax(output.reshape(n, c, h * w), dim=2).reshape(n, c, h, w)
-            self.captured[name] = output
-
-        return hook
+        self.model, self.softmax = model, softmax
+        self.extract = model.feature_extractor(layers)
 
     def __call__(self, unit: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.captured = {}
-        self.model.module(to_model_space(self.model.spec, unit))
-        return dict(self.captured)
+        features = self.extract(to_model_space(self.model.spec, unit))
+        if self.softmax:
+            features = {name: spatial_softmax(output) for name, output in features.items()}
+        return features
 
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+
+def spatial_softmax(output: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = output.shape
+    return torch.softmax(output.reshape(n, c, h * w), dim=2).reshape(n, c, h, w)
 
 
 class StyleTransfer(Technique):
@@ -95,27 +87,24 @@ class StyleTransfer(Technique):
         content = torch.from_numpy(spec.model_to_unit(ctx.images[:1].numpy())).clamp(0, 1)
         style = torch.from_numpy(spec.model_to_unit(ctx.second_image.numpy())).clamp(0, 1)
         extractor = FeatureExtractor(model, sorted(set(style_layers + [content_layer])), params["softmax"])
-        try:
-            with torch.no_grad():
-                style_grams = {name: gram(extractor(style)[name]) for name in style_layers}
-                content_target = extractor(content)[content_layer]
-            mode = params["mode"]
-            weights = {"style": 0.0 if mode == "content" else params["style_weight"], "content": 0.0 if mode == "texture" else params["content_weight"]}
-            start = content if params["start"] == "content" and mode != "texture" else torch.rand(content.shape, generator=ctx.torch_generator())
-            image = start.clone().requires_grad_(True)
-            losses: list[dict[str, float]] = []
+        with torch.no_grad():
+            style_grams = {name: gram(extractor(style)[name]) for name in style_layers}
+            content_target = extractor(content)[content_layer]
+        mode = params["mode"]
+        weights = {"style": 0.0 if mode == "content" else params["style_weight"], "content": 0.0 if mode == "texture" else params["content_weight"]}
+        start = content if params["start"] == "content" and mode != "texture" else torch.rand(content.shape, generator=ctx.torch_generator())
+        image = start.clone().requires_grad_(True)
+        losses: list[dict[str, float]] = []
 
-            def objective() -> torch.Tensor:
-                features = extractor(image)
-                style_term = weights["style"] * style_loss(features, style_grams) if weights["style"] else torch.zeros(())
-                content_term = weights["content"] * content_loss(features[content_layer], content_target) if weights["content"] else torch.zeros(())
-                total = style_term + content_term + params["tv_weight"] * total_variation(image)
-                losses.append({"total": float(total), "style": float(style_term), "content": float(content_term)})
-                return total
+        def objective() -> torch.Tensor:
+            features = extractor(image)
+            style_term = weights["style"] * style_loss(features, style_grams) if weights["style"] else torch.zeros(())
+            content_term = weights["content"] * content_loss(features[content_layer], content_target) if weights["content"] else torch.zeros(())
+            total = style_term + content_term + params["tv_weight"] * total_variation(image)
+            losses.append({"total": float(total), "style": float(style_term), "content": float(content_term)})
+            return total
 
-            self._optimize(ctx, image, objective, params)
-        finally:
-            extractor.close()
+        self._optimize(ctx, image, objective, params)
         final = image.detach().clamp(0, 1)
         captions = {"transfer": "content of the first image in the style of the second", "content": f"content rebuilt from {content_layer}",
                     "texture": "the second image's texture, synthesized"}

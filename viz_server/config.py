@@ -7,6 +7,7 @@ VIZ_SERVER_TOKEN         access token (required for non-loopback binds; generate
 VIZ_SERVER_MAX_JOBS      jobs run at once by the embedded runner (default 2)
 VIZ_SERVER_JOB_TIMEOUT   seconds before a job is killed (default 900)
 VIZ_SERVER_MAX_UPLOAD_MB largest upload accepted (default 256)
+VIZ_SERVER_STANDBY       1 = keep one job process warm (imports done) so jobs start at once; 0 = start each cold
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Settings:
     job_timeout: float
     max_upload_bytes: int
     job_retries: int = 1
+    standby: bool = True
 
     @property
     def blob_dir(self) -> Path:
@@ -44,6 +46,7 @@ def load_settings(**overrides) -> Settings:
         "max_jobs": int(env.get("VIZ_SERVER_MAX_JOBS", "2")),
         "job_timeout": float(env.get("VIZ_SERVER_JOB_TIMEOUT", "900")),
         "max_upload_bytes": int(float(env.get("VIZ_SERVER_MAX_UPLOAD_MB", "256")) * 2**20),
+        "standby": env.get("VIZ_SERVER_STANDBY", "1") != "0",
     }
     values.update(overrides)
     return Settings(**values)

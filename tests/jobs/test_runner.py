@@ -114,3 +114,43 @@ def test_restart_keeps_results_and_requeues_interrupted_jobs(ready_data):
         assert len([m for m in client.get("/api/models").get_json() if m["shipped"]]) == 2  # not registered twice
     finally:
         app.extensions["viz_dispatcher"].stop()
+
+
+def test_jobs_start_in_the_warm_standby_process_and_a_new_one_waits(ready_data):
+    store, runner = _runner(ready_data, max_jobs=1)
+    try:
+        deadline = time.monotonic() + 60
+        while runner.standby is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        standby = runner.standby
+        job_id = _job(store)
+        runner.submit(job_id)
+        assert _wait(store, job_id).status == "done"
+        assert standby.wait(timeout=30) == 0  # the standby ran this job and exited
+        assert runner.standby is not None and runner.standby.pid != standby.pid and runner.standby.poll() is None
+        log = (ready_data / "logs" / f"job-{job_id}.log")
+        assert log.exists()  # the standby moved its output to the job's log
+    finally:
+        runner.stop()
+    assert runner.standby.poll() is not None  # stop() leaves no standby behind
+
+
+def test_a_dead_standby_falls_back_to_a_fresh_process(ready_data):
+    store, runner = _runner(ready_data, max_jobs=1)
+    try:
+        runner.standby.kill()
+        runner.standby.wait(timeout=10)
+        assert _wait(store, _job(store)).status == "done"
+    finally:
+        runner.stop()
+
+
+def test_standby_can_be_turned_off(ready_data):
+    store, runner = _runner(ready_data, standby=False)
+    try:
+        assert runner.standby is None
+        assert _wait(store, _job(store)).status == "done"
+        assert runner.standby is None
+    finally:
+        runner.stop()

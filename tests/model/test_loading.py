@@ -41,3 +41,44 @@ def test_relu_like_kinds_include_clip_zero():
 def test_predict_matches_module(shapes_model):
     batch = np.random.default_rng(0).standard_normal((5, 3, 64, 64)).astype(np.float32)
     np.testing.assert_allclose(shapes_model.predict(batch), shapes_model.module(torch.from_numpy(batch)).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_predict_layers_matches_the_torch_graph_and_reuses_its_session(shapes_model):
+    layers = [layer.name for layer in shapes_model.layers if layer.spatial][:3]
+    batch = np.random.default_rng(1).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    on_onnxruntime = shapes_model.predict_layers(batch, layers)
+    on_torch = shapes_model.feature_extractor(layers)(torch.from_numpy(batch))
+    for name in layers:
+        np.testing.assert_allclose(on_onnxruntime[name], on_torch[name].detach().numpy(), rtol=1e-4, atol=1e-5)
+    sessions = len(shapes_model._layer_sessions)
+    shapes_model.predict_layers(batch[:1], layers)
+    assert len(shapes_model._layer_sessions) == sessions
+
+
+def test_feature_extractor_stops_at_the_deepest_layer_and_keeps_gradients(shapes_model):
+    first, deepest = [layer.name for layer in shapes_model.layers if layer.kind == "relu"][:2]
+    extractor = shapes_model.feature_extractor([first, deepest])
+    graph_nodes = sum(1 for node in shapes_model.module.graph.nodes if node.op == "call_module")
+    assert sum(1 for node in extractor.cut.graph.nodes if node.op == "call_module") < graph_nodes / 2
+
+    inputs = torch.rand(2, 3, 64, 64, requires_grad=True)
+    (cut_gradient,) = torch.autograd.grad(extractor(inputs)[deepest].sum(), inputs)
+    captured = []
+    handle = shapes_model.submodule(deepest).register_forward_hook(lambda _m, _i, output: captured.append(output))
+    try:
+        again = inputs.detach().clone().requires_grad_(True)
+        shapes_model.module(again)
+        (full_gradient,) = torch.autograd.grad(captured[0].sum(), again)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(cut_gradient, full_gradient)
+
+
+def test_feature_extractor_runs_a_fixed_batch_graph_in_chunks():
+    model = load_model(export("flatten_all", "torchscript", 17), use_cache=False)  # flattens the batch axis away
+    assert model.max_batch == 1
+    layer = next(layer.name for layer in model.layers if layer.spatial)
+    batch = torch.rand(3, 3, 32, 32)
+    outputs = model.feature_extractor([layer])(batch)[layer]
+    assert outputs.shape[0] == 3
+    np.testing.assert_allclose(outputs.detach().numpy(), model.predict_layers(batch.numpy(), [layer])[layer], rtol=1e-4, atol=1e-5)

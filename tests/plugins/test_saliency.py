@@ -69,3 +69,18 @@ def test_bad_targets_are_one_sentence(shapes_model, shape_pictures):
         run_technique("saliency", shapes_model, images, {"colour": "red"})
     with pytest.raises(UserError, match="needs at least one image"):
         run_technique("saliency", shapes_model, [])
+
+
+@pytest.mark.parametrize("technique,passes", [("saliency", 1), ("guided_backprop", 1), ("gradcam", 1), ("guided_gradcam", 2)])
+def test_an_attribution_takes_its_targets_from_its_own_forward_pass(shapes_model, shape_pictures, technique, passes):
+    """The predicted class comes from the attribution's forward pass: no extra pass just to pick targets."""
+    images = [(name, data) for name, data, _, _ in shape_pictures]
+    calls = []
+    handle = shapes_model.module.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        result = run_technique(technique, shapes_model, images, {"sanity_check": False, "faithfulness": False})
+    finally:
+        handle.remove()
+    assert len(calls) == passes
+    batch = torch.from_numpy(shapes_model.spec.preprocess([decode_image(d) for _, d in images]))
+    np.testing.assert_array_equal(result.arrays["targets"], shapes_model.module(batch).argmax(1).numpy())

@@ -247,3 +247,23 @@ def test_techniques_without_images_run_from_the_api(client, technique, model_nam
     job = wait_for(client, f"/api/jobs/{response.get_json()['id']}")
     assert job["status"] == "done", job
     assert client.get(job["url"]).status_code == 200
+
+
+def test_reports_are_listed_a_page_at_a_time(app, client):
+    from viz_server.store import ReportRecord
+
+    store = app.extensions["viz_store"]
+    before = store.report_count()
+    for number in range(60):
+        store.db.add(ReportRecord(kind="audit", title=f"paged {number}"))
+    listed = client.get("/api/reports")
+    assert listed.status_code == 200 and int(listed.headers["X-Total-Count"]) == before + 60
+    first_page = listed.get_json()
+    assert len(first_page) == 50 and first_page[0]["title"] == "paged 59"  # newest first
+    second_page = client.get("/api/reports?page=2").get_json()
+    assert {report["id"] for report in first_page}.isdisjoint(report["id"] for report in second_page)
+    html = client.get("/reports").get_data(as_text=True)
+    assert "paged 59" in html and "paged 0<" not in html and "older</a>" in html
+    assert "paged 0<" in client.get("/reports?page=2").get_data(as_text=True)
+    bad = client.get("/api/reports?page=zero", headers=API)
+    assert bad.status_code == 400 and "page" in bad.get_json()["error"]

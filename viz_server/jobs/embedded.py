@@ -1,7 +1,9 @@
 """The embedded job runner: no external service; each job runs in its own process.
 
-A thread in the server claims queued jobs (up to ``max_jobs`` at once) and starts
-``python -m viz_server.jobs.process JOB_ID`` for each. It kills a job that outlives ``job_timeout`` or
+A thread in the server claims queued jobs (up to ``max_jobs`` at once) and gives each to a process of its own:
+the warm standby process (``python -m viz_server.jobs.process --standby``, started ahead with everything
+imported) when one is ready, else a fresh ``python -m viz_server.jobs.process JOB_ID``; then it starts the
+next standby. It kills a job that outlives ``job_timeout`` or
 ignores a cancel request, and when a process dies without recording an outcome (a segfault inside
 onnxruntime, the OOM killer) it retries the job ``job_retries`` times, then marks it failed.
 """
@@ -26,6 +28,7 @@ class EmbeddedRunner:
     def __init__(self, store: Store, settings: Settings):
         self.store, self.settings = store, settings
         self.running: dict[int, tuple[subprocess.Popen, float]] = {}
+        self.standby: subprocess.Popen | None = None
         self.cancel_seen: dict[int, float] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -34,6 +37,7 @@ class EmbeddedRunner:
     # ---- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         self.store.db.requeue_orphans()
+        self._start_standby()
         self._thread = threading.Thread(target=self._loop, name="viz-server-jobs", daemon=True)
         self._thread.start()
 
@@ -44,6 +48,9 @@ class EmbeddedRunner:
             self._thread.join(timeout=5)
         for process, _ in self.running.values():
             process.kill()
+        if self.standby is not None:
+            self.standby.kill()
+            self.standby.wait(timeout=10)
 
     def submit(self, job_id: int) -> None:
         """A job was queued: look now instead of at the next poll."""
@@ -69,20 +76,45 @@ class EmbeddedRunner:
                     self._spawn(job_id)
 
     def _spawn(self, job_id: int) -> None:
+        process = self._take_standby(job_id)
+        if process is None:
+            with open(self._log_dir() / f"job-{job_id}.log", "ab") as log:
+                process = self._start([str(job_id)], stdin=subprocess.DEVNULL, stdout=log)
+        self.running[job_id] = (process, time.monotonic())
+        self._start_standby()
+
+    def _take_standby(self, job_id: int) -> subprocess.Popen | None:
+        """Hand ``job_id`` to the standby process if it is alive; None if there is none to take."""
+        process, self.standby = self.standby, None
+        if process is None or process.poll() is not None:
+            return None
+        try:
+            process.stdin.write(f"{job_id}\n".encode())
+            process.stdin.close()
+        except OSError:  # it died between the poll and the write
+            process.kill()
+            return None
+        return process
+
+    def _start_standby(self) -> None:
+        if self.settings.standby and not self._stop.is_set() and (self.standby is None or self.standby.poll() is not None):
+            with open(self._log_dir() / "standby.log", "ab") as log:
+                self.standby = self._start(["--standby"], stdin=subprocess.PIPE, stdout=log)
+
+    def _start(self, arguments: list[str], stdin, stdout) -> subprocess.Popen:
         env = {
             **os.environ,
             "VIZ_SERVER_DATA": str(self.settings.data_dir),
             "VIZ_SERVER_DATABASE_URL": self.settings.database_url,
             "PYTHONUNBUFFERED": "1",
         }
+        return subprocess.Popen([sys.executable, "-m", "viz_server.jobs.process", *arguments], env=env, stdin=stdin,
+                                stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _log_dir(self):
         log_dir = self.settings.data_dir / "logs"
         log_dir.mkdir(exist_ok=True)
-        with open(log_dir / f"job-{job_id}.log", "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "viz_server.jobs.process", str(job_id)],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        self.running[job_id] = (process, time.monotonic())
+        return log_dir
 
     def _watch(self, job_id: int) -> None:
         process, started = self.running[job_id]

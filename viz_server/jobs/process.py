@@ -1,11 +1,15 @@
-"""Entry point of one job process: ``python -m viz_server.jobs.process JOB_ID``.
+"""Entry point of one job process: ``python -m viz_server.jobs.process JOB_ID`` or ``... --standby``.
 
 The embedded runner starts one of these per job, so a model that crashes onnxruntime or torch takes down
 only this process. Settings come from the environment the runner passes on.
+
+``--standby`` is the warm spare: it imports torch, onnxruntime and every plugin first (seconds of work), then
+waits for its job id on stdin, so a job starts in milliseconds instead. It still runs exactly one job.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -14,10 +18,41 @@ from viz_server.jobs.execute import execute_job
 from viz_server.store import Store
 
 
+def preload() -> None:
+    """Import what every job needs before the job arrives."""
+    import onnxruntime  # noqa: F401
+    import torch  # noqa: F401
+
+    import viz_server.model.loaded  # noqa: F401  (onnx, onnx2torch)
+    import viz_server.runner  # noqa: F401
+    from viz_server.plugins import techniques
+
+    techniques()  # imports and registers every installed plugin
+
+
+def log_to(path) -> None:
+    """Send this process's stdout and stderr to ``path`` (appending)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(descriptor, 1)
+    os.dup2(descriptor, 2)
+    os.close(descriptor)
+
+
 def main() -> int:
     warnings.simplefilter("ignore")
-    job_id = int(sys.argv[1])
-    status = execute_job(Store(load_settings()), job_id)
+    settings = load_settings()
+    if sys.argv[1:] == ["--standby"]:
+        preload()
+        line = sys.stdin.readline().strip()
+        if not line:  # the runner stopped before it had a job for us
+            return 0
+        job_id = int(line)
+        log_to(settings.data_dir / "logs" / f"job-{job_id}.log")
+    else:
+        job_id = int(sys.argv[1])
+    status = execute_job(Store(settings), job_id)
     return 0 if status in ("done", "failed", "cancelled") else 1
 
 

@@ -26,6 +26,8 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult, get_const_value
 from torch import nn
 
+from viz_server.model import normalize
+
 TYPE_ONLY_OPS = (
     "Cast", "Constant", "ConstantOfShape", "Identity", "Shape", "Flatten", "Transpose", "Squeeze", "Unsqueeze",
     "Equal", "Conv", "ConvTranspose", "MaxPool", "GlobalAveragePool", "Dropout", "Elu", "Selu", "HardSigmoid",
@@ -53,6 +55,10 @@ def register() -> None:
         _add(op, version, converter, replace=True)
     for op in TYPE_ONLY_OPS:
         _alias_newer_versions(op)
+    fused_gelu = registry.OperationDescription(domain=normalize.FUSED_DOMAIN, operation_type="Gelu", version=1)
+    registry._CONVERTER_REGISTRY[fused_gelu] = convert_gelu
+    fused_linear = registry.OperationDescription(domain=normalize.FUSED_DOMAIN, operation_type="Linear", version=1)
+    registry._CONVERTER_REGISTRY[fused_linear] = convert_fused_linear
 
 
 @lru_cache(maxsize=1)
@@ -299,6 +305,23 @@ class Gelu(nn.Module, OnnxToTorchModule):
 
 def convert_gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return OperationConverterResult(torch_module=Gelu(node.attributes.get("approximate", "none")), onnx_mapping=_mapping(node))
+
+
+class FusedLinear(nn.Module, OnnxToTorchModule):
+    """``normalize.fuse_linear``'s MatMul + bias as one ``F.linear``, the weight stored out x in (contiguous)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight.t().contiguous(), requires_grad=False)
+        self.bias = nn.Parameter(bias.clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+def convert_fused_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    weight, bias = (get_const_value(name, graph) for name in node.input_values[1:3])
+    return OperationConverterResult(torch_module=FusedLinear(weight, bias), onnx_mapping=_mapping(node))
 
 
 class GlobalMaxPool(nn.Module, OnnxToTorchModule):

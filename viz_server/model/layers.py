@@ -15,7 +15,7 @@ from onnx import numpy_helper
 KIND_BY_OP = {
     "Conv": "conv", "ConvTranspose": "conv", "ConvInteger": "conv",
     "Relu": "relu", "LeakyRelu": "relu", "PRelu": "relu",
-    "Gemm": "linear", "MatMul": "linear",
+    "Gemm": "linear", "MatMul": "linear", "Linear": "linear",
     "MaxPool": "pool", "AveragePool": "pool", "GlobalAveragePool": "global_pool", "GlobalMaxPool": "global_pool",
     "BatchNormalization": "norm", "InstanceNormalization": "norm", "LayerNormalization": "norm",
     "GroupNormalization": "norm", "LRN": "norm",

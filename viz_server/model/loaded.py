@@ -30,8 +30,9 @@ from viz_server.model import verify as verify_stage
 from viz_server.model.convert import convert
 from viz_server.model.layers import Layer, LayerTable, build_layer_table
 from viz_server.model.spec import ModelSpec, build_spec, read_sidecar
+from viz_server.model.truncate import LayerOutputs
 
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"
 MEMORY_CACHE_SIZE = 8
 
 
@@ -99,6 +100,8 @@ class LoadedModel:
     layers: LayerTable
     conversion: ConversionReport
     metadata: dict[str, str]
+    _layer_sessions: dict = field(default_factory=dict, repr=False, compare=False)
+    _extractors: dict = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
     def session(self):
@@ -111,15 +114,40 @@ class LoadedModel:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Forward-only scores for a model-space batch of any size, on onnxruntime."""
+        if not len(batch):
+            return np.zeros((0, self.spec.num_classes), np.float32)
+        return self._run(self.session, batch, [self.onnx_model.graph.output[0].name])[0]
+
+    def predict_layers(self, batch: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
+        """Forward-only outputs of ``layers`` (ONNX node names) for a model-space batch, on onnxruntime.
+
+        The graph is run with those layers' outputs added as graph outputs (one session per set of layers)."""
+        tensors = [self._output_tensor(name) for name in layers]
+        key = tuple(tensors)
+        if key not in self._layer_sessions:
+            extended = onnx.ModelProto()
+            extended.CopyFrom(self.onnx_model)
+            known = {value.name: value for value in extended.graph.value_info}
+            for tensor in tensors:
+                extended.graph.output.append(known.get(tensor) or onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+            self._layer_sessions[key] = make_session(extended)
+        return dict(zip(layers, self._run(self._layer_sessions[key], batch, tensors)))
+
+    def _output_tensor(self, layer: str) -> str:
+        self.layer(layer)  # a clear sentence for an unknown name
+        return next(node.output[0] for node in self.onnx_model.graph.node if node.name == layer)
+
+    def _run(self, session, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+        """``outputs`` of ``session`` for a batch of any size (chunks of max_batch when the graph is fixed)."""
         size = self.max_batch or len(batch) or 1
-        outputs = []
+        parts = []
         for start in range(0, len(batch), size):
             chunk = np.ascontiguousarray(batch[start : start + size], dtype=np.float32)
             count = len(chunk)
             if count < size:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - count, axis=0)])
-            outputs.append(self.session.run(None, {self.spec.input_name: chunk})[0][:count])
-        return np.concatenate(outputs) if outputs else np.zeros((0, self.spec.num_classes), np.float32)
+            parts.append([values[:count] for values in session.run(outputs, {self.spec.input_name: chunk})])
+        return [np.concatenate([part[index] for part in parts]) for index in range(len(outputs))]
 
     def layer(self, name: str) -> Layer:
         """The layer with this ONNX node name, or a sentence naming a few real ones."""
@@ -133,6 +161,16 @@ class LoadedModel:
         """The torch submodule computing the ONNX node ``name`` (attach forward hooks here)."""
         graph = self.module.graph if isinstance(self.module, FixedBatch) else self.module
         return graph.get_submodule(self.layer(name).module_name)
+
+    def feature_extractor(self, layers: list[str]) -> LayerOutputs:
+        """A module: model-space batch -> {layer: output} for ``layers`` (ONNX node names), running the graph only
+        as far as the deepest of them (differentiable; see ``truncate``)."""
+        key = tuple(layers)
+        if key not in self._extractors:
+            graph = self.module.graph if isinstance(self.module, FixedBatch) else self.module
+            names = {name: self.layer(name).module_name for name in layers}
+            self._extractors[key] = LayerOutputs(graph, names, self.module.size if isinstance(self.module, FixedBatch) else None)
+        return self._extractors[key]
 
     def describe(self) -> dict[str, Any]:
         """Everything `viz-server inspect` shows, as JSON-ready data."""

@@ -6,6 +6,12 @@ Passes (each returns a note for the conversion report when it changed something)
 - ``fold_constants``: Constant, Identity-of-initializer, ConstantOfShape and any deterministic node whose
   inputs are all constant become initializers (PaddlePaddle exports and torch's de-duplicated weights).
 - ``strip_softmax``: a final Softmax/LogSoftmax is removed so the model returns pre-softmax scores.
+- ``fuse_gelu``: the five-node erf form of GELU that exporters before opset 20 write becomes one node, a
+  model-local function (onnxruntime and shape inference run its body; the converter makes it one
+  ``F.gelu``, which back-propagates in one kernel instead of five).
+- ``fuse_linear``: MatMul by a constant matrix followed by Add of a constant bias (how exporters write a
+  fully connected layer on more than two dimensions) becomes one ``Linear`` node, a model-local function;
+  the converter makes it one ``F.linear`` (one fused multiply-add instead of a matmul and an add).
 - ``infer_shapes``: ONNX shape inference, so every layer has an output shape.
 - ``dynamic_batch``: a fixed batch-1 input is made symbolic, with Reshape targets copying the batch axis
   (``verify`` later keeps this only if batch 2 matches onnxruntime image by image).
@@ -36,7 +42,7 @@ def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """Run every pass in order; return the new model and the notes of passes that changed something."""
     model = _copy(model)
     notes: list[str] = []
-    for step in (name_nodes, keep_main_output, fold_constants, strip_softmax, infer_shapes):
+    for step in (name_nodes, keep_main_output, fold_constants, strip_softmax, fuse_gelu, fuse_linear, infer_shapes):
         note = step(model)
         if note:
             notes.append(note)
@@ -230,6 +236,148 @@ def strip_softmax(model: onnx.ModelProto) -> str | None:
                 if input_name == softmax_output:
                     other.input[i] = softmax_input
     return f"removed the final {node.op_type} (node '{node.name}') so techniques see pre-softmax scores"
+
+
+FUSED_DOMAIN = "viz_server_fused"
+"""Domain of the model-local functions ``fuse_gelu`` writes (the converter has a converter for each)."""
+
+
+def fuse_gelu(model: onnx.ModelProto) -> str | None:
+    """Replace each erf-form GELU, ``x * 0.5 * (1 + erf(x / sqrt(2)))`` in any of the orders exporters write,
+    by one ``Gelu`` node of ``FUSED_DOMAIN`` defined as a model-local function with the same body."""
+    index = _GraphIndex(model)
+    fused = []
+    for erf in [node for node in model.graph.node if node.op_type == "Erf" and not node.domain]:
+        scaled = index.producers.get(erf.input[0])
+        if scaled is None or scaled.op_type not in ("Div", "Mul") or len(scaled.input) != 2 or index.only_consumer(scaled.output[0]) is not erf:
+            continue
+        x, constant = scaled.input
+        if scaled.op_type == "Mul" and constant not in index.constants:
+            constant, x = x, constant
+        expected = math.sqrt(2.0) if scaled.op_type == "Div" else 1 / math.sqrt(2.0)
+        factor = index.scalar(constant)
+        if factor is None or index.constants[constant].dtype != np.float32 or not math.isclose(factor, expected, rel_tol=1e-3):
+            continue  # (the function body is written in float32)
+        plus_one = index.only_consumer(erf.output[0])
+        if plus_one is None or plus_one.op_type != "Add" or index.scalar(index.other_input(plus_one, erf.output[0]) or "") != 1.0:
+            continue
+        tail = _gelu_tail(index, plus_one.output[0], x)
+        if tail is not None:
+            new = helper.make_node("Gelu", [x], [tail[-1].output[0]], name=tail[-1].name, domain=FUSED_DOMAIN)
+            fused.append(([scaled, erf, plus_one, *tail], new, tail[-1]))
+    if not fused:
+        return None
+    _replace(model, fused, _gelu_function)
+    return f"fused {len(fused)} erf-form GELU(s) into one node each"
+
+
+def _gelu_tail(index: "_GraphIndex", added: str, x: str) -> list[onnx.NodeProto] | None:
+    """The two multiplications around ``a = 1 + erf``: (x * a) * 0.5, (x * 0.5) * a or x * (a * 0.5), in
+    graph order (the last one computes the GELU), or None."""
+    first = index.only_consumer(added)
+    if first is None or first.op_type != "Mul":
+        return None
+    partner = index.other_input(first, added)
+    half = index.producers.get(partner or "")
+    if half is not None and half.op_type == "Mul" and x in half.input and index.only_consumer(partner) is first:
+        return [half, first] if index.scalar(index.other_input(half, x) or "") == 0.5 else None  # (x * 0.5) * a
+    second = index.only_consumer(first.output[0])
+    if second is None or second.op_type != "Mul":
+        return None
+    if partner == x and index.scalar(index.other_input(second, first.output[0]) or "") == 0.5:  # (x * a) * 0.5
+        return [first, second]
+    if partner is not None and index.scalar(partner) == 0.5 and index.other_input(second, first.output[0]) == x:  # x * (a * 0.5)
+        return [first, second]
+    return None
+
+
+def fuse_linear(model: onnx.ModelProto) -> str | None:
+    """Replace MatMul(x, W) + Add(b), W a constant float32 matrix and b a constant vector of its width, by
+    one ``Linear`` node of ``FUSED_DOMAIN`` (a model-local function with the same body)."""
+    index = _GraphIndex(model)
+    fused = []
+    for matmul in [node for node in model.graph.node if node.op_type == "MatMul" and not node.domain]:
+        weight = index.constants.get(matmul.input[1])
+        if weight is None or weight.ndim != 2 or weight.dtype != np.float32 or matmul.input[0] in index.constants:
+            continue
+        add = index.only_consumer(matmul.output[0])
+        bias_name = index.other_input(add, matmul.output[0]) if add is not None and add.op_type == "Add" else None
+        bias = index.constants.get(bias_name or "")
+        if bias is None or bias.dtype != np.float32 or bias.shape != (weight.shape[1],):
+            continue
+        node = helper.make_node("Linear", [matmul.input[0], matmul.input[1], bias_name], [add.output[0]], name=add.name, domain=FUSED_DOMAIN)
+        fused.append(([matmul, add], node, add))
+    if not fused:
+        return None
+    _replace(model, fused, _linear_function)
+    return f"fused {len(fused)} MatMul + bias pair(s) into one linear node each"
+
+
+class _GraphIndex:
+    """Lookups the fusion passes share: constants, who produces and who consumes each tensor."""
+
+    def __init__(self, model: onnx.ModelProto):
+        graph = model.graph
+        self.constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+        self.producers = {name: node for node in graph.node for name in node.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.outputs = {value.name for value in graph.output}
+
+    def scalar(self, name: str) -> float | None:
+        value = self.constants.get(name)
+        return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+    @staticmethod
+    def other_input(node: onnx.NodeProto, known: str) -> str | None:
+        if len(node.input) != 2 or known not in node.input:
+            return None
+        return node.input[1] if node.input[0] == known else node.input[0]
+
+    def only_consumer(self, name: str) -> onnx.NodeProto | None:
+        users = self.consumers.get(name, [])
+        return users[0] if len(users) == 1 and name not in self.outputs else None
+
+
+def _replace(model: onnx.ModelProto, fused: list, function) -> None:
+    """Each (old nodes, new node, the old node it takes the place of); add the function once."""
+    removed = {id(node) for nodes, _, _ in fused for node in nodes}
+    at = {id(last): new for _, new, last in fused}
+    kept = [at[id(node)] if id(node) in at else node for node in model.graph.node if id(node) not in removed or id(node) in at]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    if not any(opset.domain == FUSED_DOMAIN for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(FUSED_DOMAIN, 1))
+    name = fused[0][1].op_type
+    if not any(existing.domain == FUSED_DOMAIN and existing.name == name for existing in model.functions):
+        model.functions.append(function(opset_version(model)))
+    remove_dead_nodes(model)
+
+
+
+
+def _gelu_function(opset: int) -> onnx.FunctionProto:
+    """Gelu(x) = x * 0.5 * (1 + erf(x / sqrt(2))), as a model-local function in plain ONNX ops."""
+    def constant(name: str, value: float) -> onnx.NodeProto:
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, onnx.TensorProto.FLOAT, [], [value]))
+
+    nodes = [
+        constant("root_two", math.sqrt(2.0)), constant("one", 1.0), constant("half", 0.5),
+        helper.make_node("Div", ["x", "root_two"], ["scaled"]),
+        helper.make_node("Erf", ["scaled"], ["erf"]),
+        helper.make_node("Add", ["erf", "one"], ["plus_one"]),
+        helper.make_node("Mul", ["x", "plus_one"], ["product"]),
+        helper.make_node("Mul", ["product", "half"], ["y"]),
+    ]
+    return helper.make_function(FUSED_DOMAIN, "Gelu", ["x"], ["y"], nodes, [helper.make_opsetid("", opset)])
+
+
+def _linear_function(opset: int) -> onnx.FunctionProto:
+    """Linear(x, W, b) = MatMul(x, W) + b, as a model-local function."""
+    nodes = [helper.make_node("MatMul", ["x", "weight"], ["product"]), helper.make_node("Add", ["product", "bias"], ["y"])]
+    return helper.make_function(FUSED_DOMAIN, "Linear", ["x", "weight", "bias"], ["y"], nodes, [helper.make_opsetid("", opset)])
 
 
 def infer_shapes(model: onnx.ModelProto) -> str | None:

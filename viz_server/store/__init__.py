@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from viz_server.config import Settings
 from viz_server.errors import UserError
@@ -121,9 +121,14 @@ class Store:
             return arrays[name]
 
     # ---- reports ---------------------------------------------------------------------------------------
-    def reports(self) -> list[ReportRecord]:
+    def reports(self, limit: int | None = None, offset: int = 0) -> list[ReportRecord]:
+        """Reports, newest first (a page of them with ``limit`` and ``offset``)."""
         with self.db.session() as session:
-            return list(session.scalars(select(ReportRecord).order_by(ReportRecord.id.desc())))
+            return list(session.scalars(select(ReportRecord).order_by(ReportRecord.id.desc()).limit(limit).offset(offset)))
+
+    def report_count(self) -> int:
+        with self.db.session() as session:
+            return session.scalar(select(func.count()).select_from(ReportRecord))
 
 
 def thumbnail(data: bytes, size: int = 96) -> bytes:

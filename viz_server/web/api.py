@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify, request, url_for
 
 from viz_server.errors import UserError
 from viz_server.plugins import describe_plugins
 from viz_server.store import JobRecord, ReportRecord
 from viz_server.web import actions, export
-from viz_server.web.pages import _uploaded_files, dispatcher, store
+from viz_server.web.pages import REPORTS_PER_PAGE, _uploaded_files, dispatcher, report_page_number, store
 from viz_server.web.views import image_json, job_json, model_json
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -127,6 +127,17 @@ def comparison():
                                       str(body.get("technique", "")), _int_list(body.get("image_ids", []), "image_ids"),
                                       body.get("params") or {})
     return jsonify(export.report_json(store(), report)), 202
+
+
+@blueprint.get("/reports")
+def reports():
+    """A page of reports, newest first (``?page=N``, 50 a page); the total is in ``X-Total-Count``."""
+    page = report_page_number()
+    listed = store().reports(REPORTS_PER_PAGE, (page - 1) * REPORTS_PER_PAGE)
+    response = jsonify([{"id": report.id, "kind": report.kind, "title": report.title, "created": report.created_at.isoformat(timespec="seconds"),
+                         "url": url_for("pages.report_page", report_id=report.id)} for report in listed])
+    response.headers["X-Total-Count"] = str(store().report_count())
+    return response
 
 
 @blueprint.get("/reports/<int:report_id>")

@@ -256,9 +256,24 @@ def start_compare():
     return redirect(url_for("pages.report_page", report_id=report.id))
 
 
+REPORTS_PER_PAGE = 50
+
+
+def report_page_number() -> int:
+    """The ``page`` query parameter (1-based); a bad one is a 400 with one sentence."""
+    text = request.args.get("page", "1")
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"page {text!r} must be a whole number from 1 up.")
+    return int(text)
+
+
 @blueprint.get("/reports")
 def reports_page():
-    return render_template("reports.html", reports=store().reports())
+    page = report_page_number()
+    total = store().report_count()
+    pages = max(1, -(-total // REPORTS_PER_PAGE))
+    reports = store().reports(REPORTS_PER_PAGE, (page - 1) * REPORTS_PER_PAGE)
+    return render_template("reports.html", reports=reports, page=page, pages=pages, total=total)
 
 
 def _report_or_404(report_id: int) -> ReportRecord:
