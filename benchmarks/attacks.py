@@ -49,10 +49,11 @@ def main() -> None:
         generator = torch.Generator().manual_seed(0)
         ours_time = median_seconds(lambda: pgd(forward, unit, labels, EPSILON, STEP, STEPS, "Linf", random_start=True, generator=generator), args.repeats)
         reference_time = median_seconds(lambda: reference(images, labels), args.repeats)
+        ours_adversarial = pgd(forward, unit, labels, EPSILON, STEP, STEPS, "Linf", random_start=True, generator=generator).permute(0, 3, 1, 2)
+        reference_adversarial = reference(images, labels)
         with torch.no_grad():
-            ours_accuracy = (native(pgd(forward, unit, labels, EPSILON, STEP, STEPS, "Linf", random_start=True,
-                                        generator=generator).permute(0, 3, 1, 2)).argmax(1) == labels).float().mean()
-            reference_accuracy = (native(reference(images, labels)).argmax(1) == labels).float().mean()
+            ours_accuracy = (native(ours_adversarial).argmax(1) == labels).float().mean()
+            reference_accuracy = (native(reference_adversarial).argmax(1) == labels).float().mean()
         print(f"| {name} | {ours_time:.2f} | {reference_time:.2f} | {ours_time / reference_time:.2f} | {ours_accuracy:.2f} | {reference_accuracy:.2f} |", flush=True)
 
 

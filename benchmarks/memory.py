@@ -46,6 +46,11 @@ def measure(side: str, name: str, batch_size: int) -> dict:
         from captum.attr import Saliency
 
         work = lambda: Saliency(native).attribute(batch.clone(), target=targets)  # noqa: E731
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand memory freed while loading back to the kernel first
     before = resident_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # reset the high-water mark to the current RSS

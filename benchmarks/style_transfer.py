@@ -81,7 +81,7 @@ def main() -> None:
     relu_layers = [layer.name for layer in model.layers if layer.op == "Relu"]
     relu_indices = [index for index, module in enumerate(native[0]) if isinstance(module, nn.ReLU)]
     pictures = shapes.make_dataset(2, seed=3, size=args.size).images
-    content, style = (torch.from_numpy(picture).permute(2, 0, 1)[None].float() / 255.0 for picture in pictures)
+    content, style = (torch.from_numpy(picture).permute(2, 0, 1)[None].float().contiguous() / 255.0 for picture in pictures)
     params = {"style_layers": ",".join(relu_layers[i] for i in STYLE_RELUS), "content_layer": relu_layers[CONTENT_RELU],
               "steps": args.steps, "optimizer": "lbfgs", "tv_weight": 0.0, "style_weight": 1e4, "content_weight": 1.0}
     files = [(f"picture{index}.png", png_bytes(picture)) for index, picture in enumerate(pictures)]

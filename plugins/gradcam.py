@@ -30,20 +30,24 @@ def cam_layer(model, name: str) -> str:
     return chosen
 
 
-def activations_and_gradients(model, images: torch.Tensor, targets: torch.Tensor, layer: str, region=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's output A and d score[target] / dA, for every image (one forward, one backward)."""
+def activations_and_gradients(model, images: torch.Tensor, targets, layer: str, region=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's output A and d score[target] / dA, for every image (one forward, one backward).
+
+    The autograd graph starts at the layer: its output is detached and made to require gradients in the
+    forward hook, so the layers below it run without recording anything and the backward stops there."""
     captured: list[torch.Tensor] = []
 
     def keep(_module, _inputs, output):
         if not isinstance(output, torch.Tensor):
             raise UserError(f"layer '{layer}' has several outputs; pick a layer with one output.")
+        output = output.detach().requires_grad_(True)
         captured.append(output)
+        return output
 
     handle = model.submodule(layer).register_forward_hook(keep)
     try:
-        inputs = images.detach().clone().requires_grad_(True)  # parameters are frozen: this builds the graph
         with torch.enable_grad():
-            scores = model.module(inputs)
+            scores = model.module(images.detach())
             gradients = torch.autograd.grad(selected_score(scores, targets, region), captured)
     finally:
         handle.remove()

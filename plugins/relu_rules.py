@@ -21,21 +21,25 @@ UNCOVERED_KINDS = ("activation",)
 
 
 class _Guided(torch.autograd.Function):
+    """Forward: the unit's own output (a view, no copy). Backward: positive gradients where the input was positive."""
+
     @staticmethod
     def forward(ctx, x, y):
-        ctx.save_for_backward(x)
-        return y.clone()
+        ctx.save_for_backward(x > 0)  # a byte per value instead of keeping the float input alive
+        return y.view_as(y)
 
     @staticmethod
     def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad.clamp(min=0) * (x > 0).to(grad.dtype), None
+        (positive,) = ctx.saved_tensors
+        return grad.clamp(min=0).mul_(positive), None
 
 
 class _Deconv(torch.autograd.Function):
+    """Forward: the unit's own output. Backward: positive gradients, whatever the input was."""
+
     @staticmethod
     def forward(ctx, x, y):
-        return y.clone()
+        return y.view_as(y)
 
     @staticmethod
     def backward(ctx, grad):

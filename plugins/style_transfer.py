@@ -100,7 +100,7 @@ class StyleTransfer(Technique):
             features = extractor(image)
             style_term = weights["style"] * style_loss(features, style_grams) if weights["style"] else torch.zeros(())
             content_term = weights["content"] * content_loss(features[content_layer], content_target) if weights["content"] else torch.zeros(())
-            total = style_term + content_term + params["tv_weight"] * total_variation(image)
+            total = style_term + content_term + (params["tv_weight"] * total_variation(image) if params["tv_weight"] else 0.0)
             losses.append({"total": float(total), "style": float(style_term), "content": float(content_term)})
             return total
 

@@ -7,6 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 from sqlalchemy import func, select
+from sqlalchemy.orm import defer
 
 from viz_server.config import Settings
 from viz_server.errors import UserError
@@ -82,11 +83,15 @@ class Store:
         return self.db.add(JobRecord(kind="technique", technique=technique, model_id=model_id, image_ids=image_ids,
                                      params=params, seed=seed, second_image_id=second_image_id, report_id=report_id))
 
-    def jobs(self, limit: int = 200, report_id: int | None = None) -> list[JobRecord]:
+    def jobs(self, limit: int = 200, report_id: int | None = None, with_results: bool = True) -> list[JobRecord]:
+        """The newest ``limit`` jobs, or every job of a report in order; ``with_results=False`` leaves the
+        (large) result column unread, for lists."""
         with self.db.session() as session:
             query = select(JobRecord).order_by(JobRecord.id.desc()).limit(limit)
             if report_id is not None:
                 query = select(JobRecord).where(JobRecord.report_id == report_id).order_by(JobRecord.id)
+            if not with_results:
+                query = query.options(defer(JobRecord.result, raiseload=True))
             return list(session.scalars(query))
 
     def request_cancel(self, job_id: int) -> None:

@@ -9,7 +9,7 @@ from viz_server.plugins import describe_plugins
 from viz_server.store import JobRecord, ReportRecord
 from viz_server.web import actions, export
 from viz_server.web.pages import REPORTS_PER_PAGE, _uploaded_files, dispatcher, report_page_number, store
-from viz_server.web.views import image_json, job_json, model_json
+from viz_server.web.views import image_json, job_json, job_summaries, model_json
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -73,7 +73,7 @@ def upload_images():
 
 @blueprint.get("/jobs")
 def jobs():
-    return jsonify([job_json(store(), job) for job in store().jobs()])
+    return jsonify(job_summaries(store(), store().jobs(with_results=False)))
 
 
 @blueprint.post("/jobs")

@@ -13,7 +13,7 @@ from viz_server.plugins import describe_plugins, techniques
 from viz_server.store import JobRecord, ReportRecord, Store, thumbnail
 from viz_server.store.database import ImageRecord
 from viz_server.web import actions, export
-from viz_server.web.views import artifact_groups, image_json, job_json, model_json
+from viz_server.web.views import artifact_groups, image_json, job_json, job_summaries, model_json
 
 blueprint = Blueprint("pages", __name__)
 
@@ -46,7 +46,7 @@ def _job_or_404(job_id: int) -> JobRecord:
 @blueprint.get("/")
 def index():
     return render_template("index.html", models=[model_json(m) for m in store().models()],
-                           jobs=[job_json(store(), job) for job in store().jobs(limit=10)])
+                           jobs=job_summaries(store(), store().jobs(limit=10, with_results=False)))
 
 
 @blueprint.get("/plugins")
@@ -162,7 +162,7 @@ def submit_run():
 
 @blueprint.get("/jobs")
 def jobs_page():
-    return render_template("jobs.html", jobs=[job_json(store(), job) for job in store().jobs()])
+    return render_template("jobs.html", jobs=job_summaries(store(), store().jobs(with_results=False)))
 
 
 @blueprint.get("/jobs/<int:job_id>")

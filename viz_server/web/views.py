@@ -36,13 +36,18 @@ def image_json(record: ImageRecord) -> dict:
     }
 
 
-def job_json(store: Store, job: JobRecord) -> dict:
-    model = store.db.get(ModelRecord, job.model_id)
-    data = {
+def job_summaries(store: Store, jobs: list[JobRecord]) -> list[dict]:
+    """List views: every job without its result (one query for the model names, none for the results)."""
+    names = {model.id: model.name for model in store.models()}
+    return [job_summary(job, names.get(job.model_id)) for job in jobs]
+
+
+def job_summary(job: JobRecord, model_name: str | None) -> dict:
+    return {
         "id": job.id,
         "kind": job.kind,
         "technique": job.technique,
-        "model": {"id": job.model_id, "name": model.name if model else None},
+        "model": {"id": job.model_id, "name": model_name},
         "report_id": job.report_id,
         "status": job.status,
         "progress": {"done": job.progress_done, "total": job.progress_total, "message": job.progress_message},
@@ -56,8 +61,14 @@ def job_json(store: Store, job: JobRecord) -> dict:
         "finished": _time(job.finished_at),
         "seconds": job.seconds,
         "url": url_for("pages.job_page", job_id=job.id),
-        "result": None,
     }
+
+
+def job_json(store: Store, job: JobRecord) -> dict:
+    """One job with its result: artifact and array URLs added, points artifacts laid out for SVG."""
+    model = store.db.get(ModelRecord, job.model_id)
+    data = job_summary(job, model.name if model else None)
+    data["result"] = None
     if job.status == "done" and job.kind == "technique" and job.result:
         result = dict(job.result)
         result["artifacts"] = [
