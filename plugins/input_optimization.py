@@ -58,7 +58,7 @@ def to_model_space(spec, unit: torch.Tensor) -> torch.Tensor:
     low, high = spec.value_range
     values = low + unit * (high - low)
     values = (values - torch.tensor(spec.mean, dtype=unit.dtype)) / torch.tensor(spec.std, dtype=unit.dtype)
-    return values.permute(0, 3, 1, 2).contiguous() if spec.layout == "NCHW" else values  # NCHW-contiguous: the fast conv path
+    return values.permute(0, 3, 1, 2) if spec.layout == "NCHW" else values
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -83,3 +83,31 @@ def test_matmul_whose_product_is_used_twice_is_not_fused():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 3])], [weight, bias])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert normalize.fuse_linear(model) is None
+
+
+def test_silu_fuses_into_one_node_with_the_same_outputs():
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])]
+    graph = helper.make_graph(nodes, "silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert normalize.fuse_silu(model) == "fused 1 x * sigmoid(x) into one SiLU node each"
+    assert [(node.op_type, node.domain) for node in model.graph.node] == [("Silu", normalize.FUSED_DOMAIN)]
+
+    import onnxruntime
+
+    x = np.linspace(-4, 4, 10, dtype=np.float32).reshape(2, 5)
+    fused = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(fused, x / (1 + np.exp(-x)), rtol=1e-5, atol=1e-6)
+    converted = load_model(_silu_image_model(), use_cache=False)
+    assert "SiLU" in " ".join(converted.conversion.passes) and converted.conversion.worst_rel_error < 1e-5
+    assert any(layer.op == "Silu" and layer.kind == "activation" for layer in converted.layers)
+
+
+def _silu_image_model() -> bytes:
+    import io
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.SiLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(network, (torch.rand(1, 3, 16, 16),), buffer, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False,
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    return buffer.getvalue()

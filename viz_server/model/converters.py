@@ -55,10 +55,8 @@ def register() -> None:
         _add(op, version, converter, replace=True)
     for op in TYPE_ONLY_OPS:
         _alias_newer_versions(op)
-    fused_gelu = registry.OperationDescription(domain=normalize.FUSED_DOMAIN, operation_type="Gelu", version=1)
-    registry._CONVERTER_REGISTRY[fused_gelu] = convert_gelu
-    fused_linear = registry.OperationDescription(domain=normalize.FUSED_DOMAIN, operation_type="Linear", version=1)
-    registry._CONVERTER_REGISTRY[fused_linear] = convert_fused_linear
+    for op, converter in (("Gelu", convert_gelu), ("Silu", convert_silu), ("Linear", convert_fused_linear)):
+        registry._CONVERTER_REGISTRY[registry.OperationDescription(domain=normalize.FUSED_DOMAIN, operation_type=op, version=1)] = converter
 
 
 @lru_cache(maxsize=1)
@@ -305,6 +303,15 @@ class Gelu(nn.Module, OnnxToTorchModule):
 
 def convert_gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return OperationConverterResult(torch_module=Gelu(node.attributes.get("approximate", "none")), onnx_mapping=_mapping(node))
+
+
+class Silu(nn.Module, OnnxToTorchModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x)
+
+
+def convert_silu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    return OperationConverterResult(torch_module=Silu(), onnx_mapping=_mapping(node))
 
 
 class FusedLinear(nn.Module, OnnxToTorchModule):

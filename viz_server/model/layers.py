@@ -20,7 +20,7 @@ KIND_BY_OP = {
     "BatchNormalization": "norm", "InstanceNormalization": "norm", "LayerNormalization": "norm",
     "GroupNormalization": "norm", "LRN": "norm",
     "Sigmoid": "activation", "Tanh": "activation", "HardSigmoid": "activation", "HardSwish": "activation",
-    "Gelu": "activation", "Elu": "activation", "Selu": "activation", "Softplus": "activation", "Mish": "activation",
+    "Gelu": "activation", "Silu": "activation", "Elu": "activation", "Selu": "activation", "Softplus": "activation", "Mish": "activation",
     "Erf": "activation",
     "Add": "merge", "Sum": "merge", "Concat": "merge", "Mul": "merge",
     "Reshape": "shape", "Flatten": "shape", "Transpose": "shape", "Squeeze": "shape", "Unsqueeze": "shape",

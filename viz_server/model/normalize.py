@@ -9,6 +9,8 @@ Passes (each returns a note for the conversion report when it changed something)
 - ``fuse_gelu``: the five-node erf form of GELU that exporters before opset 20 write becomes one node, a
   model-local function (onnxruntime and shape inference run its body; the converter makes it one
   ``F.gelu``, which back-propagates in one kernel instead of five).
+- ``fuse_silu``: ``x * sigmoid(x)`` (SiLU / swish, EfficientNet's activation) becomes one ``Silu`` node the
+  same way (one ``F.silu``).
 - ``fuse_linear``: MatMul by a constant matrix followed by Add of a constant bias (how exporters write a
   fully connected layer on more than two dimensions) becomes one ``Linear`` node, a model-local function;
   the converter makes it one ``F.linear`` (one fused multiply-add instead of a matmul and an add).
@@ -42,7 +44,7 @@ def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """Run every pass in order; return the new model and the notes of passes that changed something."""
     model = _copy(model)
     notes: list[str] = []
-    for step in (name_nodes, keep_main_output, fold_constants, strip_softmax, fuse_gelu, fuse_linear, infer_shapes):
+    for step in (name_nodes, keep_main_output, fold_constants, strip_softmax, fuse_gelu, fuse_silu, fuse_linear, infer_shapes):
         note = step(model)
         if note:
             notes.append(note)
@@ -291,6 +293,22 @@ def _gelu_tail(index: "_GraphIndex", added: str, x: str) -> list[onnx.NodeProto]
     return None
 
 
+def fuse_silu(model: onnx.ModelProto) -> str | None:
+    """Replace Mul(x, Sigmoid(x)) by one ``Silu`` node of ``FUSED_DOMAIN`` (a model-local function)."""
+    index = _GraphIndex(model)
+    fused = []
+    for sigmoid in [node for node in model.graph.node if node.op_type == "Sigmoid" and not node.domain]:
+        multiply = index.only_consumer(sigmoid.output[0])
+        if multiply is None or multiply.op_type != "Mul" or index.other_input(multiply, sigmoid.output[0]) != sigmoid.input[0]:
+            continue
+        new = helper.make_node("Silu", [sigmoid.input[0]], [multiply.output[0]], name=multiply.name, domain=FUSED_DOMAIN)
+        fused.append(([sigmoid, multiply], new, multiply))
+    if not fused:
+        return None
+    _replace(model, fused, _silu_function)
+    return f"fused {len(fused)} x * sigmoid(x) into one SiLU node each"
+
+
 def fuse_linear(model: onnx.ModelProto) -> str | None:
     """Replace MatMul(x, W) + Add(b), W a constant float32 matrix and b a constant vector of its width, by
     one ``Linear`` node of ``FUSED_DOMAIN`` (a model-local function with the same body)."""
@@ -372,6 +390,12 @@ def _gelu_function(opset: int) -> onnx.FunctionProto:
         helper.make_node("Mul", ["product", "half"], ["y"]),
     ]
     return helper.make_function(FUSED_DOMAIN, "Gelu", ["x"], ["y"], nodes, [helper.make_opsetid("", opset)])
+
+
+def _silu_function(opset: int) -> onnx.FunctionProto:
+    """Silu(x) = x * Sigmoid(x), as a model-local function."""
+    nodes = [helper.make_node("Sigmoid", ["x"], ["gate"]), helper.make_node("Mul", ["x", "gate"], ["y"])]
+    return helper.make_function(FUSED_DOMAIN, "Silu", ["x"], ["y"], nodes, [helper.make_opsetid("", opset)])
 
 
 def _linear_function(opset: int) -> onnx.FunctionProto:
