@@ -30,7 +30,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    import torchattacks
+    try:
+        import torchattacks
+    except ImportError:
+        raise SystemExit("torchattacks is not installed; install it with: python3 -m pip install --no-deps torchattacks") from None
 
     print(software_line("torchattacks"))
     print(f"PGD-{STEPS} L-inf, batch {args.batch} at 224x224, median of {args.repeats}\n")

@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 from benchmarks.common import software_line
+from viz_server.testing import running_server
 
 HEADERS = {"Content-Type": "application/json", "X-Requested-With": "benchmark"}
 SMALL_JOB_PARAMS = {"sanity_check": False, "faithfulness": False}
@@ -34,31 +31,11 @@ SMALL_JOB_PARAMS = {"sanity_check": False, "faithfulness": False}
 
 @contextlib.contextmanager
 def server(data_dir: Path, extra_env: dict | None = None):
-    """`viz-server serve` on a free loopback port; yields its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "VIZ_SERVER_DATA": str(data_dir), **(extra_env or {})}
-    env.pop("VIZ_SERVER_BROKER_URL", None)
-    process = subprocess.Popen([sys.executable, "-m", "viz_server.cli", "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                get(base, "/api/models")
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.2)
+    """A real server on loopback, yielded once the shipped models are inspected."""
+    with running_server(data_dir, extra_env, timeout=120) as base:
         while any(model["status"] == "inspecting" for model in get(base, "/api/models")):
             time.sleep(0.2)
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def get(base: str, path: str):
@@ -152,9 +129,10 @@ def main() -> None:
         store_reports(data_dir, template["id"], args.reports)
         with server(data_dir, {"VIZ_SERVER_STANDBY": "0"}) as base:
             cold = dispatch_overheads(base, args.jobs, pause=0.5)
-            with urllib.request.urlopen(base + "/api/reports?page=10", timeout=60) as response:
+            with urllib.request.urlopen(base + "/api/reports", timeout=60) as response:
                 total = int(response.headers["X-Total-Count"])
-                report_id = json.loads(response.read())[0]["id"]
+            middle_page = max(1, (total // 50) // 2)  # a report from the middle of the list
+            report_id = get(base, f"/api/reports?page={middle_page}")[0]["id"]
             job_id = get(base, f"/api/reports/{report_id}")["jobs"][0]["id"]
             paths = ["/", "/reports", f"/reports/{report_id}", "/jobs", f"/jobs/{job_id}", "/models", "/run",
                      "/api/reports", f"/api/reports/{report_id}", "/api/jobs", f"/api/jobs/{job_id}"]

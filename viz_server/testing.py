@@ -8,12 +8,22 @@
 pass) with its default params and asserts the Result contract: declared schema valid, PNG artifacts that
 decode, arrays behind pictures present, JSON-ready metrics, plain-sentence caveats, provenance stamped, the
 same seed giving the same arrays, and cancellation honoured.
+
+``running_server`` starts a real ``viz-server serve`` on a free loopback port for integration tests (and the
+server benchmark).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import numpy as np
 from PIL import Image
@@ -96,3 +106,33 @@ def check_plugin(plugin, model=None) -> list[Result]:
     registered = list(plugin.register_techniques())
     assert registered, "register_techniques() returned no techniques"
     return [check_technique_contract(technique, model) for technique in registered]
+
+
+@contextlib.contextmanager
+def running_server(data_dir, extra_env: dict | None = None, timeout: float = 60.0):
+    """`viz-server serve` in a real process on a free loopback port, data in ``data_dir``; yields its base URL
+    once the API answers, and stops the server on exit."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "VIZ_SERVER_DATA": str(data_dir), **(extra_env or {})}
+    env.pop("VIZ_SERVER_BROKER_URL", None)
+    process = subprocess.Popen([sys.executable, "-m", "viz_server.cli", "serve", "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(base + "/api/models", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the server exited: {process.stderr.read().decode()[-2000:]}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not answer within {timeout:g} s") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

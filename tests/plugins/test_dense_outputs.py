@@ -3,7 +3,6 @@
 import contextlib
 import io
 
-import numpy as np
 import pytest
 import torch
 from captum.attr import LayerGradCam, Saliency

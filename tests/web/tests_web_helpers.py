@@ -1,14 +1,9 @@
-import contextlib
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
 from viz_server.config import load_settings
+from viz_server.testing import running_server  # noqa: F401  (the web tests import it from here)
 from viz_server.web import create_app
 
 API = {"X-Requested-With": "tests"}
@@ -69,28 +64,3 @@ def csrf(client, page: str = "/models") -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
-@contextlib.contextmanager
-def running_server(data_dir, extra_env: dict | None = None):
-    """`viz-server serve` in a real process on a free loopback port; yields its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "VIZ_SERVER_DATA": str(data_dir), **(extra_env or {})}
-    env.pop("VIZ_SERVER_BROKER_URL", None)
-    process = subprocess.Popen([sys.executable, "-m", "viz_server.cli", "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(base + "/api/models", timeout=2)
-                break
-            except OSError:
-                assert process.poll() is None, process.stderr.read().decode()
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
