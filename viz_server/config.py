@@ -7,7 +7,7 @@ VIZ_SERVER_TOKEN         access token (required for non-loopback binds; generate
 VIZ_SERVER_MAX_JOBS      jobs run at once by the embedded runner (default 2)
 VIZ_SERVER_JOB_TIMEOUT   seconds before a job is killed (default 900)
 VIZ_SERVER_MAX_UPLOAD_MB largest upload accepted (default 256)
-VIZ_SERVER_STANDBY       1 = keep one job process warm (imports done) so jobs start at once; 0 = start each cold
+VIZ_SERVER_STANDBY       1 = keep a job process warm per job slot (imports done) so jobs start at once; 0 = start each cold
 """
 
 from __future__ import annotations

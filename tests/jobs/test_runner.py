@@ -116,31 +116,27 @@ def test_restart_keeps_results_and_requeues_interrupted_jobs(ready_data):
         app.extensions["viz_dispatcher"].stop()
 
 
-def test_jobs_start_in_the_warm_standby_process_and_a_new_one_waits(ready_data):
-    store, runner = _runner(ready_data, max_jobs=1)
+def test_jobs_start_in_a_warm_standby_process_and_a_new_one_waits(ready_data):
+    store, runner = _runner(ready_data, max_jobs=2)
     try:
-        deadline = time.monotonic() + 60
-        while runner.standby is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        standby = runner.standby
-        job_id = _job(store)
-        runner.submit(job_id)
-        assert _wait(store, job_id).status == "done"
-        assert standby.wait(timeout=30) == 0  # the standby ran this job and exited
-        assert runner.standby is not None and runner.standby.pid != standby.pid and runner.standby.poll() is None
-        log = (ready_data / "logs" / f"job-{job_id}.log")
-        assert log.exists()  # the standby moved its output to the job's log
+        assert len(runner.standbys) == 2  # one per job slot
+        first, second = runner.standbys
+        jobs = [_job(store), _job(store)]  # a burst: both start warm
+        runner.submit(jobs[0])
+        assert all(_wait(store, job_id).status == "done" for job_id in jobs)
+        assert first.wait(timeout=30) == 0 and second.wait(timeout=30) == 0  # the standbys ran the jobs and exited
+        assert len(runner.standbys) == 2 and all(s.poll() is None and s.pid not in (first.pid, second.pid) for s in runner.standbys)
+        assert all((ready_data / "logs" / f"job-{job_id}.log").exists() for job_id in jobs)  # output moved to the job logs
     finally:
         runner.stop()
-    assert runner.standby.poll() is not None  # stop() leaves no standby behind
+    assert all(standby.poll() is not None for standby in runner.standbys)  # stop() leaves no standby behind
 
 
 def test_a_dead_standby_falls_back_to_a_fresh_process(ready_data):
     store, runner = _runner(ready_data, max_jobs=1)
     try:
-        runner.standby.kill()
-        runner.standby.wait(timeout=10)
+        runner.standbys[0].kill()
+        runner.standbys[0].wait(timeout=10)
         assert _wait(store, _job(store)).status == "done"
     finally:
         runner.stop()
@@ -149,8 +145,8 @@ def test_a_dead_standby_falls_back_to_a_fresh_process(ready_data):
 def test_standby_can_be_turned_off(ready_data):
     store, runner = _runner(ready_data, standby=False)
     try:
-        assert runner.standby is None
+        assert runner.standbys == []
         assert _wait(store, _job(store)).status == "done"
-        assert runner.standby is None
+        assert runner.standbys == []
     finally:
         runner.stop()

@@ -1,9 +1,9 @@
 """The embedded job runner: no external service; each job runs in its own process.
 
 A thread in the server claims queued jobs (up to ``max_jobs`` at once) and gives each to a process of its own:
-the warm standby process (``python -m viz_server.jobs.process --standby``, started ahead with everything
-imported) when one is ready, else a fresh ``python -m viz_server.jobs.process JOB_ID``; then it starts the
-next standby. It kills a job that outlives ``job_timeout`` or
+a warm standby process (``python -m viz_server.jobs.process --standby``, started ahead with everything
+imported; one per job slot, so a burst such as an audit starts warm too) when one is alive, else a fresh
+``python -m viz_server.jobs.process JOB_ID``; then it tops the standbys up again. It kills a job that outlives ``job_timeout`` or
 ignores a cancel request, and when a process dies without recording an outcome (a segfault inside
 onnxruntime, the OOM killer) it retries the job ``job_retries`` times, then marks it failed.
 """
@@ -28,7 +28,7 @@ class EmbeddedRunner:
     def __init__(self, store: Store, settings: Settings):
         self.store, self.settings = store, settings
         self.running: dict[int, tuple[subprocess.Popen, float]] = {}
-        self.standby: subprocess.Popen | None = None
+        self.standbys: list[subprocess.Popen] = []
         self.cancel_seen: dict[int, float] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -37,7 +37,7 @@ class EmbeddedRunner:
     # ---- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         self.store.db.requeue_orphans()
-        self._start_standby()
+        self._start_standbys()
         self._thread = threading.Thread(target=self._loop, name="viz-server-jobs", daemon=True)
         self._thread.start()
 
@@ -48,9 +48,9 @@ class EmbeddedRunner:
             self._thread.join(timeout=5)
         for process, _ in self.running.values():
             process.kill()
-        if self.standby is not None:
-            self.standby.kill()
-            self.standby.wait(timeout=10)
+        for standby in self.standbys:
+            standby.kill()
+            standby.wait(timeout=10)
 
     def submit(self, job_id: int) -> None:
         """A job was queued: look now instead of at the next poll."""
@@ -81,13 +81,14 @@ class EmbeddedRunner:
             with open(self._log_dir() / f"job-{job_id}.log", "ab") as log:
                 process = self._start([str(job_id)], stdin=subprocess.DEVNULL, stdout=log)
         self.running[job_id] = (process, time.monotonic())
-        self._start_standby()
+        self._start_standbys()
 
     def _take_standby(self, job_id: int) -> subprocess.Popen | None:
-        """Hand ``job_id`` to the standby process if it is alive; None if there is none to take."""
-        process, self.standby = self.standby, None
-        if process is None or process.poll() is not None:
+        """Hand ``job_id`` to a standby process that is alive; None if there is none to take."""
+        self.standbys = [standby for standby in self.standbys if standby.poll() is None]
+        if not self.standbys:
             return None
+        process = self.standbys.pop(0)  # the oldest: the most likely to have finished its imports
         try:
             process.stdin.write(f"{job_id}\n".encode())
             process.stdin.close()
@@ -96,10 +97,14 @@ class EmbeddedRunner:
             return None
         return process
 
-    def _start_standby(self) -> None:
-        if self.settings.standby and not self._stop.is_set() and (self.standby is None or self.standby.poll() is not None):
+    def _start_standbys(self) -> None:
+        """Keep one live standby per job slot (none when ``standby`` is off)."""
+        if not self.settings.standby or self._stop.is_set():
+            return
+        self.standbys = [standby for standby in self.standbys if standby.poll() is None]
+        while len(self.standbys) < self.settings.max_jobs:
             with open(self._log_dir() / "standby.log", "ab") as log:
-                self.standby = self._start(["--standby"], stdin=subprocess.PIPE, stdout=log)
+                self.standbys.append(self._start(["--standby"], stdin=subprocess.PIPE, stdout=log))
 
     def _start(self, arguments: list[str], stdin, stdout) -> subprocess.Popen:
         env = {
