@@ -82,3 +82,19 @@ def test_feature_extractor_runs_a_fixed_batch_graph_in_chunks():
     outputs = model.feature_extractor([layer])(batch)[layer]
     assert outputs.shape[0] == 3
     np.testing.assert_allclose(outputs.detach().numpy(), model.predict_layers(batch.numpy(), [layer])[layer], rtol=1e-4, atol=1e-5)
+
+
+def test_a_copy_with_another_graph_does_not_share_the_feature_extractors(shapes_model):
+    """The sanity check randomizes a copy made with dataclasses.replace: its extractors must use its own weights."""
+    import copy
+    import dataclasses
+
+    layer = shapes_model.layers.default_cam_layer
+    batch = torch.rand(1, 3, 64, 64)
+    original = shapes_model.feature_extractor([layer])(batch)[layer]
+    twin = dataclasses.replace(shapes_model, module=copy.deepcopy(shapes_model.module))
+    with torch.no_grad():
+        for parameter in twin.module.parameters():
+            parameter.mul_(-1.0)
+    assert twin.feature_extractor([layer]) is not shapes_model.feature_extractor([layer])
+    assert not torch.allclose(twin.feature_extractor([layer])(batch)[layer], original)

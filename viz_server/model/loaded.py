@@ -100,8 +100,10 @@ class LoadedModel:
     layers: LayerTable
     conversion: ConversionReport
     metadata: dict[str, str]
-    _layer_sessions: dict = field(default_factory=dict, repr=False, compare=False)
-    _extractors: dict = field(default_factory=dict, repr=False, compare=False)
+    # caches built from this instance's graphs; init=False, so dataclasses.replace (the sanity check's
+    # randomized copy) starts with empty ones instead of sharing the original's
+    _layer_sessions: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _extractors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @cached_property
     def session(self):
