@@ -53,15 +53,11 @@ class Adversarial(Technique):
     def run(self, ctx: Context, params: dict) -> Result:
         spec = ctx.model.spec
         unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
-        forward = attacks.unit_forward(ctx.model)
-        with torch.no_grad():
-            before = forward(unit).argmax(1)
+        before = attacks.predicted_classes(ctx.model, unit)
         targeted = bool(params["target"].strip())
         labels = torch.full_like(before, spec.class_index(params["target"])) if targeted else before
         adversarial = run_attack(ctx, unit, labels, params, targeted)
-        with torch.no_grad():
-            after_scores = forward(adversarial)
-        after = after_scores.argmax(1)
+        after = attacks.predicted_classes(ctx.model, adversarial)
         success = (after == labels) if targeted else (after != before)
         linf, l2 = attacks.perturbation_sizes(unit, adversarial)
         result = Result(

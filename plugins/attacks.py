@@ -28,6 +28,11 @@ def unit_forward(model) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda unit: model.module(to_model_space(model.spec, unit))
 
 
+def predicted_classes(model, unit: torch.Tensor) -> torch.Tensor:
+    """Each unit-space image's predicted class: forward-only, so on onnxruntime (see benchmarks/sweeps.py)."""
+    return torch.from_numpy(model.predict(model.spec.unit_to_model(unit.detach().numpy())).argmax(1))
+
+
 def loss_gradient(forward, unit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Gradient of the summed cross-entropy loss with respect to the unit-space images."""
     inputs = unit.detach().clone().requires_grad_(True)
@@ -103,19 +108,15 @@ def fooling_image(forward, unit: torch.Tensor, targets: torch.Tensor, step_size:
     current = unit.detach().clone()
     needed = torch.full((len(unit),), -1, dtype=torch.long)
     for step in range(max_steps + 1):
-        with torch.no_grad():
-            predicted = forward(current).argmax(1)
-        reached = (predicted == targets) & (needed < 0)
-        needed[reached] = step
-        active = needed < 0
-        if not active.any():
-            break
-        if step == max_steps:
-            break
         inputs = current.clone().requires_grad_(True)
         with torch.enable_grad():
-            scores = forward(inputs)
-            (gradient,) = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), inputs)
+            scores = forward(inputs)  # one forward per step serves the check and the gradient
+        reached = (scores.detach().argmax(1) == targets) & (needed < 0)
+        needed[reached] = step
+        active = needed < 0
+        if not active.any() or step == max_steps:
+            break
+        (gradient,) = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), inputs)
         stepped = (current + step_size * gradient.sign()).clamp(0.0, 1.0)
         current = torch.where(active.view(-1, *[1] * (current.dim() - 1)), stepped, current).detach()
         if on_step is not None:

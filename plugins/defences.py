@@ -41,8 +41,7 @@ class Defences(Technique):
         spec = ctx.model.spec
         unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         forward = attacks.unit_forward(ctx.model)
-        with torch.no_grad():
-            clean_predictions = forward(unit).argmax(1)
+        clean_predictions = attacks.predicted_classes(ctx.model, unit)
         labels, source = labels_for(ctx, clean_predictions)
         adversarial = attacks.pgd(forward, unit, labels, params["epsilon"], 2.5 * params["epsilon"] / params["steps"], params["steps"])
         rng = ctx.rng

@@ -30,8 +30,7 @@ class FoolingImage(Technique):
         target = spec.class_index(params["target"])
         unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         forward = attacks.unit_forward(ctx.model)
-        with torch.no_grad():
-            before = forward(unit).argmax(1)
+        before = attacks.predicted_classes(ctx.model, unit)
         fooled, steps = attacks.fooling_image(forward, unit, torch.full_like(before, target), params["step_size"], params["max_steps"],
                                               on_step=lambda step: ctx.progress(step + 1, params["max_steps"], f"step {step + 1}"))
         linf, l2 = attacks.perturbation_sizes(unit, fooled)

@@ -58,8 +58,7 @@ class RobustnessCurve(Technique):
             raise UserError("attacks must be fgsm, pgd or fgsm,pgd.")
         unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         forward = attacks.unit_forward(ctx.model)
-        with torch.no_grad():
-            clean = forward(unit).argmax(1)
+        clean = attacks.predicted_classes(ctx.model, unit)
         labels, source = labels_for(ctx, clean)
         correct = clean == labels
         accuracy = {attack: [] for attack in chosen}
@@ -73,8 +72,7 @@ class RobustnessCurve(Technique):
                     adversarial = attacks.fgsm(forward, unit, labels, epsilon)
                 else:
                     adversarial = attacks.pgd(forward, unit, labels, epsilon, 2.5 * epsilon / params["steps"], params["steps"], params["norm"])
-                with torch.no_grad():
-                    still = forward(adversarial).argmax(1) == labels
+                still = attacks.predicted_classes(ctx.model, adversarial) == labels
                 accuracy[attack].append(float(still.float().mean()))
                 flipped = (correct & ~still).numpy() & np.isnan(smallest[attack])  # numpy bools: a mask, not indices
                 smallest[attack][flipped] = epsilon

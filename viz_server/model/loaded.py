@@ -30,7 +30,7 @@ from viz_server.model import verify as verify_stage
 from viz_server.model.convert import convert
 from viz_server.model.layers import Layer, LayerTable, build_layer_table
 from viz_server.model.spec import ModelSpec, build_spec, read_sidecar
-from viz_server.model.truncate import LayerOutputs
+from viz_server.model.truncate import LayerOutputs, cut_after
 
 CACHE_FORMAT = "2"
 MEMORY_CACHE_SIZE = 8
@@ -61,20 +61,25 @@ class ConversionReport:
 
 
 class FixedBatch(nn.Module):
-    """Runs a graph that only accepts batches of exactly ``size`` on any batch, ``size`` images at a time."""
+    """Runs a graph that only accepts batches of exactly ``size`` on any batch, ``size`` images at a time.
+
+    The graph may return one tensor or a tuple of them (a graph cut after several layers)."""
 
     def __init__(self, graph: nn.Module, size: int):
         super().__init__()
         self.graph, self.size = graph, size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
+    def forward(self, x: torch.Tensor):
+        chunks = []
         for chunk in x.split(self.size):
             count = chunk.shape[0]
             if count < self.size:  # pad the last chunk by repeating its final image
                 chunk = torch.cat([chunk, chunk[-1:].expand(self.size - count, *chunk.shape[1:])])
-            outputs.append(self.graph(chunk)[:count])
-        return torch.cat(outputs)
+            output = self.graph(chunk)
+            chunks.append([part[:count] for part in output] if isinstance(output, tuple) else output[:count])
+        if isinstance(chunks[0], list):
+            return tuple(torch.cat(parts) for parts in zip(*chunks))
+        return torch.cat(chunks)
 
 
 @dataclass
@@ -170,8 +175,8 @@ class LoadedModel:
         key = tuple(layers)
         if key not in self._extractors:
             graph = self.module.graph if isinstance(self.module, FixedBatch) else self.module
-            names = {name: self.layer(name).module_name for name in layers}
-            self._extractors[key] = LayerOutputs(graph, names, self.module.size if isinstance(self.module, FixedBatch) else None)
+            cut = cut_after(graph, [self.layer(name).module_name for name in layers])
+            self._extractors[key] = LayerOutputs(layers, FixedBatch(cut, self.module.size) if isinstance(self.module, FixedBatch) else cut)
         return self._extractors[key]
 
     def describe(self) -> dict[str, Any]:

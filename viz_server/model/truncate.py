@@ -16,24 +16,14 @@ from torch import nn
 
 
 class LayerOutputs(nn.Module):
-    """``forward(x)`` -> {layer: output} for the chosen layers (ONNX node names), on a graph cut after them."""
+    """``forward(x)`` -> {layer: output}: names the tuple a cut graph (``cut_after``) returns."""
 
-    def __init__(self, graph: torch.fx.GraphModule, module_names: dict[str, str], fixed_batch: int | None = None):
+    def __init__(self, layers: list[str], cut: nn.Module):
         super().__init__()
-        self.layers = list(module_names)
-        self.cut = cut_after(graph, list(module_names.values()))
-        self.fixed_batch = fixed_batch  # the graph only takes batches of exactly this many images
+        self.layers, self.cut = list(layers), cut
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.fixed_batch is None:
-            return dict(zip(self.layers, self.cut(x)))
-        chunks = []
-        for chunk in x.split(self.fixed_batch):
-            count = chunk.shape[0]
-            if count < self.fixed_batch:  # pad the last chunk by repeating its final image
-                chunk = torch.cat([chunk, chunk[-1:].expand(self.fixed_batch - count, *chunk.shape[1:])])
-            chunks.append([output[:count] for output in self.cut(chunk)])
-        return {layer: torch.cat([outputs[index] for outputs in chunks]) for index, layer in enumerate(self.layers)}
+        return dict(zip(self.layers, self.cut(x)))
 
 
 def cut_after(graph: torch.fx.GraphModule, module_names: list[str]) -> torch.fx.GraphModule:
