@@ -17,8 +17,8 @@ import torch
 import torchvision
 
 from benchmarks.common import export_native, median_seconds, software_line
-from viz_server.model.loaded import load_model
-from viz_server_plugins.attacks import pgd, unit_forward
+from viz_server.model.pipeline import load_model
+from viz_server_plugins.toolkit.attacks import pgd, unit_forward
 
 EPSILON, STEP, STEPS = 8 / 255, 2 / 255, 10
 

@@ -18,7 +18,7 @@ import torch
 import torchvision
 
 from viz_server.errors import UserError
-from viz_server.model import loaded
+from viz_server.model import cache, pipeline
 
 DEFAULT_MODELS = (
     "resnet18", "mobilenet_v2", "mobilenet_v3_small", "densenet121", "efficientnet_b0", "convnext_tiny",
@@ -59,14 +59,14 @@ def main() -> None:
                     continue
                 started = time.perf_counter()
                 try:
-                    model = loaded.load_model(data, cache_dir=cache)
+                    model = pipeline.load_model(data, cache_dir=cache)
                 except UserError as exc:
                     print(f"| {name} | {exporter} | {opset} | refused: {exc} | | | |", flush=True)
                     continue
                 first = time.perf_counter() - started
-                loaded._memory.clear()
+                cache.clear_memory()
                 started = time.perf_counter()
-                loaded.load_model(data, cache_dir=cache)
+                pipeline.load_model(data, cache_dir=cache)
                 cached = time.perf_counter() - started
                 batch = "any" if model.max_batch is None else f"{model.max_batch} at a time"
                 print(f"| {name} | {exporter} | {opset} | {model.conversion.worst_rel_error:.1e} | {batch} | {first:.2f} | {cached:.2f} |", flush=True)

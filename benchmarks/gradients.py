@@ -22,7 +22,7 @@ import torch
 import torchvision
 
 from benchmarks.common import export_native, median_seconds, software_line
-from viz_server.model.loaded import load_model
+from viz_server.model.pipeline import load_model
 from viz_server.runner import run_technique
 
 DEFAULT_MODELS = "resnet18,mobilenet_v2,mobilenet_v3_large,densenet121,efficientnet_b0,convnext_tiny"

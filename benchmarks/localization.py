@@ -12,9 +12,9 @@ import argparse
 import numpy as np
 import torch
 
-from viz_server.model.loaded import load_model
+from viz_server.model.pipeline import load_model
 from viz_server_models import shapes, shipped_models
-from viz_server_plugins import faithfulness, localization, sanity
+from viz_server_plugins.toolkit import faithfulness, localization, sanity
 from viz_server_plugins.deconvnet import Deconvnet
 from viz_server_plugins.gradcam import GradCAM
 from viz_server_plugins.guided_backprop import GuidedBackprop

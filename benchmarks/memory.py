@@ -36,7 +36,7 @@ def measure(side: str, name: str, batch_size: int) -> dict:
     batch = torch.rand(batch_size, 3, 224, 224)
     targets = torch.zeros(batch_size, dtype=torch.long)
     if side == "ours":
-        from viz_server.model.loaded import load_model
+        from viz_server.model.pipeline import load_model
         from viz_server_plugins.saliency import Saliency
 
         model = load_model(export_native(native, 224), use_cache=False)

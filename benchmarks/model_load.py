@@ -16,7 +16,7 @@ import warnings
 import torchvision
 
 from benchmarks.common import export_native, software_line
-from viz_server.model import loaded
+from viz_server.model import cache, pipeline
 
 
 def main() -> None:
@@ -33,14 +33,14 @@ def main() -> None:
         first, cached, stages = [], [], []
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as cache:
-                loaded._memory.clear()
+                cache.clear_memory()
                 started = time.perf_counter()
-                model = loaded.load_model(data, cache_dir=cache)
+                model = pipeline.load_model(data, cache_dir=cache)
                 first.append(time.perf_counter() - started)
                 stages.append(model.conversion.seconds)
-                loaded._memory.clear()
+                cache.clear_memory()
                 started = time.perf_counter()
-                again = loaded.load_model(data, cache_dir=cache)
+                again = pipeline.load_model(data, cache_dir=cache)
                 cached.append(time.perf_counter() - started)
                 assert again.conversion.from_cache
         stage = " / ".join(f"{statistics.median(s.get(key, 0.0) for s in stages):.2f}" for key in ("guard", "normalize", "convert", "verify"))

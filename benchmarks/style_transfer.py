@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import export_native, median_seconds, software_line
-from viz_server.model.loaded import load_model
+from viz_server.model.pipeline import load_model
 from viz_server.rendering import png_bytes
 from viz_server.runner import run_technique
 from viz_server_models import shapes

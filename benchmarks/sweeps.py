@@ -15,9 +15,8 @@ import torch
 import torchvision
 
 from benchmarks.common import export_native, median_seconds, software_line
-from viz_server.model.loaded import load_model
-from viz_server_plugins.activation_maps import layer_outputs
-from viz_server_plugins.layer_view import default_layers
+from viz_server.model.pipeline import load_model
+from viz_server_plugins.toolkit.layers import default_layers, layer_outputs
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from benchmarks.common import software_line
-from viz_server.model.loaded import load_model
+from viz_server.model.pipeline import load_model
 from viz_server_models import shapes, shipped_models
 from viz_server_plugins.embeddings import knn_accuracy, pooled_activations
 

@@ -27,3 +27,20 @@ def sample_images() -> dict[str, Path]:
     """Name -> path of the shipped sample pictures."""
     folder = _folder() / "samples"
     return {path.stem: path for path in sorted(folder.glob("*.png"))} if folder.is_dir() else {}
+
+
+def _list_models(args) -> int:
+    for name, path in shipped_models().items():
+        print(f"{name:<16} {path}")
+    for name, path in sample_images().items():
+        print(f"sample {name:<9} {path}")
+    return 0
+
+
+from viz_server import hookimpl  # noqa: E402  (the package is a plugin too: it adds `viz-server models`)
+
+
+@hookimpl
+def register_commands(commands):
+    parser = commands.add_parser("models", allow_abbrev=False, help="list the shipped models and sample images")
+    parser.set_defaults(handler=_list_models)

@@ -57,6 +57,7 @@ def main() -> None:
         torch.zeros(1, 1, 8, 8),
         OUTPUT,
         {
+            "task": "classification",
             "layout": "NCHW",
             "value_range": [0.0, 1.0],
             "mean": [0.0],

@@ -104,6 +104,7 @@ def main() -> None:
         torch.zeros(1, 3, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE),
         OUTPUT,
         {
+            "task": "classification",
             "layout": "NCHW",
             "value_range": [0.0, 1.0],
             "mean": list(MEAN),

@@ -1,5 +1,42 @@
-"""The built-in technique plugins, installed as ``viz_server_plugins``.
+"""The built-in plugins, installed as ``viz_server_plugins``.
 
-Each module is shaped exactly like a third-party plugin: it defines Technique classes and a
-``register_techniques`` hook implementation; ``viz_server.plugins.DEFAULT_PLUGINS`` lists them.
+Each module below is shaped exactly like a third-party plugin: hook implementations marked
+``@viz_server.hookimpl``, registered through the same ``pm.register`` path (``viz_server.plugins`` lists this
+package in ``DEFAULT_PLUGINS`` and registers every module named in ``PLUGINS``). Techniques import only the
+contract (``viz_server.techniques``) and the public toolkit (``viz_server_plugins.toolkit``), never each other.
 """
+
+PLUGINS = (
+    # what the model frontend and the reports are built from
+    "viz_server_plugins.converters",
+    "viz_server_plugins.decoders",
+    "viz_server_plugins.checks",
+    "viz_server_plugins.renderers",
+    "viz_server_plugins.report_summary",
+    # techniques, one per module: attribution
+    "viz_server_plugins.saliency",
+    "viz_server_plugins.guided_backprop",
+    "viz_server_plugins.deconvnet",
+    "viz_server_plugins.gradcam",
+    "viz_server_plugins.guided_gradcam",
+    "viz_server_plugins.neuron_gradient",
+    "viz_server_plugins.layer_view",
+    # network
+    "viz_server_plugins.class_templates",
+    "viz_server_plugins.filters",
+    "viz_server_plugins.activation_maps",
+    "viz_server_plugins.embeddings",
+    # optimization
+    "viz_server_plugins.class_visualization",
+    "viz_server_plugins.neuron_visualization",
+    "viz_server_plugins.feature_inversion",
+    # robustness
+    "viz_server_plugins.adversarial",
+    "viz_server_plugins.fooling_image",
+    "viz_server_plugins.robustness_curve",
+    "viz_server_plugins.shape_bias",
+    "viz_server_plugins.corruptions",
+    "viz_server_plugins.defences",
+    # style
+    "viz_server_plugins.style_transfer",
+)

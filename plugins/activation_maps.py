@@ -9,29 +9,20 @@ import torch
 import torch.nn.functional as F
 
 from viz_server import hookimpl
-from viz_server.errors import UserError
 from viz_server.rendering import heatmap, overlay, png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins.weights import grid
-
-
-def layer_outputs(model, images: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
-    """Outputs of several layers for a batch, in one forward pass without gradients that stops at the deepest."""
-    with torch.no_grad():
-        return model.feature_extractor(layers)(images)
-
-
-def layer_output(model, images: torch.Tensor, layer: str) -> torch.Tensor:
-    return layer_outputs(model, images, [layer])[layer]
+from viz_server_plugins.toolkit.layers import layer_output, layer_param, spatial_layer
+from viz_server_plugins.toolkit.pictures import grid
 
 
 class ActivationMaps(Technique):
     name = "activation_maps"
     title = "Activation maps"
     family = "network"
+    suites = ("network",)
     summary = "Every channel map of a layer for an image, most active first, with overlays of where the top ones fire."
     params = (
-        Param("layer", "layer", "", "Spatial layer (ONNX node name); empty = the model's last spatial layer."),
+        layer_param("Spatial layer"),
         Param("max_channels", "int", 64, "Most channel maps in the grid.", minimum=1, maximum=1024),
         Param("overlays", "int", 6, "Top channels shown as overlays on the image.", minimum=0, maximum=32),
     )
@@ -39,11 +30,7 @@ class ActivationMaps(Technique):
 
     def run(self, ctx: Context, params: dict) -> Result:
         model = ctx.model
-        name = params["layer"] or model.layers.default_cam_layer
-        if not name:
-            raise UserError("this model has no spatial layer to show; name one with the layer parameter.")
-        if len(model.layer(name).output_shape) != 4:
-            raise UserError(f"layer '{name}' is not a spatial map (N x C x H x W); pick a conv, relu or pooling layer.")
+        name = spatial_layer(model, params["layer"])
         activations = layer_output(model, ctx.images, name)  # N x C x h x w
         pictures = ctx.display_images()
         result = Result(arrays={"activations": activations.numpy()}, metrics={"layer": name, "channels": int(activations.shape[1])},

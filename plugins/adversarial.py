@@ -12,51 +12,26 @@ import torch
 from viz_server import hookimpl
 from viz_server.rendering import png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins import attacks
-from viz_server_plugins.input_optimization import display
-
-ATTACK_PARAMS = (
-    Param("attack", "choice", "pgd", "FGSM (one step) or PGD (iterated, projected).", choices=("fgsm", "pgd")),
-    Param("norm", "choice", "Linf", "PGD's budget: L-inf or L2 ball (FGSM is L-inf).", choices=("Linf", "L2")),
-    Param("epsilon", "float", 8 / 255, "Budget in image space ([0, 1] per value): L-inf radius, or L2 radius.", minimum=0.0, maximum=100.0),
-    Param("step_size", "float", 2 / 255, "PGD step size.", minimum=0.0, maximum=10.0),
-    Param("steps", "int", 10, "PGD steps.", minimum=1, maximum=1000),
-    Param("random_start", "bool", False, "PGD: start from a random point in the ball (seeded)."),
-    Param("step_rule", "choice", "sign", "PGD steps along the gradient's sign (as captum.robust) or the L2-normalized gradient.",
-          choices=("sign", "normalized")),
-)
-
-
-def run_attack(ctx: Context, unit: torch.Tensor, labels: torch.Tensor, params: dict, targeted: bool, epsilon: float | None = None) -> torch.Tensor:
-    forward = attacks.unit_forward(ctx.model)
-    epsilon = params["epsilon"] if epsilon is None else epsilon
-    if params["attack"] == "fgsm":
-        return attacks.fgsm(forward, unit, labels, epsilon, targeted)
-    return attacks.pgd(forward, unit, labels, epsilon, params["step_size"], params["steps"], params["norm"], targeted,
-                       params["random_start"], ctx.torch_generator(), params["step_rule"],
-                       on_step=lambda step: ctx.progress(step + 1, params["steps"], f"PGD step {step + 1}"))
-
-
-def amplified(perturbation: np.ndarray) -> np.ndarray:
-    scale = float(np.abs(perturbation).max()) or 1.0
-    return np.clip(0.5 + perturbation / (2 * scale), 0, 1)
-
+from viz_server_plugins.toolkit import attacks
+from viz_server_plugins.toolkit.optimization import display
+from viz_server_plugins.toolkit.pictures import amplified
 
 class Adversarial(Technique):
     name = "adversarial"
     title = "Adversarial examples"
     family = "robustness"
     summary = "Small perturbations that change the prediction: FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018)."
-    params = (Param("target", "str", "", "Empty: untargeted (away from the predicted class); or a class (index or label) to push towards."),) + ATTACK_PARAMS
+    params = (Param("target", "str", "", "Empty: untargeted (away from the predicted class); or a class (index or label) to push towards."),) + attacks.ATTACK_PARAMS
     inputs = ("image",)
 
     def run(self, ctx: Context, params: dict) -> Result:
         spec = ctx.model.spec
+        ctx.progress(0, 1, "attacking")
         unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         before = attacks.predicted_classes(ctx.model, unit)
         targeted = bool(params["target"].strip())
         labels = torch.full_like(before, spec.class_index(params["target"])) if targeted else before
-        adversarial = run_attack(ctx, unit, labels, params, targeted)
+        adversarial = attacks.run_attack(ctx, unit, labels, params, targeted)
         after = attacks.predicted_classes(ctx.model, adversarial)
         success = (after == labels) if targeted else (after != before)
         linf, l2 = attacks.perturbation_sizes(unit, adversarial)

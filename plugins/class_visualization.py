@@ -7,8 +7,8 @@ import torch
 
 from viz_server import hookimpl
 from viz_server.techniques import Context, Param, Result, Technique
-from viz_server_plugins.input_optimization import OPTIMIZATION_PARAMS, optimize, to_model_space, trajectory_result
-from viz_server_plugins.objectives import class_scores
+from viz_server_plugins.toolkit.objectives import class_scores
+from viz_server_plugins.toolkit.optimization import OPTIMIZATION_PARAMS, optimize, to_model_space, trajectory_result
 
 
 class ClassVisualization(Technique):

@@ -9,8 +9,8 @@ import torch
 
 from viz_server import hookimpl
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins.image_transforms import SEVERITIES, corrupt
-from viz_server_plugins.robustness_curve import labels_for
+from viz_server_plugins.toolkit.image_transforms import SEVERITIES, corrupt
+from viz_server_plugins.toolkit.objectives import reference_labels
 from viz_server.rendering import figure_png, pyplot as plotting
 
 
@@ -18,6 +18,7 @@ class Corruptions(Technique):
     name = "corruptions"
     title = "Corruption robustness"
     family = "robustness"
+    suites = ("robustness",)
     summary = "Accuracy under noise, blur, contrast, brightness and JPEG at five severities each (after ImageNet-C)."
     params = (Param("corruptions", "str", ",".join(SEVERITIES), "Comma-separated subset of: " + ", ".join(SEVERITIES) + "."),)
     inputs = ("image_set",)
@@ -31,7 +32,7 @@ class Corruptions(Technique):
             raise UserError(f"corruptions must be a comma-separated subset of {', '.join(SEVERITIES)}.")
         unit = np.clip(spec.model_to_unit(ctx.images.numpy()), 0, 1).astype(np.float32)
         clean = ctx.model.predict(spec.unit_to_model(unit)).argmax(1)
-        labels, source = labels_for(ctx, torch.from_numpy(clean))
+        labels, source = reference_labels(ctx, torch.from_numpy(clean))
         labels = labels.numpy()
         rng = ctx.rng
         table = np.zeros((len(kinds), 5))

@@ -7,13 +7,14 @@ unit was active in the forward pass (the "deconvnet" backward pass of the paper)
 from __future__ import annotations
 
 from viz_server import hookimpl
-from viz_server_plugins.guided_backprop import GuidedBackprop
+from viz_server_plugins.toolkit.attribution import RuleAttribution
 
 
-class Deconvnet(GuidedBackprop):
+class Deconvnet(RuleAttribution):
     name = "deconvnet"
     title = "Deconvnet"
     summary = "Positive gradients passed back through ReLUs regardless of the forward mask (Zeiler & Fergus 2014)."
+    suites = ("attribution",)
     rule = "deconvnet"
     caveats = (
         "The deconvnet map ignores which units were active for this image, so it often looks alike across classes.",

@@ -11,9 +11,9 @@ import torch
 from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins import attacks
-from viz_server_plugins.image_transforms import gaussian_noise, jpeg, median_smoothing
-from viz_server_plugins.robustness_curve import labels_for
+from viz_server_plugins.toolkit import attacks
+from viz_server_plugins.toolkit.image_transforms import gaussian_noise, jpeg, median_smoothing
+from viz_server_plugins.toolkit.objectives import reference_labels
 
 
 def _numbers(text: str, what: str) -> list[float]:
@@ -42,7 +42,7 @@ class Defences(Technique):
         unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         forward = attacks.unit_forward(ctx.model)
         clean_predictions = attacks.predicted_classes(ctx.model, unit)
-        labels, source = labels_for(ctx, clean_predictions)
+        labels, source = reference_labels(ctx, clean_predictions)
         adversarial = attacks.pgd(forward, unit, labels, params["epsilon"], 2.5 * params["epsilon"] / params["steps"], params["steps"])
         rng = ctx.rng
         defences = [("none", lambda x: x)]

@@ -16,7 +16,7 @@ import torch
 from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins.layer_view import default_layers
+from viz_server_plugins.toolkit.layers import default_layers
 from viz_server.rendering import figure_png, pyplot as plotting
 
 BATCH = 64
@@ -81,6 +81,7 @@ class Embeddings(Technique):
     name = "embeddings"
     title = "Embeddings (PCA / t-SNE)"
     family = "network"
+    suites = ("network",)
     summary = "A layer's activations over an image set reduced to 2-D, with how well the classes separate, layer by layer."
     params = (
         Param("layers", "str", "", "Comma-separated layers (ONNX nodes); empty = up to 4 spatial layers plus the scores."),

@@ -9,9 +9,8 @@ import torch
 from viz_server import hookimpl
 from viz_server.rendering import png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins.activation_maps import layer_output
-from viz_server_plugins.gradcam import cam_layer
-from viz_server_plugins.input_optimization import OPTIMIZATION_PARAMS, display, optimize, total_variation, trajectory_result
+from viz_server_plugins.toolkit.layers import layer_output, layer_param, spatial_layer
+from viz_server_plugins.toolkit.optimization import OPTIMIZATION_PARAMS, display, optimize, total_variation, trajectory_result
 
 PARAMS = tuple(p for p in OPTIMIZATION_PARAMS if p.name not in ("l2_decay", "clip_norm_percentile", "clip_contribution_percentile"))
 
@@ -22,14 +21,14 @@ class FeatureInversion(Technique):
     family = "optimization"
     summary = "An image rebuilt from one layer's activations alone: what the layer keeps (Mahendran & Vedaldi 2015)."
     params = (
-        Param("layer", "layer", "", "Layer (ONNX node name) whose activations are matched; empty = the last spatial layer."),
+        layer_param("Layer whose activations are matched"),
         Param("tv_weight", "float", 0.05, "Total-variation regularization weight.", minimum=0.0, maximum=100.0),
     ) + PARAMS
     inputs = ("image",)
 
     def run(self, ctx: Context, params: dict) -> Result:
         model = ctx.model
-        layer = cam_layer(model, params["layer"]) if not params["layer"] else model.layer(params["layer"]).name
+        layer = spatial_layer(model, params["layer"]) if not params["layer"] else model.layer(params["layer"]).name
         settings = {**params, "l2_decay": 0.0, "clip_norm_percentile": 0.0, "clip_contribution_percentile": 0.0}
         combined = Result(caveats=["What the reconstruction lacks, the layer has discarded (or the optimizer did not find); "
                                    "deeper layers keep less of the image's detail and more of what matters for the class."],

@@ -8,9 +8,9 @@ import torch
 from viz_server import hookimpl
 from viz_server.rendering import png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins import attacks
-from viz_server_plugins.adversarial import amplified
-from viz_server_plugins.input_optimization import display
+from viz_server_plugins.toolkit import attacks
+from viz_server_plugins.toolkit.optimization import display
+from viz_server_plugins.toolkit.pictures import amplified
 
 
 class FoolingImage(Technique):

@@ -7,33 +7,19 @@ the unit's input was positive as well: the forward mask and the deconvnet rule c
 from __future__ import annotations
 
 from viz_server import hookimpl
-from viz_server_plugins.attribution import AttributionTechnique
-from viz_server_plugins.relu_rules import relu_rule, uncovered_units
-from viz_server_plugins.objectives import parse_region
-from viz_server_plugins.saliency import REDUCE, class_gradient
+from viz_server_plugins.toolkit.attribution import RuleAttribution
 
 
-class GuidedBackprop(AttributionTechnique):
+class GuidedBackprop(RuleAttribution):
     name = "guided_backprop"
     title = "Guided backpropagation"
     summary = "Gradients with only positive influence passed back through ReLUs (Springenberg et al. 2015)."
-    extra_params = (REDUCE,)
+    suites = ("attribution",)
     rule = "guided"
     caveats = (
         "Guided backpropagation is known to act like an edge detector that depends little on the upper layers "
         "(Adebayo et al. 2018; Nie et al. 2018): read the sanity check before trusting it.",
     )
-
-    def attribute(self, model, images, targets, params):
-        with relu_rule(model, self.rule):
-            return class_gradient(model, images, targets, parse_region(params.get("region")))
-
-    def run(self, ctx, params):
-        result = super().run(ctx, params)
-        uncovered = uncovered_units(ctx.model)
-        if uncovered:
-            result.caveats.append(f"The {self.rule} rule covers relu-like units only; these units pass ordinary gradients: {', '.join(uncovered)}.")
-        return result
 
 
 @hookimpl

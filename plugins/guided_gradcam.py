@@ -4,24 +4,25 @@ fine detail of the former is kept only where the class-discriminative map is act
 from __future__ import annotations
 
 from viz_server import hookimpl
-from viz_server_plugins.attribution import AttributionTechnique
-from viz_server_plugins.gradcam import LAYER, cam_layer, class_activation_map, upsample
-from viz_server_plugins.relu_rules import relu_rule
-from viz_server_plugins.objectives import parse_region
-from viz_server_plugins.saliency import REDUCE, class_gradient
-from viz_server.techniques import Param
+from viz_server_plugins.toolkit.attribution import AttributionTechnique
+from viz_server_plugins.toolkit.cam import class_activation_map, upsample, upsample_param
+from viz_server_plugins.toolkit.gradients import REDUCE, class_gradient
+from viz_server_plugins.toolkit.layers import layer_param, spatial_layer
+from viz_server_plugins.toolkit.objectives import parse_region
+from viz_server_plugins.toolkit.relu_rules import relu_rule
 
 
 class GuidedGradCAM(AttributionTechnique):
     name = "guided_gradcam"
     title = "Guided Grad-CAM"
     summary = "Guided backpropagation masked by the class's Grad-CAM map (Selvaraju et al. 2017)."
-    extra_params = (LAYER, Param("upsample", "choice", "nearest", "How the Grad-CAM map is enlarged to the input.", choices=("nearest", "bilinear")), REDUCE)
+    suites = ("attribution",)
+    extra_params = (layer_param("Layer of the Grad-CAM map"), upsample_param("nearest"), REDUCE)
     caveats = ("Guided Grad-CAM inherits guided backpropagation's insensitivity to the upper layers; see the sanity check.",)
 
     def attribute(self, model, images, targets, params):
         region = parse_region(params.get("region"))
-        cam = upsample(class_activation_map(model, images, targets, cam_layer(model, params["layer"]), region=region), model.spec, params["upsample"])
+        cam = upsample(class_activation_map(model, images, targets, spatial_layer(model, params["layer"]), region=region), model.spec, params["upsample"])
         with relu_rule(model, "guided"):
             guided = class_gradient(model, images, targets, region)
         cam = cam[:, None] if model.spec.layout == "NCHW" else cam[..., None]

@@ -11,28 +11,9 @@ from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.rendering import heatmap_png, png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins.activation_maps import layer_outputs
-from viz_server_plugins.neuron_gradient import neuron_gradient
-
-
-def default_layers(model, count: int = 4) -> list[str]:
-    """Up to ``count`` relu-like spatial layers spread from the first to the last."""
-    candidates = [layer.name for layer in model.layers if layer.spatial and layer.kind == "relu"]
-    if not candidates:
-        candidates = [layer.name for layer in model.layers if layer.spatial]
-    if len(candidates) <= count:
-        return candidates
-    return [candidates[int(round(i))] for i in np.linspace(0, len(candidates) - 1, count)]
-
-
-def projection_picture(gradient: np.ndarray, layout: str) -> np.ndarray:
-    """A signed gradient image (C x H x W or H x W x C) -> H x W x 3 uint8 centred on grey, as in the papers."""
-    values = gradient if layout == "NHWC" else gradient.transpose(1, 2, 0)
-    scale = float(np.abs(values).max()) or 1.0
-    picture = np.clip(0.5 + values / (2 * scale), 0, 1)
-    if picture.shape[2] == 1:
-        picture = np.repeat(picture, 3, axis=2)
-    return (picture[..., :3] * 255 + 0.5).astype(np.uint8)
+from viz_server_plugins.toolkit.gradients import neuron_gradient
+from viz_server_plugins.toolkit.layers import default_layers, layer_names, layer_outputs
+from viz_server_plugins.toolkit.pictures import signed_picture
 
 
 class LayerView(Technique):
@@ -48,7 +29,7 @@ class LayerView(Technique):
 
     def run(self, ctx: Context, params: dict) -> Result:
         model = ctx.model
-        names = [name.strip() for name in params["layers"].split(",") if name.strip()] or default_layers(model)
+        names = layer_names(params["layers"]) or default_layers(model)
         if not names:
             raise UserError("this model has no spatial layers to show; give layer names with the layers parameter.")
         for name in names:
@@ -72,7 +53,7 @@ class LayerView(Technique):
                     key = f"projection_{index}_{len(result.arrays)}"
                     result.arrays[key] = gradient[0].numpy()
                     result.artifacts.append(Artifact(f"{key}.png", f"channel {channel}: guided projection of its strongest unit",
-                                                     data=png_bytes(projection_picture(gradient[0].numpy(), model.spec.layout), 96), array=key, group=group))
+                                                     data=png_bytes(signed_picture(gradient[0].numpy(), model.spec.layout), 96), array=key, group=group))
                     result.artifacts.append(Artifact(f"activation_{key}.png", f"channel {channel}: where it fires (mean {float(means[channel]):.3g})",
                                                      data=heatmap_png(maps[channel].numpy(), 96), array=key, group=group))
                     rows.append([image_name, name, channel, round(float(means[channel]), 5), round(float(maps[channel].max()), 5)])

@@ -7,49 +7,16 @@ The receptive field is measured, not computed from strides: it is the support of
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
 from viz_server import hookimpl
-from viz_server.errors import UserError
 from viz_server.rendering import map_artifacts, png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins.activation_maps import layer_output
-from viz_server_plugins.attribution import SMOOTH_PARAMS, smoothed
-from viz_server_plugins.gradcam import cam_layer
-from viz_server_plugins.localization import bounding_box
-from viz_server_plugins.relu_rules import relu_rule
-
-
-def parse_position(text: str) -> tuple[int, int] | None:
-    if not str(text).strip():
-        return None
-    try:
-        row, column = (int(part) for part in str(text).replace(" ", "").split(","))
-    except ValueError:
-        raise UserError(f"position {text!r} must look like ROW,COLUMN (e.g. 3,4) or be empty.") from None
-    return row, column
-
-
-def neuron_gradient(model, images: torch.Tensor, layer: str, channel: int, position, guided: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(d neuron / d input, the neuron's activation per image); without a position the neuron is the channel's sum."""
-    inputs = images.detach().clone().requires_grad_(True)
-    with relu_rule(model, "guided") if guided else contextlib.nullcontext(), torch.enable_grad():
-        activations = model.feature_extractor([layer])(inputs)[layer]  # the graph stops at the layer
-        if not 0 <= channel < activations.shape[1]:
-            raise UserError(f"channel {channel} is out of range: layer '{layer}' has {activations.shape[1]} channels.")
-        selected = activations[:, channel]
-        if position is not None:
-            row, column = position
-            if activations.dim() != 4 or not (0 <= row < activations.shape[2] and 0 <= column < activations.shape[3]):
-                raise UserError(f"position {row},{column} is outside layer '{layer}' of shape {list(activations.shape[1:])}.")
-            selected = selected[:, row, column]
-        else:
-            selected = selected.reshape(len(images), -1).sum(1)
-        (gradients,) = torch.autograd.grad(selected.sum(), inputs)
-    return gradients, selected.detach()
+from viz_server_plugins.toolkit.attribution import SMOOTH_PARAMS, smoothed
+from viz_server_plugins.toolkit.gradients import neuron_gradient
+from viz_server_plugins.toolkit.layers import layer_output, layer_param, parse_position, spatial_layer
+from viz_server_plugins.toolkit.localization import bounding_box
 
 
 class NeuronGradient(Technique):
@@ -58,7 +25,7 @@ class NeuronGradient(Technique):
     family = "attribution"
     summary = "Which input pixels drive one unit deep in the network, and the image patches that excite it most."
     params = (
-        Param("layer", "layer", "", "Layer (ONNX node name); empty = the model's last spatial layer."),
+        layer_param(),
         Param("channel", "int", 0, "Channel of the unit.", minimum=0),
         Param("position", "str", "", "ROW,COLUMN of the unit in the layer's map; empty = the whole channel."),
         Param("mode", "choice", "guided", "Plain gradients or guided backpropagation.", choices=("plain", "guided")),
@@ -68,7 +35,7 @@ class NeuronGradient(Technique):
 
     def run(self, ctx: Context, params: dict) -> Result:
         model = ctx.model
-        layer = cam_layer(model, params["layer"]) if not params["layer"] else model.layer(params["layer"]).name
+        layer = spatial_layer(model, params["layer"]) if not params["layer"] else model.layer(params["layer"]).name
         position = parse_position(params["position"])
         guided = params["mode"] == "guided"
         images = ctx.images.detach().clone()

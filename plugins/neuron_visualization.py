@@ -9,9 +9,8 @@ import torch
 from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.techniques import Context, Param, Result, Technique
-from viz_server_plugins.gradcam import cam_layer
-from viz_server_plugins.input_optimization import OPTIMIZATION_PARAMS, optimize, trajectory_result
-from viz_server_plugins.neuron_gradient import parse_position
+from viz_server_plugins.toolkit.layers import layer_param, parse_position, spatial_layer
+from viz_server_plugins.toolkit.optimization import OPTIMIZATION_PARAMS, optimize, trajectory_result
 
 PARAMS = tuple(
     Param(p.name, p.kind, "fourier", p.help, choices=p.choices) if p.name == "parameterization" else p for p in OPTIMIZATION_PARAMS
@@ -24,7 +23,7 @@ class NeuronVisualization(Technique):
     family = "optimization"
     summary = "An image optimized to excite one channel or unit at any layer (Olah et al. 2017)."
     params = (
-        Param("layer", "layer", "", "Layer (ONNX node name); empty = the model's last spatial layer."),
+        layer_param(),
         Param("channel", "int", 0, "Channel to excite.", minimum=0),
         Param("position", "str", "", "ROW,COLUMN of one unit; empty = the channel's mean over the map."),
     ) + PARAMS
@@ -32,7 +31,7 @@ class NeuronVisualization(Technique):
 
     def run(self, ctx: Context, params: dict) -> Result:
         model = ctx.model
-        layer = cam_layer(model, params["layer"]) if not params["layer"] else model.layer(params["layer"]).name
+        layer = spatial_layer(model, params["layer"]) if not params["layer"] else model.layer(params["layer"]).name
         position = parse_position(params["position"])
         extract = model.feature_extractor([layer])  # the graph stops at the layer: no step pays for the layers above
 

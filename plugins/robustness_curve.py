@@ -16,7 +16,8 @@ import torch
 from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins import attacks
+from viz_server_plugins.toolkit import attacks
+from viz_server_plugins.toolkit.objectives import reference_labels
 from viz_server.rendering import figure_png, pyplot as plotting
 
 
@@ -30,17 +31,11 @@ def parse_epsilons(text: str) -> list[float]:
     return values
 
 
-def labels_for(ctx: Context, clean_predictions: torch.Tensor) -> tuple[torch.Tensor, str]:
-    known = [label for label in ctx.image_labels if label]
-    if len(known) != len(ctx.image_labels) or not known:
-        return clean_predictions, "clean predictions (the set has no labels)"
-    return torch.tensor([ctx.model.spec.class_index(label) for label in ctx.image_labels]), "the image set's labels"
-
-
 class RobustnessCurve(Technique):
     name = "robustness_curve"
     title = "Robustness curve"
     family = "robustness"
+    suites = ("robustness",)
     summary = "Accuracy against the attack budget over an image set, for FGSM and PGD, with the smallest flipping epsilon per image."
     params = (
         Param("epsilons", "str", "0,1/255,2/255,4/255,8/255,16/255", "Budgets (image space, [0, 1] per value), comma-separated; fractions allowed."),
@@ -59,7 +54,7 @@ class RobustnessCurve(Technique):
         unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         forward = attacks.unit_forward(ctx.model)
         clean = attacks.predicted_classes(ctx.model, unit)
-        labels, source = labels_for(ctx, clean)
+        labels, source = reference_labels(ctx, clean)
         correct = clean == labels
         accuracy = {attack: [] for attack in chosen}
         smallest = {attack: np.full(len(unit), np.nan) for attack in chosen}

@@ -6,23 +6,10 @@ input pixels, in absolute value, reduced over the colour channels (max, as in th
 
 from __future__ import annotations
 
-import torch
-
 from viz_server import hookimpl
-from viz_server.techniques import Param
-from viz_server_plugins.attribution import AttributionTechnique
-from viz_server_plugins.objectives import parse_region, selected_score
-
-REDUCE = Param("reduce", "choice", "max", "How to merge colour channels: max (as in the paper) or sum.", choices=("max", "sum"))
-
-
-def class_gradient(model, images: torch.Tensor, targets: torch.Tensor, region=None) -> torch.Tensor:
-    """d score[target] / d input, for one target class per image, in one forward and one backward pass."""
-    inputs = images.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        scores = model.module(inputs)
-        (gradients,) = torch.autograd.grad(selected_score(scores, targets, region), inputs)
-    return gradients
+from viz_server_plugins.toolkit.attribution import AttributionTechnique
+from viz_server_plugins.toolkit.gradients import REDUCE, class_gradient
+from viz_server_plugins.toolkit.objectives import parse_region
 
 
 class Saliency(AttributionTechnique):
@@ -30,6 +17,7 @@ class Saliency(AttributionTechnique):
     title = "Gradient saliency"
     summary = "Which pixels the class score is most sensitive to: |d score / d pixel| (Simonyan et al. 2014)."
     version = "2"
+    suites = ("attribution",)
     extra_params = (REDUCE,)
     caveats = (
         "Saliency shows sensitivity, not evidence: a bright pixel is one whose small change moves the score most, "

@@ -16,8 +16,8 @@ from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.rendering import png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins.input_optimization import display, to_model_space, total_variation
-from viz_server_plugins.layer_view import default_layers
+from viz_server_plugins.toolkit.layers import default_layers
+from viz_server_plugins.toolkit.optimization import display, to_model_space, total_variation
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:

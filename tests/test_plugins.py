@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from viz_server import plugins
@@ -32,21 +33,27 @@ def installed_example(tmp_path_factory):
     plugins.reset_plugin_manager()
     yield target
     sys.path.remove(str(target))
-    sys.modules.pop("viz_example_plugin", None)
+    for name in [name for name in sys.modules if name.startswith("viz_example_plugin")]:
+        sys.modules.pop(name)
     plugins.reset_plugin_manager()
 
 
 def test_builtins_are_registered_through_pm_register():
+    import viz_server_plugins
+
     manager = plugins.plugin_manager()
     names = {manager.get_name(plugin) for plugin in manager.get_plugins()}
-    assert set(plugins.DEFAULT_PLUGINS) <= names
+    assert set(plugins.DEFAULT_PLUGINS) | set(viz_server_plugins.PLUGINS) <= names
     assert "saliency" in plugins.techniques()
+    assert not plugins.problems()
 
 
 LINEAR_ONLY = {"class_templates"}  # needs a model whose first layer is fully connected
+TECHNIQUE_MODULES = [name for name in importlib.import_module("viz_server_plugins").PLUGINS
+                     if hasattr(importlib.import_module(name), "register_techniques")]
 
 
-@pytest.mark.parametrize("module_name", plugins.DEFAULT_PLUGINS)
+@pytest.mark.parametrize("module_name", TECHNIQUE_MODULES)
 def test_builtin_plugins_pass_the_contract_test(module_name, shapes_model, digits_model):
     from viz_server.testing import check_technique_contract
 
@@ -54,12 +61,99 @@ def test_builtin_plugins_pass_the_contract_test(module_name, shapes_model, digit
         check_technique_contract(technique, digits_model if technique.name in LINEAR_ONLY else shapes_model)
 
 
-def test_installed_plugin_is_listed_and_runnable(installed_example, shapes_model):
+def _tiny_model(op: str, output_units: int = 3, metadata: dict | None = None) -> bytes:
+    """Conv -> ``op`` -> global pool -> Gemm: a 3 x 8 x 8 image model built node by node (batch 1..N)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    initializers = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (output_units, 4)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(np.zeros(output_units, np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "conv_w"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node(op, ["conv"], ["act"], name="act", **({"alpha": 0.1} if op == "ThresholdedRelu" else {})),
+        helper.make_node("GlobalAveragePool", ["act"], ["pool"], name="pool"),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="flat"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["scores"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["batch", output_units])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model.SerializeToString()
+
+
+def test_installed_plugin_is_listed_with_every_hook(installed_example):
     described = {plugin["name"]: plugin for plugin in plugins.describe_plugins()}
-    example = described["example"]
-    assert example["source"] == "viz-example-plugin" and example["version"] == "0.3.0"
-    assert [t["name"] for t in example["techniques"]] == ["gradient_x_input"]
-    check_plugin(importlib.import_module("viz_example_plugin"), shapes_model)
+    technique_module = described["viz_example_plugin.gradient_x_input"]
+    assert technique_module["source"] == "viz-example-plugin" and technique_module["version"] == "0.4.0"
+    assert [t["name"] for t in technique_module["techniques"]] == ["gradient_x_input"]
+    hooks = {hook for plugin in described.values() if plugin["source"] == "viz-example-plugin" for hook in plugin["hooks"]}
+    assert {"register_techniques", "register_artifact_renderers", "register_converters", "register_output_decoders"} <= hooks
+    assert not plugins.problems()
+
+
+def test_third_party_attribution_gets_the_toolkit_checks(installed_example, shapes_model):
+    """Written from docs/plugins.md alone, the example's attribution gets SmoothGrad, the sanity check,
+    faithfulness curves and the pictures, like every built-in class attribution."""
+    from viz_server.presentation import ArtifactLinks, render_artifact
+    from viz_server.runner import run_technique
+    from viz_server.testing import sample_inputs
+
+    technique = plugins.get_technique("gradient_x_input")
+    assert {"smooth_samples", "sanity_check", "faithfulness", "target", "absolute"} <= {param.name for param in technique.params}
+    (result,) = check_plugin(importlib.import_module("viz_example_plugin.gradient_x_input"), shapes_model)
+    assert result.metrics["sanity_check"]["verdict"].startswith("Sanity check")
+    assert len(result.metrics["deletion_auc"]) == len(result.metrics["insertion_auc"]) == 2
+    kinds = [artifact.kind for artifact in result.artifacts]
+    assert kinds.count("image") >= 6 and "plot" in kinds and "histogram" in kinds
+    smoothed = run_technique("gradient_x_input", shapes_model, sample_inputs(1), {"smooth_samples": 4, "sanity_check": False})
+    plain = run_technique("gradient_x_input", shapes_model, sample_inputs(1), {"sanity_check": False})
+    assert not (smoothed.arrays["gradient_x_input"] == plain.arrays["gradient_x_input"]).all()
+    histogram = next(artifact for artifact in result.artifacts if artifact.kind == "histogram")
+    html = render_artifact(histogram.to_json(), ArtifactLinks(src=None))
+    assert "<svg" in html and html.count("<rect") == 12
+
+
+def test_third_party_converter_through_its_hook(installed_example):
+    from viz_server import load_model
+    from viz_server.errors import UserError
+
+    data = _tiny_model("ThresholdedRelu")
+    model = load_model(data, use_cache=False)
+    assert model.conversion.worst_rel_error < 1e-5 and model.conversion.gradient_norm > 0
+    assert next(layer for layer in model.layers if layer.name == "act").op == "ThresholdedRelu"
+    manager = plugins.plugin_manager()
+    manager.set_blocked("viz_example_plugin.thresholded_relu")
+    try:
+        with pytest.raises(UserError, match="ThresholdedRelu"):
+            load_model(data, use_cache=False)
+    finally:
+        plugins.reset_plugin_manager()
+
+
+def test_third_party_output_decoder_through_its_hook(installed_example):
+    from viz_server import load_model
+    from viz_server.errors import UserError
+
+    model = load_model(_tiny_model("Relu", output_units=1, metadata={"task": "regression"}), use_cache=False)
+    assert (model.spec.task, model.decoder.name) == ("regression", "regressed_value") and "task" not in model.spec.guessed
+    decoded = model.decode(model.predict(model.spec.unit_to_model(np.zeros((2, 8, 8, 3), np.float32))))
+    assert len(decoded) == 2 and isinstance(decoded[0]["value"], float)
+    unclaimed = load_model(_tiny_model("Relu", output_units=1), use_cache=False)
+    assert (unclaimed.spec.task, unclaimed.decoder.name) == ("classification", "class_scores") and "task" in unclaimed.spec.guessed
+    plugins.plugin_manager().set_blocked("viz_example_plugin.regression")
+    try:
+        with pytest.raises(UserError, match="no installed output decoder reads a regression output"):
+            load_model(_tiny_model("Relu", output_units=1, metadata={"task": "regression"}), use_cache=False)
+    finally:
+        plugins.reset_plugin_manager()
 
 
 def test_installed_plugin_through_the_cli(installed_example, tmp_path, shape_pictures):
@@ -70,13 +164,13 @@ def test_installed_plugin_through_the_cli(installed_example, tmp_path, shape_pic
     image.write_bytes(shape_pictures[0][1])
     ran = subprocess.run(
         [sys.executable, "-m", "viz_server.cli", "run", "gradient_x_input", "shapes_cnn", "--image", str(image),
-         "--absolute", "false", "--out", str(tmp_path / "out"), "--json"],
+         "--absolute", "false", "--sanity-check", "false", "--out", str(tmp_path / "out"), "--json"],
         env=env, capture_output=True, text=True,
     )
     assert ran.returncode == 0, ran.stderr
     summary = json.loads(ran.stdout)
-    assert summary["provenance"]["params"] == {"target": "top1", "absolute": False}
-    assert (tmp_path / "out" / "gxi_0.png").is_file()
+    assert summary["provenance"]["params"]["absolute"] is False and summary["provenance"]["contract_version"]
+    assert (tmp_path / "out" / "gradient_x_input_0.png").is_file()
 
 
 def test_broken_technique_is_reported_not_loaded():

@@ -9,8 +9,8 @@ hookimpl = pluggy.HookimplMarker("viz_server")
 
 
 def load_model(source, **kwargs):
-    """Load any exported ONNX image model; see ``viz_server.model.loaded.load_model``."""
-    from viz_server.model.loaded import load_model as _load_model
+    """Load any exported ONNX image model; see ``viz_server.model.pipeline.load_model``."""
+    from viz_server.model.pipeline import load_model as _load_model
 
     return _load_model(source, **kwargs)
 

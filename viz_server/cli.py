@@ -48,14 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    plugins = commands.add_parser("plugins", allow_abbrev=False, help="list installed plugins and their techniques")
+    plugins = commands.add_parser("plugins", allow_abbrev=False, help="list installed plugins, their hooks and techniques")
     plugins.add_argument("--json", action="store_true", help="print JSON")
-
-    commands.add_parser("models", allow_abbrev=False, help="list the shipped models and sample images")
+    plugins.set_defaults(handler=cmd_plugins)
 
     inspect = commands.add_parser("inspect", allow_abbrev=False, help="show a model's inputs, outputs, spec, layers and conversion report")
     _add_model_options(inspect)
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.set_defaults(handler=cmd_inspect)
 
     run = commands.add_parser("run", allow_abbrev=False, help="run a technique (`viz-server run TECHNIQUE --help` lists its parameters)")
     run.add_argument("technique", help="technique name (see `viz-server plugins`)")
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--second-image", metavar="FILE", help="second image, for techniques that need one")
     run.add_argument("--out", metavar="DIR", required=True, help="folder for result.json, arrays.npz and PNGs")
     run.add_argument("--json", action="store_true", help="print the result summary as JSON")
+    run.set_defaults(handler=cmd_run, technique_options=True)
 
     compare = commands.add_parser("compare", allow_abbrev=False, help="run one technique on several models and write their metrics side by side")
     compare.add_argument("technique", help="technique name (see `viz-server plugins`)")
@@ -71,14 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(compare)
     compare.add_argument("--out", metavar="DIR", required=True, help="folder: one sub-folder per model plus comparison.csv/.json/.png")
     compare.add_argument("--json", action="store_true", help="print the comparison table as JSON")
+    compare.set_defaults(handler=cmd_compare, technique_options=True)
 
     serve = commands.add_parser("serve", allow_abbrev=False, help="start the web UI (embedded job runner unless VIZ_SERVER_BROKER_URL is set)")
     serve.add_argument("--host", default=os.environ.get("VIZ_SERVER_HOST", "127.0.0.1"),
                        help="address to bind (default 127.0.0.1; any other address requires the access token)")
     serve.add_argument("--port", type=int, default=int(os.environ.get("VIZ_SERVER_PORT", "8000")))
+    serve.set_defaults(handler=cmd_serve)
 
     worker = commands.add_parser("worker", allow_abbrev=False, help="run a Celery worker (needs VIZ_SERVER_BROKER_URL, a shared database and data folder)")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker (default 1)")
+    worker.set_defaults(handler=cmd_worker)
+
+    from viz_server.plugins import call_hook
+
+    call_hook("register_commands", commands=commands)  # plugins' commands (a clash is reported, not fatal)
     return parser
 
 
@@ -122,7 +130,7 @@ def _spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace):
-    from viz_server.model.loaded import load_model
+    from viz_server.model.pipeline import load_model
 
     return load_model(_resolve_model_path(args.model), spec_file=args.spec, **_spec_overrides(args))
 
@@ -152,18 +160,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             for param in technique["params"]:
                 extra = f" one of {'|'.join(param['choices'])}" if "choices" in param else ""
                 print(f"      --{param['name']:<16} {param['kind']:<7} default {param['default']!r}{extra}: {param['help']}")
+        if plugin["hooks"] and plugin["hooks"] != ["register_techniques"]:
+            print(f"  hooks: {', '.join(plugin['hooks'])}")
         for technique, problems in plugin["problems"].items():
-            print(f"  {technique}: NOT LOADED ({'; '.join(problems)})")
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from viz_server_models import sample_images, shipped_models
-
-    for name, path in shipped_models().items():
-        print(f"{name:<16} {path}")
-    for name, path in sample_images().items():
-        print(f"sample {name:<9} {path}")
+            print(f"  {technique}: PROBLEM ({'; '.join(problems)})")
     return 0
 
 
@@ -184,6 +184,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           f"mean {list(spec.mean)} std {list(spec.std)} {spec.channel_order}{guessed}")
     labels = ", ".join(spec.labels[:10]) + (" ..." if len(spec.labels) > 10 else "")
     print(f"labels     {spec.num_classes} outputs: {labels or '(none)'}")
+    print(f"task       {spec.task} (read by the {model.decoder.name} decoder: {model.decoder.summary})")
     print(f"conversion worst relative error vs onnxruntime {conversion.worst_rel_error:.2e}; "
           f"batch {'any' if conversion.max_batch is None else f'{conversion.max_batch} at a time'}; "
           f"input gradient norm {conversion.gradient_norm:.3g}{'; from cache' if conversion.from_cache else ''}")
@@ -193,6 +194,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  pass     {note}")
     for warning in conversion.warnings:
         print(f"  warning  {warning}")
+    for finding in conversion.findings:
+        print(f"  check    {finding['finding']} ({finding['check']})")
     print(f"layers     {len(model.layers)} (default Grad-CAM layer: {model.layers.default_cam_layer}; first conv: {model.layers.first_conv})")
     for layer in model.layers:
         marks = ("S" if layer.spatial else "-") + ("R" if layer.kind == "relu" else "-")
@@ -262,7 +265,7 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     import csv
 
     from viz_server.comparison import comparison_plot, comparison_table
-    from viz_server.model.loaded import load_model
+    from viz_server.model.pipeline import load_model
     from viz_server.plugins import get_technique
     from viz_server.result_files import write_result
     from viz_server.runner import run_technique
@@ -337,14 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        if extra and args.command not in ("run", "compare"):
+        if getattr(args, "technique_options", False):
+            return args.handler(args, extra)
+        if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        handlers = {"plugins": cmd_plugins, "models": cmd_models, "inspect": cmd_inspect, "serve": cmd_serve, "worker": cmd_worker}
-        if args.command == "run":
-            return cmd_run(args, extra)
-        if args.command == "compare":
-            return cmd_compare(args, extra)
-        return handlers[args.command](args)
+        return args.handler(args)
     except UserError as exc:
         print(f"viz-server: error: {exc}", file=sys.stderr)
         return 2

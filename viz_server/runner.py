@@ -17,7 +17,7 @@ from viz_server.errors import UserError
 from viz_server.model.images import decode_image
 from viz_server.model.loaded import LoadedModel
 from viz_server.plugins import get_technique
-from viz_server.techniques import Context, Result, Technique, validate_params
+from viz_server.techniques import CONTRACT_VERSION, Context, Result, Technique, validate_params
 
 MAX_IMAGES_PER_RUN = 256
 
@@ -78,6 +78,7 @@ def run_technique(
         "technique": technique.name,
         "technique_version": technique.version,
         "viz_server_version": viz_server.__version__,
+        "contract_version": CONTRACT_VERSION,
         "params": params,
         "seed": int(seed),
         "model": {"name": model.name, "sha256": model.sha256},

@@ -21,7 +21,19 @@ from viz_server.errors import Cancelled, UserError
 if TYPE_CHECKING:
     from viz_server.model.loaded import LoadedModel
 
+CONTRACT_VERSION = "2"
+"""The plugin contract's version, recorded in every result's provenance; see CHANGELOG.md, "Plugin contract"."""
+
 FAMILIES = ("attribution", "network", "optimization", "robustness", "style")
+SUITES = {
+    "attribution": "class attributions with their sanity check and faithfulness curves",
+    "network": "what the network holds: filters, activations, embeddings",
+    "robustness": "accuracy under attacks, corruptions and cue conflicts",
+}
+"""Audit suites a technique may declare itself part of (``Technique.suites``); an audit runs a suite's
+techniques with their default parameters."""
+DEFAULT_AUDIT_SUITES = ("attribution",)
+"""The suites an audit offers checked when the user has not chosen."""
 INPUTS = {
     "image": "one or more images (analysed as a batch)",
     "image_set": "a labeled image set (a folder or zip with one sub-folder per class)",
@@ -138,15 +150,15 @@ class Artifact:
 
     name: str  # file name inside the result, e.g. "overlay_0.png"
     caption: str
-    kind: str = "image"  # image | plot | table | points (a 2-D scatter: rows of x, y, label, image index)
+    kind: str = "image"  # image | plot | table | points (a 2-D scatter: rows of x, y, label, image index), or a plugin's kind
     data: bytes = b""  # PNG bytes for image and plot
     array: str | None = None  # key in Result.arrays
     group: str = ""  # artifacts of one group are shown side by side (e.g. one input image)
-    rows: list[list[Any]] = field(default_factory=list)  # for tables; first row is the header
+    rows: list[list[Any]] = field(default_factory=list)  # tables and other row-based kinds; first row is the header
 
     def to_json(self) -> dict[str, Any]:
         data = {"name": self.name, "caption": self.caption, "kind": self.kind, "array": self.array, "group": self.group}
-        if self.kind in ("table", "points"):
+        if self.rows:
             data["rows"] = self.rows
         return data
 
@@ -198,10 +210,15 @@ class Context:
     image_names: list[str] = field(default_factory=list)
     image_labels: list[str | None] = field(default_factory=list)  # class of each image, for labeled image sets
     second_image: torch.Tensor | None = None
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
     on_progress: Callable[[int, int, str], None] | None = None
     is_cancelled: Callable[[], bool] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's torch graph runs (move tensors you create here)."""
+        parameter = next(self.model.module.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
 
     @property
     def rng(self) -> np.random.Generator:
@@ -257,6 +274,7 @@ class Technique(ABC):
     version: ClassVar[str] = "1"
     params: ClassVar[tuple[Param, ...]] = ()
     inputs: ClassVar[tuple[str, ...]] = ("image",)
+    suites: ClassVar[tuple[str, ...]] = ()  # audit suites (see SUITES) this technique runs in, with default params
 
     @abstractmethod
     def run(self, ctx: Context, params: dict[str, Any]) -> Result:
@@ -270,6 +288,7 @@ class Technique(ABC):
             "summary": self.summary,
             "version": self.version,
             "inputs": list(self.inputs),
+            "suites": list(self.suites),
             "params": [param.to_json() for param in self.params],
         }
 
@@ -289,6 +308,11 @@ def check_technique(technique: Technique) -> list[str]:
     for needed in getattr(technique, "inputs", ()):
         if needed not in INPUTS:
             problems.append(f"input {needed!r} is not one of {', '.join(INPUTS)}")
+    for suite in getattr(technique, "suites", ()):
+        if suite not in SUITES:
+            problems.append(f"suite {suite!r} is not one of {', '.join(SUITES)}")
+    if getattr(technique, "suites", ()) and "second_image" in getattr(technique, "inputs", ()):
+        problems.append("a technique that needs a second image cannot be part of an audit suite")
     names = [param.name for param in getattr(technique, "params", ())]
     if len(names) != len(set(names)):
         problems.append("param names must be unique")

@@ -5,9 +5,10 @@
         check_plugin(my_plugin_module)
 
 ``check_plugin`` runs every technique the plugin registers on the shipped shapes model (or a model you
-pass) with its default params and asserts the Result contract: declared schema valid, PNG artifacts that
-decode, arrays behind pictures present, JSON-ready metrics, plain-sentence caveats, provenance stamped, the
-same seed giving the same arrays, and cancellation honoured.
+pass) with its default params and asserts the Result contract: declared schema valid, artifacts of a kind
+some installed renderer shows (PNG bytes for pictures and plots), arrays behind pictures present, JSON-ready
+metrics, plain-sentence caveats, provenance stamped (with the contract version), the same seed giving the
+same arrays, and cancellation honoured (a cancelled run raises ``Cancelled``).
 
 ``running_server`` starts a real ``viz-server serve`` on a free loopback port for integration tests (and the
 server benchmark).
@@ -29,9 +30,7 @@ import numpy as np
 from PIL import Image
 
 from viz_server.errors import Cancelled
-from viz_server.techniques import Result, Technique, check_technique
-
-ARTIFACT_KINDS = ("image", "plot", "table", "points")
+from viz_server.techniques import CONTRACT_VERSION, Result, Technique, check_technique
 
 
 def sample_inputs(count: int = 2) -> list[tuple[str, bytes]]:
@@ -56,22 +55,25 @@ def check_result(result: Result) -> None:
     assert len(names) == len(set(names)), f"artifact names must be unique: {names}"
     for name, array in result.arrays.items():
         assert isinstance(array, np.ndarray), f"array {name!r} must be a numpy array"
+    from viz_server.presentation import ArtifactLinks, artifact_renderers, render_artifact
+
+    renderers = artifact_renderers()
     for artifact in result.artifacts:
-        assert artifact.kind in ARTIFACT_KINDS, f"artifact {artifact.name}: kind must be one of {ARTIFACT_KINDS}"
+        assert artifact.kind in renderers, f"artifact {artifact.name}: no installed renderer shows kind {artifact.kind!r} (known: {', '.join(renderers)})"
         assert artifact.caption.strip(), f"artifact {artifact.name} needs a caption"
-        if artifact.kind in ("image", "plot"):
+        if renderers[artifact.kind].media_type == "image/png":
             picture = Image.open(io.BytesIO(artifact.data))
             assert picture.format == "PNG", f"artifact {artifact.name} must hold PNG bytes"
-        if artifact.kind in ("table", "points"):
-            assert artifact.rows and all(isinstance(row, list) for row in artifact.rows), f"{artifact.kind} {artifact.name} needs rows"
-        if artifact.kind == "points":
-            assert artifact.rows[0][:4] == ["x", "y", "label", "image"], f"points {artifact.name}: header must be x, y, label, image"
+        problems = renderers[artifact.kind].problems(artifact.to_json())
+        assert not problems, f"artifact {artifact.name}: {'; '.join(problems)}"
+        assert "unrendered" not in render_artifact(artifact.to_json(), ArtifactLinks(src="data:,")), f"artifact {artifact.name}: its renderer fails"
         if artifact.array is not None:
             assert artifact.array in result.arrays, f"artifact {artifact.name} names a missing array {artifact.array!r}"
     json.dumps(result.metrics)  # metrics must be JSON-ready
     assert all(isinstance(caveat, str) and caveat.strip() for caveat in result.caveats), "caveats must be sentences"
     for key in ("technique", "technique_version", "params", "seed", "model"):
         assert key in result.provenance, f"provenance lacks {key!r}"
+    assert result.provenance.get("contract_version") == CONTRACT_VERSION, "provenance must record the plugin contract version"
 
 
 def check_technique_contract(technique: Technique, model=None, images: list[tuple[str, bytes]] | None = None) -> Result:
@@ -81,7 +83,7 @@ def check_technique_contract(technique: Technique, model=None, images: list[tupl
     problems = check_technique(technique)
     assert not problems, f"{getattr(technique, 'name', technique)}: " + "; ".join(problems)
     if model is None:
-        from viz_server.model.loaded import load_model
+        from viz_server.model.pipeline import load_model
         from viz_server_models import shipped_models
 
         model = load_model(shipped_models()["shapes_cnn"])
@@ -98,6 +100,8 @@ def check_technique_contract(technique: Technique, model=None, images: list[tupl
         run_technique(technique, model, images, seed=3, second_image=second, labels=labels, is_cancelled=lambda: True)
     except Cancelled:
         pass
+    else:
+        raise AssertionError(f"{technique.name} ignored cancellation: call ctx.progress(...) or ctx.check_cancelled() as it works")
     return first
 
 

@@ -7,13 +7,13 @@ import torch
 
 from model_zoo import export
 from viz_server import load_model
-from viz_server.model import loaded
+from viz_server.model import cache
 
 
 def test_second_load_comes_from_disk_cache(tmp_path):
     data = export("inception", "dynamo", 18)
     first = load_model(data, cache_dir=tmp_path)
-    loaded._memory.clear()  # force the disk path, as in a fresh process
+    cache.clear_memory()  # force the disk path, as in a fresh process
     started = time.perf_counter()
     second = load_model(data, cache_dir=tmp_path)
     assert second.conversion.from_cache and not first.conversion.from_cache

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from viz_server.model.images import decode_image
 from viz_server.runner import run_technique
-from viz_server_plugins import attacks
+from viz_server_plugins.toolkit import attacks
 
 
 @pytest.fixture(scope="module")

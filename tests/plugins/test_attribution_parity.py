@@ -11,10 +11,11 @@ from model_zoo import export
 from viz_server import load_model
 from viz_server.model.images import decode_image
 from viz_server_plugins.deconvnet import Deconvnet
-from viz_server_plugins.gradcam import GradCAM, class_activation_map
+from viz_server_plugins.gradcam import GradCAM
+from viz_server_plugins.toolkit.cam import class_activation_map
 from viz_server_plugins.guided_backprop import GuidedBackprop as OurGuidedBackprop
 from viz_server_plugins.guided_gradcam import GuidedGradCAM
-from viz_server_plugins.neuron_gradient import neuron_gradient
+from viz_server_plugins.toolkit.gradients import neuron_gradient
 from viz_server_plugins.saliency import Saliency as OurSaliency
 
 PLAIN = {"smooth_samples": 0, "reduce": "max"}
@@ -87,7 +88,7 @@ def test_neuron_gradient_matches_captum(case, guided, captum):
 
 def test_gradcam_plus_plus_follows_its_formula(case):
     """Grad-CAM++ weights from the closed form of Chattopadhay et al. (eq. 19), computed independently."""
-    from viz_server_plugins.gradcam import activations_and_gradients
+    from viz_server_plugins.toolkit.cam import activations_and_gradients
 
     model, images, targets = case
     layer = model.layers.default_cam_layer

@@ -11,9 +11,9 @@ from torch import nn
 from viz_server import load_model
 from viz_server.errors import UserError
 from viz_server.runner import run_technique
-from viz_server_plugins.gradcam import class_activation_map
-from viz_server_plugins.objectives import parse_region
-from viz_server_plugins.saliency import class_gradient
+from viz_server_plugins.toolkit.cam import class_activation_map
+from viz_server_plugins.toolkit.objectives import parse_region
+from viz_server_plugins.toolkit.gradients import class_gradient
 
 
 class TinySegmenter(nn.Module):

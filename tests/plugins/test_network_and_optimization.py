@@ -5,7 +5,7 @@ import torch
 from onnx import numpy_helper
 
 from viz_server.runner import run_technique
-from viz_server_plugins.input_optimization import gaussian_blur, to_model_space
+from viz_server_plugins.toolkit.optimization import gaussian_blur, to_model_space
 
 FAST = {"steps": 60}
 

@@ -12,7 +12,7 @@ from celery import Celery
 
 from viz_server.config import Settings, load_settings
 from viz_server.jobs.execute import execute_job
-from viz_server.store import JobRecord, Store
+from viz_server.store import JobRecord, JobStatus, Store
 from viz_server.store.database import now
 
 TASK_NAME = "viz_server.run_job"
@@ -35,11 +35,11 @@ def make_celery(settings: Settings) -> Celery:
         job = store.db.get(JobRecord, job_id)
         if job is None:
             return "missing"
-        if job.status == "running":  # redelivered: the process that ran it died
+        if job.status == JobStatus.RUNNING:  # redelivered: the process that ran it died
             if job.attempts > settings.job_retries:
-                store.db.update_job(job_id, status="failed", finished_at=now(), progress_message="failed",
+                store.db.update_job(job_id, status=JobStatus.FAILED, finished_at=now(), progress_message="failed",
                                     error=f"the job's worker process died after {job.attempts} attempt(s); try fewer or smaller images.")
-                return "failed"
+                return JobStatus.FAILED
             store.db.update_job(job_id, attempts=job.attempts + 1)
         elif not store.db.claim_job(job_id):
             return "skipped"

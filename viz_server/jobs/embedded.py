@@ -17,7 +17,7 @@ import threading
 import time
 
 from viz_server.config import Settings
-from viz_server.store import JobRecord, Store
+from viz_server.store import JobRecord, JobStatus, ModelStatus, Store
 from viz_server.store.database import now
 
 POLL_SECONDS = 0.1
@@ -127,25 +127,25 @@ class EmbeddedRunner:
         if code is None:
             elapsed = time.monotonic() - started
             if elapsed > self.settings.job_timeout:
-                self._kill(job_id, "failed", f"the job ran longer than {self.settings.job_timeout:g} s and was stopped; "
+                self._kill(job_id, JobStatus.FAILED, f"the job ran longer than {self.settings.job_timeout:g} s and was stopped; "
                            "use fewer images or fewer steps.")
             elif self._cancel_overdue(job_id):
-                self._kill(job_id, "cancelled", None)
+                self._kill(job_id, JobStatus.CANCELLED, None)
             return
         del self.running[job_id]
         self.cancel_seen.pop(job_id, None)
         job = self.store.db.get(JobRecord, job_id)
-        if job is None or job.status != "running":
+        if job is None or job.status != JobStatus.RUNNING:
             return  # the process recorded its outcome
         if job.attempts <= self.settings.job_retries:
-            self.store.db.update_job(job_id, status="queued", progress_message=f"retrying: its process died (exit code {code})")
+            self.store.db.update_job(job_id, status=JobStatus.QUEUED, progress_message=f"retrying: its process died (exit code {code})")
             self._wake.set()
         else:
             message = (f"the job's process died (exit code {code}) - a crash inside onnxruntime or torch, or out of "
                        f"memory - after {job.attempts} attempt(s); try fewer or smaller images.")
-            self.store.db.update_job(job_id, status="failed", error=message, finished_at=now(), progress_message="failed")
+            self.store.db.update_job(job_id, status=JobStatus.FAILED, error=message, finished_at=now(), progress_message="failed")
             if job.kind == "inspect":
-                self.store.db.update_model(job.model_id, status="failed", error=message)
+                self.store.db.update_model(job.model_id, status=ModelStatus.FAILED, error=message)
 
     def _cancel_overdue(self, job_id: int) -> bool:
         job = self.store.db.get(JobRecord, job_id)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 
 from viz_server.errors import Cancelled, UserError
-from viz_server.store import JobRecord, ModelRecord, Store
+from viz_server.store import JobRecord, JobStatus, ModelRecord, ModelStatus, Store
 from viz_server.store.database import ImageRecord, now
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes / cancellation checks
 
 
 def load_stored_model(store: Store, record: ModelRecord):
-    from viz_server.model.loaded import load_model
+    from viz_server.model.pipeline import load_model
 
     return load_model(store.blobs.read(record.sha256), name=record.name, **(record.spec_overrides or {}))
 
@@ -28,39 +28,39 @@ def execute_job(store: Store, job_id: int) -> str:
             _inspect(store, job, model_record)
         else:
             _run_technique(store, job, model_record)
-        return "done"
+        return JobStatus.DONE
     except Cancelled:
-        store.db.update_job(job_id, status="cancelled", finished_at=now(), progress_message="cancelled")
-        return "cancelled"
+        store.db.update_job(job_id, status=JobStatus.CANCELLED, finished_at=now(), progress_message="cancelled")
+        return JobStatus.CANCELLED
     except UserError as exc:
         _fail(store, job, str(exc))
-        return "failed"
+        return JobStatus.FAILED
     except MemoryError:
         _fail(store, job, "the job ran out of memory; use fewer or smaller images.")
-        return "failed"
+        return JobStatus.FAILED
     except Exception as exc:  # noqa: BLE001 - a worker must record every failure, never die silently
         _fail(store, job, f"internal error while running the job ({type(exc).__name__}: {str(exc)[:300]}); please report it.")
-        return "failed"
+        return JobStatus.FAILED
 
 
 def _fail(store: Store, job: JobRecord, message: str) -> None:
-    store.db.update_job(job.id, status="failed", error=message, finished_at=now(), progress_message="failed")
+    store.db.update_job(job.id, status=JobStatus.FAILED, error=message, finished_at=now(), progress_message="failed")
     if job.kind == "inspect":
-        store.db.update_model(job.model_id, status="failed", error=message)
+        store.db.update_model(job.model_id, status=ModelStatus.FAILED, error=message)
 
 
 def _inspect(store: Store, job: JobRecord, record: ModelRecord) -> None:
     store.db.update_job(job.id, progress_done=0, progress_total=1, progress_message="guard, normalize, convert, verify")
     model = load_stored_model(store, record)
-    store.db.update_model(record.id, status="ready", description=model.describe(), error=None)
-    store.db.update_job(job.id, status="done", progress_done=1, finished_at=now(), progress_message="model ready",
+    store.db.update_model(record.id, status=ModelStatus.READY, description=model.describe(), error=None)
+    store.db.update_job(job.id, status=JobStatus.DONE, progress_done=1, finished_at=now(), progress_message="model ready",
                         result={"conversion": model.conversion.to_json()})
 
 
 def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:
     from viz_server.runner import run_technique
 
-    if record.status == "failed":
+    if record.status == ModelStatus.FAILED:
         raise UserError(f"model {record.name} could not be loaded: {record.error}")
     model = load_stored_model(store, record)
     records = [store.db.require(ImageRecord, image_id, "image") for image_id in job.image_ids]

@@ -15,7 +15,7 @@ import warnings
 
 from viz_server.config import load_settings
 from viz_server.jobs.execute import execute_job
-from viz_server.store import Store
+from viz_server.store import FINISHED, Store
 
 
 def preload() -> None:
@@ -23,7 +23,7 @@ def preload() -> None:
     import onnxruntime  # noqa: F401
     import torch  # noqa: F401
 
-    import viz_server.model.loaded  # noqa: F401  (onnx, onnx2torch)
+    import viz_server.model.pipeline  # noqa: F401  (onnx, onnx2torch)
     import viz_server.runner  # noqa: F401
     from viz_server.plugins import techniques
 
@@ -53,7 +53,7 @@ def main() -> int:
     else:
         job_id = int(sys.argv[1])
     status = execute_job(Store(settings), job_id)
-    return 0 if status in ("done", "failed", "cancelled") else 1
+    return 0 if status in FINISHED else 1
 
 
 if __name__ == "__main__":

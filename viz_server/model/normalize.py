@@ -15,8 +15,6 @@ Passes (each returns a note for the conversion report when it changed something)
   fully connected layer on more than two dimensions) becomes one ``Linear`` node, a model-local function;
   the converter makes it one ``F.linear`` (one fused multiply-add instead of a matmul and an add).
 - ``infer_shapes``: ONNX shape inference, so every layer has an output shape.
-- ``dynamic_batch``: a fixed batch-1 input is made symbolic, with Reshape targets copying the batch axis
-  (``verify`` later keeps this only if batch 2 matches onnxruntime image by image).
 """
 
 from __future__ import annotations
@@ -415,44 +413,3 @@ def infer_shapes(model: onnx.ModelProto) -> str | None:
     output_type = inferred.graph.output[0].type
     model.graph.output[0].type.CopyFrom(output_type)
     return None
-
-
-def dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """A copy whose fixed batch-1 input is symbolic and whose constant Reshape targets follow the batch axis.
-
-    Returns None when the batch axis is already dynamic or not 1. The rewrite is a proposal: ``verify``
-    keeps it only when batch 2 reproduces onnxruntime's per-image outputs.
-    """
-    value = next(v for v in model.graph.input if v.name not in {t.name for t in model.graph.initializer})
-    batch = value.type.tensor_type.shape.dim[0]
-    if not (batch.HasField("dim_value") and batch.dim_value == 1):
-        return None
-    candidate = _copy(model)
-    candidate_input = next(v for v in candidate.graph.input if v.name == value.name)
-    candidate_input.type.tensor_type.shape.dim[0].dim_param = "batch"
-    initializers = {tensor.name: tensor for tensor in candidate.graph.initializer}
-    consumers = Counter(name for node in candidate.graph.node for name in node.input)
-    for node in candidate.graph.node:
-        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in initializers:
-            continue
-        allowzero = any(a.name == "allowzero" and a.i == 1 for a in node.attribute)
-        target = numpy_helper.to_array(initializers[node.input[1]]).copy()
-        if target.ndim != 1 or target.size < 2 or target[0] != 1:
-            continue
-        if -1 not in target:
-            target[0] = -1  # infer the batch axis from the element count
-        elif not allowzero:
-            target[0] = 0  # 0 = copy the input's dimension: the batch axis
-        else:
-            continue
-        new_name = f"{node.input[1]}__batch" if consumers[node.input[1]] > 1 else node.input[1]
-        tensor = numpy_helper.from_array(target, new_name)
-        if new_name == node.input[1]:
-            initializers[new_name].CopyFrom(tensor)
-        else:
-            candidate.graph.initializer.append(tensor)
-            node.input[1] = new_name
-    del candidate.graph.value_info[:]
-    candidate.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
-    infer_shapes(candidate)
-    return candidate

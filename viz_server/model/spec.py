@@ -7,7 +7,8 @@ arguments, CLI flags, or a JSON/TOML sidecar file).
 Recognised metadata keys (values are JSON, or comma-separated lists):
 ``layout`` (NCHW | NHWC), ``value_range`` ([lo, hi] of a pixel before normalization), ``mean`` and ``std``
 (per channel, applied after scaling to the value range), ``labels`` (class names in output order),
-``channel_order`` (RGB | BGR), ``image_size`` ([height, width], for inputs with dynamic spatial size).
+``channel_order`` (RGB | BGR), ``image_size`` ([height, width], for inputs with dynamic spatial size),
+``task`` (classification | dense | detection | sequence | embedding, or a task a plugin's decoder reads).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from viz_server.errors import UserError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_IMAGE_SIZE = 224
-SPEC_FIELDS = ("layout", "value_range", "mean", "std", "labels", "channel_order", "image_size")
+SPEC_FIELDS = ("layout", "value_range", "mean", "std", "labels", "channel_order", "image_size", "task")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ModelSpec:
     channel_order: str = "RGB"
     labels: tuple[str, ...] = ()
     num_classes: int = 0
+    task: str = "classification"  # what the output means (see viz_server.tasks)
     guessed: tuple[str, ...] = field(default=())
 
     # ---- model space <-> pictures -------------------------------------------------------------
@@ -158,6 +160,11 @@ def parse_field(key: str, raw: Any) -> Any:
             if value not in ("NCHW", "NHWC"):
                 raise ValueError
             return value
+        if key == "task":
+            value = str(value).strip().lower()
+            if not value or len(value) > 40 or not all(c.isalnum() or c == "_" for c in value):
+                raise ValueError
+            return value
         if key == "channel_order":
             value = str(value).upper()
             if value not in ("RGB", "BGR"):
@@ -194,6 +201,7 @@ def parse_field(key: str, raw: Any) -> Any:
         "mean": "one number per channel, e.g. 0.485,0.456,0.406",
         "std": "positive numbers, one per channel, e.g. 0.229,0.224,0.225",
         "image_size": "HEIGHT,WIDTH between 1 and 4096",
+        "task": "a task name such as classification, dense, detection, sequence or embedding",
     }
     if key not in hints:
         raise UserError(f"'{key}' is not a model spec field; use one of {', '.join(SPEC_FIELDS)}.")
@@ -223,6 +231,8 @@ def build_spec(
     num_classes: int,
     metadata: dict[str, str],
     overrides: dict[str, Any],
+    task: str = "classification",
+    task_guessed: bool = True,
 ) -> ModelSpec:
     """Combine what the model says (metadata), what its shape implies (guesses) and what the user says."""
     given: dict[str, Any] = {}
@@ -278,6 +288,8 @@ def build_spec(
         raise UserError(f"{len(labels)} labels were given but the model has {num_classes} outputs; give one label per output.")
     if not labels:
         guessed.append("labels")
+    if task_guessed:
+        guessed.append("task")
     return ModelSpec(
         input_name=input_name,
         layout=layout,
@@ -290,6 +302,7 @@ def build_spec(
         channel_order=given.get("channel_order", "RGB"),
         labels=tuple(labels),
         num_classes=num_classes,
+        task=task,
         guessed=tuple(guessed),
     )
 

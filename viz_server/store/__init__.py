@@ -12,10 +12,20 @@ from sqlalchemy.orm import defer
 from viz_server.config import Settings
 from viz_server.errors import UserError
 from viz_server.store.blobs import BlobStore
-from viz_server.store.database import Database, ImageRecord, JobRecord, ModelRecord, ReportRecord, now
+from viz_server.store.database import (
+    FINISHED,
+    Database,
+    ImageRecord,
+    JobRecord,
+    JobStatus,
+    ModelRecord,
+    ModelStatus,
+    ReportRecord,
+    now,
+)
 from viz_server.techniques import Result
 
-__all__ = ["Store", "ModelRecord", "ImageRecord", "JobRecord", "ReportRecord"]
+__all__ = ["FINISHED", "ImageRecord", "JobRecord", "JobStatus", "ModelRecord", "ModelStatus", "ReportRecord", "Store"]
 
 
 def clean_name(name: str, fallback: str) -> str:
@@ -41,7 +51,7 @@ class Store:
         return record, self.queue_inspection(record.id)
 
     def queue_inspection(self, model_id: int) -> JobRecord:
-        self.db.update_model(model_id, status="inspecting", error=None)
+        self.db.update_model(model_id, status=ModelStatus.INSPECTING, error=None)
         return self.db.add(JobRecord(kind="inspect", model_id=model_id))
 
     def models(self) -> list[ModelRecord]:
@@ -98,9 +108,9 @@ class Store:
         job = self.db.get(JobRecord, job_id)
         if job is None:
             raise UserError(f"there is no job {job_id}.")
-        if job.status == "queued":
-            self.db.update_job(job_id, status="cancelled", cancel_requested=True, finished_at=now(), progress_message="cancelled before it started")
-        elif job.status == "running":
+        if job.status == JobStatus.QUEUED:
+            self.db.update_job(job_id, status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now(), progress_message="cancelled before it started")
+        elif job.status == JobStatus.RUNNING:
             self.db.update_job(job_id, cancel_requested=True, progress_message="cancelling")
 
     def save_result(self, job_id: int, result: Result) -> None:
@@ -114,7 +124,7 @@ class Store:
             buffer = io.BytesIO()
             np.savez_compressed(buffer, **result.arrays)
             arrays_sha = self.blobs.put(buffer.getvalue())
-        self.db.update_job(job_id, status="done", result=summary, arrays_sha256=arrays_sha, finished_at=now(),
+        self.db.update_job(job_id, status=JobStatus.DONE, result=summary, arrays_sha256=arrays_sha, finished_at=now(),
                            seconds=result.provenance.get("seconds"), progress_message="done")
 
     def array(self, job: JobRecord, name: str) -> np.ndarray:

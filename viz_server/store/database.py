@@ -8,6 +8,7 @@ group of jobs: an audit of one model or a comparison of several).
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
@@ -15,7 +16,27 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from viz_server.errors import NotFound
 
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class JobStatus(StrEnum):
+    """Where a job is: queued -> running -> done | failed | cancelled (stored as these strings)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class ModelStatus(StrEnum):
+    """Where a stored model is: inspecting (its inspection job queued or running) -> ready | failed."""
+
+    INSPECTING = "inspecting"
+    READY = "ready"
+    FAILED = "failed"
 
 
 def now() -> datetime:
@@ -33,7 +54,7 @@ class ModelRecord(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     shipped: Mapped[bool] = mapped_column(Boolean, default=False)
     spec_overrides: Mapped[dict] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(20), default="inspecting")  # inspecting | ready | failed
+    status: Mapped[str] = mapped_column(String(20), default=ModelStatus.INSPECTING)
     description: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
@@ -70,7 +91,7 @@ class JobRecord(Base):
     image_ids: Mapped[list] = mapped_column(JSON, default=list)
     second_image_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     seed: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED, index=True)
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     progress_message: Mapped[str] = mapped_column(String(300), default="")
@@ -129,21 +150,21 @@ class Database:
         with self.session() as session:
             claimed = session.execute(
                 update(JobRecord)
-                .where(JobRecord.id == job_id, JobRecord.status == "queued")
-                .values(status="running", started_at=now(), attempts=JobRecord.attempts + 1, progress_message="starting")
+                .where(JobRecord.id == job_id, JobRecord.status == JobStatus.QUEUED)
+                .values(status=JobStatus.RUNNING, started_at=now(), attempts=JobRecord.attempts + 1, progress_message="starting")
             ).rowcount
             session.commit()
             return claimed == 1
 
     def queued_job_ids(self, limit: int) -> list[int]:
         with self.session() as session:
-            rows = session.execute(select(JobRecord.id).where(JobRecord.status == "queued").order_by(JobRecord.id).limit(limit))
+            rows = session.execute(select(JobRecord.id).where(JobRecord.status == JobStatus.QUEUED).order_by(JobRecord.id).limit(limit))
             return [row[0] for row in rows]
 
     def requeue_orphans(self) -> int:
         """Jobs left 'running' by a server that stopped are queued again (their process is gone)."""
         with self.session() as session:
-            count = session.execute(update(JobRecord).where(JobRecord.status == "running").values(status="queued", progress_message="requeued after restart")).rowcount
+            count = session.execute(update(JobRecord).where(JobRecord.status == JobStatus.RUNNING).values(status=JobStatus.QUEUED, progress_message="requeued after restart")).rowcount
             session.commit()
             return count
 

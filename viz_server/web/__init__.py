@@ -46,6 +46,9 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1", start_
 
     from viz_server.web import api, pages
 
+    from viz_server.web.views import artifact_html
+
+    app.jinja_env.globals["artifact_html"] = artifact_html
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(api.blueprint)
     _register_errors(app)

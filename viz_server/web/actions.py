@@ -13,7 +13,7 @@ from typing import Any
 from viz_server.errors import UserError
 from viz_server.image_sets import read_archive
 from viz_server.plugins import get_technique, techniques
-from viz_server.store import ImageRecord, ModelRecord, ReportRecord, Store
+from viz_server.store import ImageRecord, ModelRecord, ModelStatus, ReportRecord, Store
 from viz_server.techniques import validate_params
 
 
@@ -76,7 +76,7 @@ def submit_job(store: Store, dispatcher, technique_name: str, model_id: int, ima
     technique = get_technique(technique_name)
     params = validate_params(technique.params, raw_params)
     record = model_or_404(store, model_id)
-    if record.status == "failed":
+    if record.status == ModelStatus.FAILED:
         raise UserError(f"model {record.name} could not be loaded ({record.error}); upload a fixed export.")
     _check_model_params(technique, params, record)
     if ("image" in technique.inputs or "image_set" in technique.inputs) and not image_ids:

@@ -6,19 +6,23 @@ import base64
 
 from flask import render_template
 
-from viz_server.store import ReportRecord, Store
+from viz_server.presentation import media_type, report_sections
+from viz_server.store import JobStatus, ReportRecord, Store
 from viz_server.web.views import artifact_groups, job_json
 
 
 def report_json(store: Store, report: ReportRecord) -> dict:
+    """A report with its jobs and results, and the plugins' summary sections."""
     jobs = [job_json(store, job) for job in store.jobs(report_id=report.id)]
-    done = sum(job["status"] == "done" for job in jobs)
-    return {"id": report.id, "kind": report.kind, "title": report.title, "created": report.created_at.isoformat(timespec="seconds"),
-            "status": "done" if done == len(jobs) else "running" if any(j["status"] in ("queued", "running") for j in jobs) else "partial",
+    done = sum(job["status"] == JobStatus.DONE for job in jobs)
+    data = {"id": report.id, "kind": report.kind, "title": report.title, "created": report.created_at.isoformat(timespec="seconds"),
+            "status": "done" if done == len(jobs) else "running" if any(j["status"] in (JobStatus.QUEUED, JobStatus.RUNNING) for j in jobs) else "partial",
             "jobs": jobs}
+    data["sections"] = [section.to_json() for section in report_sections(data)]
+    return data
 
 
-def render_html(store: Store, title: str, jobs) -> str:
+def render_html(store: Store, title: str, jobs, sections: list[dict] | None = None) -> str:
     """A single HTML file a reviewer can archive or mail: every picture is a data: URI, no external links."""
     rendered = []
     for job in jobs:
@@ -27,9 +31,9 @@ def render_html(store: Store, title: str, jobs) -> str:
             for artifact in data["result"].get("artifacts", []):
                 if artifact.get("sha256"):
                     encoded = base64.b64encode(store.blobs.read(artifact["sha256"])).decode("ascii")
-                    artifact["inline"] = f"data:image/png;base64,{encoded}"
+                    artifact["inline"] = f"data:{media_type(artifact['kind'])};base64,{encoded}"
             data["groups"] = artifact_groups(data["result"])
         else:
             data["groups"] = []
         rendered.append(data)
-    return render_template("export.html", title=title, jobs=rendered)
+    return render_template("export.html", title=title, jobs=rendered, sections=sections or [])

@@ -9,8 +9,10 @@ import json
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, send_file, url_for
 
 from viz_server.errors import NotFound, UserError
-from viz_server.plugins import describe_plugins, techniques
-from viz_server.store import JobRecord, ReportRecord, Store, thumbnail
+from viz_server.plugins import describe_plugins, suite, techniques
+from viz_server.techniques import DEFAULT_AUDIT_SUITES
+from viz_server.presentation import media_type
+from viz_server.store import JobRecord, ModelStatus, ReportRecord, Store, thumbnail
 from viz_server.store.database import ImageRecord
 from viz_server.web import actions, export
 from viz_server.web.views import artifact_groups, image_json, job_json, job_summaries, model_json
@@ -118,8 +120,8 @@ def image_thumbnail(image_id: int):
 @blueprint.get("/run")
 def run_page():
     available = techniques()
-    technique = available.get(request.args.get("technique", "")) or (available.get("saliency") or next(iter(available.values())))
-    models = [m for m in store().models() if m.status == "ready"]
+    technique = available.get(request.args.get("technique", "")) or next(iter(available.values()))
+    models = [m for m in store().models() if m.status == ModelStatus.READY]
     chosen = next((m for m in models if str(m.id) == request.args.get("model")), models[0] if models else None)
     return render_template("run.html", techniques=sorted(available.values(), key=lambda t: t.name), technique=technique,
                            models=[model_json(m) for m in models], model=model_json(chosen) if chosen else None,
@@ -187,7 +189,7 @@ def _artifact(job: JobRecord, name: str) -> dict:
 @blueprint.get("/jobs/<int:job_id>/artifacts/<name>")
 def job_artifact(job_id: int, name: str):
     artifact = _artifact(_job_or_404(job_id), name)
-    return send_file(store().blobs.path(artifact["sha256"]), mimetype="image/png", download_name=name,
+    return send_file(store().blobs.path(artifact["sha256"]), mimetype=media_type(artifact["kind"]), download_name=name,
                      as_attachment=request.args.get("download") == "1")
 
 
@@ -226,8 +228,9 @@ def job_export_html(job_id: int):
 @blueprint.get("/models/<int:model_id>/audit")
 def audit_page(model_id: int):
     record = actions.model_or_404(store(), model_id)
-    image_techniques = [t for t in sorted(techniques().values(), key=lambda t: t.name) if "second_image" not in t.inputs]
-    return render_template("audit.html", model=model_json(record), techniques=image_techniques,
+    image_techniques = [t for t in techniques().values() if "second_image" not in t.inputs]
+    checked = {name for suite_name in DEFAULT_AUDIT_SUITES for name in suite(suite_name)}
+    return render_template("audit.html", model=model_json(record), techniques=image_techniques, checked=checked,
                            images=[image_json(i) for i in store().images()])
 
 
@@ -240,8 +243,8 @@ def start_audit(model_id: int):
 @blueprint.get("/compare")
 def compare_page():
     available = techniques()
-    technique = available.get(request.args.get("technique", "")) or available.get("saliency") or next(iter(available.values()))
-    models = [model_json(m) for m in store().models() if m.status == "ready"]
+    technique = available.get(request.args.get("technique", "")) or next(iter(available.values()))
+    models = [model_json(m) for m in store().models() if m.status == ModelStatus.READY]
     return render_template("compare.html", techniques=sorted(available.values(), key=lambda t: t.name), technique=technique,
                            models=models, images=[image_json(i) for i in store().images()])
 
@@ -283,16 +286,16 @@ def _report_or_404(report_id: int) -> ReportRecord:
 @blueprint.get("/reports/<int:report_id>")
 def report_page(report_id: int):
     report = _report_or_404(report_id)
-    jobs = [job_json(store(), job) for job in store().jobs(report_id=report.id)]
-    for job in jobs:
-        job["groups"] = artifact_groups(job["result"]) if job["result"] else []
-    return render_template("report.html", report=report, jobs=jobs)
+    data = export.report_json(store(), report)
+    for job in data["jobs"]:
+        job["groups"] = artifact_groups(job["result"]) if job["result"] and job["kind"] == "technique" else []
+    return render_template("report.html", report=report, jobs=data["jobs"], sections=data["sections"])
 
 
 @blueprint.get("/reports/<int:report_id>/export.html")
 def report_export_html(report_id: int):
     report = _report_or_404(report_id)
-    html = export.render_html(store(), report.title, store().jobs(report_id=report.id))
+    html = export.render_html(store(), report.title, store().jobs(report_id=report.id), export.report_json(store(), report)["sections"])
     return Response(html, mimetype="text/html", headers={"Content-Disposition": f'attachment; filename="report-{report.id}.html"'})
 
 

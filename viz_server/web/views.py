@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from flask import url_for
+from markupsafe import Markup
 
-from viz_server.store import JobRecord, ModelRecord, Store
+from viz_server.presentation import ArtifactLinks, render_artifact
+from viz_server.store import JobRecord, JobStatus, ModelRecord, Store
 from viz_server.store.database import ImageRecord
 
 
@@ -65,11 +67,11 @@ def job_summary(job: JobRecord, model_name: str | None) -> dict:
 
 
 def job_json(store: Store, job: JobRecord) -> dict:
-    """One job with its result: artifact and array URLs added, points artifacts laid out for SVG."""
+    """One job with its result: artifact and array URLs added."""
     model = store.db.get(ModelRecord, job.model_id)
     data = job_summary(job, model.name if model else None)
     data["result"] = None
-    if job.status == "done" and job.kind == "technique" and job.result:
+    if job.status == JobStatus.DONE and job.kind == "technique" and job.result:
         result = dict(job.result)
         result["artifacts"] = [
             {
@@ -79,9 +81,6 @@ def job_json(store: Store, job: JobRecord) -> dict:
             }
             for artifact in result.get("artifacts", [])
         ]
-        for artifact in result["artifacts"]:
-            if artifact["kind"] == "points":
-                artifact["svg_points"] = svg_points(artifact["rows"], job.image_ids)
         result["arrays_url"] = url_for("pages.job_arrays", job_id=job.id) if job.arrays_sha256 else None
         data["result"] = result
     elif job.result:
@@ -97,25 +96,15 @@ def artifact_groups(result: dict) -> list[tuple[str, list[dict]]]:
     return list(groups.items())
 
 
-PALETTE = ("#3a4fd1", "#e0a100", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#666666", "#1f78b4")
-SVG_SIZE, SVG_MARGIN, THUMB = 340, 12, 64
+def artifact_html(artifact: dict, image_ids: list[int], inline: bool = False) -> Markup:
+    """One artifact as HTML through its kind's renderer (a template global): in a page with links to its
+    bytes, array and the input thumbnails; in a self-contained export (``inline``) with its bytes embedded."""
+    if inline:
+        links = ArtifactLinks(src=artifact.get("inline"), inline=True)
+    else:
+        def thumbnail(index: int) -> str | None:
+            return url_for("pages.image_thumbnail", image_id=image_ids[index]) if 0 <= index < len(image_ids) else None
 
-
-def svg_points(rows: list[list], image_ids: list[int]) -> list[dict]:
-    """A points artifact's rows (x, y, label, image index) -> SVG positions, colours and hover thumbnails."""
-    body = [row for row in rows[1:] if len(row) >= 4]
-    if not body:
-        return []
-    xs, ys = [float(row[0]) for row in body], [float(row[1]) for row in body]
-    span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
-    labels = sorted({str(row[2]) for row in body})
-    inner = SVG_SIZE - 2 * SVG_MARGIN
-    points = []
-    for x, y, row in zip(xs, ys, body):
-        cx = SVG_MARGIN + (x - min(xs)) / span_x * inner
-        cy = SVG_MARGIN + (1 - (y - min(ys)) / span_y) * inner
-        index = int(row[3])
-        thumb = url_for("pages.image_thumbnail", image_id=image_ids[index]) if 0 <= index < len(image_ids) else None
-        points.append({"cx": round(cx, 1), "cy": round(cy, 1), "label": str(row[2]), "colour": PALETTE[labels.index(str(row[2])) % len(PALETTE)],
-                       "thumb": thumb, "tx": round(min(cx + 6, SVG_SIZE - THUMB), 1), "ty": round(min(max(cy - THUMB / 2, 0), SVG_SIZE - THUMB), 1)})
-    return points
+        download = f"{artifact['url']}?download=1" if artifact.get("url") else None
+        links = ArtifactLinks(src=artifact.get("url"), download=download, array=artifact.get("array_url"), thumbnail=thumbnail)
+    return render_artifact(artifact, links)

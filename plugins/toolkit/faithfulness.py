@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from viz_server_plugins.objectives import target_probability
+from viz_server_plugins.toolkit.objectives import target_probability
 from viz_server.rendering import figure_png, pyplot as plotting
 
 

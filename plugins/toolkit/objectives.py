@@ -86,3 +86,12 @@ def target_probability(scores, targets, region=None) -> np.ndarray:
     scores = torch.as_tensor(np.asarray(scores) if not isinstance(scores, torch.Tensor) else scores)
     probabilities = torch.softmax(_per_position(scores.float(), region), dim=1).mean(2)
     return probabilities.gather(1, torch.as_tensor(np.asarray(targets)).long()[:, None])[:, 0].numpy()
+
+
+def reference_labels(ctx, clean_predictions: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """The class each image should get, and where that came from: the image set's labels when every image has
+    one, else the model's own clean predictions (accuracy then measures how stable the predictions are)."""
+    known = [label for label in ctx.image_labels if label]
+    if len(known) != len(ctx.image_labels) or not known:
+        return clean_predictions, "clean predictions (the set has no labels)"
+    return torch.tensor([ctx.model.spec.class_index(label) for label in ctx.image_labels]), "the image set's labels"

@@ -18,9 +18,33 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from viz_server_plugins.input_optimization import to_model_space
+from viz_server.techniques import Context, Param
+from viz_server_plugins.toolkit.optimization import to_model_space
 
 ZERO_GRADIENT = 1e-6  # captum.robust leaves elements whose gradient is below this unchanged
+
+ATTACK_PARAMS = (
+    Param("attack", "choice", "pgd", "FGSM (one step) or PGD (iterated, projected).", choices=("fgsm", "pgd")),
+    Param("norm", "choice", "Linf", "PGD's budget: L-inf or L2 ball (FGSM is L-inf).", choices=("Linf", "L2")),
+    Param("epsilon", "float", 8 / 255, "Budget in image space ([0, 1] per value): L-inf radius, or L2 radius.", minimum=0.0, maximum=100.0),
+    Param("step_size", "float", 2 / 255, "PGD step size.", minimum=0.0, maximum=10.0),
+    Param("steps", "int", 10, "PGD steps.", minimum=1, maximum=1000),
+    Param("random_start", "bool", False, "PGD: start from a random point in the ball (seeded)."),
+    Param("step_rule", "choice", "sign", "PGD steps along the gradient's sign (as captum.robust) or the L2-normalized gradient.",
+          choices=("sign", "normalized")),
+)
+"""The parameters of ``run_attack``: a technique that attacks takes them as they are."""
+
+
+def run_attack(ctx: Context, unit: torch.Tensor, labels: torch.Tensor, params: dict, targeted: bool, epsilon: float | None = None) -> torch.Tensor:
+    """FGSM or PGD as ``params`` (``ATTACK_PARAMS``) say, on unit-space images, with progress reported to ``ctx``."""
+    forward = unit_forward(ctx.model)
+    epsilon = params["epsilon"] if epsilon is None else epsilon
+    if params["attack"] == "fgsm":
+        return fgsm(forward, unit, labels, epsilon, targeted)
+    return pgd(forward, unit, labels, epsilon, params["step_size"], params["steps"], params["norm"], targeted,
+               params["random_start"], ctx.torch_generator(), params["step_rule"],
+               on_step=lambda step: ctx.progress(step + 1, params["steps"], f"PGD step {step + 1}"))
 
 
 def unit_forward(model) -> Callable[[torch.Tensor], torch.Tensor]:

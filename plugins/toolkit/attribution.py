@@ -19,7 +19,9 @@ import torch
 
 from viz_server.rendering import map_artifacts, overlay, png_bytes, render_each
 from viz_server.techniques import TARGET, Artifact, Context, Param, Result, Technique
-from viz_server_plugins import faithfulness, localization, objectives, sanity
+from viz_server_plugins.toolkit import faithfulness, localization, objectives, sanity
+from viz_server_plugins.toolkit.gradients import REDUCE, class_gradient
+from viz_server_plugins.toolkit.relu_rules import relu_rule, uncovered_units
 
 TARGET_PARAMS = (
     TARGET,
@@ -137,6 +139,25 @@ class AttributionTechnique(Technique):
                                              data=picture, array="masks", group=result.artifacts[3 * index].group))
         result.arrays["masks"] = np.stack([mask for mask, _box, _picture in localized])
         result.metrics["boxes"] = [list(box) if box else None for _mask, box, _picture in localized]
+
+
+class RuleAttribution(AttributionTechnique):
+    """A class attribution that back-propagates the class score through ``rule`` (``"guided"`` or
+    ``"deconvnet"``): subclasses set ``rule`` and their names; the caveats name the units the rule skips."""
+
+    rule: str = "guided"
+    extra_params = (REDUCE,)
+
+    def attribute(self, model, images, targets, params):
+        with relu_rule(model, self.rule):
+            return class_gradient(model, images, targets, objectives.parse_region(params.get("region")))
+
+    def run(self, ctx, params):
+        result = super().run(ctx, params)
+        uncovered = uncovered_units(ctx.model)
+        if uncovered:
+            result.caveats.append(f"The {self.rule} rule covers relu-like units only; these units pass ordinary gradients: {', '.join(uncovered)}.")
+        return result
 
 
 def smoothed(attribute, model, images: torch.Tensor, targets: torch.Tensor, params: dict, seed: int) -> torch.Tensor:

@@ -1,0 +1,42 @@
+"""The built-in report section (the ``report_sections`` hook): which parts of a report can be trusted.
+
+For every class attribution in the report it lists the sanity check's verdict (Adebayo et al. 2018) and the
+faithfulness areas; every job that failed is named with its sentence. An auditor reads this before any
+picture.
+"""
+
+from __future__ import annotations
+
+from statistics import mean
+
+from viz_server import hookimpl
+from viz_server.presentation import Section
+
+
+def _mean(values) -> str:
+    numbers = [value for value in values or [] if isinstance(value, (int, float))]
+    return f"{mean(numbers):.3f}" if numbers else "-"
+
+
+@hookimpl
+def report_sections(report):
+    sections = []
+    failed = [job for job in report["jobs"] if job["status"] in ("failed", "cancelled")]
+    if failed:
+        sections.append(Section("Parts that did not run", level="warning", sentences=[
+            f"{job['technique'] or 'inspection'} on {job['model']['name']}: {job['status']}"
+            + (f" ({job['error']})" if job.get("error") else ".") for job in failed]))
+    rows = [["technique", "model", "sanity check", "deletion AUC (lower is better)", "insertion AUC (higher is better)"]]
+    for job in report["jobs"]:
+        metrics = (job.get("result") or {}).get("metrics") or {}
+        check = metrics.get("sanity_check")
+        if job["status"] != "done" or not isinstance(check, dict):
+            continue
+        verdict = "passed" if check.get("passed") else "cannot judge" if check.get("passed") is None else "FAILED"
+        rows.append([job["technique"], job["model"]["name"], verdict, _mean(metrics.get("deletion_auc")), _mean(metrics.get("insertion_auc"))])
+    if len(rows) > 1:
+        failing = [row[0] for row in rows[1:] if row[2] != "passed"]
+        sentences = ["Maps that fail the sanity check show the image rather than what the model learned; do not act on them."] if failing else \
+                    ["Every attribution in this report passed the model-parameter randomization test."]
+        sections.append(Section("Which explanations to trust", sentences=sentences, rows=rows, level="warning" if failing else "info"))
+    return sections

@@ -1,0 +1,158 @@
+"""``load_model``: ONNX bytes -> guard -> normalize -> convert -> verify -> checks -> ``LoadedModel``.
+
+One direction, one stage per module: ``guard`` refuses what is unsafe, ``normalize`` rewrites the graph into
+plain form, ``convert`` builds the torch graph, ``verify`` proves it matches onnxruntime, and the plugins'
+``model_checks`` add their findings. Conversions are cached by content (``cache``); the spec (the user's
+overrides) and the output decoder are settled on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from viz_server.errors import UserError
+from viz_server.model import cache
+from viz_server.model import guard as guard_stage
+from viz_server.model import normalize as normalize_stage
+from viz_server.model.convert import convert
+from viz_server.model.layers import build_layer_table
+from viz_server.model.loaded import ConversionReport, FixedBatch, LoadedModel, make_session
+from viz_server.model.spec import ModelSpec, build_spec, parse_field, read_sidecar
+from viz_server.model.verify import verify
+from viz_server.tasks import OutputDecoder, OutputInfo, choose_decoder
+
+
+def read_model_bytes(source: str | os.PathLike | bytes, max_bytes: int = guard_stage.MAX_MODEL_BYTES) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"no model file at {path}; give the path of an exported .onnx file.")
+    if path.stat().st_size > max_bytes:
+        raise UserError(f"{path.name} is {path.stat().st_size / 2**20:.0f} MiB, more than the {max_bytes / 2**20:.0f} MiB allowed.")
+    return path.read_bytes()
+
+
+def load_model(
+    source: str | os.PathLike | bytes,
+    *,
+    name: str | None = None,
+    spec_file: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    **spec_overrides: Any,
+) -> LoadedModel:
+    """Load any exported ONNX image model as a verified, differentiable torch graph.
+
+    ``spec_overrides`` may set ``layout``, ``value_range``, ``mean``, ``std``, ``labels``, ``channel_order``,
+    ``image_size`` and ``task``; ``spec_file`` names a JSON or TOML file with the same fields.
+    """
+    data = read_model_bytes(source)
+    digest = hashlib.sha256(data).hexdigest()
+    if name is None:
+        name = Path(source).stem if not isinstance(source, (bytes, bytearray, memoryview)) else digest[:12]
+    overrides = dict(read_sidecar(spec_file)) if spec_file else {}
+    overrides.update({key: value for key, value in spec_overrides.items() if value is not None})
+    folder = Path(cache_dir) if cache_dir else cache.default_cache_dir()
+    key = cache.cache_key(digest)
+
+    converted = cache.lookup(key, folder) if use_cache else None
+    if converted is None:
+        converted = _convert_fresh(data, overrides, name)
+        if use_cache:
+            cache.remember(key, converted, folder)
+    decoder = _decoder_for(converted.onnx_model, converted.metadata, overrides)
+    return _loaded(digest, name, converted, _spec_for(converted.onnx_model, converted.metadata, overrides, decoder), decoder)
+
+
+def _loaded(digest: str, name: str, converted: cache.Converted, spec: ModelSpec, decoder: OutputDecoder) -> LoadedModel:
+    max_batch = converted.report.max_batch
+    return LoadedModel(
+        sha256=digest,
+        name=name,
+        onnx_model=converted.onnx_model,
+        module=converted.graph if max_batch is None else FixedBatch(converted.graph, max_batch),
+        spec=spec,
+        layers=build_layer_table(converted.onnx_model, converted.module_names),
+        conversion=converted.report,
+        metadata=converted.metadata,
+        decoder=decoder,
+    )
+
+
+def _output_info(model: onnx.ModelProto, metadata: dict[str, str]) -> OutputInfo:
+    output = model.graph.output[0]
+    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in output.type.tensor_type.shape.dim)
+    final = next((node.op_type for node in model.graph.node if output.name in node.output), "")
+    return OutputInfo(shape, dict(metadata), final)
+
+
+def _decoder_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[str, Any]) -> OutputDecoder:
+    """The task's decoder: the user's or the metadata's task when given, else whichever decoder recognises it."""
+    raw = overrides.get("task") or metadata.get("task")
+    return choose_decoder(_output_info(model, metadata), parse_field("task", raw) if raw else None)
+
+
+def _spec_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[str, Any], decoder: OutputDecoder) -> ModelSpec:
+    value = guard_stage.image_inputs(model)[0]
+    dims = guard_stage.input_dims(value)
+    output_dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    num_classes = output_dims[1] if len(output_dims) >= 2 and output_dims[1] > 0 else 0  # the class axis
+    task_given = bool(overrides.get("task") or metadata.get("task"))
+    return build_spec(value.name, dims, num_classes, metadata, overrides, task=decoder.task, task_guessed=not task_given)
+
+
+def _convert_fresh(data: bytes, overrides: dict[str, Any], name: str) -> cache.Converted:
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    model = guard_stage.guard(data)
+    seconds["guard"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    normalized, passes = normalize_stage.normalize(model)
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    decoder = _decoder_for(normalized, metadata, overrides)
+    spec = _spec_for(normalized, metadata, overrides, decoder)
+    seconds["normalize"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    graph, module_names = convert(normalized)
+    seconds["convert"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    verified = verify(normalized, graph, module_names, spec, make_session(normalized))
+    seconds["verify"] = time.perf_counter() - started
+
+    report = ConversionReport(
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        opset=normalize_stage.opset_version(model),
+        passes=passes + verified.notes,
+        parity=[check.to_json() for check in verified.parity.checks],
+        max_batch=verified.max_batch,
+        gradient_norm=verified.parity.gradient_norm,
+        warnings=verified.parity.warnings,
+    )
+    converted = cache.Converted(verified.onnx_model, verified.graph, verified.module_names, report, metadata)
+
+    started = time.perf_counter()
+    report.findings = _checks(_loaded(hashlib.sha256(data).hexdigest(), name, converted, spec, decoder))
+    seconds["checks"] = time.perf_counter() - started
+    report.seconds = {key: round(value, 4) for key, value in seconds.items()}
+    return converted
+
+
+def _checks(model: LoadedModel) -> list[dict]:
+    """Every plugin's ``model_checks`` findings on the verified model (a check refuses it by raising UserError)."""
+    from viz_server.plugins import call_hook
+
+    findings = []
+    for plugin_name, sentences in call_hook("model_checks", model=model):
+        for sentence in sentences or ():
+            findings.append({"check": plugin_name, "finding": str(sentence)})
+    return findings
