@@ -18,7 +18,7 @@ import torch
 import torchvision
 
 from viz_server.errors import UserError
-from viz_server.model import cache, pipeline
+from viz_server.model import pipeline
 
 DEFAULT_MODELS = (
     "resnet18", "mobilenet_v2", "mobilenet_v3_small", "densenet121", "efficientnet_b0", "convnext_tiny",

@@ -14,12 +14,12 @@ import torch
 
 from viz_server.model.pipeline import load_model
 from viz_server_models import shapes, shipped_models
-from viz_server_plugins.toolkit import faithfulness, localization, sanity
 from viz_server_plugins.deconvnet import Deconvnet
 from viz_server_plugins.gradcam import GradCAM
 from viz_server_plugins.guided_backprop import GuidedBackprop
 from viz_server_plugins.guided_gradcam import GuidedGradCAM
 from viz_server_plugins.saliency import Saliency
+from viz_server_plugins.toolkit import faithfulness, localization, sanity
 
 METHODS = [
     ("saliency", Saliency(), {}),

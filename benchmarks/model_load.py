@@ -16,7 +16,7 @@ import warnings
 import torchvision
 
 from benchmarks.common import export_native, software_line
-from viz_server.model import cache, pipeline
+from viz_server.model import pipeline
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ the model's prediction before and after and the perturbation's L-inf and L2 size
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from viz_server import hookimpl
@@ -15,6 +14,7 @@ from viz_server.techniques import Artifact, Context, Param, Result, Technique
 from viz_server_plugins.toolkit import attacks
 from viz_server_plugins.toolkit.optimization import display
 from viz_server_plugins.toolkit.pictures import amplified
+
 
 class Adversarial(Technique):
     name = "adversarial"

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
 from viz_server import hookimpl
+from viz_server.rendering import figure_png
+from viz_server.rendering import pyplot as plotting
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
 from viz_server_plugins.toolkit.image_transforms import SEVERITIES, corrupt
 from viz_server_plugins.toolkit.objectives import reference_labels
-from viz_server.rendering import figure_png, pyplot as plotting
 
 
 class Corruptions(Technique):

@@ -9,15 +9,15 @@ full feature space. Classes that separate better as the layers deepen are what a
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
 from viz_server import hookimpl
 from viz_server.errors import UserError
+from viz_server.rendering import figure_png
+from viz_server.rendering import pyplot as plotting
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
 from viz_server_plugins.toolkit.layers import default_layers
-from viz_server.rendering import figure_png, pyplot as plotting
 
 BATCH = 64
 

@@ -15,10 +15,11 @@ import torch
 
 from viz_server import hookimpl
 from viz_server.errors import UserError
+from viz_server.rendering import figure_png
+from viz_server.rendering import pyplot as plotting
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
 from viz_server_plugins.toolkit import attacks
 from viz_server_plugins.toolkit.objectives import reference_labels
-from viz_server.rendering import figure_png, pyplot as plotting
 
 
 def parse_epsilons(text: str) -> list[float]:

@@ -14,7 +14,7 @@ import io
 import logging
 import warnings
 import zlib
-from functools import lru_cache
+from functools import cache
 
 import onnx
 import torch
@@ -163,7 +163,7 @@ def example_input(name: str) -> torch.Tensor:
     return torch.rand(1, 3, SIZE, SIZE)
 
 
-@lru_cache(maxsize=None)
+@cache
 def build(name: str) -> nn.Module:
     torch.manual_seed(zlib.crc32(name.encode()))
     module = ZOO[name]().eval()
@@ -175,7 +175,7 @@ def build(name: str) -> nn.Module:
     return module
 
 
-@lru_cache(maxsize=None)
+@cache
 def export(name: str, exporter: str, opset: int) -> bytes:
     """ONNX bytes of zoo model ``name``; the batch axis is dynamic except for ``fixed_batch`` and dynamo."""
     module, example = build(name), example_input(name)

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from hostile import hostile_images, hostile_models
+
 from viz_server.cli import main
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from viz_server.rendering import figure_png
+from viz_server.rendering import pyplot as plotting
 from viz_server.techniques import Result, json_ready
-from viz_server.rendering import figure_png, pyplot as plotting
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -6,8 +6,9 @@ This is the single function every front end uses (the CLI now, the job workers l
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +86,7 @@ def run_technique(
         "spec": model.spec.to_json(),
         "images": ctx.image_names,
         "labels": ctx.image_labels,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 4),
     }
     return result

@@ -13,7 +13,7 @@ perturbed images never leave the valid input range.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from viz_server.rendering import figure_png
+from viz_server.rendering import pyplot as plotting
 from viz_server_plugins.toolkit.objectives import target_probability
-from viz_server.rendering import figure_png, pyplot as plotting
 
 
 @dataclass

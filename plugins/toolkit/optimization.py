@@ -14,14 +14,15 @@ Two parameterizations:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from viz_server.rendering import figure_png, png_bytes, pyplot as plotting
+from viz_server.rendering import figure_png, png_bytes
+from viz_server.rendering import pyplot as plotting
 from viz_server.techniques import Artifact, Context, Param, Result
 
 # Lucid's square root of the ImageNet colour correlation matrix (a fixed decorrelation of RGB).

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from viz_server.rendering import COLORMAP, figure_png, normalize_map, pyplot as plotting
+from viz_server.rendering import COLORMAP, figure_png, normalize_map
+from viz_server.rendering import pyplot as plotting
 
 PASS_BELOW = 0.5
 """|Spearman rho| after randomizing the top ``sanity_layers`` weight layers below which the map passes."""

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from tests_web_helpers import API, wait_for, wait_models_ready
+
 from viz_server.config import load_settings
 from viz_server.web import create_app
 

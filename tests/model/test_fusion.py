@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from model_zoo import build, example_input, export
 from onnx import TensorProto, helper, numpy_helper
 
-from model_zoo import build, example_input, export
 from viz_server import load_model
 from viz_server.model import normalize
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from hostile import hostile_images, hostile_models
+
 from viz_server import load_model
 from viz_server.errors import UserError
 from viz_server.model.images import decode_image

@@ -4,8 +4,8 @@ import time
 
 import numpy as np
 import torch
-
 from model_zoo import export
+
 from viz_server import load_model
 from viz_server.model import cache
 

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from model_zoo import export
 from PIL import Image
 
-from model_zoo import export
 from viz_server import load_model
 from viz_server.errors import UserError
 from viz_server.model.spec import build_spec

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from model_zoo import EXPORTS, ZOO, build, example_input, export, paddle_style
+
 from viz_server import load_model
 
 CASES = [(name, exporter, opset) for name in ZOO for exporter, opset in EXPORTS]

@@ -4,19 +4,18 @@ one table of cases run across all methods)."""
 import numpy as np
 import pytest
 import torch
-from captum.attr import (Deconvolution, GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam, NeuronGradient,
-                         NeuronGuidedBackprop, Saliency)
-
+from captum.attr import Deconvolution, GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam, NeuronGradient, NeuronGuidedBackprop, Saliency
 from model_zoo import export
+
 from viz_server import load_model
 from viz_server.model.images import decode_image
 from viz_server_plugins.deconvnet import Deconvnet
 from viz_server_plugins.gradcam import GradCAM
-from viz_server_plugins.toolkit.cam import class_activation_map
 from viz_server_plugins.guided_backprop import GuidedBackprop as OurGuidedBackprop
 from viz_server_plugins.guided_gradcam import GuidedGradCAM
-from viz_server_plugins.toolkit.gradients import neuron_gradient
 from viz_server_plugins.saliency import Saliency as OurSaliency
+from viz_server_plugins.toolkit.cam import class_activation_map
+from viz_server_plugins.toolkit.gradients import neuron_gradient
 
 PLAIN = {"smooth_samples": 0, "reduce": "max"}
 

@@ -12,8 +12,8 @@ from viz_server import load_model
 from viz_server.errors import UserError
 from viz_server.runner import run_technique
 from viz_server_plugins.toolkit.cam import class_activation_map
-from viz_server_plugins.toolkit.objectives import parse_region
 from viz_server_plugins.toolkit.gradients import class_gradient
+from viz_server_plugins.toolkit.objectives import parse_region
 
 
 class TinySegmenter(nn.Module):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import Saliency as CaptumSaliency
-
 from model_zoo import export
+
 from viz_server import load_model
 from viz_server.errors import UserError
 from viz_server.model.images import decode_image

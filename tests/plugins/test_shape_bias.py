@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from pictures import png_bytes
+
 from viz_server.errors import UserError
 from viz_server.runner import run_technique
 from viz_server_models import shapes

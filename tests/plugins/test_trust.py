@@ -10,10 +10,10 @@ from torch import nn
 
 from viz_server import load_model
 from viz_server_models import shapes
-from viz_server_plugins.toolkit import faithfulness, localization, sanity
 from viz_server_plugins.gradcam import GradCAM
 from viz_server_plugins.guided_backprop import GuidedBackprop
 from viz_server_plugins.saliency import Saliency
+from viz_server_plugins.toolkit import faithfulness, localization, sanity
 
 
 def defaults(technique) -> dict:

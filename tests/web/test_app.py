@@ -6,9 +6,8 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from pictures import png_bytes
 from hostile import hostile_images, hostile_models
+from pictures import png_bytes
 from tests_web_helpers import API, csrf, wait_for
 
 PAGES = ["/", "/plugins", "/models", "/images", "/run", "/jobs", "/reports", "/compare"]

@@ -3,8 +3,8 @@
 import io
 
 import pytest
-
 from tests_web_helpers import API, csrf
+
 from viz_server.config import load_settings
 from viz_server.web import create_app
 

@@ -10,10 +10,10 @@ registry is only read, never written.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 import onnx
 import onnx2torch
@@ -56,7 +56,7 @@ CORE_CONVERTERS = (
 """Converters for the nodes ``normalize`` writes into its own domain."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_versions(op_type: str, domain: str = "") -> list[int]:
     """Every version in which an op's ONNX schema changed, oldest first."""
     return sorted({schema.since_version for schema in defs.get_all_schemas_with_history()

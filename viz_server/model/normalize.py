@@ -271,7 +271,7 @@ def fuse_gelu(model: onnx.ModelProto) -> str | None:
     return f"fused {len(fused)} erf-form GELU(s) into one node each"
 
 
-def _gelu_tail(index: "_GraphIndex", added: str, x: str) -> list[onnx.NodeProto] | None:
+def _gelu_tail(index: _GraphIndex, added: str, x: str) -> list[onnx.NodeProto] | None:
     """The two multiplications around ``a = 1 + erf``: (x * a) * 0.5, (x * 0.5) * a or x * (a * 0.5), in
     graph order (the last one computes the GELU), or None."""
     first = index.only_consumer(added)

@@ -26,7 +26,6 @@ from viz_server.model import guard as guard_stage
 from viz_server.model.convert import convert
 from viz_server.model.normalize import infer_shapes
 
-
 TOLERANCE = 1e-3
 """Relative error above which a converted model is refused."""
 WARN_TOLERANCE = 1e-4

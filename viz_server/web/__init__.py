@@ -45,7 +45,6 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1", start_
     security.install(app, app.extensions["viz_token"])
 
     from viz_server.web import api, pages
-
     from viz_server.web.views import artifact_html
 
     app.jinja_env.globals["artifact_html"] = artifact_html

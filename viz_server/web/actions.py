@@ -17,7 +17,6 @@ from viz_server.store import ImageRecord, ModelRecord, ModelStatus, ReportRecord
 from viz_server.techniques import validate_params
 
 
-
 def upload_model(store: Store, name: str, data: bytes, spec_overrides: dict | None = None):
     """Store an uploaded model and queue its inspection; the guard's sentence comes back on its job."""
     if not data:

@@ -10,10 +10,10 @@ from flask import Blueprint, Response, abort, current_app, redirect, render_temp
 
 from viz_server.errors import NotFound, UserError
 from viz_server.plugins import describe_plugins, suite, techniques
-from viz_server.techniques import DEFAULT_AUDIT_SUITES
 from viz_server.presentation import media_type
 from viz_server.store import JobRecord, ModelStatus, ReportRecord, Store, thumbnail
 from viz_server.store.database import ImageRecord
+from viz_server.techniques import DEFAULT_AUDIT_SUITES
 from viz_server.web import actions, export
 from viz_server.web.views import artifact_groups, image_json, job_json, job_summaries, model_json
 
