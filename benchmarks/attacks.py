@@ -57,7 +57,10 @@ def main() -> None:
         with torch.no_grad():
             ours_accuracy = (native(ours_adversarial).argmax(1) == labels).float().mean()
             reference_accuracy = (native(reference_adversarial).argmax(1) == labels).float().mean()
-        print(f"| {name} | {ours_time:.2f} | {reference_time:.2f} | {ours_time / reference_time:.2f} | {ours_accuracy:.2f} | {reference_accuracy:.2f} |", flush=True)
+        print(
+            f"| {name} | {ours_time:.2f} | {reference_time:.2f} | {ours_time / reference_time:.2f} | {ours_accuracy:.2f} | {reference_accuracy:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

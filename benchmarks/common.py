@@ -21,8 +21,16 @@ def export_native(module: torch.nn.Module, size: int, opset: int = 17) -> bytes:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.rand(1, 3, size, size),), buffer, input_names=["x"], output_names=["y"],
-                          opset_version=opset, dynamo=False, dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+        torch.onnx.export(
+            module,
+            (torch.rand(1, 3, size, size),),
+            buffer,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        )
     return buffer.getvalue()
 
 
@@ -49,5 +57,4 @@ def software_line(*extra: str) -> str:
     """One line naming the machine and the versions a table was measured with."""
     packages = ("torch", "onnxruntime", "onnx2torch", *extra)
     versions = ", ".join(f"{name} {version(name)}" for name in packages)
-    return (f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-            f"Python {platform.python_version()}; {versions}")
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, Python {platform.python_version()}; {versions}"

@@ -21,8 +21,18 @@ from viz_server.errors import UserError
 from viz_server.model import pipeline
 
 DEFAULT_MODELS = (
-    "resnet18", "mobilenet_v2", "mobilenet_v3_small", "densenet121", "efficientnet_b0", "convnext_tiny",
-    "squeezenet1_1", "shufflenet_v2_x1_0", "googlenet", "regnet_x_400mf", "mnasnet0_5", "vgg11",
+    "resnet18",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "densenet121",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "squeezenet1_1",
+    "shufflenet_v2_x1_0",
+    "googlenet",
+    "regnet_x_400mf",
+    "mnasnet0_5",
+    "vgg11",
 )
 
 
@@ -35,8 +45,13 @@ def export(name: str, exporter: str) -> tuple[bytes, int]:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (torch.rand(1, 3, 224, 224),), buffer, input_names=["x"], output_names=["y"],
-            opset_version=opset, dynamo=exporter == "dynamo",
+            module,
+            (torch.rand(1, 3, 224, 224),),
+            buffer,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=opset,
+            dynamo=exporter == "dynamo",
             dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}} if exporter == "torchscript" else None,
         )
     return buffer.getvalue(), opset

@@ -92,7 +92,8 @@ def main() -> None:
             "captum_gbp": lambda: GuidedBackprop(native).attribute(batch.clone(), target=targets),
             "ours_gbp": lambda: OurGuidedBackprop().attribute(model, batch, targets, cam_params),
             "captum_gradcam": lambda: LayerAttribution.interpolate(
-                LayerGradCam(native, layer).attribute(batch.clone(), target=targets, relu_attributions=True), size, "bilinear"),
+                LayerGradCam(native, layer).attribute(batch.clone(), target=targets, relu_attributions=True), size, "bilinear"
+            ),
             "library_gradcam": lambda: library(input_tensor=batch.clone().requires_grad_(True), targets=chosen),
             "ours_gradcam": lambda: GradCAM().attribute(model, batch, targets, cam_params),
             "captum_ggc": lambda: GuidedGradCam(native, layer).attribute(batch.clone(), target=targets),
@@ -107,18 +108,22 @@ def main() -> None:
             f"| {name} | {t['ours_saliency'] / t['captum_saliency']:.2f} | {t['ours_gbp'] / t['captum_gbp']:.2f} | "
             f"{t['ours_gradcam'] / t['captum_gradcam']:.2f} | {t['ours_gradcam'] / t['library_gradcam']:.2f} | "
             f"{t['ours_ggc'] / t['captum_ggc']:.2f} | {t['ours_saliency']:.3f} / {t['captum_saliency']:.3f} | "
-            f"{t['ours_gradcam']:.3f} / {t['captum_gradcam']:.3f} / {t['library_gradcam']:.3f} | {t['ours_ggc']:.3f} / {t['captum_ggc']:.3f} |")
+            f"{t['ours_gradcam']:.3f} / {t['captum_gradcam']:.3f} / {t['library_gradcam']:.3f} | {t['ours_ggc']:.3f} / {t['captum_ggc']:.3f} |"
+        )
         tables["overhead"].append(
             f"| {name} | {t['converted']:.3f} | {t['run_saliency']:.3f} | {t['run_saliency'] / t['converted']:.2f} | "
-            f"{t['run_gbp']:.3f} | {t['run_gbp'] / t['converted']:.2f} | {t['run_gradcam']:.3f} | {t['run_gradcam'] / t['converted']:.2f} |")
+            f"{t['run_gbp']:.3f} | {t['run_gbp'] / t['converted']:.2f} | {t['run_gradcam']:.3f} | {t['run_gradcam'] / t['converted']:.2f} |"
+        )
         print(tables["pass"][-1], tables["captum"][-1], tables["overhead"][-1], sep="\n", flush=True)
 
     print("\nforward+backward, converted graph vs native module\n")
     print("| model | native s | converted s | ratio |\n|---|---|---|---|")
     print("\n".join(tables["pass"]))
     print("\nours (converted graph) over the reference (native module)\n")
-    print("| model | saliency / Captum | guided backprop / Captum | Grad-CAM / Captum | Grad-CAM / pytorch-grad-cam | "
-          "Guided Grad-CAM / Captum | saliency s (ours / Captum) | Grad-CAM s (ours / Captum / pgc) | Guided Grad-CAM s (ours / Captum) |")
+    print(
+        "| model | saliency / Captum | guided backprop / Captum | Grad-CAM / Captum | Grad-CAM / pytorch-grad-cam | "
+        "Guided Grad-CAM / Captum | saliency s (ours / Captum) | Grad-CAM s (ours / Captum / pgc) | Guided Grad-CAM s (ours / Captum) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(tables["captum"]))
     print("\nwhole technique run (16 generated shape pictures in, every picture rendered, checks off) over one bare forward+backward\n")

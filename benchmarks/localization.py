@@ -52,11 +52,15 @@ def main() -> None:
         curves = faithfulness.deletion_insertion(model, images, targets, maps, 16).metrics()
         passed = 0
         for index in range(args.sanity_images):
-            check = sanity.cascading_randomization(technique, model, images[index : index + 1], targets[index : index + 1],
-                                                   params, maps[index : index + 1], 0, lambda: None)
+            check = sanity.cascading_randomization(
+                technique, model, images[index : index + 1], targets[index : index + 1], params, maps[index : index + 1], 0, lambda: None
+            )
             passed += check.passed
-        print(f"| {label} | {pointing:.2f} | {energy:.3f} | {np.mean(curves['deletion_auc']):.3f} | "
-              f"{np.mean(curves['insertion_auc']):.3f} | {passed}/{args.sanity_images} |", flush=True)
+        print(
+            f"| {label} | {pointing:.2f} | {energy:.3f} | {np.mean(curves['deletion_auc']):.3f} | "
+            f"{np.mean(curves['insertion_auc']):.3f} | {passed}/{args.sanity_images} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,12 @@ def main() -> None:
     print("| side | RSS before the call MB | peak during the call MB | added by the call MB | whole-process peak MB |\n|---|---|---|---|---|")
     added = {}
     for side in ("captum", "ours"):
-        output = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--side", side, "--model", args.model, "--batch", str(args.batch)],
-                                check=True, capture_output=True, text=True).stdout
+        output = subprocess.run(
+            [sys.executable, "-m", "benchmarks.memory", "--side", side, "--model", args.model, "--batch", str(args.batch)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         figures = json.loads(output.strip().splitlines()[-1])
         added[side] = figures["peak_mb"] - figures["before_mb"]
         print(f"| {side} | {figures['before_mb']:.0f} | {figures['peak_mb']:.0f} | {added[side]:.0f} | {figures['process_peak_mb']:.0f} |", flush=True)

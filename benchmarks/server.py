@@ -112,11 +112,27 @@ def store_reports(data_dir: Path, template_job_id: int, count: int, jobs_per_rep
             session.add(report)
             session.flush()
             for _ in range(jobs_per_report):
-                session.add(JobRecord(kind="technique", technique=template.technique, model_id=template.model_id, report_id=report.id,
-                                      params=template.params, image_ids=template.image_ids, seed=0, status="done",
-                                      progress_done=1, progress_total=1, progress_message="done", attempts=1, result=template.result,
-                                      arrays_sha256=template.arrays_sha256, seconds=template.seconds, started_at=template.started_at,
-                                      finished_at=template.finished_at))
+                session.add(
+                    JobRecord(
+                        kind="technique",
+                        technique=template.technique,
+                        model_id=template.model_id,
+                        report_id=report.id,
+                        params=template.params,
+                        image_ids=template.image_ids,
+                        seed=0,
+                        status="done",
+                        progress_done=1,
+                        progress_total=1,
+                        progress_message="done",
+                        attempts=1,
+                        result=template.result,
+                        arrays_sha256=template.arrays_sha256,
+                        seconds=template.seconds,
+                        started_at=template.started_at,
+                        finished_at=template.finished_at,
+                    )
+                )
         session.commit()
 
 
@@ -155,8 +171,19 @@ def main() -> None:
             middle_page = max(1, (total // 50) // 2)  # a report from the middle of the list
             report_id = get(base, f"/api/reports?page={middle_page}")[0]["id"]
             job_id = get(base, f"/api/reports/{report_id}")["jobs"][0]["id"]
-            paths = ["/", "/reports", f"/reports/{report_id}", "/jobs", f"/jobs/{job_id}", "/models", "/run",
-                     "/api/reports", f"/api/reports/{report_id}", "/api/jobs", f"/api/jobs/{job_id}"]
+            paths = [
+                "/",
+                "/reports",
+                f"/reports/{report_id}",
+                "/jobs",
+                f"/jobs/{job_id}",
+                "/models",
+                "/run",
+                "/api/reports",
+                f"/api/reports/{report_id}",
+                "/api/jobs",
+                f"/api/jobs/{job_id}",
+            ]
             print(f"\n{total} stored reports ({3 * args.reports} jobs), {args.requests} sequential requests per path\n")
             print("| path | p50 ms | p95 ms |\n|---|---|---|")
             for path in paths:

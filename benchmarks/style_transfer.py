@@ -33,8 +33,9 @@ def network() -> nn.Module:
     return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 10)).eval()
 
 
-def reference_loop(features: nn.Sequential, relu_indices: list[int], content: torch.Tensor, style: torch.Tensor, steps: int,
-                   style_weight: float, content_weight: float) -> torch.Tensor:
+def reference_loop(
+    features: nn.Sequential, relu_indices: list[int], content: torch.Tensor, style: torch.Tensor, steps: int, style_weight: float, content_weight: float
+) -> torch.Tensor:
     """The plain loop: features cut after the deepest layer, Gram-matrix style loss, L-BFGS one evaluation per step."""
     cut = features[: relu_indices[max(STYLE_RELUS + (CONTENT_RELU,))] + 1]
 
@@ -82,8 +83,15 @@ def main() -> None:
     relu_indices = [index for index, module in enumerate(native[0]) if isinstance(module, nn.ReLU)]
     pictures = shapes.make_dataset(2, seed=3, size=args.size).images
     content, style = (torch.from_numpy(picture).permute(2, 0, 1)[None].float().contiguous() / 255.0 for picture in pictures)
-    params = {"style_layers": ",".join(relu_layers[i] for i in STYLE_RELUS), "content_layer": relu_layers[CONTENT_RELU],
-              "steps": args.steps, "optimizer": "lbfgs", "tv_weight": 0.0, "style_weight": 1e4, "content_weight": 1.0}
+    params = {
+        "style_layers": ",".join(relu_layers[i] for i in STYLE_RELUS),
+        "content_layer": relu_layers[CONTENT_RELU],
+        "steps": args.steps,
+        "optimizer": "lbfgs",
+        "tv_weight": 0.0,
+        "style_weight": 1e4,
+        "content_weight": 1.0,
+    }
     files = [(f"picture{index}.png", png_bytes(picture)) for index, picture in enumerate(pictures)]
     ours = median_seconds(lambda: run_technique("style_transfer", model, files[:1], params, second_image=files[1]), args.repeats)
     reference = median_seconds(lambda: reference_loop(native[0], relu_indices, content, style, args.steps, 1e4, 1.0), args.repeats)

@@ -53,8 +53,11 @@ def main() -> None:
         ours = model.predict_layers(array[:2], layers)
         worst = max(float(np.abs(ours[layer] - reference[layer].numpy()).max() / (np.abs(reference[layer].numpy()).max() + 1e-12)) for layer in layers)
         assert worst < 1e-4, f"onnxruntime layer outputs differ from the torch graph's by {worst:.1e}"
-        print(f"| {name} | {times['torch']:.3f} | {times['ort']:.3f} | {times['torch'] / times['ort']:.2f}x | {len(layers)} | "
-              f"{times['torch_layers']:.3f} | {times['ort_layers']:.3f} | {times['torch_layers'] / times['ort_layers']:.2f}x |", flush=True)
+        print(
+            f"| {name} | {times['torch']:.3f} | {times['ort']:.3f} | {times['torch'] / times['ort']:.2f}x | {len(layers)} | "
+            f"{times['torch_layers']:.3f} | {times['ort_layers']:.3f} | {times['torch_layers'] / times['ort_layers']:.2f}x |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

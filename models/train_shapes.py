@@ -31,10 +31,21 @@ class ShapesCNN(nn.Module):
     def __init__(self, classes: int = len(shapes.CLASSES)):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
         )
         self.classifier = nn.Linear(64, classes)
 
@@ -115,8 +126,7 @@ def main() -> None:
             "shape_bias": f"{figures['shape_bias']:.4f}",
         },
     )
-    print(f"shapes CNN: test accuracy {figures['test_accuracy']:.4f}, "
-          f"shape bias on cue conflicts {figures['shape_bias']:.3f} -> {OUTPUT}")
+    print(f"shapes CNN: test accuracy {figures['test_accuracy']:.4f}, shape bias on cue conflicts {figures['shape_bias']:.3f} -> {OUTPUT}")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,13 @@ class ActivationMaps(Technique):
         name = spatial_layer(model, params["layer"])
         activations = layer_output(model, ctx.images, name)  # N x C x h x w
         pictures = ctx.display_images()
-        result = Result(arrays={"activations": activations.numpy()}, metrics={"layer": name, "channels": int(activations.shape[1])},
-                        caveats=["Maps are scaled one by one: compare where channels fire, not how strongly across channels "
-                                 "(the ranking and the raw array give the strengths)."])
+        result = Result(
+            arrays={"activations": activations.numpy()},
+            metrics={"layer": name, "channels": int(activations.shape[1])},
+            caveats=[
+                "Maps are scaled one by one: compare where channels fire, not how strongly across channels (the ranking and the raw array give the strengths)."
+            ],
+        )
         rankings = []
         for index, maps in enumerate(activations):
             image_name = ctx.image_names[index] if index < len(ctx.image_names) else str(index)
@@ -44,12 +48,26 @@ class ActivationMaps(Technique):
             top = order[: params["max_channels"]].tolist()
             rankings.append(top)
             tiles = [heatmap(maps[channel].numpy()) for channel in top]
-            result.artifacts.append(Artifact(f"maps_{index}.png", f"{len(top)} channel maps of {name}, most active first",
-                                             data=png_bytes(grid(tiles, min(8, len(tiles)), gap=2), 256), array="activations", group=group))
+            result.artifacts.append(
+                Artifact(
+                    f"maps_{index}.png",
+                    f"{len(top)} channel maps of {name}, most active first",
+                    data=png_bytes(grid(tiles, min(8, len(tiles)), gap=2), 256),
+                    array="activations",
+                    group=group,
+                )
+            )
             enlarged = F.interpolate(maps[None], size=pictures[index].shape[:2], mode="bilinear", align_corners=False)[0]
             for rank, channel in enumerate(top[: params["overlays"]], start=1):
-                result.artifacts.append(Artifact(f"overlay_{index}_{channel}.png", f"#{rank}: channel {channel} (mean {float(maps[channel].mean()):.3g})",
-                                                 data=png_bytes(overlay(pictures[index], enlarged[channel].numpy()), 128), array="activations", group=group))
+                result.artifacts.append(
+                    Artifact(
+                        f"overlay_{index}_{channel}.png",
+                        f"#{rank}: channel {channel} (mean {float(maps[channel].mean()):.3g})",
+                        data=png_bytes(overlay(pictures[index], enlarged[channel].numpy()), 128),
+                        array="activations",
+                        group=group,
+                    )
+                )
             ctx.progress(index + 1, len(activations), f"image {index + 1}")
         result.arrays["channel_order"] = np.asarray(rankings)
         result.metrics["top_channels"] = [ranking[:5] for ranking in rankings]

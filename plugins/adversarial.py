@@ -21,7 +21,9 @@ class Adversarial(Technique):
     title = "Adversarial examples"
     family = "robustness"
     summary = "Small perturbations that change the prediction: FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018)."
-    params = (Param("target", "str", "", "Empty: untargeted (away from the predicted class); or a class (index or label) to push towards."),) + attacks.ATTACK_PARAMS
+    params = (
+        Param("target", "str", "", "Empty: untargeted (away from the predicted class); or a class (index or label) to push towards."),
+    ) + attacks.ATTACK_PARAMS
     inputs = ("image",)
 
     def run(self, ctx: Context, params: dict) -> Result:
@@ -37,22 +39,44 @@ class Adversarial(Technique):
         linf, l2 = attacks.perturbation_sizes(unit, adversarial)
         result = Result(
             arrays={"adversarial": spec.unit_to_model(adversarial.numpy()), "perturbation": (adversarial - unit).numpy()},
-            metrics={"before": [spec.label(int(i)) for i in before], "after": [spec.label(int(i)) for i in after],
-                     "success": success.tolist(), "success_rate": round(float(success.float().mean()), 4),
-                     "linf": [round(v, 6) for v in linf], "l2": [round(v, 6) for v in l2]},
-            caveats=["Budgets are in image space ([0, 1] per value): 8/255 in L-inf is a change no person notices.",
-                     "A failed attack at one budget proves little: stronger attacks (more steps, restarts) may succeed."],
+            metrics={
+                "before": [spec.label(int(i)) for i in before],
+                "after": [spec.label(int(i)) for i in after],
+                "success": success.tolist(),
+                "success_rate": round(float(success.float().mean()), 4),
+                "linf": [round(v, 6) for v in linf],
+                "l2": [round(v, 6) for v in l2],
+            },
+            caveats=[
+                "Budgets are in image space ([0, 1] per value): 8/255 in L-inf is a change no person notices.",
+                "A failed attack at one budget proves little: stronger attacks (more steps, restarts) may succeed.",
+            ],
         )
         for index in range(len(unit)):
             name = ctx.image_names[index] if index < len(ctx.image_names) else str(index)
             group = f"{index}: {name}"
             result.artifacts += [
-                Artifact(f"original_{index}.png", f"original: {spec.label(int(before[index]))}", data=png_bytes(display(spec, unit[index].numpy()), 128),
-                         array="inputs", group=group),
-                Artifact(f"adversarial_{index}.png", f"adversarial: {spec.label(int(after[index]))}",
-                         data=png_bytes(display(spec, adversarial[index].numpy()), 128), array="adversarial", group=group),
-                Artifact(f"perturbation_{index}.png", f"perturbation, amplified (L-inf {linf[index]:.4f}, L2 {l2[index]:.3f})",
-                         data=png_bytes(display(spec, amplified((adversarial - unit)[index].numpy())), 128), array="perturbation", group=group),
+                Artifact(
+                    f"original_{index}.png",
+                    f"original: {spec.label(int(before[index]))}",
+                    data=png_bytes(display(spec, unit[index].numpy()), 128),
+                    array="inputs",
+                    group=group,
+                ),
+                Artifact(
+                    f"adversarial_{index}.png",
+                    f"adversarial: {spec.label(int(after[index]))}",
+                    data=png_bytes(display(spec, adversarial[index].numpy()), 128),
+                    array="adversarial",
+                    group=group,
+                ),
+                Artifact(
+                    f"perturbation_{index}.png",
+                    f"perturbation, amplified (L-inf {linf[index]:.4f}, L2 {l2[index]:.3f})",
+                    data=png_bytes(display(spec, amplified((adversarial - unit)[index].numpy())), 128),
+                    array="perturbation",
+                    group=group,
+                ),
             ]
         return result
 

@@ -21,9 +21,13 @@ CONSTANT_BELOW = 1e-6
 def probe_images(spec) -> np.ndarray:
     """Very different images in model space: black, white, and two seeded noise images."""
     rng = np.random.default_rng(11)
-    unit = np.stack([np.zeros((spec.height, spec.width, spec.channels), np.float32),
-                     np.ones((spec.height, spec.width, spec.channels), np.float32),
-                     *rng.random((PROBES - 2, spec.height, spec.width, spec.channels), dtype=np.float32)])
+    unit = np.stack(
+        [
+            np.zeros((spec.height, spec.width, spec.channels), np.float32),
+            np.ones((spec.height, spec.width, spec.channels), np.float32),
+            *rng.random((PROBES - 2, spec.height, spec.width, spec.channels), dtype=np.float32),
+        ]
+    )
     return spec.unit_to_model(unit)
 
 
@@ -34,9 +38,13 @@ def model_checks(model):
     findings = []
     scale = max(float(np.abs(flat).max()), 1e-12)
     if float((flat.max(0) - flat.min(0)).max()) / scale < CONSTANT_BELOW:
-        findings.append("The model gives the same scores for a black, a white and two noise images: its output does not "
-                        "depend on the input (an untrained or zero-initialized head?), so explanations of it cannot mean anything.")
+        findings.append(
+            "The model gives the same scores for a black, a white and two noise images: its output does not "
+            "depend on the input (an untrained or zero-initialized head?), so explanations of it cannot mean anything."
+        )
     if model.spec.task == "classification" and flat.shape[1] > 1 and (flat >= 0).all() and np.allclose(flat.sum(1), 1.0, atol=1e-3):
-        findings.append("The scores are already probabilities (non-negative, summing to 1) although no final Softmax was found: "
-                        "gradients of saturated probabilities vanish, so re-export the model without its final normalization.")
+        findings.append(
+            "The scores are already probabilities (non-negative, summing to 1) although no final Softmax was found: "
+            "gradients of saturated probabilities vanish, so re-export the model without its final normalization."
+        )
     return findings

@@ -31,10 +31,12 @@ class ClassVisualization(Technique):
         result = trajectory_result(ctx, trajectory, "class_model", f"an image the model scores as {label}")
         with torch.no_grad():
             scores = class_scores(model.module(to_model_space(model.spec, trajectory.image)))
-        result.metrics.update({"target": label, "target_probability": round(float(torch.softmax(scores, 1)[0, target]), 6),
-                               "predicted": model.spec.label(int(scores.argmax()))})
-        result.caveats.append("The image shows what raises the score, not what the training images looked like; "
-                              "without regularizers it is mostly high-frequency noise.")
+        result.metrics.update(
+            {"target": label, "target_probability": round(float(torch.softmax(scores, 1)[0, target]), 6), "predicted": model.spec.label(int(scores.argmax()))}
+        )
+        result.caveats.append(
+            "The image shows what raises the score, not what the training images looked like; without regularizers it is mostly high-frequency noise."
+        )
         return result
 
 

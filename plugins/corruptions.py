@@ -42,16 +42,34 @@ class Corruptions(Technique):
                 table[row, severity - 1] = float((predictions == labels).mean())
                 ctx.progress(row * 5 + severity, len(kinds) * 5, f"{kind} severity {severity}: {table[row, severity - 1]:.3f}")
         clean_accuracy = float((clean == labels).mean())
-        rows = [["corruption", "1", "2", "3", "4", "5", "mean"]] + [[k] + [round(float(v), 4) for v in table[i]] + [round(float(table[i].mean()), 4)]
-                                                                    for i, k in enumerate(kinds)]
+        rows = [["corruption", "1", "2", "3", "4", "5", "mean"]] + [
+            [k] + [round(float(v), 4) for v in table[i]] + [round(float(table[i].mean()), 4)] for i, k in enumerate(kinds)
+        ]
         return Result(
-            artifacts=[Artifact("corruptions.csv", f"accuracy per corruption and severity (clean {clean_accuracy:.3f}; labels: {source})",
-                                kind="table", rows=rows, group="corruptions"),
-                       Artifact("corruptions.png", "accuracy against severity", kind="plot", data=self._plot(kinds, table, clean_accuracy),
-                                array="accuracy", group="corruptions")],
+            artifacts=[
+                Artifact(
+                    "corruptions.csv",
+                    f"accuracy per corruption and severity (clean {clean_accuracy:.3f}; labels: {source})",
+                    kind="table",
+                    rows=rows,
+                    group="corruptions",
+                ),
+                Artifact(
+                    "corruptions.png",
+                    "accuracy against severity",
+                    kind="plot",
+                    data=self._plot(kinds, table, clean_accuracy),
+                    array="accuracy",
+                    group="corruptions",
+                ),
+            ],
             arrays={"accuracy": table.astype(np.float32)},
-            metrics={"labels": source, "clean_accuracy": round(clean_accuracy, 4), "mean_corruption_accuracy": round(float(table.mean()), 4),
-                     "accuracy": {k: [round(float(v), 4) for v in table[i]] for i, k in enumerate(kinds)}},
+            metrics={
+                "labels": source,
+                "clean_accuracy": round(clean_accuracy, 4),
+                "mean_corruption_accuracy": round(float(table.mean()), 4),
+                "accuracy": {k: [round(float(v), 4) for v in table[i]] for i, k in enumerate(kinds)},
+            },
             caveats=["Severities follow ImageNet-C; on small images blur is scaled to the image size, the others are not."],
         )
 

@@ -32,8 +32,14 @@ class ClassScores(OutputDecoder):
         decoded = []
         for scores, chances in zip(outputs, probabilities):
             order = np.argsort(-scores, kind="stable")[:TOP]
-            decoded.append({"top": [{"class": spec.label(int(i)), "index": int(i), "score": round(float(scores[i]), 6),
-                                     "probability": round(float(chances[i]), 6)} for i in order]})
+            decoded.append(
+                {
+                    "top": [
+                        {"class": spec.label(int(i)), "index": int(i), "score": round(float(scores[i]), 6), "probability": round(float(chances[i]), 6)}
+                        for i in order
+                    ]
+                }
+            )
         return decoded
 
 
@@ -51,8 +57,9 @@ class DenseClassMap(OutputDecoder):
             winners = scores.reshape(scores.shape[0], -1).argmax(0)
             counts = np.bincount(winners, minlength=scores.shape[0])
             order = np.argsort(-counts, kind="stable")[:TOP]
-            decoded.append({"top": [{"class": spec.label(int(i)), "index": int(i), "area": round(float(counts[i] / winners.size), 6)}
-                                    for i in order if counts[i]]})
+            decoded.append(
+                {"top": [{"class": spec.label(int(i)), "index": int(i), "area": round(float(counts[i] / winners.size), 6)} for i in order if counts[i]]}
+            )
         return decoded
 
 

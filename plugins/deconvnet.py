@@ -16,9 +16,7 @@ class Deconvnet(RuleAttribution):
     summary = "Positive gradients passed back through ReLUs regardless of the forward mask (Zeiler & Fergus 2014)."
     suites = ("attribution",)
     rule = "deconvnet"
-    caveats = (
-        "The deconvnet map ignores which units were active for this image, so it often looks alike across classes.",
-    )
+    caveats = ("The deconvnet map ignores which units were active for this image, so it often looks alike across classes.",)
 
 
 @hookimpl

@@ -60,16 +60,32 @@ class Defences(Technique):
             adversarial_accuracy = accuracy(transform(adversarial.numpy()))
             results[name] = (clean_accuracy, adversarial_accuracy)
             base_clean, base_adversarial = results["none"]
-            rows.append([name, round(clean_accuracy, 4), round(adversarial_accuracy, 4), round(base_clean - clean_accuracy, 4),
-                         round(adversarial_accuracy - base_adversarial, 4)])
+            rows.append(
+                [
+                    name,
+                    round(clean_accuracy, 4),
+                    round(adversarial_accuracy, 4),
+                    round(base_clean - clean_accuracy, 4),
+                    round(adversarial_accuracy - base_adversarial, 4),
+                ]
+            )
             ctx.progress(index + 1, len(defences), name)
         return Result(
-            artifacts=[Artifact("defences.csv", f"PGD L-inf {params['epsilon']:.4f} against the undefended model; labels: {source}",
-                                kind="table", rows=rows, group="defences")],
+            artifacts=[
+                Artifact(
+                    "defences.csv",
+                    f"PGD L-inf {params['epsilon']:.4f} against the undefended model; labels: {source}",
+                    kind="table",
+                    rows=rows,
+                    group="defences",
+                )
+            ],
             arrays={"accuracy": np.asarray([results[name] for name, _ in defences], np.float32)},
             metrics={"labels": source, "defences": {name: {"clean": round(c, 4), "adversarial": round(a, 4)} for name, (c, a) in results.items()}},
-            caveats=["These defences are measured against an attack that does not know them; attacks that adapt to a defence "
-                     "(e.g. BPDA, Athalye et al. 2018) usually defeat it. Treat recovered accuracy as an upper bound."],
+            caveats=[
+                "These defences are measured against an attack that does not know them; attacks that adapt to a defence "
+                "(e.g. BPDA, Athalye et al. 2018) usually defeat it. Treat recovered accuracy as an upper bound."
+            ],
         )
 
 

@@ -102,8 +102,12 @@ class Embeddings(Technique):
         labeled = len(set(labels)) > 1
         features = pooled_activations(model, ctx.images, names)
         methods = ["pca", "tsne"] if params["method"] == "both" else [params["method"]]
-        result = Result(caveats=["An embedding keeps neighbourhoods, not distances: t-SNE clusters' sizes and gaps carry "
-                                 "no meaning (Wattenberg et al. 2016); compare layers by the separation figures."])
+        result = Result(
+            caveats=[
+                "An embedding keeps neighbourhoods, not distances: t-SNE clusters' sizes and gaps carry "
+                "no meaning (Wattenberg et al. 2016); compare layers by the separation figures."
+            ]
+        )
         rows = [["layer", "dimensions"] + [f"silhouette ({m})" for m in methods] + [f"k-NN accuracy ({m})" for m in methods] + ["k-NN accuracy (full)"]]
         label_array = np.asarray(labels)
         total = len(names) * len(methods)
@@ -121,18 +125,30 @@ class Embeddings(Technique):
 
                     silhouettes.append(round(float(silhouette_score(points, label_array)), 4))
                     accuracies.append(round(knn_accuracy(points, label_array, params["knn"]), 4))
-                result.artifacts.append(Artifact(f"{method}_{position}.png", title, kind="plot", data=scatter_png(points, labels, title),
-                                                 array=f"{method}_{position}", group=name))
-                result.artifacts.append(Artifact(f"{method}_{position}.points", f"{title} (hover a point for its image)", kind="points",
-                                                 rows=[["x", "y", "label", "image"]] + [[round(float(x), 4), round(float(y), 4), label, index]
-                                                                                       for index, ((x, y), label) in enumerate(zip(points, labels))],
-                                                 array=f"{method}_{position}", group=name))
+                result.artifacts.append(
+                    Artifact(f"{method}_{position}.png", title, kind="plot", data=scatter_png(points, labels, title), array=f"{method}_{position}", group=name)
+                )
+                result.artifacts.append(
+                    Artifact(
+                        f"{method}_{position}.points",
+                        f"{title} (hover a point for its image)",
+                        kind="points",
+                        rows=[["x", "y", "label", "image"]]
+                        + [[round(float(x), 4), round(float(y), 4), label, index] for index, ((x, y), label) in enumerate(zip(points, labels))],
+                        array=f"{method}_{position}",
+                        group=name,
+                    )
+                )
                 ctx.progress(position * len(methods) + step + 1, total, f"{name}: {method}")
             full = round(knn_accuracy(vectors, label_array, params["knn"]), 4) if labeled else None
             rows.append([name, int(vectors.shape[1])] + (silhouettes or [None] * len(methods)) + (accuracies or [None] * len(methods)) + [full])
         result.artifacts.append(Artifact("separation.csv", "class separation per layer", kind="table", rows=rows, group="separation"))
-        result.metrics = {"layers": names, "images": len(ctx.images), "classes": sorted(set(labels)),
-                          "separation": [dict(zip(rows[0], row)) for row in rows[1:]]}
+        result.metrics = {
+            "layers": names,
+            "images": len(ctx.images),
+            "classes": sorted(set(labels)),
+            "separation": [dict(zip(rows[0], row)) for row in rows[1:]],
+        }
         if not labeled:
             result.caveats.append("The set has no class labels, so no separation figures were computed.")
         return result

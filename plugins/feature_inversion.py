@@ -30,16 +30,27 @@ class FeatureInversion(Technique):
         model = ctx.model
         layer = spatial_layer(model, params["layer"]) if not params["layer"] else model.layer(params["layer"]).name
         settings = {**params, "l2_decay": 0.0, "clip_norm_percentile": 0.0, "clip_contribution_percentile": 0.0}
-        combined = Result(caveats=["What the reconstruction lacks, the layer has discarded (or the optimizer did not find); "
-                                   "deeper layers keep less of the image's detail and more of what matters for the class."],
-                          metrics={"layer": layer, "relative_content_loss": []})
+        combined = Result(
+            caveats=[
+                "What the reconstruction lacks, the layer has discarded (or the optimizer did not find); "
+                "deeper layers keep less of the image's detail and more of what matters for the class."
+            ],
+            metrics={"layer": layer, "relative_content_loss": []},
+        )
         for index in range(len(ctx.images)):
             name = ctx.image_names[index] if index < len(ctx.image_names) else str(index)
             trajectory = self._invert(ctx, ctx.images[index : index + 1], layer, settings)
             result = trajectory_result(ctx, trajectory, f"inversion_{index}", f"{name} rebuilt from the activations of {layer}")
             original = model.spec.model_to_unit(ctx.images[index : index + 1].numpy())[0]
-            combined.artifacts.append(Artifact(f"original_{index}.png", f"{name}, the original", array="inputs", group=f"{index}: {name}",
-                                               data=png_bytes(display(model.spec, original), 224)))
+            combined.artifacts.append(
+                Artifact(
+                    f"original_{index}.png",
+                    f"{name}, the original",
+                    array="inputs",
+                    group=f"{index}: {name}",
+                    data=png_bytes(display(model.spec, original), 224),
+                )
+            )
             for artifact in result.artifacts:
                 artifact.group = f"{index}: {name}" if artifact.group == "result" else f"{index}: {name} · frames"
                 artifact.name = artifact.name if artifact.name.startswith("inversion_") else f"{index}_{artifact.name}"

@@ -23,8 +23,13 @@ class Filters(Technique):
     params = (
         layer_param("Conv layer", FIRST_CONV),
         Param("normalize", "choice", "per_filter", "Scale each filter on its own or all on one scale.", choices=("per_filter", "global")),
-        Param("deep_mode", "choice", "average", "For kernels with other than 1/3 input channels: average them, or show one input channel.",
-              choices=("average", "channel")),
+        Param(
+            "deep_mode",
+            "choice",
+            "average",
+            "For kernels with other than 1/3 input channels: average them, or show one input channel.",
+            choices=("average", "channel"),
+        ),
         Param("input_channel", "int", 0, "With deep_mode=channel: which input channel to show.", minimum=0),
         Param("max_filters", "int", 64, "Most filters shown.", minimum=1, maximum=1024),
     )
@@ -57,12 +62,20 @@ class Filters(Technique):
         pictures = [scale(tile, low, high) for tile in tiles]
         picture = grid(pictures, min(16, len(pictures)))
         return Result(
-            artifacts=[Artifact("filters.png", f"{len(pictures)} filters of {name}, {how}, {params['normalize'].replace('_', ' ')} scaling",
-                                data=png_bytes(picture, 320), array="kernels", group="filters")],
+            artifacts=[
+                Artifact(
+                    "filters.png",
+                    f"{len(pictures)} filters of {name}, {how}, {params['normalize'].replace('_', ' ')} scaling",
+                    data=png_bytes(picture, 320),
+                    array="kernels",
+                    group="filters",
+                )
+            ],
             arrays={"kernels": kernels.astype(np.float32)},
             metrics={"layer": name, "filters": len(pictures), "kernel_size": list(kernels.shape[2:]), "shown": how},
-            caveats=["Only the first layer's filters act on pixels directly; deeper kernels combine feature maps, "
-                     "so their pictures are hard to read on their own."],
+            caveats=[
+                "Only the first layer's filters act on pixels directly; deeper kernels combine feature maps, so their pictures are hard to read on their own."
+            ],
         )
 
 

@@ -31,24 +31,48 @@ class FoolingImage(Technique):
         unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         forward = attacks.unit_forward(ctx.model)
         before = attacks.predicted_classes(ctx.model, unit)
-        fooled, steps = attacks.fooling_image(forward, unit, torch.full_like(before, target), params["step_size"], params["max_steps"],
-                                              on_step=lambda step: ctx.progress(step + 1, params["max_steps"], f"step {step + 1}"))
+        fooled, steps = attacks.fooling_image(
+            forward,
+            unit,
+            torch.full_like(before, target),
+            params["step_size"],
+            params["max_steps"],
+            on_step=lambda step: ctx.progress(step + 1, params["max_steps"], f"step {step + 1}"),
+        )
         linf, l2 = attacks.perturbation_sizes(unit, fooled)
         label = spec.label(target)
-        result = Result(arrays={"fooled": spec.unit_to_model(fooled.numpy()), "perturbation": (fooled - unit).numpy(), "steps": steps.numpy()},
-                        metrics={"target": label, "before": [spec.label(int(i)) for i in before], "reached": (steps >= 0).tolist(),
-                                 "steps": steps.tolist(), "linf": [round(v, 6) for v in linf], "l2": [round(v, 6) for v in l2]},
-                        caveats=["The change needed is an upper bound: a better optimizer may fool the model with less."])
+        result = Result(
+            arrays={"fooled": spec.unit_to_model(fooled.numpy()), "perturbation": (fooled - unit).numpy(), "steps": steps.numpy()},
+            metrics={
+                "target": label,
+                "before": [spec.label(int(i)) for i in before],
+                "reached": (steps >= 0).tolist(),
+                "steps": steps.tolist(),
+                "linf": [round(v, 6) for v in linf],
+                "l2": [round(v, 6) for v in l2],
+            },
+            caveats=["The change needed is an upper bound: a better optimizer may fool the model with less."],
+        )
         for index in range(len(unit)):
             name = ctx.image_names[index] if index < len(ctx.image_names) else str(index)
             outcome = f"now {label} after {int(steps[index])} steps" if steps[index] >= 0 else f"not {label} after {params['max_steps']} steps"
             group = f"{index}: {name}"
             result.artifacts += [
-                Artifact(f"original_{index}.png", f"original: {spec.label(int(before[index]))}", data=png_bytes(display(spec, unit[index].numpy()), 128),
-                         array="inputs", group=group),
+                Artifact(
+                    f"original_{index}.png",
+                    f"original: {spec.label(int(before[index]))}",
+                    data=png_bytes(display(spec, unit[index].numpy()), 128),
+                    array="inputs",
+                    group=group,
+                ),
                 Artifact(f"fooled_{index}.png", outcome, data=png_bytes(display(spec, fooled[index].numpy()), 128), array="fooled", group=group),
-                Artifact(f"change_{index}.png", f"change, amplified (L-inf {linf[index]:.4f}, L2 {l2[index]:.3f})",
-                         data=png_bytes(display(spec, amplified((fooled - unit)[index].numpy())), 128), array="perturbation", group=group),
+                Artifact(
+                    f"change_{index}.png",
+                    f"change, amplified (L-inf {linf[index]:.4f}, L2 {l2[index]:.3f})",
+                    data=png_bytes(display(spec, amplified((fooled - unit)[index].numpy())), 128),
+                    array="perturbation",
+                    group=group,
+                ),
             ]
         return result
 

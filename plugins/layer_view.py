@@ -52,10 +52,24 @@ class LayerView(Technique):
                     gradient, _ = neuron_gradient(model, ctx.images[index : index + 1], name, channel, (int(row), int(column)), guided=True)
                     key = f"projection_{index}_{len(result.arrays)}"
                     result.arrays[key] = gradient[0].numpy()
-                    result.artifacts.append(Artifact(f"{key}.png", f"channel {channel}: guided projection of its strongest unit",
-                                                     data=png_bytes(signed_picture(gradient[0].numpy(), model.spec.layout), 96), array=key, group=group))
-                    result.artifacts.append(Artifact(f"activation_{key}.png", f"channel {channel}: where it fires (mean {float(means[channel]):.3g})",
-                                                     data=heatmap_png(maps[channel].numpy(), 96), array=key, group=group))
+                    result.artifacts.append(
+                        Artifact(
+                            f"{key}.png",
+                            f"channel {channel}: guided projection of its strongest unit",
+                            data=png_bytes(signed_picture(gradient[0].numpy(), model.spec.layout), 96),
+                            array=key,
+                            group=group,
+                        )
+                    )
+                    result.artifacts.append(
+                        Artifact(
+                            f"activation_{key}.png",
+                            f"channel {channel}: where it fires (mean {float(means[channel]):.3g})",
+                            data=heatmap_png(maps[channel].numpy(), 96),
+                            array=key,
+                            group=group,
+                        )
+                    )
                     rows.append([image_name, name, channel, round(float(means[channel]), 5), round(float(maps[channel].max()), 5)])
                     done += 1
                     ctx.progress(done, total, f"{name}: channel {channel}")

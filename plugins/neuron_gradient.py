@@ -53,10 +53,16 @@ class NeuronGradient(Technique):
         result = Result(
             artifacts=map_artifacts(ctx, maps, "neuron_gradient", f"{params['mode']} neuron gradient", [subject] * len(images)),
             arrays={"neuron_gradient": maps.astype(np.float32), "gradients": gradients.numpy(), "activations": activations.numpy()},
-            metrics={"layer": layer, "channel": params["channel"], "position": list(position) if position else None,
-                     "activation": [round(float(a), 5) for a in activations]},
-            caveats=["A unit's gradient shows what would change its activation, for this image; units respond to "
-                     "several patterns (distributed representations), so one picture never names a unit's meaning."],
+            metrics={
+                "layer": layer,
+                "channel": params["channel"],
+                "position": list(position) if position else None,
+                "activation": [round(float(a), 5) for a in activations],
+            },
+            caveats=[
+                "A unit's gradient shows what would change its activation, for this image; units respond to "
+                "several patterns (distributed representations), so one picture never names a unit's meaning."
+            ],
         )
         ctx.progress(1, 2, "top patches")
         if params["top_patches"]:
@@ -87,8 +93,15 @@ class NeuronGradient(Technique):
         rows = [["rank", "image", "activation", "receptive field (top, left, bottom, right)"]]
         for rank, (value, index, patch, box) in enumerate(found[: params["top_patches"]], start=1):
             name = ctx.image_names[index] if index < len(ctx.image_names) else str(index)
-            result.artifacts.append(Artifact(f"top_patch_{rank}.png", f"#{rank}: {name}, activation {value:.3g}",
-                                             data=png_bytes(patch, 96), array="activations", group="most activating patches"))
+            result.artifacts.append(
+                Artifact(
+                    f"top_patch_{rank}.png",
+                    f"#{rank}: {name}, activation {value:.3g}",
+                    data=png_bytes(patch, 96),
+                    array="activations",
+                    group="most activating patches",
+                )
+            )
             rows.append([rank, name, round(value, 5), list(box)])
         result.artifacts.append(Artifact("top_patches.csv", "patches that activate the unit most", kind="table", rows=rows, group="most activating patches"))
 

@@ -12,9 +12,7 @@ from viz_server.techniques import Context, Param, Result, Technique
 from viz_server_plugins.toolkit.layers import layer_param, parse_position, spatial_layer
 from viz_server_plugins.toolkit.optimization import OPTIMIZATION_PARAMS, optimize, trajectory_result
 
-PARAMS = tuple(
-    Param(p.name, p.kind, "fourier", p.help, choices=p.choices) if p.name == "parameterization" else p for p in OPTIMIZATION_PARAMS
-)
+PARAMS = tuple(Param(p.name, p.kind, "fourier", p.help, choices=p.choices) if p.name == "parameterization" else p for p in OPTIMIZATION_PARAMS)
 
 
 class NeuronVisualization(Technique):

@@ -32,8 +32,10 @@ class Picture(ArtifactRenderer):
 
     def html(self, artifact, links):
         caption = escape(artifact.get("caption", ""))
-        return (f'<figure><img class="{escape(self.kind)}" src="{escape(links.src or "")}" alt="{caption}">'
-                f"<figcaption>{caption}{_downloads(links, 'PNG', 'array (.npy)')}</figcaption></figure>")
+        return (
+            f'<figure><img class="{escape(self.kind)}" src="{escape(links.src or "")}" alt="{caption}">'
+            f"<figcaption>{caption}{_downloads(links, 'PNG', 'array (.npy)')}</figcaption></figure>"
+        )
 
 
 class Table(ArtifactRenderer):
@@ -81,8 +83,10 @@ class Points(ArtifactRenderer):
                 tx, ty = min(cx + 6, SIZE - THUMB), min(max(cy - THUMB / 2, 0), SIZE - THUMB)
                 picture = f'<image href="{escape(thumb)}" x="{tx:.1f}" y="{ty:.1f}" width="{THUMB}" height="{THUMB}"/>'
             marks.append(f'<g class="pt"><circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{colour}"><title>{escape(row[2])}</title></circle>{picture}</g>')
-        svg = (f'<svg class="points" viewBox="0 0 {SIZE} {SIZE}" width="{SIZE}" height="{SIZE}" role="img" aria-label="{caption}">'
-               f'<rect x="0" y="0" width="{SIZE}" height="{SIZE}" fill="#ffffff" stroke="#d9dde6"/>{"".join(marks)}</svg>')
+        svg = (
+            f'<svg class="points" viewBox="0 0 {SIZE} {SIZE}" width="{SIZE}" height="{SIZE}" role="img" aria-label="{caption}">'
+            f'<rect x="0" y="0" width="{SIZE}" height="{SIZE}" fill="#ffffff" stroke="#d9dde6"/>{"".join(marks)}</svg>'
+        )
         return f"<figure>{svg}<figcaption>{caption}{_downloads(links, '', 'coordinates (.npy)')}</figcaption></figure>"
 
 

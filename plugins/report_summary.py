@@ -23,9 +23,16 @@ def report_sections(report):
     sections = []
     failed = [job for job in report["jobs"] if job["status"] in ("failed", "cancelled")]
     if failed:
-        sections.append(Section("Parts that did not run", level="warning", sentences=[
-            f"{job['technique'] or 'inspection'} on {job['model']['name']}: {job['status']}"
-            + (f" ({job['error']})" if job.get("error") else ".") for job in failed]))
+        sections.append(
+            Section(
+                "Parts that did not run",
+                level="warning",
+                sentences=[
+                    f"{job['technique'] or 'inspection'} on {job['model']['name']}: {job['status']}" + (f" ({job['error']})" if job.get("error") else ".")
+                    for job in failed
+                ],
+            )
+        )
     rows = [["technique", "model", "sanity check", "deletion AUC (lower is better)", "insertion AUC (higher is better)"]]
     for job in report["jobs"]:
         metrics = (job.get("result") or {}).get("metrics") or {}
@@ -36,7 +43,10 @@ def report_sections(report):
         rows.append([job["technique"], job["model"]["name"], verdict, _mean(metrics.get("deletion_auc")), _mean(metrics.get("insertion_auc"))])
     if len(rows) > 1:
         failing = [row[0] for row in rows[1:] if row[2] != "passed"]
-        sentences = ["Maps that fail the sanity check show the image rather than what the model learned; do not act on them."] if failing else \
-                    ["Every attribution in this report passed the model-parameter randomization test."]
+        sentences = (
+            ["Maps that fail the sanity check show the image rather than what the model learned; do not act on them."]
+            if failing
+            else ["Every attribution in this report passed the model-parameter randomization test."]
+        )
         sections.append(Section("Which explanations to trust", sentences=sentences, rows=rows, level="warning" if failing else "info"))
     return sections

@@ -74,19 +74,38 @@ class RobustnessCurve(Technique):
                 smallest[attack][flipped] = epsilon
                 done += 1
                 ctx.progress(done, total, f"{attack} epsilon {epsilon:.4g}: accuracy {accuracy[attack][-1]:.3f}")
-        rows = [["epsilon"] + [f"accuracy ({a})" for a in chosen]] + [[round(e, 6)] + [round(accuracy[a][i], 4) for a in chosen] for i, e in enumerate(epsilons)]
+        rows = [["epsilon"] + [f"accuracy ({a})" for a in chosen]] + [
+            [round(e, 6)] + [round(accuracy[a][i], 4) for a in chosen] for i, e in enumerate(epsilons)
+        ]
         success = {a: round(float(1 - accuracy[a][-1] / max(float(correct.float().mean()), 1e-12)), 4) if correct.any() else None for a in chosen}
         return Result(
-            artifacts=[Artifact("robustness_curve.png", f"accuracy against epsilon ({params['norm']} for PGD); labels: {source}", kind="plot",
-                                data=self._plot(epsilons, accuracy), array="accuracy", group="curve"),
-                       Artifact("robustness.csv", "accuracy per epsilon", kind="table", rows=rows, group="curve")],
-            arrays={"epsilons": np.asarray(epsilons), "accuracy": np.asarray([accuracy[a] for a in chosen]),
-                    **{f"smallest_flip_{a}": smallest[a] for a in chosen}},
-            metrics={"labels": source, "clean_accuracy": round(float(correct.float().mean()), 4), "accuracy": {a: [round(v, 4) for v in accuracy[a]] for a in chosen},
-                     "success_rate_at_largest": success,
-                     "median_smallest_flip": {a: (None if np.isnan(smallest[a]).all() else round(float(np.nanmedian(smallest[a])), 6)) for a in chosen}},
-            caveats=["Accuracy under attack is an upper bound on true robustness: a stronger attack can only lower it.",
-                     "Epsilon is measured in image space ([0, 1] per value), the same for every model."],
+            artifacts=[
+                Artifact(
+                    "robustness_curve.png",
+                    f"accuracy against epsilon ({params['norm']} for PGD); labels: {source}",
+                    kind="plot",
+                    data=self._plot(epsilons, accuracy),
+                    array="accuracy",
+                    group="curve",
+                ),
+                Artifact("robustness.csv", "accuracy per epsilon", kind="table", rows=rows, group="curve"),
+            ],
+            arrays={
+                "epsilons": np.asarray(epsilons),
+                "accuracy": np.asarray([accuracy[a] for a in chosen]),
+                **{f"smallest_flip_{a}": smallest[a] for a in chosen},
+            },
+            metrics={
+                "labels": source,
+                "clean_accuracy": round(float(correct.float().mean()), 4),
+                "accuracy": {a: [round(v, 4) for v in accuracy[a]] for a in chosen},
+                "success_rate_at_largest": success,
+                "median_smallest_flip": {a: (None if np.isnan(smallest[a]).all() else round(float(np.nanmedian(smallest[a])), 6)) for a in chosen},
+            },
+            caveats=[
+                "Accuracy under attack is an upper bound on true robustness: a stronger attack can only lower it.",
+                "Epsilon is measured in image space ([0, 1] per value), the same for every model.",
+            ],
         )
 
     @staticmethod

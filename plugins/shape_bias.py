@@ -54,8 +54,13 @@ def shape_bias(decisions: list[str], shapes: list[str], textures: list[str]) -> 
         else:
             neither += 1
     decided = shape_hits + texture_hits
-    return {"shape_bias": round(shape_hits / decided, 4) if decided else None, "shape_decisions": shape_hits,
-            "texture_decisions": texture_hits, "neither": neither, "ignored_same_cue": ignored}
+    return {
+        "shape_bias": round(shape_hits / decided, 4) if decided else None,
+        "shape_decisions": shape_hits,
+        "texture_decisions": texture_hits,
+        "neither": neither,
+        "ignored_same_cue": ignored,
+    }
 
 
 class ShapeBias(Technique):
@@ -64,8 +69,13 @@ class ShapeBias(Technique):
     family = "robustness"
     summary = "Cue-conflict stimuli (shape of one class, texture of another): does the model follow shape or texture? (Geirhos et al. 2019)"
     params = (
-        Param("stimuli", "choice", "generated", "Generated textured shapes (known ground truth) or the given images named shape-texture.png.",
-              choices=("generated", "given")),
+        Param(
+            "stimuli",
+            "choice",
+            "generated",
+            "Generated textured shapes (known ground truth) or the given images named shape-texture.png.",
+            choices=("generated", "given"),
+        ),
         Param("per_pair", "int", 10, "Generated stimuli per (shape, texture) pair.", minimum=1, maximum=200),
         Param("mapping", "str", "", "Probe category -> model classes, JSON or 'cat:cls|cls;...'; empty = the model's own labels."),
     )
@@ -114,8 +124,10 @@ class ShapeBias(Technique):
             artifacts=[Artifact("cue_conflict.csv", "decisions per (shape, texture) pair", kind="table", rows=rows, group="shape bias")],
             arrays={"category_probabilities": per_category.astype(np.float32)},
             metrics={**figures, "stimuli": len(decisions), "source": params["stimuli"]},
-            caveats=["Shape bias is defined on cue-conflict stimuli only; it says which cue wins when they disagree, "
-                     "not how well the model recognizes either cue alone."],
+            caveats=[
+                "Shape bias is defined on cue-conflict stimuli only; it says which cue wins when they disagree, "
+                "not how well the model recognizes either cue alone."
+            ],
         )
 
     @staticmethod

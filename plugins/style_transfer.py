@@ -60,7 +60,13 @@ class StyleTransfer(Technique):
     family = "style"
     summary = "Content of the first image in the texture of the second, from the model's own features (Gatys et al. 2016)."
     params = (
-        Param("mode", "choice", "transfer", "transfer (content + style), content (reconstruction) or texture (synthesis).", choices=("transfer", "content", "texture")),
+        Param(
+            "mode",
+            "choice",
+            "transfer",
+            "transfer (content + style), content (reconstruction) or texture (synthesis).",
+            choices=("transfer", "content", "texture"),
+        ),
         Param("style_layers", "str", "", "Comma-separated layers for the style loss; empty = the model's early spatial layers."),
         Param("content_layer", "layer", "", "Layer for the content loss; empty = a middle spatial layer."),
         Param("style_weight", "float", 1e4, "Weight of the style loss.", minimum=0.0, maximum=1e12),
@@ -106,18 +112,34 @@ class StyleTransfer(Technique):
 
         self._optimize(ctx, image, objective, params)
         final = image.detach().clamp(0, 1)
-        captions = {"transfer": "content of the first image in the style of the second", "content": f"content rebuilt from {content_layer}",
-                    "texture": "the second image's texture, synthesized"}
+        captions = {
+            "transfer": "content of the first image in the style of the second",
+            "content": f"content rebuilt from {content_layer}",
+            "texture": "the second image's texture, synthesized",
+        }
         result = Result(
-            artifacts=[Artifact("stylized.png", captions[mode], data=png_bytes(display(spec, final[0].numpy()), 224), array="stylized", group="result"),
-                       Artifact("content.png", "content image", data=png_bytes(display(spec, content[0].numpy()), 128), array="inputs", group="inputs"),
-                       Artifact("style.png", "style image", data=png_bytes(display(spec, style[0].numpy()), 128), array="style", group="inputs")],
-            arrays={"stylized": spec.unit_to_model(final.numpy()), "style": spec.unit_to_model(style.numpy()),
-                    "loss": np.asarray([entry["total"] for entry in losses], np.float32)},
-            metrics={"mode": mode, "style_layers": style_layers, "content_layer": content_layer, "initial_loss": round(losses[0]["total"], 6),
-                     "final_loss": round(losses[-1]["total"], 6), "evaluations": len(losses)},
-            caveats=["The picture shows which statistics these layers capture; a small classifier's features give far "
-                     "cruder textures than the VGG features style transfer was designed on."],
+            artifacts=[
+                Artifact("stylized.png", captions[mode], data=png_bytes(display(spec, final[0].numpy()), 224), array="stylized", group="result"),
+                Artifact("content.png", "content image", data=png_bytes(display(spec, content[0].numpy()), 128), array="inputs", group="inputs"),
+                Artifact("style.png", "style image", data=png_bytes(display(spec, style[0].numpy()), 128), array="style", group="inputs"),
+            ],
+            arrays={
+                "stylized": spec.unit_to_model(final.numpy()),
+                "style": spec.unit_to_model(style.numpy()),
+                "loss": np.asarray([entry["total"] for entry in losses], np.float32),
+            },
+            metrics={
+                "mode": mode,
+                "style_layers": style_layers,
+                "content_layer": content_layer,
+                "initial_loss": round(losses[0]["total"], 6),
+                "final_loss": round(losses[-1]["total"], 6),
+                "evaluations": len(losses),
+            },
+            caveats=[
+                "The picture shows which statistics these layers capture; a small classifier's features give far "
+                "cruder textures than the VGG features style transfer was designed on."
+            ],
         )
         return result
 

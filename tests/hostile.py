@@ -73,9 +73,7 @@ def hostile_models() -> dict[str, tuple[bytes, str]]:
     )
     cases["non_image.onnx"] = (tabular.SerializeToString(), "image models")
 
-    branch = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["z"])], "branch", [], [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)]
-    )
+    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["z"])], "branch", [], [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
     control = _model(
         [
             helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0, name="mean"),
@@ -131,6 +129,7 @@ def hostile_models() -> dict[str, tuple[bytes, str]]:
 
 
 # ---- images --------------------------------------------------------------------------------------
+
 
 def _encode(picture: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()

@@ -42,9 +42,12 @@ class Depthwise(nn.Module):
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU6(),
-            nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Hardswish(),
-            nn.Conv2d(8, 16, 1), nn.ReLU6(),
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.ReLU6(),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8),
+            nn.Hardswish(),
+            nn.Conv2d(8, 16, 1),
+            nn.ReLU6(),
         )
         self.head = nn.Linear(16, 4)
 
@@ -185,8 +188,14 @@ def export(name: str, exporter: str, opset: int) -> bytes:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (example,), buffer, input_names=["x"], output_names=["y"], opset_version=opset,
-            dynamic_axes=dynamic, dynamo=exporter == "dynamo",
+            module,
+            (example,),
+            buffer,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=opset,
+            dynamic_axes=dynamic,
+            dynamo=exporter == "dynamo",
         )
     return buffer.getvalue()
 

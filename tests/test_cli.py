@@ -131,8 +131,22 @@ def test_technique_options_are_never_taken_as_abbreviations(tmp_path, viz_inproc
     from viz_server_models import sample_images
 
     image.write_bytes(sample_images()["digit-3"].read_bytes())
-    completed = viz_inprocess("run", "neuron_gradient", "digits_linear", "--image", image, "--layer", "/1/Gemm",
-                              "--channel", "3", "--top-patches", "0", "--out", tmp_path / "out", "--json")
+    completed = viz_inprocess(
+        "run",
+        "neuron_gradient",
+        "digits_linear",
+        "--image",
+        image,
+        "--layer",
+        "/1/Gemm",
+        "--channel",
+        "3",
+        "--top-patches",
+        "0",
+        "--out",
+        tmp_path / "out",
+        "--json",
+    )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["metrics"]["channel"] == 3
 
@@ -144,8 +158,21 @@ def test_compare_writes_one_table_and_plot(tmp_path, viz_inprocess):
     copy = tmp_path / "shapes_copy.onnx"
     copy.write_bytes(shipped_models()["shapes_cnn"].read_bytes())
     write_image_set(tmp_path / "set", per_class=3, seed=2)
-    completed = viz_inprocess("compare", "robustness_curve", "shapes_cnn", copy, "--image-set", tmp_path / "set",
-                              "--epsilons", "0,8/255", "--steps", "3", "--out", tmp_path / "out", "--json")
+    completed = viz_inprocess(
+        "compare",
+        "robustness_curve",
+        "shapes_cnn",
+        copy,
+        "--image-set",
+        tmp_path / "set",
+        "--epsilons",
+        "0,8/255",
+        "--steps",
+        "3",
+        "--out",
+        tmp_path / "out",
+        "--json",
+    )
     assert completed.returncode == 0, completed.stderr
     table = json.loads(completed.stdout)
     assert table[0] == ["metric", "shapes_cnn", "shapes_copy"]

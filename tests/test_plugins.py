@@ -24,9 +24,10 @@ def installed_example(tmp_path_factory):
     source = tmp_path_factory.mktemp("source") / "example_plugin"
     shutil.copytree(EXAMPLE, source)  # build outside the repository: no build/ or egg-info left behind
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-compile",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, cwd=tmp_path_factory.mktemp("build"),
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-compile", "--target", str(target), str(source)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path_factory.mktemp("build"),
     )
     sys.path.insert(0, str(target))
     importlib.invalidate_caches()
@@ -49,8 +50,7 @@ def test_builtins_are_registered_through_pm_register():
 
 
 LINEAR_ONLY = {"class_templates"}  # needs a model whose first layer is fully connected
-TECHNIQUE_MODULES = [name for name in importlib.import_module("viz_server_plugins").PLUGINS
-                     if hasattr(importlib.import_module(name), "register_techniques")]
+TECHNIQUE_MODULES = [name for name in importlib.import_module("viz_server_plugins").PLUGINS if hasattr(importlib.import_module(name), "register_techniques")]
 
 
 @pytest.mark.parametrize("module_name", TECHNIQUE_MODULES)
@@ -80,8 +80,13 @@ def _tiny_model(op: str, output_units: int = 3, metadata: dict | None = None) ->
         helper.make_node("Flatten", ["pool"], ["flat"], name="flat"),
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["scores"], name="fc", transB=1),
     ]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["batch", 3, 8, 8])],
-                              [helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["batch", output_units])], initializers)
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["batch", output_units])],
+        initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     for key, value in (metadata or {}).items():
         entry = model.metadata_props.add()
@@ -163,9 +168,26 @@ def test_installed_plugin_through_the_cli(installed_example, tmp_path, shape_pic
     image = tmp_path / "circle.png"
     image.write_bytes(shape_pictures[0][1])
     ran = subprocess.run(
-        [sys.executable, "-m", "viz_server.cli", "run", "gradient_x_input", "shapes_cnn", "--image", str(image),
-         "--absolute", "false", "--sanity-check", "false", "--out", str(tmp_path / "out"), "--json"],
-        env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "viz_server.cli",
+            "run",
+            "gradient_x_input",
+            "shapes_cnn",
+            "--image",
+            str(image),
+            "--absolute",
+            "false",
+            "--sanity-check",
+            "false",
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert ran.returncode == 0, ran.stderr
     summary = json.loads(ran.stdout)

@@ -75,8 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(handler=cmd_compare, technique_options=True)
 
     serve = commands.add_parser("serve", allow_abbrev=False, help="start the web UI (embedded job runner unless VIZ_SERVER_BROKER_URL is set)")
-    serve.add_argument("--host", default=os.environ.get("VIZ_SERVER_HOST", "127.0.0.1"),
-                       help="address to bind (default 127.0.0.1; any other address requires the access token)")
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("VIZ_SERVER_HOST", "127.0.0.1"),
+        help="address to bind (default 127.0.0.1; any other address requires the access token)",
+    )
     serve.add_argument("--port", type=int, default=int(os.environ.get("VIZ_SERVER_PORT", "8000")))
     serve.set_defaults(handler=cmd_serve)
 
@@ -146,6 +149,7 @@ def _read_image(path: str) -> tuple[str, bytes]:
 
 # ---- commands -----------------------------------------------------------------------------------------
 
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from viz_server.plugins import describe_plugins
 
@@ -180,14 +184,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for value in described["outputs"]:
         print(f"output     {value['name']} {value['shape']}")
     guessed = f"  (guessed: {', '.join(spec.guessed)})" if spec.guessed else ""
-    print(f"spec       {spec.layout} {spec.channels}x{spec.height}x{spec.width} range {list(spec.value_range)} "
-          f"mean {list(spec.mean)} std {list(spec.std)} {spec.channel_order}{guessed}")
+    print(
+        f"spec       {spec.layout} {spec.channels}x{spec.height}x{spec.width} range {list(spec.value_range)} "
+        f"mean {list(spec.mean)} std {list(spec.std)} {spec.channel_order}{guessed}"
+    )
     labels = ", ".join(spec.labels[:10]) + (" ..." if len(spec.labels) > 10 else "")
     print(f"labels     {spec.num_classes} outputs: {labels or '(none)'}")
     print(f"task       {spec.task} (read by the {model.decoder.name} decoder: {model.decoder.summary})")
-    print(f"conversion worst relative error vs onnxruntime {conversion.worst_rel_error:.2e}; "
-          f"batch {'any' if conversion.max_batch is None else f'{conversion.max_batch} at a time'}; "
-          f"input gradient norm {conversion.gradient_norm:.3g}{'; from cache' if conversion.from_cache else ''}")
+    print(
+        f"conversion worst relative error vs onnxruntime {conversion.worst_rel_error:.2e}; "
+        f"batch {'any' if conversion.max_batch is None else f'{conversion.max_batch} at a time'}; "
+        f"input gradient norm {conversion.gradient_norm:.3g}{'; from cache' if conversion.from_cache else ''}"
+    )
     for check in conversion.parity:
         print(f"  parity   batch {check['batch']}: max abs {check['max_abs_error']:.2e}, max rel {check['max_rel_error']:.2e}")
     for note in conversion.passes:
@@ -353,8 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last line of defence: one sentence, no traceback
         if os.environ.get("VIZ_SERVER_DEBUG"):
             raise
-        print(f"viz-server: internal error: {type(exc).__name__}: {str(exc)[:300]} "
-              "(set VIZ_SERVER_DEBUG=1 for details and please report it).", file=sys.stderr)
+        print(f"viz-server: internal error: {type(exc).__name__}: {str(exc)[:300]} (set VIZ_SERVER_DEBUG=1 for details and please report it).", file=sys.stderr)
         return 1
 
 

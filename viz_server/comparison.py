@@ -36,8 +36,7 @@ def comparison_table(results: dict[str, Result]) -> list[list[Any]]:
 def comparison_plot(results: dict[str, Result]) -> bytes | None:
     """One panel per series metric, one line per model; None when no metric is a series."""
     flat = {model: flatten(json_ready(result.metrics)) for model, result in results.items()}
-    keys = [key for key in dict.fromkeys(k for metrics in flat.values() for k in metrics)
-            if any(is_series(metrics.get(key)) for metrics in flat.values())]
+    keys = [key for key in dict.fromkeys(k for metrics in flat.values() for k in metrics) if any(is_series(metrics.get(key)) for metrics in flat.values())]
     if not keys:
         return None
     pyplot = plotting()
@@ -51,6 +50,6 @@ def comparison_plot(results: dict[str, Result]) -> bytes | None:
                 axis.plot(metrics[key], marker="o", label=model)
         axis.set_title(key, fontsize=8)
         axis.legend(fontsize=7)
-    for axis in axes.ravel()[len(keys):]:
+    for axis in axes.ravel()[len(keys) :]:
         axis.axis("off")
     return figure_png(figure)

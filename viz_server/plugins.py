@@ -152,6 +152,7 @@ def problems() -> dict[str, list[str]]:
 
 # ---- techniques ------------------------------------------------------------------------------------------
 
+
 def techniques() -> dict[str, Technique]:
     """Every valid technique by name, family by family in registration order; one that breaks the contract is
     reported under ``describe_plugins()``, not loaded."""
@@ -202,14 +203,16 @@ def describe_plugins() -> list[dict[str, Any]]:
             problems["plugin"] = registry.problems[name]
         if not hooks and not problems:
             continue  # a package that only lists other plugin modules
-        described.append({
-            "name": name,
-            "source": "built-in" if builtin else project,
-            "version": viz_server.__version__ if builtin else version,
-            "hooks": hooks,
-            "techniques": valid,
-            "problems": problems,
-        })
+        described.append(
+            {
+                "name": name,
+                "source": "built-in" if builtin else project,
+                "version": viz_server.__version__ if builtin else version,
+                "hooks": hooks,
+                "techniques": valid,
+                "problems": problems,
+            }
+        )
     for name, sentences in registry.problems.items():
         if not registry.manager.has_plugin(name):
             described.append({"name": name, "source": "not loaded", "version": "", "hooks": [], "techniques": [], "problems": {"plugin": sentences}})
@@ -222,7 +225,6 @@ def fingerprint(hook_names: tuple[str, ...]) -> str:
     import hashlib
 
     registry = _registry_now()
-    names = sorted({implementation.plugin_name for hook_name in hook_names
-                    for implementation in getattr(registry.manager.hook, hook_name).get_hookimpls()})
+    names = sorted({implementation.plugin_name for hook_name in hook_names for implementation in getattr(registry.manager.hook, hook_name).get_hookimpls()})
     described = [f"{name}={viz_server.__version__ if name in registry.builtin else registry.distributions.get(name, ('', ''))[1]}" for name in names]
     return hashlib.sha256("\n".join(described).encode()).hexdigest()[:10]

@@ -69,14 +69,12 @@ def render_artifact(artifact: dict[str, Any], links: ArtifactLinks) -> Markup:
     renderer = artifact_renderers().get(str(artifact.get("kind")))
     caption = escape(artifact.get("caption", ""))
     if renderer is None:
-        return Markup(f'<p class="unrendered">{caption}: no installed plugin shows artifacts of kind '
-                      f'{escape(artifact.get("kind"))!s}.</p>')
+        return Markup(f'<p class="unrendered">{caption}: no installed plugin shows artifacts of kind {escape(artifact.get("kind"))!s}.</p>')
     try:
         return Markup(renderer.html(artifact, links))
     except Exception as exc:  # noqa: BLE001 - one plugin's bug must not break the page
         log.warning("artifact renderer for %s failed: %s", renderer.kind, exc)
-        return Markup(f'<p class="unrendered">{caption}: the {escape(renderer.kind)} renderer failed '
-                      f'({escape(type(exc).__name__)}).</p>')
+        return Markup(f'<p class="unrendered">{caption}: the {escape(renderer.kind)} renderer failed ({escape(type(exc).__name__)}).</p>')
 
 
 def media_type(kind: str) -> str:

@@ -31,4 +31,3 @@ def _safe_name(name: str) -> str:
     """Artifact names come from plugins: keep them to one plain file name inside the result folder."""
     cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name).lstrip(".")
     return cleaned or "artifact"
-

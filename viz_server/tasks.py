@@ -73,7 +73,11 @@ def choose_decoder(output: OutputInfo, task: str | None = None) -> OutputDecoder
     shape = "x".join("?" if dim is None else str(dim) for dim in output.shape)
     if task is not None:
         known = sorted({decoder.task for decoder in installed})
-        raise UserError(f"no installed output decoder reads a {task} output of shape {shape} (tasks installed: "
-                        f"{', '.join(known) or 'none'}); set another task or install a plugin for this layout.")
-    raise UserError(f"viz-server cannot tell what this model's output of shape {shape} means; "
-                    f"set the task ({', '.join(TASKS)}) or install a decoder plugin for this layout.")
+        raise UserError(
+            f"no installed output decoder reads a {task} output of shape {shape} (tasks installed: "
+            f"{', '.join(known) or 'none'}); set another task or install a plugin for this layout."
+        )
+    raise UserError(
+        f"viz-server cannot tell what this model's output of shape {shape} means; "
+        f"set the task ({', '.join(TASKS)}) or install a decoder plugin for this layout."
+    )

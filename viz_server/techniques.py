@@ -45,6 +45,7 @@ PARAM_KINDS = ("int", "float", "bool", "choice", "str", "target", "layer")
 
 # ---- params ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Param:
     """One typed, documented technique parameter.
@@ -145,6 +146,7 @@ def validate_params(schema: tuple[Param, ...], raw: dict[str, Any]) -> dict[str,
 
 # ---- result -----------------------------------------------------------------------------------------
 
+
 @dataclass
 class Artifact:
     """One thing to show: a PNG picture or plot, or a table; ``array`` names the raw array behind it."""
@@ -176,13 +178,15 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (numpy scalars and arrays a plugin left in metrics or rows become numbers and lists)."""
-        return json_ready({
-            "provenance": self.provenance,
-            "metrics": self.metrics,
-            "caveats": self.caveats,
-            "artifacts": [artifact.to_json() for artifact in self.artifacts],
-            "arrays": {name: {"shape": list(array.shape), "dtype": str(array.dtype)} for name, array in self.arrays.items()},
-        })
+        return json_ready(
+            {
+                "provenance": self.provenance,
+                "metrics": self.metrics,
+                "caveats": self.caveats,
+                "artifacts": [artifact.to_json() for artifact in self.artifacts],
+                "arrays": {name: {"shape": list(array.shape), "dtype": str(array.dtype)} for name, array in self.arrays.items()},
+            }
+        )
 
 
 def json_ready(value: Any) -> Any:
@@ -201,6 +205,7 @@ def json_ready(value: Any) -> Any:
 
 
 # ---- context ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class Context:
@@ -264,6 +269,7 @@ class Context:
 
 
 # ---- the technique base class -------------------------------------------------------------------------
+
 
 class Technique(ABC):
     """Base class of every technique; subclasses set the class attributes and implement ``run``."""

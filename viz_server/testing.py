@@ -121,8 +121,9 @@ def running_server(data_dir, extra_env: dict | None = None, timeout: float = 60.
         port = probe.getsockname()[1]
     env = {**os.environ, "VIZ_SERVER_DATA": str(data_dir), **(extra_env or {})}
     env.pop("VIZ_SERVER_BROKER_URL", None)
-    process = subprocess.Popen([sys.executable, "-m", "viz_server.cli", "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "viz_server.cli", "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     try:

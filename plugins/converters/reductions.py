@@ -11,8 +11,16 @@ from torch import nn
 from viz_server_plugins.converters.values import const_list, mapping
 
 REDUCE_OPS = (
-    "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
-    "ReduceProd", "ReduceSum", "ReduceSumSquare",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
 )
 
 
@@ -64,6 +72,4 @@ def convert_reduce_axes_input(node: OnnxNode, graph: OnnxGraph) -> OperationConv
         if node.attributes.get("noop_with_empty_axes", 0):
             return OperationConverterResult(torch_module=Passthrough(), onnx_mapping=mapping(node))
         axes = None
-    return OperationConverterResult(
-        torch_module=Reduce(node.operation_type, axes, keepdims), onnx_mapping=mapping(node)
-    )
+    return OperationConverterResult(torch_module=Reduce(node.operation_type, axes, keepdims), onnx_mapping=mapping(node))

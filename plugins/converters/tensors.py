@@ -86,9 +86,7 @@ class Split(nn.Module, OnnxToTorchModule):
 def convert_split_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     sizes = const_list(node.input_values[1], graph, "split", node) if len(node.input_values) > 1 else None
     parts = node.attributes.get("num_outputs", len(node.output_values))
-    return OperationConverterResult(
-        torch_module=Split(node.attributes.get("axis", 0), sizes, parts), onnx_mapping=mapping(node)
-    )
+    return OperationConverterResult(torch_module=Split(node.attributes.get("axis", 0), sizes, parts), onnx_mapping=mapping(node))
 
 
 class CastLike(nn.Module, OnnxToTorchModule):

@@ -30,8 +30,9 @@ ATTACK_PARAMS = (
     Param("step_size", "float", 2 / 255, "PGD step size.", minimum=0.0, maximum=10.0),
     Param("steps", "int", 10, "PGD steps.", minimum=1, maximum=1000),
     Param("random_start", "bool", False, "PGD: start from a random point in the ball (seeded)."),
-    Param("step_rule", "choice", "sign", "PGD steps along the gradient's sign (as captum.robust) or the L2-normalized gradient.",
-          choices=("sign", "normalized")),
+    Param(
+        "step_rule", "choice", "sign", "PGD steps along the gradient's sign (as captum.robust) or the L2-normalized gradient.", choices=("sign", "normalized")
+    ),
 )
 """The parameters of ``run_attack``: a technique that attacks takes them as they are."""
 
@@ -42,9 +43,20 @@ def run_attack(ctx: Context, unit: torch.Tensor, labels: torch.Tensor, params: d
     epsilon = params["epsilon"] if epsilon is None else epsilon
     if params["attack"] == "fgsm":
         return fgsm(forward, unit, labels, epsilon, targeted)
-    return pgd(forward, unit, labels, epsilon, params["step_size"], params["steps"], params["norm"], targeted,
-               params["random_start"], ctx.torch_generator(), params["step_rule"],
-               on_step=lambda step: ctx.progress(step + 1, params["steps"], f"PGD step {step + 1}"))
+    return pgd(
+        forward,
+        unit,
+        labels,
+        epsilon,
+        params["step_size"],
+        params["steps"],
+        params["norm"],
+        targeted,
+        params["random_start"],
+        ctx.torch_generator(),
+        params["step_rule"],
+        on_step=lambda step: ctx.progress(step + 1, params["steps"], f"PGD step {step + 1}"),
+    )
 
 
 def unit_forward(model) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -99,9 +111,20 @@ def strictly_inside(original: torch.Tensor, perturbed: torch.Tensor, radius: flo
     return original + difference * scale.to(difference.dtype).view(-1, *[1] * (difference.dim() - 1))
 
 
-def pgd(forward, unit: torch.Tensor, labels: torch.Tensor, radius: float, step_size: float, steps: int, norm: str = "Linf",
-        targeted: bool = False, random_start: bool = False, generator: torch.Generator | None = None,
-        step_rule: str = "sign", on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+def pgd(
+    forward,
+    unit: torch.Tensor,
+    labels: torch.Tensor,
+    radius: float,
+    step_size: float,
+    steps: int,
+    norm: str = "Linf",
+    targeted: bool = False,
+    random_start: bool = False,
+    generator: torch.Generator | None = None,
+    step_rule: str = "sign",
+    on_step: Callable[[int], None] | None = None,
+) -> torch.Tensor:
     """Projected gradient descent inside the ``norm`` ball of ``radius`` around ``unit``, within [0, 1]."""
     original = unit.detach()
     current = original.clone()
@@ -126,8 +149,9 @@ def pgd(forward, unit: torch.Tensor, labels: torch.Tensor, radius: float, step_s
     return strictly_inside(original, current, radius, norm).clamp(0.0, 1.0)
 
 
-def fooling_image(forward, unit: torch.Tensor, targets: torch.Tensor, step_size: float, max_steps: int,
-                  on_step: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def fooling_image(
+    forward, unit: torch.Tensor, targets: torch.Tensor, step_size: float, max_steps: int, on_step: Callable[[int], None] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Ascend each image's target score until the model predicts it; returns (images, steps needed or -1)."""
     current = unit.detach().clone()
     needed = torch.full((len(unit),), -1, dtype=torch.long)

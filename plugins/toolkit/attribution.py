@@ -25,7 +25,12 @@ from viz_server_plugins.toolkit.relu_rules import relu_rule, uncovered_units
 
 TARGET_PARAMS = (
     TARGET,
-    Param("region", "str", "", "Dense outputs (segmenters, detectors): explain the target channel summed over ROW0:ROW1,COL0:COL1 of the output grid; empty = everywhere."),
+    Param(
+        "region",
+        "str",
+        "",
+        "Dense outputs (segmenters, detectors): explain the target channel summed over ROW0:ROW1,COL0:COL1 of the output grid; empty = everywhere.",
+    ),
 )
 SMOOTH_PARAMS = (
     Param("smooth_samples", "int", 0, "SmoothGrad: average over this many noisy copies of each image (0 = off).", minimum=0, maximum=200),
@@ -33,7 +38,13 @@ SMOOTH_PARAMS = (
     Param("smooth_batch", "int", 16, "SmoothGrad: noisy copies evaluated per pass (memory vs speed).", minimum=1, maximum=256),
 )
 TRUST_PARAMS = (
-    Param("segmentation", "choice", "threshold", "Mask from the map: threshold + connected component, or refined by GrabCut (needs OpenCV).", choices=("threshold", "grabcut")),
+    Param(
+        "segmentation",
+        "choice",
+        "threshold",
+        "Mask from the map: threshold + connected component, or refined by GrabCut (needs OpenCV).",
+        choices=("threshold", "grabcut"),
+    ),
     Param("sanity_check", "bool", True, "Model-parameter randomization test on the first image (Adebayo et al. 2018)."),
     Param("sanity_layers", "int", 3, "How many weight layers, from the top, to randomize one after another.", minimum=1, maximum=20),
     Param("faithfulness", "bool", True, "Deletion and insertion curves with their area under the curve (Petsiuk et al. 2018)."),
@@ -94,10 +105,17 @@ class AttributionTechnique(Technique):
         probabilities = objectives.target_probability(scores, targets, region).tolist()
         result = Result(
             artifacts=map_artifacts(ctx, maps, self.name, self.title.lower(), [f"class {label}" for label in labels]),
-            arrays={self.name: maps.astype(np.float32), "attribution": raw.detach().cpu().numpy(),
-                    "targets": targets.cpu().numpy(), "scores": scores.cpu().numpy()},
-            metrics={"targets": labels, "target_probability": [round(p, 6) for p in probabilities],
-                     "predicted": [model.spec.label(int(i)) for i in objectives.class_scores(scores, region).argmax(1).tolist()]},
+            arrays={
+                self.name: maps.astype(np.float32),
+                "attribution": raw.detach().cpu().numpy(),
+                "targets": targets.cpu().numpy(),
+                "scores": scores.cpu().numpy(),
+            },
+            metrics={
+                "targets": labels,
+                "target_probability": [round(p, 6) for p in probabilities],
+                "predicted": [model.spec.label(int(i)) for i in objectives.class_scores(scores, region).argmax(1).tolist()],
+            },
             caveats=list(self.caveats),
         )
         self._localize(ctx, maps, result, params["segmentation"])
@@ -107,8 +125,16 @@ class AttributionTechnique(Technique):
             check = sanity.cascading_randomization(self, model, images[:1], targets[:1], params, maps[:1], ctx.seed, ctx.check_cancelled)
             result.metrics["sanity_check"] = check.to_json()
             result.caveats.insert(0, check.verdict)
-            result.artifacts.append(Artifact("sanity_check.png", "map after cascading randomization of the top layers (first image)",
-                                             kind="plot", data=check.plot(), array="sanity_maps", group="checks"))
+            result.artifacts.append(
+                Artifact(
+                    "sanity_check.png",
+                    "map after cascading randomization of the top layers (first image)",
+                    kind="plot",
+                    data=check.plot(),
+                    array="sanity_maps",
+                    group="checks",
+                )
+            )
             result.arrays["sanity_maps"] = check.maps
             done += 1
             ctx.progress(done, steps, "sanity check done")
@@ -117,8 +143,16 @@ class AttributionTechnique(Technique):
             result.metrics.update(curves.metrics())
             result.arrays["deletion_curve"] = curves.deletion
             result.arrays["insertion_curve"] = curves.insertion
-            result.artifacts.append(Artifact("faithfulness.png", "deletion and insertion curves (target probability)", kind="plot",
-                                             data=curves.plot(), array="deletion_curve", group="checks"))
+            result.artifacts.append(
+                Artifact(
+                    "faithfulness.png",
+                    "deletion and insertion curves (target probability)",
+                    kind="plot",
+                    data=curves.plot(),
+                    array="deletion_curve",
+                    group="checks",
+                )
+            )
             ctx.progress(steps, steps, "faithfulness done")
         return result
 
@@ -135,8 +169,15 @@ class AttributionTechnique(Technique):
 
         localized = render_each(localize, range(len(maps)))
         for index, (_mask, _box, picture) in enumerate(localized):
-            result.artifacts.append(Artifact(f"{self.name}_mask_{index}.png", "segmentation from the map with its bounding box",
-                                             data=picture, array="masks", group=result.artifacts[3 * index].group))
+            result.artifacts.append(
+                Artifact(
+                    f"{self.name}_mask_{index}.png",
+                    "segmentation from the map with its bounding box",
+                    data=picture,
+                    array="masks",
+                    group=result.artifacts[3 * index].group,
+                )
+            )
         result.arrays["masks"] = np.stack([mask for mask, _box, _picture in localized])
         result.metrics["boxes"] = [list(box) if box else None for _mask, box, _picture in localized]
 

@@ -67,4 +67,3 @@ def deletion_insertion(model, images, targets, maps: np.ndarray, steps: int = 16
         probabilities = target_probability(model.predict(batch), np.full(len(batch), int(targets[index])), region)
         deletion[index], insertion[index] = probabilities[: steps + 1], probabilities[steps + 1 :]
     return Curves(fractions, deletion, insertion)
-

@@ -26,8 +26,9 @@ def spatial_layer(model, name: str) -> str:
     """``name``, or the model's last spatial layer when empty; refuses a layer that is not N x C x H x W."""
     chosen = name or model.layers.default_cam_layer
     if not chosen:
-        raise UserError("this model has no spatial layer (N x C x H x W with H, W > 1) to use by default; "
-                        "name one with the layer parameter (see viz-server inspect).")
+        raise UserError(
+            "this model has no spatial layer (N x C x H x W with H, W > 1) to use by default; name one with the layer parameter (see viz-server inspect)."
+        )
     layer = model.layer(chosen)
     if len(layer.output_shape) != 4:
         raise UserError(f"layer '{chosen}' has output shape {list(layer.output_shape)}; pick a spatial layer (N x C x H x W).")

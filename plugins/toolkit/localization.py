@@ -34,8 +34,9 @@ def refine_with_grabcut(picture: np.ndarray, mask: np.ndarray, iterations: int =
     try:
         import cv2
     except ImportError:
-        raise UserError("GrabCut refinement needs OpenCV: pip install 'viz-server[segmentation]' "
-                        "(opencv-python-headless), or use segmentation=threshold.") from None
+        raise UserError(
+            "GrabCut refinement needs OpenCV: pip install 'viz-server[segmentation]' (opencv-python-headless), or use segmentation=threshold."
+        ) from None
     box = bounding_box(mask)
     if box is None:
         return mask

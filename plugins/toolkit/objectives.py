@@ -40,8 +40,10 @@ def _per_position(scores: torch.Tensor, region) -> torch.Tensor:
             raise UserError(f"a region needs an N x C x H x W output; this model's output has shape {list(scores.shape)}.")
         rows, columns = region
         if rows.stop > scores.shape[2] or columns.stop > scores.shape[3]:
-            raise UserError(f"region rows {rows.start}:{rows.stop}, columns {columns.start}:{columns.stop} fall outside the "
-                            f"output grid of {scores.shape[2]} x {scores.shape[3]}.")
+            raise UserError(
+                f"region rows {rows.start}:{rows.stop}, columns {columns.start}:{columns.stop} fall outside the "
+                f"output grid of {scores.shape[2]} x {scores.shape[3]}."
+            )
         scores = scores[:, :, rows, columns]
     return scores.flatten(2)
 

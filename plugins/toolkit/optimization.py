@@ -31,17 +31,28 @@ COLOUR_CORRELATION = COLOUR_CORRELATION / COLOUR_CORRELATION.norm(dim=0).max()
 
 OPTIMIZATION_PARAMS = (
     Param("steps", "int", 200, "Optimization steps.", minimum=1, maximum=5000),
-    Param("parameterization", "choice", "pixel", "Plain pixels with regularizers, or a decorrelated Fourier image (less noise).",
-          choices=("pixel", "fourier")),
+    Param("parameterization", "choice", "pixel", "Plain pixels with regularizers, or a decorrelated Fourier image (less noise).", choices=("pixel", "fourier")),
     Param("learning_rate", "float", 0.05, "Step size (pixel: the largest change of any pixel per step; fourier: Adam's).", minimum=1e-5, maximum=10.0),
     Param("init", "choice", "zeros", "Start from a grey image (zeros in the centred space) or seeded noise.", choices=("zeros", "random")),
-    Param("l2_decay", "float", 0.05, "Pixel: weight of the L2 decay towards grey (Simonyan et al. 2014), on the mean squared colour norm.",
-          minimum=0.0, maximum=100.0),
+    Param(
+        "l2_decay",
+        "float",
+        0.05,
+        "Pixel: weight of the L2 decay towards grey (Simonyan et al. 2014), on the mean squared colour norm.",
+        minimum=0.0,
+        maximum=100.0,
+    ),
     Param("blur_every", "int", 4, "Pixel: Gaussian blur every k steps (0 = never).", minimum=0, maximum=1000),
     Param("blur_sigma", "float", 0.5, "Pixel: sigma of that blur, in pixels.", minimum=0.0, maximum=10.0),
     Param("clip_norm_percentile", "float", 0.0, "Pixel: pixels with a colour norm below this percentile are reset to grey.", minimum=0.0, maximum=99.0),
-    Param("clip_contribution_percentile", "float", 0.0, "Pixel: pixels contributing least (|x * grad|) below this percentile are reset.",
-          minimum=0.0, maximum=99.0),
+    Param(
+        "clip_contribution_percentile",
+        "float",
+        0.0,
+        "Pixel: pixels contributing least (|x * grad|) below this percentile are reset.",
+        minimum=0.0,
+        maximum=99.0,
+    ),
     Param("jitter", "int", 2, "Random shift in pixels applied each step.", minimum=0, maximum=64),
     Param("frames", "int", 4, "Intermediate images kept.", minimum=0, maximum=32),
 )
@@ -110,14 +121,21 @@ def random_transform(image: torch.Tensor, generator: torch.Generator, jitter: in
     angle = (torch.rand(1, generator=generator).item() - 0.5) * math.radians(20)
     zoom = 0.9 + 0.2 * torch.rand(1, generator=generator).item()
     shift = (torch.rand(2, generator=generator) - 0.5) * 2 * jitter / torch.tensor([planes.shape[3], planes.shape[2]]) * 2
-    theta = torch.tensor([[math.cos(angle) / zoom, -math.sin(angle) / zoom, float(shift[0])],
-                          [math.sin(angle) / zoom, math.cos(angle) / zoom, float(shift[1])]], dtype=image.dtype)[None]
+    theta = torch.tensor(
+        [[math.cos(angle) / zoom, -math.sin(angle) / zoom, float(shift[0])], [math.sin(angle) / zoom, math.cos(angle) / zoom, float(shift[1])]],
+        dtype=image.dtype,
+    )[None]
     grid = F.affine_grid(theta.expand(len(planes), 2, 3), planes.shape, align_corners=False)
     return F.grid_sample(planes, grid, mode="bilinear", padding_mode="reflection", align_corners=False).permute(0, 2, 3, 1)
 
 
-def optimize(ctx: Context, objective: Callable[[torch.Tensor], torch.Tensor], params: dict,
-             start: torch.Tensor | None = None, regularize: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Trajectory:
+def optimize(
+    ctx: Context,
+    objective: Callable[[torch.Tensor], torch.Tensor],
+    params: dict,
+    start: torch.Tensor | None = None,
+    regularize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Trajectory:
     """Maximize ``objective(model-space batch of 1)``; ``regularize(unit image)`` is subtracted from it."""
     spec = ctx.model.spec
     generator = ctx.torch_generator()
@@ -149,7 +167,7 @@ def optimize(ctx: Context, objective: Callable[[torch.Tensor], torch.Tensor], pa
     for step in range(steps):
         image.requires_grad_(True)
         jitter = params["jitter"]
-        dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist() if jitter else (0, 0))
+        dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist() if jitter else (0, 0)
         with torch.enable_grad():
             shifted = torch.roll(image, shifts=(dy, dx), dims=(1, 2))
             value = objective(to_model_space(spec, shifted))
@@ -193,14 +211,14 @@ def trajectory_result(ctx: Context, trajectory: Trajectory, name: str, caption: 
     model_space = spec.unit_to_model(final_unit[None].astype(np.float32))
     artifacts = [Artifact(f"{name}.png", caption, data=png_bytes(display(spec, final_unit), 224), array=name, group="result")]
     for step, frame in trajectory.frames:
-        artifacts.append(Artifact(f"{name}_step_{step}.png", f"after step {step}", data=png_bytes(display(spec, frame), 96),
-                                  array="frames", group="intermediate frames"))
+        artifacts.append(
+            Artifact(f"{name}_step_{step}.png", f"after step {step}", data=png_bytes(display(spec, frame), 96), array="frames", group="intermediate frames")
+        )
     artifacts.append(Artifact("objective.png", "objective over the steps", kind="plot", data=_curve(trajectory.objective), array="objective", group="result"))
     arrays = {name: model_space, "objective": np.asarray(trajectory.objective, np.float32)}
     if trajectory.frames:
         arrays["frames"] = np.stack([frame for _, frame in trajectory.frames]).astype(np.float32)
-    return Result(artifacts=artifacts, arrays=arrays, metrics={"final_objective": round(trajectory.objective[-1], 6),
-                                                               "steps": len(trajectory.objective)})
+    return Result(artifacts=artifacts, arrays=arrays, metrics={"final_objective": round(trajectory.objective[-1], 6), "steps": len(trajectory.objective)})
 
 
 def _curve(values: list[float]) -> bytes:

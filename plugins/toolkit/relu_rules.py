@@ -68,4 +68,3 @@ def relu_rule(model, rule: str):
 def uncovered_units(model) -> list[str]:
     """Op types of non-linear units the relu rules leave untouched (for the result's caveats)."""
     return sorted({layer.op for layer in model.layers if layer.kind in UNCOVERED_KINDS})
-

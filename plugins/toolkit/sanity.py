@@ -33,8 +33,13 @@ class SanityCheck:
     passed: bool
 
     def to_json(self) -> dict:
-        return {"steps": self.steps, "spearman": [round(c, 4) for c in self.correlations], "passed": self.passed,
-                "threshold": PASS_BELOW, "verdict": self.verdict}
+        return {
+            "steps": self.steps,
+            "spearman": [round(c, 4) for c in self.correlations],
+            "passed": self.passed,
+            "threshold": PASS_BELOW,
+            "verdict": self.verdict,
+        }
 
     def plot(self) -> bytes:
         pyplot = plotting()
@@ -68,8 +73,7 @@ def cascading_randomization(technique, model, image, target, params, original: n
     steps, correlations, maps = [], [], [original[0]]
     count = min(params.get("sanity_layers", 3), len(weight_layers))
     if not weight_layers:
-        return SanityCheck([], [], np.stack(maps).astype(np.float32),
-                           "Sanity check not run: the model has no conv or linear weights to randomize.", False)
+        return SanityCheck([], [], np.stack(maps).astype(np.float32), "Sanity check not run: the model has no conv or linear weights to randomize.", False)
 
     def measure(label: str) -> None:
         check_cancelled()
@@ -92,9 +96,10 @@ def cascading_randomization(technique, model, image, target, params, original: n
     passed = abs(judged) < PASS_BELOW
     where = f"the top {count} weight layer{'s' if count > 1 else ''}"
     if passed:
-        verdict = (f"Sanity check passed: with {where} randomized the map changes (Spearman rho {judged:.2f}), "
-                   "so it depends on what the model learned.")
+        verdict = f"Sanity check passed: with {where} randomized the map changes (Spearman rho {judged:.2f}), so it depends on what the model learned."
     else:
-        verdict = (f"Sanity check FAILED: this map barely changes when {where} are destroyed (Spearman rho "
-                   f"{judged:.2f}); it shows the image's edges, not what the model learned.")
+        verdict = (
+            f"Sanity check FAILED: this map barely changes when {where} are destroyed (Spearman rho "
+            f"{judged:.2f}); it shows the image's edges, not what the model learned."
+        )
     return SanityCheck(steps, correlations, np.stack(maps).astype(np.float32), verdict, passed)

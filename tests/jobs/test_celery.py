@@ -26,8 +26,9 @@ def _free_port() -> int:
 def celery_setup(tmp_path_factory):
     assert REDIS, "redis-server must be installed for the scale-out test"
     port = _free_port()
-    redis = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis = subprocess.Popen(
+        [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     data_dir = tmp_path_factory.mktemp("celery-data")
     broker = f"redis://127.0.0.1:{port}/0"
     env = {**os.environ, "VIZ_SERVER_BROKER_URL": broker, "VIZ_SERVER_DATA": str(data_dir)}

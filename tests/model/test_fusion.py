@@ -38,8 +38,9 @@ def test_a_convnext_like_block_fuses_and_keeps_its_outputs_and_gradients():
 
 def _gelu_graph(order: str, half: float = 0.5, root: float = math.sqrt(2.0)) -> onnx.ModelProto:
     """x -> GELU in one of the orders exporters write -> y, as a hand-written opset-17 graph."""
-    constants = [numpy_helper.from_array(np.array(value, np.float32), name) for name, value in
-                 (("root", root), ("inverse_root", 1 / root), ("one", 1.0), ("half", half))]
+    constants = [
+        numpy_helper.from_array(np.array(value, np.float32), name) for name, value in (("root", root), ("inverse_root", 1 / root), ("one", 1.0), ("half", half))
+    ]
     scale = helper.make_node("Div", ["x", "root"], ["s"]) if order != "keras" else helper.make_node("Mul", ["inverse_root", "x"], ["s"])
     nodes = [scale, helper.make_node("Erf", ["s"], ["e"]), helper.make_node("Add", ["e", "one"], ["a"])]
     if order == "torch":  # (x * a) * 0.5
@@ -48,8 +49,13 @@ def _gelu_graph(order: str, half: float = 0.5, root: float = math.sqrt(2.0)) -> 
         nodes += [helper.make_node("Mul", ["x", "half"], ["h"]), helper.make_node("Mul", ["h", "a"], ["y"])]
     else:  # x * (a * 0.5)
         nodes += [helper.make_node("Mul", ["a", "half"], ["h"]), helper.make_node("Mul", ["x", "h"], ["y"])]
-    graph = helper.make_graph(nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])], constants)
+    graph = helper.make_graph(
+        nodes,
+        "gelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
+        constants,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -77,18 +83,23 @@ def test_a_look_alike_that_is_not_gelu_is_left_alone():
 def test_matmul_whose_product_is_used_twice_is_not_fused():
     weight = numpy_helper.from_array(np.ones((5, 3), np.float32), "w")
     bias = numpy_helper.from_array(np.ones(3, np.float32), "b")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["p", "b"], ["q"]),
-             helper.make_node("Mul", ["p", "q"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 3])], [weight, bias])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Add", ["p", "b"], ["q"]), helper.make_node("Mul", ["p", "q"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 3])],
+        [weight, bias],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert normalize.fuse_linear(model) is None
 
 
 def test_silu_fuses_into_one_node_with_the_same_outputs():
     nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])]
-    graph = helper.make_graph(nodes, "silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])])
+    graph = helper.make_graph(
+        nodes, "silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert normalize.fuse_silu(model) == "fused 1 x * sigmoid(x) into one SiLU node each"
     assert [(node.op_type, node.domain) for node in model.graph.node] == [("Silu", normalize.FUSED_DOMAIN)]
@@ -108,6 +119,14 @@ def _silu_image_model() -> bytes:
 
     network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.SiLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
     buffer = io.BytesIO()
-    torch.onnx.export(network, (torch.rand(1, 3, 16, 16),), buffer, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False,
-                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    torch.onnx.export(
+        network,
+        (torch.rand(1, 3, 16, 16),),
+        buffer,
+        input_names=["x"],
+        output_names=["y"],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+    )
     return buffer.getvalue()

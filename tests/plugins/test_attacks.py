@@ -41,18 +41,27 @@ def test_pgd_matches_captum(batch, norm, radius, targeted):
     forward, unit, labels = batch
     target = (labels + 2) % 4 if targeted else labels
     reference = PGD(forward, loss_func=loss(), lower_bound=0.0, upper_bound=1.0).perturb(
-        unit.clone(), radius, 2 / 255, 10, target, targeted=targeted, norm=norm)
+        unit.clone(), radius, 2 / 255, 10, target, targeted=targeted, norm=norm
+    )
     ours = attacks.pgd(forward, unit, target, radius, 2 / 255, 10, norm, targeted)
     torch.testing.assert_close(ours, reference.detach(), rtol=1e-5, atol=1e-6)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(radius=st.floats(0.0, 0.5), step=st.floats(0.0, 0.2), steps=st.integers(1, 4), norm=st.sampled_from(["Linf", "L2"]),
-       random_start=st.booleans(), rule=st.sampled_from(["sign", "normalized"]), seed=st.integers(0, 1000))
+@given(
+    radius=st.floats(0.0, 0.5),
+    step=st.floats(0.0, 0.2),
+    steps=st.integers(1, 4),
+    norm=st.sampled_from(["Linf", "L2"]),
+    random_start=st.booleans(),
+    rule=st.sampled_from(["sign", "normalized"]),
+    seed=st.integers(0, 1000),
+)
 def test_pgd_never_leaves_the_ball_or_the_range(batch, radius, step, steps, norm, random_start, rule, seed):
     forward, unit, labels = batch
-    result = attacks.pgd(forward, unit, labels, radius, step, steps, norm, random_start=random_start,
-                         generator=torch.Generator().manual_seed(seed), step_rule=rule)
+    result = attacks.pgd(
+        forward, unit, labels, radius, step, steps, norm, random_start=random_start, generator=torch.Generator().manual_seed(seed), step_rule=rule
+    )
     assert result.min() >= 0.0 and result.max() <= 1.0
     difference = (result - unit).flatten(1)
     size = difference.abs().amax(1) if norm == "Linf" else difference.norm(dim=1)
@@ -79,8 +88,13 @@ def test_robustness_curve_falls_with_epsilon(shapes_model, tmp_path):
 
     write_image_set(tmp_path / "set", per_class=5, seed=3)
     labeled = read_image_set(tmp_path / "set")
-    result = run_technique("robustness_curve", shapes_model, [(n, d) for n, d, _ in labeled],
-                           {"epsilons": "0,2/255,8/255,32/255", "steps": 5}, labels=[label for _, _, label in labeled])
+    result = run_technique(
+        "robustness_curve",
+        shapes_model,
+        [(n, d) for n, d, _ in labeled],
+        {"epsilons": "0,2/255,8/255,32/255", "steps": 5},
+        labels=[label for _, _, label in labeled],
+    )
     for attack in ("fgsm", "pgd"):
         curve = result.metrics["accuracy"][attack]
         assert curve[0] == result.metrics["clean_accuracy"] and curve[-1] < curve[0]
@@ -101,8 +115,13 @@ def test_corruptions_lower_accuracy_with_severity(shapes_model, tmp_path):
 
     write_image_set(tmp_path / "set", per_class=4, seed=8)
     labeled = read_image_set(tmp_path / "set")
-    result = run_technique("corruptions", shapes_model, [(n, d) for n, d, _ in labeled],
-                           {"corruptions": "gaussian_noise,gaussian_blur,jpeg"}, labels=[label for _, _, label in labeled])
+    result = run_technique(
+        "corruptions",
+        shapes_model,
+        [(n, d) for n, d, _ in labeled],
+        {"corruptions": "gaussian_noise,gaussian_blur,jpeg"},
+        labels=[label for _, _, label in labeled],
+    )
     accuracy = result.metrics["accuracy"]
     assert set(accuracy) == {"gaussian_noise", "gaussian_blur", "jpeg"}
     for values in accuracy.values():
@@ -119,9 +138,13 @@ def test_defences_report_recovery_and_cost(shapes_model, tmp_path):
 
     write_image_set(tmp_path / "set", per_class=4, seed=12)
     labeled = read_image_set(tmp_path / "set")
-    result = run_technique("defences", shapes_model, [(n, d) for n, d, _ in labeled],
-                           {"epsilon": 8 / 255, "steps": 5, "noise": "0.05", "jpeg_qualities": "50", "median_sizes": "3"},
-                           labels=[label for _, _, label in labeled])
+    result = run_technique(
+        "defences",
+        shapes_model,
+        [(n, d) for n, d, _ in labeled],
+        {"epsilon": 8 / 255, "steps": 5, "noise": "0.05", "jpeg_qualities": "50", "median_sizes": "3"},
+        labels=[label for _, _, label in labeled],
+    )
     defences = result.metrics["defences"]
     assert list(defences) == ["none", "gaussian noise 0.05", "JPEG quality 50", "median 3x3"]
     assert defences["none"]["adversarial"] < defences["none"]["clean"]

@@ -31,8 +31,16 @@ def segmenter():
     torch.manual_seed(3)
     buffer = io.BytesIO()
     with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(TinySegmenter().eval(), (torch.rand(1, 3, 16, 16),), buffer, dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+        torch.onnx.export(
+            TinySegmenter().eval(),
+            (torch.rand(1, 3, 16, 16),),
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        )
     return load_model(buffer.getvalue(), labels='["background", "road", "car"]')
 
 

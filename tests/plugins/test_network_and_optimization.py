@@ -83,8 +83,9 @@ def test_embeddings_separate_classes_better_with_depth(shapes_model, tmp_path):
     labeled = read_image_set(tmp_path / "set")
     assert len(labeled) == 48 and {label for _, _, label in labeled} == {"circle", "square", "triangle", "cross"}
     layers = "/features/features.2/Relu,/features/features.14/Relu"
-    result = run_technique("embeddings", shapes_model, [(n, d) for n, d, _ in labeled], {"layers": layers, "method": "pca"},
-                           labels=[label for _, _, label in labeled])
+    result = run_technique(
+        "embeddings", shapes_model, [(n, d) for n, d, _ in labeled], {"layers": layers, "method": "pca"}, labels=[label for _, _, label in labeled]
+    )
     shallow, deep = result.metrics["separation"]
     assert deep["k-NN accuracy (full)"] > shallow["k-NN accuracy (full)"] + 0.2
     assert deep["silhouette (pca)"] > shallow["silhouette (pca)"]

@@ -28,7 +28,9 @@ def test_matches_captum_on_shapes_model(shapes_model, shape_pictures, reduce):
     assert _relative_error(np.abs(result.arrays["attribution"]), captum) <= 1e-5
 
 
-@pytest.mark.parametrize("name,exporter,opset", [("residual", "dynamo", 20), ("nhwc_keras", "torchscript", 17), ("fixed_batch", "torchscript", 13), ("flatten_all", "dynamo", 18)])
+@pytest.mark.parametrize(
+    "name,exporter,opset", [("residual", "dynamo", 20), ("nhwc_keras", "torchscript", 17), ("fixed_batch", "torchscript", 13), ("flatten_all", "dynamo", 18)]
+)
 def test_matches_captum_on_zoo_models(name, exporter, opset, shape_pictures):
     model = load_model(export(name, exporter, opset))
     images = [(n, d) for n, d, _, _ in shape_pictures[:3]]

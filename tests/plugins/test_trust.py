@@ -31,8 +31,9 @@ def deep_relu_net():
     net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10)).eval()
     buffer = io.BytesIO()
     with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(net, (torch.rand(1, 3, 32, 32),), buffer, dynamo=False, opset_version=17, input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "batch"}})
+        torch.onnx.export(
+            net, (torch.rand(1, 3, 32, 32),), buffer, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}}
+        )
     model = load_model(buffer.getvalue(), mean="0.5", std="0.25")
     picture, _ = shapes.make_image("circle", "circle", np.random.default_rng(0), 32)
     image = torch.from_numpy(model.spec.unit_to_model(picture[None].astype(np.float32) / 255))

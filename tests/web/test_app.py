@@ -29,9 +29,17 @@ def test_shipped_models_are_listed_and_ready(client):
 
 
 def test_api_run_saliency_and_download_everything(client, shapes_id, sample_ids):
-    response = client.post("/api/jobs", json={"technique": "saliency", "model_id": shapes_id,
-                                              "image_ids": [sample_ids["circle.png"], sample_ids["cross.png"]],
-                                              "params": {"target": "circle"}, "seed": 4}, headers=API)
+    response = client.post(
+        "/api/jobs",
+        json={
+            "technique": "saliency",
+            "model_id": shapes_id,
+            "image_ids": [sample_ids["circle.png"], sample_ids["cross.png"]],
+            "params": {"target": "circle"},
+            "seed": 4,
+        },
+        headers=API,
+    )
     assert response.status_code == 202
     job = wait_for(client, f"/api/jobs/{response.get_json()['id']}")
     assert job["status"] == "done", job
@@ -47,15 +55,25 @@ def test_api_run_saliency_and_download_everything(client, shapes_id, sample_ids)
     exported = client.get(f"/jobs/{job['id']}/export.html")
     assert exported.headers["Content-Disposition"].startswith("attachment")
     pictures = [a for a in job["result"]["artifacts"] if a["kind"] in ("image", "plot")]
-    assert exported.data.count(b"data:image/png;base64,") == len(pictures) >= 8 and b"src=\"/" not in exported.data
+    assert exported.data.count(b"data:image/png;base64,") == len(pictures) >= 8 and b'src="/' not in exported.data
 
 
 def test_form_run_with_upload_redirects_to_job(client, shapes_id):
     token = csrf(client, f"/run?model={shapes_id}")
     picture = png_bytes(np.full((20, 30, 3), 120, np.uint8))
-    response = client.post("/run", data={"csrf_token": token, "technique": "saliency", "model_id": str(shapes_id),
-                                         "param_target": "top1", "param_reduce": "sum", "seed": "0",
-                                         "images": (io.BytesIO(picture), "grey.png")}, content_type="multipart/form-data")
+    response = client.post(
+        "/run",
+        data={
+            "csrf_token": token,
+            "technique": "saliency",
+            "model_id": str(shapes_id),
+            "param_target": "top1",
+            "param_reduce": "sum",
+            "seed": "0",
+            "images": (io.BytesIO(picture), "grey.png"),
+        },
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 302 and "/jobs/" in response.headers["Location"]
     job = wait_for(client, "/api" + response.headers["Location"])
     assert job["status"] == "done" and job["params"]["reduce"] == "sum"
@@ -75,8 +93,11 @@ def test_audit_report_and_exports(client, shapes_id, sample_ids):
 
 def test_compare_two_models(client, sample_ids):
     models = {model["name"]: model["id"] for model in client.get("/api/models").get_json()}
-    response = client.post("/api/comparisons", json={"model_ids": [models["shapes_cnn"], models["digits_linear"]], "technique": "saliency",
-                                                     "image_ids": [sample_ids["circle.png"]]}, headers=API)
+    response = client.post(
+        "/api/comparisons",
+        json={"model_ids": [models["shapes_cnn"], models["digits_linear"]], "technique": "saliency", "image_ids": [sample_ids["circle.png"]]},
+        headers=API,
+    )
     report = wait_for(client, f"/api/reports/{response.get_json()['id']}")
     assert {job["model"]["name"] for job in report["jobs"]} == {"shapes_cnn", "digits_linear"}
     assert all(job["status"] == "done" for job in report["jobs"])
@@ -126,8 +147,9 @@ def test_hostile_model_upload_fails_its_inspection_with_one_sentence(client, nam
 
 def test_markup_in_model_is_escaped(client):
     data = hostile_models()["markup_names.onnx"][0]
-    response = client.post("/api/models", data={"model": (io.BytesIO(data), "x.onnx"), "name": "<img src=x onerror=alert(1)>"},
-                           headers=API, content_type="multipart/form-data")
+    response = client.post(
+        "/api/models", data={"model": (io.BytesIO(data), "x.onnx"), "name": "<img src=x onerror=alert(1)>"}, headers=API, content_type="multipart/form-data"
+    )
     model_id = response.get_json()["model"]["id"]
     wait_for(client, f"/api/models/{model_id}")
     page = client.get(f"/models/{model_id}").get_data(as_text=True)
@@ -173,8 +195,9 @@ def test_not_found_and_method_errors(client):
 def test_spec_update_reinspects_with_new_labels(client):
     from model_zoo import export
 
-    response = client.post("/api/models", data={"model": (io.BytesIO(export("residual", "torchscript", 17)), "res.onnx")},
-                           headers=API, content_type="multipart/form-data")
+    response = client.post(
+        "/api/models", data={"model": (io.BytesIO(export("residual", "torchscript", 17)), "res.onnx")}, headers=API, content_type="multipart/form-data"
+    )
     model_id = response.get_json()["model"]["id"]
     assert wait_for(client, f"/api/models/{model_id}")["spec"]["labels"] == []
     bad = client.post(f"/api/models/{model_id}/spec", json={"layout": "sideways"}, headers=API)
@@ -197,10 +220,21 @@ def test_form_cancel_and_compare(client, shapes_id, sample_ids):
     assert wait_for(client, f"/api/jobs/{job_id}")["status"] in ("cancelled", "done")
     models = {model["name"]: model["id"] for model in client.get("/api/models").get_json()}
     token = csrf(client, "/compare")
-    compared = client.post("/compare", data={"csrf_token": token, "technique": "saliency", "model_ids": [str(models["shapes_cnn"]), str(models["digits_linear"])],
-                                             "image_ids": [str(sample_ids["cross.png"])], "param_target": "top1", "param_reduce": "max"})
+    compared = client.post(
+        "/compare",
+        data={
+            "csrf_token": token,
+            "technique": "saliency",
+            "model_ids": [str(models["shapes_cnn"]), str(models["digits_linear"])],
+            "image_ids": [str(sample_ids["cross.png"])],
+            "param_target": "top1",
+            "param_reduce": "max",
+        },
+    )
     assert compared.status_code == 302 and "/reports/" in compared.headers["Location"]
-    one_model = client.post("/compare", data={"csrf_token": token, "technique": "saliency", "model_ids": [str(shapes_id)], "image_ids": [str(sample_ids["cross.png"])]})
+    one_model = client.post(
+        "/compare", data={"csrf_token": token, "technique": "saliency", "model_ids": [str(shapes_id)], "image_ids": [str(sample_ids["cross.png"])]}
+    )
     assert one_model.status_code == 400 and "at least two models" in one_model.get_data(as_text=True)
 
 
@@ -221,10 +255,12 @@ def test_embeddings_on_an_uploaded_set_show_a_hoverable_scatter(client, shapes_i
     with zipfile.ZipFile(buffer, "w") as archive:
         for path in sorted((tmp_path / "set").rglob("*.png")):
             archive.write(path, f"{path.parent.name}/{path.name}")
-    stored = client.post("/api/images", data={"images": (io.BytesIO(buffer.getvalue()), "shapes.zip")}, headers=API,
-                         content_type="multipart/form-data").get_json()
-    response = client.post("/api/jobs", json={"technique": "embeddings", "model_id": shapes_id, "image_ids": [i["id"] for i in stored],
-                                              "params": {"method": "pca"}}, headers=API)
+    stored = client.post(
+        "/api/images", data={"images": (io.BytesIO(buffer.getvalue()), "shapes.zip")}, headers=API, content_type="multipart/form-data"
+    ).get_json()
+    response = client.post(
+        "/api/jobs", json={"technique": "embeddings", "model_id": shapes_id, "image_ids": [i["id"] for i in stored], "params": {"method": "pca"}}, headers=API
+    )
     job = wait_for(client, f"/api/jobs/{response.get_json()['id']}")
     assert job["status"] == "done", job
     assert {"circle", "square", "triangle", "cross"} <= set(job["result"]["provenance"]["labels"])
@@ -233,12 +269,15 @@ def test_embeddings_on_an_uploaded_set_show_a_hoverable_scatter(client, shapes_i
     assert f'href="/images/{stored[0]["id"]}/thumb.png"' in page
 
 
-@pytest.mark.parametrize("technique,model_name,params", [
-    ("class_templates", "digits_linear", {}),
-    ("filters", "shapes_cnn", {}),
-    ("class_visualization", "shapes_cnn", {"target": "square", "steps": 30}),
-    ("neuron_visualization", "shapes_cnn", {"channel": 1, "steps": 30}),
-])
+@pytest.mark.parametrize(
+    "technique,model_name,params",
+    [
+        ("class_templates", "digits_linear", {}),
+        ("filters", "shapes_cnn", {}),
+        ("class_visualization", "shapes_cnn", {"target": "square", "steps": 30}),
+        ("neuron_visualization", "shapes_cnn", {"channel": 1, "steps": 30}),
+    ],
+)
 def test_techniques_without_images_run_from_the_api(client, technique, model_name, params):
     models = {model["name"]: model["id"] for model in client.get("/api/models").get_json()}
     response = client.post("/api/jobs", json={"technique": technique, "model_id": models[model_name], "image_ids": [], "params": params}, headers=API)

@@ -26,8 +26,9 @@ def browser():
 
     assert CHROMIUM, "chromium must be installed for the browser tests"
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         yield launched
         launched.close()
 
@@ -51,8 +52,7 @@ def shots(tmp_path_factory) -> Path:
 
 
 def _wait_text(page, selector: str, text: str, timeout: float = 120_000) -> None:
-    page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && e.textContent.includes(t); }",
-                           arg=[selector, text], timeout=timeout)
+    page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && e.textContent.includes(t); }", arg=[selector, text], timeout=timeout)
 
 
 def test_upload_run_watch_and_export(server, page, shots, tmp_path):

@@ -27,8 +27,9 @@ class _Client:
         return self._send(urllib.request.Request(self.base + path))
 
     def post_json(self, path: str, body: dict):
-        request = urllib.request.Request(self.base + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json", "X-Requested-With": "load-test"})
+        request = urllib.request.Request(
+            self.base + path, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json", "X-Requested-With": "load-test"}
+        )
         return self._send(request)
 
     def _send(self, request):
@@ -100,8 +101,11 @@ def test_fifty_concurrent_clients(tmp_path_factory):
     latencies = sorted(seconds for _, _, seconds in results)
     pages_only = sorted(seconds for path, _, seconds in results if not path.startswith("POST"))
     report = {
-        "clients": CLIENTS, "requests": len(results), "wall_seconds": round(wall, 2),
-        "server_errors": sum(status >= 500 for status in statuses), "connection_errors": len(errors),
+        "clients": CLIENTS,
+        "requests": len(results),
+        "wall_seconds": round(wall, 2),
+        "server_errors": sum(status >= 500 for status in statuses),
+        "connection_errors": len(errors),
         "p50_ms": round(1000 * statistics.median(latencies), 1),
         "p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1),
         "pages_p95_ms": round(1000 * pages_only[int(0.95 * (len(pages_only) - 1))], 1),

@@ -62,13 +62,15 @@ def test_security_headers(client):
 def test_upload_limit_is_413_with_a_sentence(public_app):
     client = public_app.test_client()
     token = public_app.extensions["viz_token"]
-    response = client.post("/api/models", data={"model": (io.BytesIO(b"x" * 10000), "big.onnx")},
-                           headers={"Authorization": f"Bearer {token}"}, content_type="multipart/form-data")
+    response = client.post(
+        "/api/models", data={"model": (io.BytesIO(b"x" * 10000), "big.onnx")}, headers={"Authorization": f"Bearer {token}"}, content_type="multipart/form-data"
+    )
     assert response.status_code == 413 and "larger than" in response.get_json()["error"]
 
 
-@pytest.mark.parametrize("path", ["/jobs/1/artifacts/..%2F..%2Fsecret_key", "/jobs/1/artifacts/../../secret_key",
-                                  "/jobs/1/arrays/..%2Fx.npy", "/images/1/../../secret_key"])
+@pytest.mark.parametrize(
+    "path", ["/jobs/1/artifacts/..%2F..%2Fsecret_key", "/jobs/1/artifacts/../../secret_key", "/jobs/1/arrays/..%2Fx.npy", "/images/1/../../secret_key"]
+)
 def test_artifact_urls_cannot_leave_the_store(app, client, path):
     secret = (app.extensions["viz_settings"].data_dir / "secret_key").read_bytes()
     response = client.get(path)

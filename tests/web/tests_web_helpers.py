@@ -62,5 +62,3 @@ def csrf(client, page: str = "/models") -> str:
 
     html = client.get(page).get_data(as_text=True)
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-

@@ -37,8 +37,13 @@ def make_celery(settings: Settings) -> Celery:
             return "missing"
         if job.status == JobStatus.RUNNING:  # redelivered: the process that ran it died
             if job.attempts > settings.job_retries:
-                store.db.update_job(job_id, status=JobStatus.FAILED, finished_at=now(), progress_message="failed",
-                                    error=f"the job's worker process died after {job.attempts} attempt(s); try fewer or smaller images.")
+                store.db.update_job(
+                    job_id,
+                    status=JobStatus.FAILED,
+                    finished_at=now(),
+                    progress_message="failed",
+                    error=f"the job's worker process died after {job.attempts} attempt(s); try fewer or smaller images.",
+                )
                 return JobStatus.FAILED
             store.db.update_job(job_id, attempts=job.attempts + 1)
         elif not store.db.claim_job(job_id):

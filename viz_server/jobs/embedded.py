@@ -113,8 +113,9 @@ class EmbeddedRunner:
             "VIZ_SERVER_DATABASE_URL": self.settings.database_url,
             "PYTHONUNBUFFERED": "1",
         }
-        return subprocess.Popen([sys.executable, "-m", "viz_server.jobs.process", *arguments], env=env, stdin=stdin,
-                                stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "viz_server.jobs.process", *arguments], env=env, stdin=stdin, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def _log_dir(self):
         log_dir = self.settings.data_dir / "logs"
@@ -127,8 +128,9 @@ class EmbeddedRunner:
         if code is None:
             elapsed = time.monotonic() - started
             if elapsed > self.settings.job_timeout:
-                self._kill(job_id, JobStatus.FAILED, f"the job ran longer than {self.settings.job_timeout:g} s and was stopped; "
-                           "use fewer images or fewer steps.")
+                self._kill(
+                    job_id, JobStatus.FAILED, f"the job ran longer than {self.settings.job_timeout:g} s and was stopped; use fewer images or fewer steps."
+                )
             elif self._cancel_overdue(job_id):
                 self._kill(job_id, JobStatus.CANCELLED, None)
             return
@@ -141,8 +143,10 @@ class EmbeddedRunner:
             self.store.db.update_job(job_id, status=JobStatus.QUEUED, progress_message=f"retrying: its process died (exit code {code})")
             self._wake.set()
         else:
-            message = (f"the job's process died (exit code {code}) - a crash inside onnxruntime or torch, or out of "
-                       f"memory - after {job.attempts} attempt(s); try fewer or smaller images.")
+            message = (
+                f"the job's process died (exit code {code}) - a crash inside onnxruntime or torch, or out of "
+                f"memory - after {job.attempts} attempt(s); try fewer or smaller images."
+            )
             self.store.db.update_job(job_id, status=JobStatus.FAILED, error=message, finished_at=now(), progress_message="failed")
             if job.kind == "inspect":
                 self.store.db.update_model(job.model_id, status=ModelStatus.FAILED, error=message)

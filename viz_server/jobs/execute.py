@@ -53,8 +53,9 @@ def _inspect(store: Store, job: JobRecord, record: ModelRecord) -> None:
     store.db.update_job(job.id, progress_done=0, progress_total=1, progress_message="guard, normalize, convert, verify")
     model = load_stored_model(store, record)
     store.db.update_model(record.id, status=ModelStatus.READY, description=model.describe(), error=None)
-    store.db.update_job(job.id, status=JobStatus.DONE, progress_done=1, finished_at=now(), progress_message="model ready",
-                        result={"conversion": model.conversion.to_json()})
+    store.db.update_job(
+        job.id, status=JobStatus.DONE, progress_done=1, finished_at=now(), progress_message="model ready", result={"conversion": model.conversion.to_json()}
+    )
 
 
 def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:
@@ -81,8 +82,17 @@ def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:
             last["cancel"] = bool(current and current.cancel_requested)
         return last["cancel"]
 
-    result = run_technique(job.technique, model, images, job.params, seed=job.seed, second_image=second,
-                           labels=[record.label for record in records], on_progress=on_progress, is_cancelled=is_cancelled)
+    result = run_technique(
+        job.technique,
+        model,
+        images,
+        job.params,
+        seed=job.seed,
+        second_image=second,
+        labels=[record.label for record in records],
+        on_progress=on_progress,
+        is_cancelled=is_cancelled,
+    )
     store.save_result(job.id, result)
 
 

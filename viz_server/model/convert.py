@@ -44,8 +44,7 @@ class Converter:
     until: int | None = None
 
     def covers(self, op_type: str, domain: str, version: int) -> bool:
-        return (self.op_type == op_type and self.domain == domain and self.since <= version
-                and (self.until is None or version <= self.until))
+        return self.op_type == op_type and self.domain == domain and self.since <= version and (self.until is None or version <= self.until)
 
 
 CORE_CONVERTERS = (
@@ -59,8 +58,7 @@ CORE_CONVERTERS = (
 @cache
 def schema_versions(op_type: str, domain: str = "") -> list[int]:
     """Every version in which an op's ONNX schema changed, oldest first."""
-    return sorted({schema.since_version for schema in defs.get_all_schemas_with_history()
-                   if schema.name == op_type and schema.domain == domain})
+    return sorted({schema.since_version for schema in defs.get_all_schemas_with_history() if schema.name == op_type and schema.domain == domain})
 
 
 def _schema_version(op_type: str, opset: int, domain: str) -> int:
@@ -133,9 +131,7 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     return missing
 
 
-QUANTIZED_OPS = frozenset(
-    {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"}
-)
+QUANTIZED_OPS = frozenset({"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"})
 
 
 def convert(model: onnx.ModelProto) -> tuple[torch.fx.GraphModule, dict[str, str]]:
@@ -144,8 +140,7 @@ def convert(model: onnx.ModelProto) -> tuple[torch.fx.GraphModule, dict[str, str
     quantized = [label for label in missing if label.split(" ")[0] in QUANTIZED_OPS]
     if quantized:
         raise UserError(
-            f"the model is quantized ({', '.join(quantized[:3])}) and integer arithmetic has no useful gradient; "
-            "analyse the float model it was quantized from."
+            f"the model is quantized ({', '.join(quantized[:3])}) and integer arithmetic has no useful gradient; analyse the float model it was quantized from."
         )
     if missing:
         raise UserError(

@@ -26,9 +26,7 @@ def guard(data: bytes, max_bytes: int = MAX_MODEL_BYTES) -> onnx.ModelProto:
     if not data:
         raise UserError("the model file is empty; upload an exported .onnx file.")
     if len(data) > max_bytes:
-        raise UserError(
-            f"the model file is {len(data) / 2**20:.0f} MiB, more than the {max_bytes / 2**20:.0f} MiB allowed."
-        )
+        raise UserError(f"the model file is {len(data) / 2**20:.0f} MiB, more than the {max_bytes / 2**20:.0f} MiB allowed.")
     try:
         model = onnx.load_from_string(data)
     except (DecodeError, RuntimeWarning, ValueError, TypeError):
@@ -51,10 +49,7 @@ def refuse_external_data(graph: onnx.GraphProto) -> None:
     """Refuse any tensor whose bytes live outside the model file (initializers, constants, subgraphs)."""
     for tensor in _all_tensors(graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0:
-            raise UserError(
-                f"tensor '{tensor.name[:80]}' keeps its data in an external file; "
-                "re-export the model with all weights inside the .onnx file."
-            )
+            raise UserError(f"tensor '{tensor.name[:80]}' keeps its data in an external file; re-export the model with all weights inside the .onnx file.")
 
 
 def refuse_control_flow(graph: onnx.GraphProto) -> None:
@@ -102,9 +97,7 @@ def check_image_input(model: onnx.ModelProto) -> None:
     inputs = image_inputs(model)
     if len(inputs) != 1:
         names = ", ".join(f"'{value.name[:40]}'" for value in inputs)
-        raise UserError(
-            f"the model has {len(inputs)} inputs ({names}); viz-server analyses image models with exactly one image input."
-        )
+        raise UserError(f"the model has {len(inputs)} inputs ({names}); viz-server analyses image models with exactly one image input.")
     value = inputs[0]
     if not value.type.HasField("tensor_type"):
         raise UserError(f"input '{value.name[:80]}' is not a tensor; viz-server analyses image models.")
@@ -118,10 +111,7 @@ def check_image_input(model: onnx.ModelProto) -> None:
     dims = input_dims(value)
     if len(dims) != 4:
         shown = "x".join("?" if dim is None else str(dim) for dim in dims) or "a scalar"
-        raise UserError(
-            f"input '{value.name[:80]}' has shape {shown}; viz-server analyses image models whose input is "
-            "N x C x H x W or N x H x W x C."
-        )
+        raise UserError(f"input '{value.name[:80]}' has shape {shown}; viz-server analyses image models whose input is N x C x H x W or N x H x W x C.")
     declared = [dim for dim in dims[1:] if dim is not None]
     if any(dim > 65536 for dim in declared) or math.prod(declared) > MAX_INPUT_ELEMENTS:
         raise UserError(

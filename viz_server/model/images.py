@@ -30,16 +30,10 @@ def decode_image(data: bytes, name: str = "image") -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as opened:
                 if opened.format not in ALLOWED_FORMATS:
-                    raise UserError(
-                        f"{name} is a {opened.format} file, which is not supported; "
-                        "upload a PNG, JPEG, GIF, BMP, WEBP or TIFF picture."
-                    )
+                    raise UserError(f"{name} is a {opened.format} file, which is not supported; upload a PNG, JPEG, GIF, BMP, WEBP or TIFF picture.")
                 width, height = opened.size
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise UserError(
-                        f"{name} declares {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} allowed; "
-                        "downscale it first."
-                    )
+                    raise UserError(f"{name} declares {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} allowed; downscale it first.")
                 if width < 1 or height < 1:
                     raise UserError(f"{name} has no pixels; upload a real picture.")
                 opened.seek(0)  # first frame of an animation

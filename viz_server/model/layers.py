@@ -13,19 +13,52 @@ import onnx
 from onnx import numpy_helper
 
 KIND_BY_OP = {
-    "Conv": "conv", "ConvTranspose": "conv", "ConvInteger": "conv",
-    "Relu": "relu", "LeakyRelu": "relu", "PRelu": "relu",
-    "Gemm": "linear", "MatMul": "linear", "Linear": "linear",
-    "MaxPool": "pool", "AveragePool": "pool", "GlobalAveragePool": "global_pool", "GlobalMaxPool": "global_pool",
-    "BatchNormalization": "norm", "InstanceNormalization": "norm", "LayerNormalization": "norm",
-    "GroupNormalization": "norm", "LRN": "norm",
-    "Sigmoid": "activation", "Tanh": "activation", "HardSigmoid": "activation", "HardSwish": "activation",
-    "Gelu": "activation", "Silu": "activation", "Elu": "activation", "Selu": "activation", "Softplus": "activation", "Mish": "activation",
+    "Conv": "conv",
+    "ConvTranspose": "conv",
+    "ConvInteger": "conv",
+    "Relu": "relu",
+    "LeakyRelu": "relu",
+    "PRelu": "relu",
+    "Gemm": "linear",
+    "MatMul": "linear",
+    "Linear": "linear",
+    "MaxPool": "pool",
+    "AveragePool": "pool",
+    "GlobalAveragePool": "global_pool",
+    "GlobalMaxPool": "global_pool",
+    "BatchNormalization": "norm",
+    "InstanceNormalization": "norm",
+    "LayerNormalization": "norm",
+    "GroupNormalization": "norm",
+    "LRN": "norm",
+    "Sigmoid": "activation",
+    "Tanh": "activation",
+    "HardSigmoid": "activation",
+    "HardSwish": "activation",
+    "Gelu": "activation",
+    "Silu": "activation",
+    "Elu": "activation",
+    "Selu": "activation",
+    "Softplus": "activation",
+    "Mish": "activation",
     "Erf": "activation",
-    "Add": "merge", "Sum": "merge", "Concat": "merge", "Mul": "merge",
-    "Reshape": "shape", "Flatten": "shape", "Transpose": "shape", "Squeeze": "shape", "Unsqueeze": "shape",
-    "Identity": "shape", "Gather": "shape", "Slice": "shape", "Split": "shape", "Pad": "shape", "Cast": "shape",
-    "Softmax": "softmax", "LogSoftmax": "softmax",
+    "Add": "merge",
+    "Sum": "merge",
+    "Concat": "merge",
+    "Mul": "merge",
+    "Reshape": "shape",
+    "Flatten": "shape",
+    "Transpose": "shape",
+    "Squeeze": "shape",
+    "Unsqueeze": "shape",
+    "Identity": "shape",
+    "Gather": "shape",
+    "Slice": "shape",
+    "Split": "shape",
+    "Pad": "shape",
+    "Cast": "shape",
+    "Softmax": "softmax",
+    "LogSoftmax": "softmax",
 }
 SPATIAL_KINDS = frozenset({"conv", "relu", "norm", "activation", "merge", "pool"})
 
@@ -86,9 +119,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     shapes = {}
     for value in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
         if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-            shapes[value.name] = tuple(
-                d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim
-            )
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
     return shapes
 
 

@@ -31,9 +31,7 @@ from viz_server.errors import UserError
 MAX_FOLDED_ELEMENTS = 1 << 26
 """Largest tensor constant folding may create (64 Mi elements); bigger nodes are left to run."""
 
-NONDETERMINISTIC_OPS = frozenset(
-    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-)
+NONDETERMINISTIC_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"})
 SHAPE_ONLY_OPS = frozenset({"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze"})
 SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
 
@@ -63,6 +61,7 @@ def opset_version(model: onnx.ModelProto, domain: str = "") -> int:
 
 
 # ---- passes ---------------------------------------------------------------------------------------
+
 
 def name_nodes(model: onnx.ModelProto) -> str | None:
     """Give unnamed or duplicate-named nodes a unique name of the form ``OpType_index``."""
@@ -372,15 +371,16 @@ def _replace(model: onnx.ModelProto, fused: list, function) -> None:
     remove_dead_nodes(model)
 
 
-
-
 def _gelu_function(opset: int) -> onnx.FunctionProto:
     """Gelu(x) = x * 0.5 * (1 + erf(x / sqrt(2))), as a model-local function in plain ONNX ops."""
+
     def constant(name: str, value: float) -> onnx.NodeProto:
         return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, onnx.TensorProto.FLOAT, [], [value]))
 
     nodes = [
-        constant("root_two", math.sqrt(2.0)), constant("one", 1.0), constant("half", 0.5),
+        constant("root_two", math.sqrt(2.0)),
+        constant("one", 1.0),
+        constant("half", 0.5),
         helper.make_node("Div", ["x", "root_two"], ["scaled"]),
         helper.make_node("Erf", ["scaled"], ["erf"]),
         helper.make_node("Add", ["erf", "one"], ["plus_one"]),

@@ -120,9 +120,7 @@ class ModelSpec:
         if isinstance(target, int) or (isinstance(target, str) and target.strip().lstrip("-").isdigit()):
             index = int(target)
             if self.num_classes and not 0 <= index < self.num_classes:
-                raise UserError(
-                    f"class {index} is out of range: this model has {self.num_classes} outputs (0-{self.num_classes - 1})."
-                )
+                raise UserError(f"class {index} is out of range: this model has {self.num_classes} outputs (0-{self.num_classes - 1}).")
             return index
         wanted = str(target).strip().lower()
         for index, name in enumerate(self.labels):
@@ -138,6 +136,7 @@ class ModelSpec:
 
 
 # ---- building a spec -----------------------------------------------------------------------------
+
 
 def parse_field(key: str, raw: Any) -> Any:
     """Parse one spec field from metadata text, a CLI flag or a sidecar value; one sentence if it is wrong."""
@@ -262,9 +261,7 @@ def build_spec(
     if "image_size" in given:
         size = given["image_size"]
         if (height and height != size[0]) or (width and width != size[1]):
-            raise UserError(
-                f"image_size {size[0]}x{size[1]} contradicts the model's fixed input size {height}x{width}."
-            )
+            raise UserError(f"image_size {size[0]}x{size[1]} contradicts the model's fixed input size {height}x{width}.")
         height, width = size
     if height is None or width is None:
         guessed.append("image_size")
@@ -321,4 +318,3 @@ def _per_channel(values: tuple[float, ...], channels: int, name: str) -> tuple[f
     if len(values) != channels:
         raise UserError(f"{name} has {len(values)} values but the model has {channels} channels; give one per channel.")
     return tuple(values)
-

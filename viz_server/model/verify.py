@@ -59,9 +59,7 @@ def compare(batch: int, ours: np.ndarray, reference: np.ndarray, where: str) -> 
             f"{list(reference.shape)} ({where}); this model cannot be analysed faithfully."
         )
     if not np.isfinite(reference).all() or not np.isfinite(ours).all():
-        raise UserError(
-            f"the model produces NaN or infinite scores on a valid input ({where}); its weights are broken."
-        )
+        raise UserError(f"the model produces NaN or infinite scores on a valid input ({where}); its weights are broken.")
     abs_error = float(np.max(np.abs(ours.astype(np.float64) - reference))) if reference.size else 0.0
     scale = max(float(np.max(np.abs(reference))) if reference.size else 0.0, 1e-6)
     return Parity(batch, abs_error, abs_error / scale)
@@ -74,9 +72,7 @@ def check_tolerance(parity: Parity, report: ParityReport) -> None:
             f"{parity.batch}, above the {TOLERANCE:g} allowed; results on it would not describe this model."
         )
     if parity.max_rel_error > WARN_TOLERANCE:
-        report.warnings.append(
-            f"parity at batch {parity.batch} is {parity.max_rel_error:.2g} relative, above {WARN_TOLERANCE:g}."
-        )
+        report.warnings.append(f"parity at batch {parity.batch} is {parity.max_rel_error:.2g} relative, above {WARN_TOLERANCE:g}.")
 
 
 def random_inputs(spec, batch: int, seed: int = 0) -> np.ndarray:
@@ -125,8 +121,7 @@ def verify(normalized: onnx.ModelProto, graph: nn.Module, module_names: dict[str
     two = random_inputs(spec, 2, seed=1)
     try:
         reference_one = session.run(None, {spec.input_name: one})[0]
-        reference_two = np.concatenate([session.run(None, {spec.input_name: two[i : i + 1]})[0] for i in range(2)]) \
-            if fixed in (None, 1) else None
+        reference_two = np.concatenate([session.run(None, {spec.input_name: two[i : i + 1]})[0] for i in range(2)]) if fixed in (None, 1) else None
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise UserError(f"onnxruntime cannot run this model on a valid input ({str(exc).splitlines()[0][:200]}); re-export it.") from None
     try:
@@ -165,9 +160,7 @@ def verify(normalized: onnx.ModelProto, graph: nn.Module, module_names: dict[str
 
     report.gradient_norm = gradient_norm(result.graph, random_inputs(spec, result.max_batch or 1, seed=2))
     if not report.gradient_norm > 0:
-        report.warnings.append(
-            "the scores have no usable gradient with respect to the input; gradient techniques will show blank maps."
-        )
+        report.warnings.append("the scores have no usable gradient with respect to the input; gradient techniques will show blank maps.")
     return result
 
 

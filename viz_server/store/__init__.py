@@ -71,8 +71,12 @@ class Store:
         digest = self.blobs.put(data)
         return self.db.add(
             ImageRecord(
-                name=clean_name(name, digest[:12]), sha256=digest, image_set=clean_name(image_set, "uploads")[:100],
-                label=clean_name(label, "")[:200] or None if label else None, width=picture.width, height=picture.height,
+                name=clean_name(name, digest[:12]),
+                sha256=digest,
+                image_set=clean_name(image_set, "uploads")[:100],
+                label=clean_name(label, "")[:200] or None if label else None,
+                width=picture.width,
+                height=picture.height,
             )
         )
 
@@ -88,10 +92,21 @@ class Store:
             return sorted({row[0] for row in session.execute(select(ImageRecord.image_set))})
 
     # ---- jobs ----------------------------------------------------------------------------------------
-    def create_job(self, technique: str, model_id: int, image_ids: list[int], params: dict, seed: int = 0,
-                   second_image_id: int | None = None, report_id: int | None = None) -> JobRecord:
-        return self.db.add(JobRecord(kind="technique", technique=technique, model_id=model_id, image_ids=image_ids,
-                                     params=params, seed=seed, second_image_id=second_image_id, report_id=report_id))
+    def create_job(
+        self, technique: str, model_id: int, image_ids: list[int], params: dict, seed: int = 0, second_image_id: int | None = None, report_id: int | None = None
+    ) -> JobRecord:
+        return self.db.add(
+            JobRecord(
+                kind="technique",
+                technique=technique,
+                model_id=model_id,
+                image_ids=image_ids,
+                params=params,
+                seed=seed,
+                second_image_id=second_image_id,
+                report_id=report_id,
+            )
+        )
 
     def jobs(self, limit: int = 200, report_id: int | None = None, with_results: bool = True) -> list[JobRecord]:
         """The newest ``limit`` jobs, or every job of a report in order; ``with_results=False`` leaves the
@@ -124,8 +139,15 @@ class Store:
             buffer = io.BytesIO()
             np.savez_compressed(buffer, **result.arrays)
             arrays_sha = self.blobs.put(buffer.getvalue())
-        self.db.update_job(job_id, status=JobStatus.DONE, result=summary, arrays_sha256=arrays_sha, finished_at=now(),
-                           seconds=result.provenance.get("seconds"), progress_message="done")
+        self.db.update_job(
+            job_id,
+            status=JobStatus.DONE,
+            result=summary,
+            arrays_sha256=arrays_sha,
+            finished_at=now(),
+            seconds=result.provenance.get("seconds"),
+            progress_message="done",
+        )
 
     def array(self, job: JobRecord, name: str) -> np.ndarray:
         if not job.arrays_sha256:

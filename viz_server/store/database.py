@@ -163,7 +163,9 @@ class Database:
     def requeue_orphans(self) -> int:
         """Jobs left 'running' by a server that stopped are queued again (their process is gone)."""
         with self.session() as session:
-            count = session.execute(update(JobRecord).where(JobRecord.status == JobStatus.RUNNING).values(status=JobStatus.QUEUED, progress_message="requeued after restart")).rowcount
+            count = session.execute(
+                update(JobRecord).where(JobRecord.status == JobStatus.RUNNING).values(status=JobStatus.QUEUED, progress_message="requeued after restart")
+            ).rowcount
             session.commit()
             return count
 

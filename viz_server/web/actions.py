@@ -69,8 +69,17 @@ def model_or_404(store: Store, model_id: int) -> ModelRecord:
     return store.db.require(ModelRecord, model_id, "model")
 
 
-def submit_job(store: Store, dispatcher, technique_name: str, model_id: int, image_ids: list[int], raw_params: dict[str, Any],
-               seed: int = 0, second_image_id: int | None = None, report_id: int | None = None):
+def submit_job(
+    store: Store,
+    dispatcher,
+    technique_name: str,
+    model_id: int,
+    image_ids: list[int],
+    raw_params: dict[str, Any],
+    seed: int = 0,
+    second_image_id: int | None = None,
+    report_id: int | None = None,
+):
     """Validate everything a job needs now, so a mistake is a 4xx at once rather than a failed job later."""
     technique = get_technique(technique_name)
     params = validate_params(technique.params, raw_params)
@@ -122,8 +131,7 @@ def start_audit(store: Store, dispatcher, model_id: int, technique_names: list[s
     return report
 
 
-def start_comparison(store: Store, dispatcher, model_ids: list[int], technique_name: str, image_ids: list[int],
-                     raw_params: dict[str, Any]) -> ReportRecord:
+def start_comparison(store: Store, dispatcher, model_ids: list[int], technique_name: str, image_ids: list[int], raw_params: dict[str, Any]) -> ReportRecord:
     """One report: the same technique, params and images on two or more models, shown side by side."""
     unique = list(dict.fromkeys(model_ids))
     if len(unique) < 2:

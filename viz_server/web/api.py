@@ -81,8 +81,14 @@ def submit_job():
     body = _body()
     second = body.get("second_image_id")
     job = actions.submit_job(
-        store(), dispatcher(), str(body.get("technique", "")), _model_id(body), _int_list(body.get("image_ids", []), "image_ids"),
-        body.get("params") or {}, seed=_seed(body), second_image_id=second if isinstance(second, int) else None,
+        store(),
+        dispatcher(),
+        str(body.get("technique", "")),
+        _model_id(body),
+        _int_list(body.get("image_ids", []), "image_ids"),
+        body.get("params") or {},
+        seed=_seed(body),
+        second_image_id=second if isinstance(second, int) else None,
     )
     return jsonify(job_json(store(), job)), 202
 
@@ -115,17 +121,21 @@ def cancel(job_id: int):
 @blueprint.post("/audits")
 def audit():
     body = _body()
-    report = actions.start_audit(store(), dispatcher(), _model_id(body), list(body.get("techniques") or []),
-                                 _int_list(body.get("image_ids", []), "image_ids"))
+    report = actions.start_audit(store(), dispatcher(), _model_id(body), list(body.get("techniques") or []), _int_list(body.get("image_ids", []), "image_ids"))
     return jsonify(export.report_json(store(), report)), 202
 
 
 @blueprint.post("/comparisons")
 def comparison():
     body = _body()
-    report = actions.start_comparison(store(), dispatcher(), _int_list(body.get("model_ids", []), "model_ids"),
-                                      str(body.get("technique", "")), _int_list(body.get("image_ids", []), "image_ids"),
-                                      body.get("params") or {})
+    report = actions.start_comparison(
+        store(),
+        dispatcher(),
+        _int_list(body.get("model_ids", []), "model_ids"),
+        str(body.get("technique", "")),
+        _int_list(body.get("image_ids", []), "image_ids"),
+        body.get("params") or {},
+    )
     return jsonify(export.report_json(store(), report)), 202
 
 
@@ -134,8 +144,18 @@ def reports():
     """A page of reports, newest first (``?page=N``, 50 a page); the total is in ``X-Total-Count``."""
     page = report_page_number()
     listed = store().reports(REPORTS_PER_PAGE, (page - 1) * REPORTS_PER_PAGE)
-    response = jsonify([{"id": report.id, "kind": report.kind, "title": report.title, "created": report.created_at.isoformat(timespec="seconds"),
-                         "url": url_for("pages.report_page", report_id=report.id)} for report in listed])
+    response = jsonify(
+        [
+            {
+                "id": report.id,
+                "kind": report.kind,
+                "title": report.title,
+                "created": report.created_at.isoformat(timespec="seconds"),
+                "url": url_for("pages.report_page", report_id=report.id),
+            }
+            for report in listed
+        ]
+    )
     response.headers["X-Total-Count"] = str(store().report_count())
     return response
 

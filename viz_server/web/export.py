@@ -15,9 +15,14 @@ def report_json(store: Store, report: ReportRecord) -> dict:
     """A report with its jobs and results, and the plugins' summary sections."""
     jobs = [job_json(store, job) for job in store.jobs(report_id=report.id)]
     done = sum(job["status"] == JobStatus.DONE for job in jobs)
-    data = {"id": report.id, "kind": report.kind, "title": report.title, "created": report.created_at.isoformat(timespec="seconds"),
-            "status": "done" if done == len(jobs) else "running" if any(j["status"] in (JobStatus.QUEUED, JobStatus.RUNNING) for j in jobs) else "partial",
-            "jobs": jobs}
+    data = {
+        "id": report.id,
+        "kind": report.kind,
+        "title": report.title,
+        "created": report.created_at.isoformat(timespec="seconds"),
+        "status": "done" if done == len(jobs) else "running" if any(j["status"] in (JobStatus.QUEUED, JobStatus.RUNNING) for j in jobs) else "partial",
+        "jobs": jobs,
+    }
     data["sections"] = [section.to_json() for section in report_sections(data)]
     return data
 

@@ -45,10 +45,12 @@ def _job_or_404(job_id: int) -> JobRecord:
 
 # ---- overview, plugins -------------------------------------------------------------------------------
 
+
 @blueprint.get("/")
 def index():
-    return render_template("index.html", models=[model_json(m) for m in store().models()],
-                           jobs=job_summaries(store(), store().jobs(limit=10, with_results=False)))
+    return render_template(
+        "index.html", models=[model_json(m) for m in store().models()], jobs=job_summaries(store(), store().jobs(limit=10, with_results=False))
+    )
 
 
 @blueprint.get("/plugins")
@@ -57,6 +59,7 @@ def plugins_page():
 
 
 # ---- models ------------------------------------------------------------------------------------------
+
 
 @blueprint.get("/models")
 def models_page():
@@ -80,9 +83,13 @@ def model_page(model_id: int):
     from viz_server.model.spec import SPEC_FIELDS
 
     inspection = next((job for job in store().jobs(limit=500) if job.kind == "inspect" and job.model_id == model_id), None)
-    return render_template("model.html", model=model_json(record), spec_fields=SPEC_FIELDS,
-                           inspection=job_json(store(), inspection) if inspection else None,
-                           techniques=sorted(techniques().values(), key=lambda t: (t.family, t.name)))
+    return render_template(
+        "model.html",
+        model=model_json(record),
+        spec_fields=SPEC_FIELDS,
+        inspection=job_json(store(), inspection) if inspection else None,
+        techniques=sorted(techniques().values(), key=lambda t: (t.family, t.name)),
+    )
 
 
 @blueprint.post("/models/<int:model_id>/spec")
@@ -95,6 +102,7 @@ def save_spec(model_id: int):
 
 
 # ---- images ------------------------------------------------------------------------------------------
+
 
 @blueprint.get("/images")
 def images_page():
@@ -117,15 +125,21 @@ def image_thumbnail(image_id: int):
 
 # ---- running a technique -------------------------------------------------------------------------------
 
+
 @blueprint.get("/run")
 def run_page():
     available = techniques()
     technique = available.get(request.args.get("technique", "")) or next(iter(available.values()))
     models = [m for m in store().models() if m.status == ModelStatus.READY]
     chosen = next((m for m in models if str(m.id) == request.args.get("model")), models[0] if models else None)
-    return render_template("run.html", techniques=sorted(available.values(), key=lambda t: t.name), technique=technique,
-                           models=[model_json(m) for m in models], model=model_json(chosen) if chosen else None,
-                           images=[image_json(i) for i in store().images()])
+    return render_template(
+        "run.html",
+        techniques=sorted(available.values(), key=lambda t: t.name),
+        technique=technique,
+        models=[model_json(m) for m in models],
+        model=model_json(chosen) if chosen else None,
+        images=[image_json(i) for i in store().images()],
+    )
 
 
 def _params_from_form(technique) -> dict:
@@ -155,12 +169,21 @@ def submit_run():
     if not model_id:
         raise UserError("choose a model to analyse.")
     second = _ids([request.form.get("second_image_id", "")])
-    job = actions.submit_job(store(), dispatcher(), technique.name, model_id[0], _chosen_images(), _params_from_form(technique),
-                             seed=int(request.form.get("seed") or 0), second_image_id=second[0] if second else None)
+    job = actions.submit_job(
+        store(),
+        dispatcher(),
+        technique.name,
+        model_id[0],
+        _chosen_images(),
+        _params_from_form(technique),
+        seed=int(request.form.get("seed") or 0),
+        second_image_id=second[0] if second else None,
+    )
     return redirect(url_for("pages.job_page", job_id=job.id))
 
 
 # ---- jobs and results -------------------------------------------------------------------------------------
+
 
 @blueprint.get("/jobs")
 def jobs_page():
@@ -189,8 +212,9 @@ def _artifact(job: JobRecord, name: str) -> dict:
 @blueprint.get("/jobs/<int:job_id>/artifacts/<name>")
 def job_artifact(job_id: int, name: str):
     artifact = _artifact(_job_or_404(job_id), name)
-    return send_file(store().blobs.path(artifact["sha256"]), mimetype=media_type(artifact["kind"]), download_name=name,
-                     as_attachment=request.args.get("download") == "1")
+    return send_file(
+        store().blobs.path(artifact["sha256"]), mimetype=media_type(artifact["kind"]), download_name=name, as_attachment=request.args.get("download") == "1"
+    )
 
 
 @blueprint.get("/jobs/<int:job_id>/arrays/<name>.npy")
@@ -212,8 +236,7 @@ def job_arrays(job_id: int):
     job = _job_or_404(job_id)
     if not job.arrays_sha256:
         raise NotFound(f"job {job_id} has no arrays.")
-    return send_file(store().blobs.path(job.arrays_sha256), mimetype="application/octet-stream", as_attachment=True,
-                     download_name=f"job-{job_id}-arrays.npz")
+    return send_file(store().blobs.path(job.arrays_sha256), mimetype="application/octet-stream", as_attachment=True, download_name=f"job-{job_id}-arrays.npz")
 
 
 @blueprint.get("/jobs/<int:job_id>/export.html")
@@ -225,13 +248,15 @@ def job_export_html(job_id: int):
 
 # ---- audits, comparisons, reports -------------------------------------------------------------------------
 
+
 @blueprint.get("/models/<int:model_id>/audit")
 def audit_page(model_id: int):
     record = actions.model_or_404(store(), model_id)
     image_techniques = [t for t in techniques().values() if "second_image" not in t.inputs]
     checked = {name for suite_name in DEFAULT_AUDIT_SUITES for name in suite(suite_name)}
-    return render_template("audit.html", model=model_json(record), techniques=image_techniques, checked=checked,
-                           images=[image_json(i) for i in store().images()])
+    return render_template(
+        "audit.html", model=model_json(record), techniques=image_techniques, checked=checked, images=[image_json(i) for i in store().images()]
+    )
 
 
 @blueprint.post("/models/<int:model_id>/audit")
@@ -245,8 +270,13 @@ def compare_page():
     available = techniques()
     technique = available.get(request.args.get("technique", "")) or next(iter(available.values()))
     models = [model_json(m) for m in store().models() if m.status == ModelStatus.READY]
-    return render_template("compare.html", techniques=sorted(available.values(), key=lambda t: t.name), technique=technique,
-                           models=models, images=[image_json(i) for i in store().images()])
+    return render_template(
+        "compare.html",
+        techniques=sorted(available.values(), key=lambda t: t.name),
+        technique=technique,
+        models=models,
+        images=[image_json(i) for i in store().images()],
+    )
 
 
 @blueprint.post("/compare")
@@ -254,8 +284,9 @@ def start_compare():
     from viz_server.plugins import get_technique
 
     technique = get_technique(request.form.get("technique", ""))
-    report = actions.start_comparison(store(), dispatcher(), _ids(request.form.getlist("model_ids")), technique.name,
-                                      _chosen_images(), _params_from_form(technique))
+    report = actions.start_comparison(
+        store(), dispatcher(), _ids(request.form.getlist("model_ids")), technique.name, _chosen_images(), _params_from_form(technique)
+    )
     return redirect(url_for("pages.report_page", report_id=report.id))
 
 
@@ -303,8 +334,7 @@ def report_export_html(report_id: int):
 def report_export_json(report_id: int):
     report = _report_or_404(report_id)
     data = export.report_json(store(), report)
-    return Response(json.dumps(data, indent=2), mimetype="application/json",
-                    headers={"Content-Disposition": f'attachment; filename="report-{report.id}.json"'})
+    return Response(json.dumps(data, indent=2), mimetype="application/json", headers={"Content-Disposition": f'attachment; filename="report-{report.id}.json"'})
 
 
 @blueprint.get("/favicon.ico")

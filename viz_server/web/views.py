@@ -32,8 +32,13 @@ def model_json(record: ModelRecord) -> dict:
 
 def image_json(record: ImageRecord) -> dict:
     return {
-        "id": record.id, "name": record.name, "set": record.image_set, "label": record.label,
-        "width": record.width, "height": record.height, "sha256": record.sha256,
+        "id": record.id,
+        "name": record.name,
+        "set": record.image_set,
+        "label": record.label,
+        "width": record.width,
+        "height": record.height,
+        "sha256": record.sha256,
         "thumbnail": url_for("pages.image_thumbnail", image_id=record.id),
     }
 
@@ -102,6 +107,7 @@ def artifact_html(artifact: dict, image_ids: list[int], inline: bool = False) ->
     if inline:
         links = ArtifactLinks(src=artifact.get("inline"), inline=True)
     else:
+
         def thumbnail(index: int) -> str | None:
             return url_for("pages.image_thumbnail", image_id=image_ids[index]) if 0 <= index < len(image_ids) else None
 
