@@ -94,6 +94,7 @@ def _tiny_model(op: str, output_units: int = 3, metadata: dict | None = None) ->
     return model.SerializeToString()
 
 
+@pytest.mark.slow  # pip-installs the example plugin
 def test_installed_plugin_is_listed_with_every_hook(installed_example):
     described = {plugin["name"]: plugin for plugin in plugins.describe_plugins()}
     technique_module = described["viz_example_plugin.gradient_x_input"]
@@ -104,6 +105,7 @@ def test_installed_plugin_is_listed_with_every_hook(installed_example):
     assert not plugins.problems()
 
 
+@pytest.mark.slow  # pip-installs the example plugin
 def test_third_party_attribution_gets_the_toolkit_checks(installed_example, shapes_model):
     """Written from docs/plugins.md alone, the example's attribution gets SmoothGrad, the sanity check,
     faithfulness curves and the pictures, like every built-in class attribution."""
@@ -126,6 +128,7 @@ def test_third_party_attribution_gets_the_toolkit_checks(installed_example, shap
     assert "<svg" in html and html.count("<rect") == 12
 
 
+@pytest.mark.slow  # pip-installs the example plugin
 def test_third_party_converter_through_its_hook(installed_example):
     from viz_server import load_model
     from viz_server.errors import UserError
@@ -143,6 +146,7 @@ def test_third_party_converter_through_its_hook(installed_example):
         plugins.reset_plugin_manager()
 
 
+@pytest.mark.slow  # pip-installs the example plugin
 def test_third_party_output_decoder_through_its_hook(installed_example):
     from viz_server import load_model
     from viz_server.errors import UserError
@@ -161,6 +165,7 @@ def test_third_party_output_decoder_through_its_hook(installed_example):
         plugins.reset_plugin_manager()
 
 
+@pytest.mark.slow  # pip-installs the example plugin
 def test_installed_plugin_through_the_cli(installed_example, tmp_path, shape_pictures):
     env = {**os.environ, "PYTHONPATH": str(installed_example) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     listed = subprocess.run([sys.executable, "-m", "viz_server.cli", "plugins", "--json"], env=env, capture_output=True, text=True, check=True)

@@ -24,6 +24,7 @@ SPEC_FLAGS = {
     "labels": "class names: a file with one per line, or comma-separated names",
     "channel_order": "RGB or BGR",
     "image_size": "HEIGHT,WIDTH for models with a dynamic input size",
+    "task": "what the output means: classification, dense, detection, sequence, embedding (or a plugin's task)",
 }
 
 

@@ -6,7 +6,7 @@ This is the single function every front end uses (the CLI now, the job workers l
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ def run_technique(
     *,
     seed: int = 0,
     second_image: tuple[str, bytes] | None = None,
-    labels: list[str | None] | None = None,
+    labels: Sequence[str | None] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
 ) -> Result:

@@ -28,8 +28,8 @@ CONTRACT_VERSION = "2"
 FAMILIES = ("attribution", "network", "optimization", "robustness", "style")
 SUITES = {
     "attribution": "class attributions with their sanity check and faithfulness curves",
-    "network": "what the network holds: filters, activations, embeddings",
-    "robustness": "accuracy under attacks, corruptions and cue conflicts",
+    "network": "what the network holds: its weights, layer activations and feature spaces",
+    "robustness": "accuracy under attacks, damaged images and cue conflicts",
 }
 """Audit suites a technique may declare itself part of (``Technique.suites``); an audit runs a suite's
 techniques with their default parameters."""
@@ -160,7 +160,7 @@ class Artifact:
     rows: list[list[Any]] = field(default_factory=list)  # tables and other row-based kinds; first row is the header
 
     def to_json(self) -> dict[str, Any]:
-        data = {"name": self.name, "caption": self.caption, "kind": self.kind, "array": self.array, "group": self.group}
+        data: dict[str, Any] = {"name": self.name, "caption": self.caption, "kind": self.kind, "array": self.array, "group": self.group}
         if self.rows:
             data["rows"] = self.rows
         return data
@@ -251,6 +251,8 @@ class Context:
 
     def display_images(self) -> np.ndarray:
         """The input images as N x H x W x 3 uint8 RGB, at the model's resolution."""
+        if self.images is None:
+            raise UserError("this technique needs images; give at least one.")
         return self.model.spec.to_display(self.images.detach().cpu().numpy())
 
     def resolve_targets(self, target: str, scores: torch.Tensor) -> torch.Tensor:

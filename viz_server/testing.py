@@ -133,7 +133,7 @@ def running_server(data_dir, extra_env: dict | None = None, timeout: float = 60.
                 break
             except OSError:
                 if process.poll() is not None:
-                    raise RuntimeError(f"the server exited: {process.stderr.read().decode()[-2000:]}") from None
+                    raise RuntimeError(f"the server exited: {process.stderr.read().decode()[-2000:] if process.stderr else ''}") from None
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the server did not answer within {timeout:g} s") from None
                 time.sleep(0.2)

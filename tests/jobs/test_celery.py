@@ -13,7 +13,7 @@ from viz_server.config import load_settings
 from viz_server.web import create_app
 
 REDIS = shutil.which("redis-server")
-pytestmark = pytest.mark.skipif(REDIS is None and not os.environ.get("CI"), reason="redis-server is not installed (CI installs it)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(REDIS is None and not os.environ.get("CI"), reason="redis-server is not installed (CI installs it)")]
 
 
 def _free_port() -> int:

@@ -9,6 +9,8 @@ from viz_server.jobs.embedded import EmbeddedRunner
 from viz_server.store import JobRecord, Store
 from viz_server.web import create_app
 
+pytestmark = pytest.mark.slow  # real servers and job processes
+
 
 @pytest.fixture(scope="module")
 def ready_data(tmp_path_factory):

@@ -10,6 +10,8 @@ from hostile import hostile_images, hostile_models
 from pictures import png_bytes
 from tests_web_helpers import API, csrf, wait_for
 
+pytestmark = pytest.mark.slow  # real servers and job processes
+
 PAGES = ["/", "/plugins", "/models", "/images", "/run", "/jobs", "/reports", "/compare"]
 
 

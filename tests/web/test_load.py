@@ -12,7 +12,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from tests_web_helpers import running_server, wait_models_ready
+
+pytestmark = pytest.mark.slow  # real servers and job processes
 
 CLIENTS = 50
 ROUNDS = 6

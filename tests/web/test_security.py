@@ -8,6 +8,8 @@ from tests_web_helpers import API, csrf
 from viz_server.config import load_settings
 from viz_server.web import create_app
 
+pytestmark = pytest.mark.slow  # real servers and job processes
+
 
 @pytest.fixture(scope="module")
 def public_app(tmp_path_factory):

@@ -2,7 +2,7 @@
 
 Techniques address layers by ONNX node name; ``module_name`` is the matching submodule of the torch graph
 (for forward hooks). The frontend also picks two defaults a user should not have to look for: the Grad-CAM
-layer (the last spatial layer before global pooling) and the first convolution (whose filters are images).
+layer (the last spatial layer before global pooling) and the first convolution (whose kernels are images).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def model_json(record: ModelRecord) -> dict:
         "spec_overrides": record.spec_overrides,
         "created": _time(record.created_at),
         "url": url_for("pages.model_page", model_id=record.id),
-        **{key: description.get(key) for key in ("inputs", "outputs", "spec", "conversion", "layers", "metadata")},
+        **{key: description.get(key) for key in ("inputs", "outputs", "spec", "decoder", "conversion", "layers", "metadata")},
     }
 
 

@@ -1,0 +1,86 @@
+"""Documentation tests in Datasette's manner: every hook is documented and exercised by a test, every technique
+is in the README, every toolkit module is in the plugin guide, and the core names no technique."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+import viz_server_plugins
+from viz_server import hookspecs, plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+GUIDE = (ROOT / "docs" / "plugins.md").read_text()
+README = (ROOT / "README.md").read_text()
+HOOKS = [name for name, value in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(value, "viz_server_spec")]
+TESTS = {path: path.read_text() for path in (ROOT / "tests").rglob("*.py") if path.name != "test_docs.py"}
+
+
+def test_hooks_are_found():
+    assert len(HOOKS) >= 7 and "register_techniques" in HOOKS
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented(hook):
+    assert re.search(rf"^### {hook}$", GUIDE, re.MULTILINE), f"docs/plugins.md has no section '### {hook}'"
+    assert (getattr(hookspecs, hook).__doc__ or "").strip(), f"hookspecs.{hook} needs a docstring"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_exercised_by_a_test(hook):
+    using = [path.name for path, text in TESTS.items() if hook in text]
+    assert using, f"no test mentions the hook {hook}"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_builtin_implementation(hook):
+    """Datasette's rule: a hook exists because a real (built-in) plugin uses it."""
+    manager = plugins.plugin_manager()
+    builtin = set(plugins.DEFAULT_PLUGINS) | set(viz_server_plugins.PLUGINS)
+    implementations = {impl.plugin_name for impl in getattr(manager.hook, hook).get_hookimpls()}
+    assert implementations & builtin, f"no built-in plugin implements {hook}"
+
+
+@pytest.mark.parametrize("name", sorted(plugins.techniques()))
+def test_every_technique_is_in_the_readme(name):
+    assert f"`{name}`" in README, f"README's technique table does not list {name}"
+
+
+def test_every_toolkit_module_is_in_the_guide():
+    modules = sorted(path.stem for path in (ROOT / "plugins" / "toolkit").glob("*.py") if path.stem != "__init__")
+    missing = [module for module in modules if f"| `{module}` |" not in GUIDE]
+    assert not missing, f"docs/plugins.md's toolkit table lacks {missing}"
+
+
+def test_no_technique_name_in_the_core():
+    """Audits, defaults and pages come from technique metadata; the core never names a technique."""
+    names = sorted(plugins.techniques())
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    found = []
+    for path in (ROOT / "viz_server").rglob("*"):
+        if path.suffix in (".py", ".html", ".js", ".css"):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line):
+                    found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:80]}")
+    assert not found, "technique names in the core:\n" + "\n".join(found)
+
+
+def test_techniques_import_only_the_toolkit_and_the_contract():
+    """One technique per module; no technique imports another technique module."""
+    technique_modules = {name.rsplit(".", 1)[1] for name in viz_server_plugins.PLUGINS if hasattr(__import__(name, fromlist=["_"]), "register_techniques")}
+    problems = []
+    for module in sorted(technique_modules):
+        tree = ast.parse((ROOT / "plugins" / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("viz_server_plugins"):
+                imported = (node.module or "").split(".")
+                if len(imported) > 1 and imported[1] != "toolkit":
+                    problems.append(f"{module} imports {node.module}")
+        registered = __import__(f"viz_server_plugins.{module}", fromlist=["_"]).register_techniques()
+        if len(registered) != 1:
+            problems.append(f"{module} registers {len(registered)} techniques")
+    assert not problems, problems
