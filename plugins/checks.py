@@ -4,7 +4,7 @@ before trusting any analysis of it.
 - Constant scores: the model gives (nearly) the same scores for very different images, as a network with a
   zero-initialized or untrained head does; every explanation of it will be blank or meaningless.
 - Probability outputs: the scores are already probabilities (non-negative, summing to one) although no final
-  Softmax was found to strip; gradients of saturated probabilities vanish (DESIGN section 4).
+  Softmax was found to strip; gradients of saturated probabilities vanish, so gradient maps of such a model are blank.
 """
 
 from __future__ import annotations
