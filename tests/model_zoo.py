@@ -216,3 +216,37 @@ def paddle_style(data: bytes) -> bytes:
     del model.graph.node[:]
     model.graph.node.extend(nodes + old)
     return model.SerializeToString()
+
+
+def tiny_model(op: str = "Relu", output_units: int = 3, metadata: dict | None = None, head_weight=None) -> bytes:
+    """Conv -> ``op`` -> global pool -> Gemm on a 3 x 8 x 8 image, built node by node (any batch size).
+
+    ``head_weight`` replaces the Gemm's random weight (zeros make a model whose scores ignore the input)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    head = rng.normal(0, 0.5, (output_units, 4)) if head_weight is None else head_weight
+    initializers = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(np.asarray(head, np.float32), "fc_w"),
+        numpy_helper.from_array(np.linspace(0.1, 0.3, output_units).astype(np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "conv_w"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node(op, ["conv"], ["act"], name="act", **({"alpha": 0.1} if op == "ThresholdedRelu" else {})),
+        helper.make_node("GlobalAveragePool", ["act"], ["pool"], name="pool"),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="flat"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["scores"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["batch", output_units])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model.SerializeToString()

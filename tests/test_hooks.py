@@ -5,9 +5,8 @@ also exercised through a real installed entry point in test_plugins.py.)"""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import helper, numpy_helper
+from model_zoo import tiny_model
 
 from viz_server import hookimpl, load_model, plugins
 from viz_server.cli import main
@@ -30,26 +29,8 @@ def registered():
 
 
 def constant_head_model() -> bytes:
-    """Conv -> global pool -> Gemm with an all-zero weight: the same scores whatever the image (timm-style zero head)."""
-    initializers = [
-        numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
-        numpy_helper.from_array(np.zeros((3, 4), np.float32), "fc_w"),
-        numpy_helper.from_array(np.array([0.1, 0.2, 0.3], np.float32), "fc_b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["image", "w"], ["conv"], name="conv"),
-        helper.make_node("GlobalAveragePool", ["conv"], ["pool"], name="pool"),
-        helper.make_node("Flatten", ["pool"], ["flat"], name="flat"),
-        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["scores"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "zero_head",
-        [helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["n", 3, 16, 16])],
-        [helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["n", 3])],
-        initializers,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    """All-zero head weights: the same scores whatever the image (as a timm model's zero-initialized head)."""
+    return tiny_model(head_weight=np.zeros((3, 4)))
 
 
 def test_builtin_model_check_names_a_model_whose_scores_ignore_the_input():
@@ -71,7 +52,7 @@ def test_a_plugin_model_check_adds_findings_or_refuses(registered):
 
     registered(Findings(), "findings")
     loaded = load_model(constant_head_model(), use_cache=False)
-    assert {"check": "findings", "finding": "classification model with 4 layers"} in loaded.conversion.findings
+    assert {"check": "findings", "finding": "classification model with 5 layers"} in loaded.conversion.findings
 
     class Refuse:
         @hookimpl

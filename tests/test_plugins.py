@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_zoo import tiny_model
 
 from viz_server import plugins
 from viz_server.testing import check_plugin
@@ -61,39 +62,6 @@ def test_builtin_plugins_pass_the_contract_test(module_name, shapes_model, digit
         check_technique_contract(technique, digits_model if technique.name in LINEAR_ONLY else shapes_model)
 
 
-def _tiny_model(op: str, output_units: int = 3, metadata: dict | None = None) -> bytes:
-    """Conv -> ``op`` -> global pool -> Gemm: a 3 x 8 x 8 image model built node by node (batch 1..N)."""
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    initializers = [
-        numpy_helper.from_array(rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32), "conv_w"),
-        numpy_helper.from_array(rng.normal(0, 0.5, (output_units, 4)).astype(np.float32), "fc_w"),
-        numpy_helper.from_array(np.zeros(output_units, np.float32), "fc_b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["image", "conv_w"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node(op, ["conv"], ["act"], name="act", **({"alpha": 0.1} if op == "ThresholdedRelu" else {})),
-        helper.make_node("GlobalAveragePool", ["act"], ["pool"], name="pool"),
-        helper.make_node("Flatten", ["pool"], ["flat"], name="flat"),
-        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["scores"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["batch", 3, 8, 8])],
-        [helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["batch", output_units])],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    for key, value in (metadata or {}).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    return model.SerializeToString()
-
-
 @pytest.mark.slow  # pip-installs the example plugin
 def test_installed_plugin_is_listed_with_every_hook(installed_example):
     described = {plugin["name"]: plugin for plugin in plugins.describe_plugins()}
@@ -133,7 +101,7 @@ def test_third_party_converter_through_its_hook(installed_example):
     from viz_server import load_model
     from viz_server.errors import UserError
 
-    data = _tiny_model("ThresholdedRelu")
+    data = tiny_model("ThresholdedRelu")
     model = load_model(data, use_cache=False)
     assert model.conversion.worst_rel_error < 1e-5 and model.conversion.gradient_norm > 0
     assert next(layer for layer in model.layers if layer.name == "act").op == "ThresholdedRelu"
@@ -151,16 +119,16 @@ def test_third_party_output_decoder_through_its_hook(installed_example):
     from viz_server import load_model
     from viz_server.errors import UserError
 
-    model = load_model(_tiny_model("Relu", output_units=1, metadata={"task": "regression"}), use_cache=False)
+    model = load_model(tiny_model("Relu", output_units=1, metadata={"task": "regression"}), use_cache=False)
     assert (model.spec.task, model.decoder.name) == ("regression", "regressed_value") and "task" not in model.spec.guessed
     decoded = model.decode(model.predict(model.spec.unit_to_model(np.zeros((2, 8, 8, 3), np.float32))))
     assert len(decoded) == 2 and isinstance(decoded[0]["value"], float)
-    unclaimed = load_model(_tiny_model("Relu", output_units=1), use_cache=False)
+    unclaimed = load_model(tiny_model("Relu", output_units=1), use_cache=False)
     assert (unclaimed.spec.task, unclaimed.decoder.name) == ("classification", "class_scores") and "task" in unclaimed.spec.guessed
     plugins.plugin_manager().set_blocked("viz_example_plugin.regression")
     try:
         with pytest.raises(UserError, match="no installed output decoder reads a regression output"):
-            load_model(_tiny_model("Relu", output_units=1, metadata={"task": "regression"}), use_cache=False)
+            load_model(tiny_model("Relu", output_units=1, metadata={"task": "regression"}), use_cache=False)
     finally:
         plugins.reset_plugin_manager()
 
