@@ -24,6 +24,7 @@ import torchvision
 from benchmarks.common import export_native, median_seconds, software_line
 from viz_server.model.pipeline import load_model
 from viz_server.runner import run_technique
+from viz_server.testing import objective_for
 
 DEFAULT_MODELS = "resnet18,mobilenet_v2,mobilenet_v3_large,densenet121,efficientnet_b0,convnext_tiny"
 CHECKS_OFF = {"sanity_check": False, "faithfulness": False}
@@ -79,6 +80,7 @@ def main() -> None:
         model = load_model(export_native(native, args.size), use_cache=False)
         batch = torch.rand(args.batch, 3, args.size, args.size)
         targets = torch.zeros(args.batch, dtype=torch.long)
+        objective = objective_for(model, classes=targets)
         layer = native_cam_layer(name, native)
         size = batch.shape[-2:]
         cam_params = {"layer": "", "weighting": "gradcam", "upsample": "bilinear", "region": "", "reduce": "max"}
@@ -88,16 +90,16 @@ def main() -> None:
             "native": forward_backward(native, batch),
             "converted": forward_backward(model.module, batch),
             "captum_saliency": lambda: Saliency(native).attribute(batch.clone(), target=targets),
-            "ours_saliency": lambda: OurSaliency().attribute(model, batch, targets, cam_params),
+            "ours_saliency": lambda: OurSaliency().attribute(model, batch, objective, cam_params),
             "captum_gbp": lambda: GuidedBackprop(native).attribute(batch.clone(), target=targets),
-            "ours_gbp": lambda: OurGuidedBackprop().attribute(model, batch, targets, cam_params),
+            "ours_gbp": lambda: OurGuidedBackprop().attribute(model, batch, objective, cam_params),
             "captum_gradcam": lambda: LayerAttribution.interpolate(
                 LayerGradCam(native, layer).attribute(batch.clone(), target=targets, relu_attributions=True), size, "bilinear"
             ),
             "library_gradcam": lambda: library(input_tensor=batch.clone().requires_grad_(True), targets=chosen),
-            "ours_gradcam": lambda: GradCAM().attribute(model, batch, targets, cam_params),
+            "ours_gradcam": lambda: GradCAM().attribute(model, batch, objective, cam_params),
             "captum_ggc": lambda: GuidedGradCam(native, layer).attribute(batch.clone(), target=targets),
-            "ours_ggc": lambda: GuidedGradCAM().attribute(model, batch, targets, {**cam_params, "upsample": "nearest"}),
+            "ours_ggc": lambda: GuidedGradCAM().attribute(model, batch, objective, {**cam_params, "upsample": "nearest"}),
             "run_saliency": lambda: run_technique("saliency", model, pictures, CHECKS_OFF),
             "run_gbp": lambda: run_technique("guided_backprop", model, pictures, CHECKS_OFF),
             "run_gradcam": lambda: run_technique("gradcam", model, pictures, CHECKS_OFF),

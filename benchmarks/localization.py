@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from viz_server.model.pipeline import load_model
+from viz_server.testing import objective_for
 from viz_server_models import shapes, shipped_models
 from viz_server_plugins.deconvnet import Deconvnet
 from viz_server_plugins.gradcam import GradCAM
@@ -41,19 +42,20 @@ def main() -> None:
     data = shapes.make_dataset(args.images, seed=2024, congruent_fraction=1.0)
     images = torch.from_numpy(model.spec.unit_to_model(data.images.astype(np.float32) / 255.0))
     targets = torch.from_numpy(data.shape_labels).long()
+    objective = objective_for(model, classes=targets)
     print(f"shapes_cnn, {args.images} fresh images (targets = true class), sanity check on the first {args.sanity_images}\n")
     print("| method | pointing game | energy in mask | deletion AUC (lower better) | insertion AUC (higher better) | sanity checks passed |")
     print("|---|---|---|---|---|---|")
     for label, technique, overrides in METHODS:
         params = {**{p.name: p.default for p in technique.params}, **overrides}
-        maps = technique.maps(model, images, targets, params)
+        maps = technique.maps(model, images, objective, params)
         pointing = np.mean([localization.pointing_game(m, mask) for m, mask in zip(maps, data.masks)])
         energy = np.mean([localization.energy_in_mask(m, mask) for m, mask in zip(maps, data.masks)])
-        curves = faithfulness.deletion_insertion(model, images, targets, maps, 16).metrics()
+        curves = faithfulness.deletion_insertion(model, images, objective, maps, 16).metrics()
         passed = 0
         for index in range(args.sanity_images):
             check = sanity.cascading_randomization(
-                technique, model, images[index : index + 1], targets[index : index + 1], params, maps[index : index + 1], 0, lambda: None
+                technique, model, images[index : index + 1], objective.take([index]), params, maps[index : index + 1], 0, lambda: None
             )
             passed += check.passed
         print(

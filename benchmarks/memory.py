@@ -37,11 +37,13 @@ def measure(side: str, name: str, batch_size: int) -> dict:
     targets = torch.zeros(batch_size, dtype=torch.long)
     if side == "ours":
         from viz_server.model.pipeline import load_model
+        from viz_server.testing import objective_for
         from viz_server_plugins.saliency import Saliency
 
         model = load_model(export_native(native, 224), use_cache=False)
         del native
-        work = lambda: Saliency().attribute(model, batch, targets, {"reduce": "max"})  # noqa: E731
+        objective = objective_for(model, classes=targets)
+        work = lambda: Saliency().attribute(model, batch, objective, {"reduce": "max"})  # noqa: E731
     else:
         from captum.attr import Saliency
 

@@ -12,7 +12,6 @@ from viz_server.techniques import Param
 from viz_server_plugins.toolkit.attribution import AttributionTechnique
 from viz_server_plugins.toolkit.cam import WEIGHTINGS, class_activation_map, upsample, upsample_param
 from viz_server_plugins.toolkit.layers import layer_param, spatial_layer
-from viz_server_plugins.toolkit.objectives import parse_region
 
 
 class GradCAM(AttributionTechnique):
@@ -28,9 +27,9 @@ class GradCAM(AttributionTechnique):
     )
     caveats = ("Grad-CAM is only as sharp as its layer: at the last spatial layer each map cell covers a large patch of the image.",)
 
-    def attribute(self, model, images, targets, params):
+    def attribute(self, model, images, objective, params):
         layer = spatial_layer(model, params["layer"])
-        cam = class_activation_map(model, images, targets, layer, params["weighting"], parse_region(params.get("region")))
+        cam = class_activation_map(model, images, objective, layer, params["weighting"])
         return upsample(cam, model.spec, params["upsample"])
 
 

@@ -8,7 +8,6 @@ from viz_server_plugins.toolkit.attribution import AttributionTechnique
 from viz_server_plugins.toolkit.cam import class_activation_map, upsample, upsample_param
 from viz_server_plugins.toolkit.gradients import REDUCE, class_gradient
 from viz_server_plugins.toolkit.layers import layer_param, spatial_layer
-from viz_server_plugins.toolkit.objectives import parse_region
 from viz_server_plugins.toolkit.relu_rules import relu_rule
 
 
@@ -20,11 +19,10 @@ class GuidedGradCAM(AttributionTechnique):
     extra_params = (layer_param("Layer of the Grad-CAM map"), upsample_param("nearest"), REDUCE)
     caveats = ("Guided Grad-CAM inherits guided backpropagation's insensitivity to the upper layers; see the sanity check.",)
 
-    def attribute(self, model, images, targets, params):
-        region = parse_region(params.get("region"))
-        cam = upsample(class_activation_map(model, images, targets, spatial_layer(model, params["layer"]), region=region), model.spec, params["upsample"])
+    def attribute(self, model, images, objective, params):
+        cam = upsample(class_activation_map(model, images, objective, spatial_layer(model, params["layer"])), model.spec, params["upsample"])
         with relu_rule(model, "guided"):
-            guided = class_gradient(model, images, targets, region)
+            guided = class_gradient(model, images, objective)
         cam = cam[:, None] if model.spec.layout == "NCHW" else cam[..., None]
         return guided * cam
 

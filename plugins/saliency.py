@@ -9,7 +9,6 @@ from __future__ import annotations
 from viz_server import hookimpl
 from viz_server_plugins.toolkit.attribution import AttributionTechnique
 from viz_server_plugins.toolkit.gradients import REDUCE, class_gradient
-from viz_server_plugins.toolkit.objectives import parse_region
 
 
 class Saliency(AttributionTechnique):
@@ -25,8 +24,8 @@ class Saliency(AttributionTechnique):
         "Raw gradients are noisy; SmoothGrad (smooth_samples) and Grad-CAM give steadier pictures.",
     )
 
-    def attribute(self, model, images, targets, params):
-        return class_gradient(model, images, targets, parse_region(params.get("region")))
+    def attribute(self, model, images, objective, params):
+        return class_gradient(model, images, objective)
 
 
 @hookimpl

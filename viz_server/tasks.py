@@ -11,11 +11,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from viz_server.errors import UserError
+
+if TYPE_CHECKING:
+    import onnx
+
+    from viz_server.objectives import Objective
 
 TASKS = {
     "classification": "one score per class (N x C)",
@@ -32,16 +37,19 @@ class OutputInfo:
 
     shape: tuple[int | None, ...]  # the main output's declared shape; None for a dynamic axis
     metadata: dict[str, str] = field(default_factory=dict)  # the model's metadata_props
-    final_op: str = ""  # op type of the node computing the output (after normalization)
+    final_op: str = ""  # op type of the node computing the output, as exported (a final Softmax is later stripped)
+    graph: onnx.GraphProto | None = field(default=None, compare=False)  # the normalized graph, for structural checks
 
 
 class OutputDecoder(ABC):
-    """Reads one output layout. Subclasses set ``name``, ``task`` (a key of ``TASKS`` or a new task), ``summary``
-    and ``priority`` (higher is asked first), and implement ``recognizes`` and ``decode``."""
+    """Reads one output layout. Subclasses set ``name``, ``task`` (a key of ``TASKS`` or a new task), ``summary``,
+    ``targets`` (the target syntax, for help texts) and ``priority`` (higher is asked first), and implement
+    ``recognizes``, ``decode`` and ``objective``."""
 
     name: ClassVar[str]
     task: ClassVar[str]
     summary: ClassVar[str]
+    targets: ClassVar[str] = "top1"
     priority: ClassVar[int] = 0
 
     @abstractmethod
@@ -52,8 +60,16 @@ class OutputDecoder(ABC):
     def decode(self, outputs: np.ndarray, spec) -> list[dict[str, Any]]:
         """One JSON-ready dict per image saying what the model predicts, from a batch of raw outputs."""
 
+    def objective(self, target: str, ctx, region: str = "") -> Objective:
+        """The ``Objective`` a target text means for this output (``ctx``: the technique's Context)."""
+        raise UserError(f"the {self.name} decoder reads {self.task} outputs but defines no targets to explain.")
+
+    def class_count(self, output: OutputInfo) -> int | None:
+        """How many classes the output distinguishes (labels must match it), or None when it does not say."""
+        return output.shape[1] if len(output.shape) >= 2 else None
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "task": self.task, "summary": self.summary, "priority": self.priority}
+        return {"name": self.name, "task": self.task, "summary": self.summary, "targets": self.targets, "priority": self.priority}
 
 
 def output_decoders() -> list[OutputDecoder]:

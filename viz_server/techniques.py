@@ -21,6 +21,7 @@ from viz_server.errors import Cancelled, UserError
 
 if TYPE_CHECKING:
     from viz_server.model.loaded import LoadedModel
+    from viz_server.objectives import Objective
 
 CONTRACT_VERSION = "2"
 """The plugin contract's version, recorded in every result's provenance; see CHANGELOG.md, "Plugin contract"."""
@@ -51,7 +52,7 @@ class Param:
     """One typed, documented technique parameter.
 
     Kinds: ``int``/``float`` (with optional ``minimum``/``maximum``), ``bool``, ``choice`` (one of
-    ``choices``), ``str``, ``target`` (a class index, a label name, or ``top1``), ``layer`` (an ONNX node
+    ``choices``), ``str``, ``target`` (what to explain, read by the model's task: see ``Context.objective``), ``layer`` (an ONNX node
     name of the model; empty means the technique's default layer).
     """
 
@@ -117,7 +118,7 @@ class Param:
             "float": "a number",
             "bool": "true or false",
             "choice": f"one of {', '.join(self.choices)}",
-            "target": "a class index, a label name or top1",
+            "target": "a target such as top1, a class label or index, or detection:0",
         }.get(self.kind, "text")
 
     def to_json(self) -> dict[str, Any]:
@@ -131,7 +132,12 @@ class Param:
         return data
 
 
-TARGET = Param("target", "target", "top1", "Class to explain: an output index, a label name, or top1 (the predicted class).")
+TARGET = Param(
+    "target",
+    "target",
+    "top1",
+    "What to explain, by the model's task: top1 (the prediction), a class label or index, detection:K, step:T, similarity ...",
+)
 
 
 def validate_params(schema: tuple[Param, ...], raw: dict[str, Any]) -> dict[str, Any]:
@@ -255,19 +261,10 @@ class Context:
             raise UserError("this technique needs images; give at least one.")
         return self.model.spec.to_display(self.images.detach().cpu().numpy())
 
-    def resolve_targets(self, target: str, scores: torch.Tensor) -> torch.Tensor:
-        """A ``target`` param value -> one class index per image (``top1`` = each image's predicted class).
-
-        Dense outputs (N x C x ...) are resolved on each class's score summed over the output positions.
-        """
-        if scores.dim() > 2:
-            scores = scores.flatten(2).sum(2)
-        if str(target).lower() in ("top1", "top-1", "predicted", ""):
-            return scores.argmax(dim=1)
-        index = self.model.spec.class_index(target)
-        if index >= scores.shape[1]:
-            raise UserError(f"class {index} is out of range: the model has {scores.shape[1]} outputs.")
-        return torch.full((scores.shape[0],), index, dtype=torch.long, device=scores.device)
+    def objective(self, target: str, region: str = "") -> Objective:
+        """What ``target`` means on this model's output, as an ``Objective`` made by the model's output decoder
+        (a class, a detection, a decoded text, the similarity to ``second_image`` ...; see ``viz_server.objectives``)."""
+        return self.model.decoder.objective(target, self, region)
 
 
 # ---- the technique base class -------------------------------------------------------------------------

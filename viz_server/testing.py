@@ -10,6 +10,9 @@ some installed renderer shows (PNG bytes for pictures and plots), arrays behind 
 metrics, plain-sentence caveats, provenance stamped (with the contract version), the same seed giving the
 same arrays, and cancellation honoured (a cancelled run raises ``Cancelled``).
 
+``objective_for`` gives the objective a technique would get for a target (with fixed classes when asked), and
+``check_objective`` asserts the objective contract for a model's task (a decoder plugin's author runs it).
+
 ``running_server`` starts a real ``viz-server serve`` on a free loopback port for integration tests (and the
 server benchmark).
 """
@@ -103,6 +106,40 @@ def check_technique_contract(technique: Technique, model=None, images: list[tupl
     else:
         raise AssertionError(f"{technique.name} ignored cancellation: call ctx.progress(...) or ctx.check_cancelled() as it works")
     return first
+
+
+def objective_for(model, target: str = "top1", region: str = "", second_image=None, classes=None):
+    """The ``Objective`` a technique gets for ``target`` on ``model`` (its task's decoder makes it); ``classes``
+    (one class index per image) fixes the choices of a classifier's or dense model's objective."""
+    from viz_server.techniques import Context
+
+    objective = Context(model=model, second_image=second_image).objective(target, region)
+    if classes is not None:
+        objective.choices = [int(c) for c in classes]
+    return objective
+
+
+def check_objective(model, target: str, images, region: str = "", second_image=None):
+    """Assert the objective contract for one target on a batch of model-space ``images`` (a torch tensor):
+    choices made once, one differentiable scalar per image with a gradient reaching the input, probabilities in
+    [0, 1], captions, ``take`` and ``repeat`` keeping the choices. Returns the objective."""
+    import torch
+
+    objective = objective_for(model, target, region, second_image)
+    inputs = images.detach().clone().requires_grad_(True)
+    outputs = model.module(inputs)
+    scores = objective.score(outputs)
+    assert scores.shape == (len(images),), f"score must give one scalar per image, got shape {tuple(scores.shape)}"
+    (gradient,) = torch.autograd.grad(scores.sum(), inputs)
+    assert torch.isfinite(gradient).all(), "the objective's gradient must be finite"
+    probabilities = objective.probability(outputs.detach().numpy(), objective.choices)
+    assert len(probabilities) == len(images) and all(0.0 <= float(p) <= 1.0 for p in probabilities), f"probabilities must lie in [0, 1]: {probabilities}"
+    captions = objective.captions()
+    assert len(captions) == len(images) and all(isinstance(c, str) and c for c in captions), "every choice needs a caption"
+    again = objective.repeat(2).score(torch.cat([outputs, outputs]).detach())
+    torch.testing.assert_close(again, torch.cat([scores, scores]).detach(), msg="repeat() must keep each image's choice")
+    json.dumps(objective.to_json(), default=str)
+    return objective
 
 
 def check_plugin(plugin, model=None) -> list[Result]:

@@ -5,7 +5,9 @@ a third-party plugin gets exactly the same pieces (see ``docs/plugins.md``). One
 
 - ``attribution``: ``AttributionTechnique``, the base of every class attribution (SmoothGrad, mask and box,
   sanity check, deletion/insertion curves, pictures); ``RuleAttribution`` for modified-backward methods;
-- ``objectives``: what a target means on the model's output (class scores, regions, probabilities);
+- ``objectives``: reference labels for accuracy measurements (what a target means on the model's output is
+  the core's ``viz_server.objectives``: ``ctx.objective(target, region)``);
+- ``degenerate``: whether a map can support a conclusion at all (all zero, constant, not finite);
 - ``gradients``: class and neuron input gradients; ``cam``: class activation maps at a layer;
 - ``relu_rules``: guided backpropagation and deconvnet backward rules through relu-like units;
 - ``layers``: the one ``layer`` parameter, default layers, layer outputs and weights;
@@ -25,7 +27,6 @@ from viz_server_plugins.toolkit.attribution import (
 )
 from viz_server_plugins.toolkit.gradients import REDUCE, class_gradient, neuron_gradient
 from viz_server_plugins.toolkit.layers import default_layers, layer_output, layer_outputs, layer_param, spatial_layer
-from viz_server_plugins.toolkit.objectives import parse_region, selected_score
 
 __all__ = [
     "REDUCE",
@@ -40,8 +41,6 @@ __all__ = [
     "layer_outputs",
     "layer_param",
     "neuron_gradient",
-    "parse_region",
-    "selected_score",
     "smoothed",
     "spatial_layer",
 ]

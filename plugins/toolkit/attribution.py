@@ -17,9 +17,11 @@ from abc import abstractmethod
 import numpy as np
 import torch
 
+from viz_server.objectives import Objective
 from viz_server.rendering import map_artifacts, overlay, png_bytes, render_each
 from viz_server.techniques import TARGET, Artifact, Context, Param, Result, Technique
-from viz_server_plugins.toolkit import faithfulness, localization, objectives, sanity
+from viz_server_plugins.toolkit import faithfulness, localization, sanity
+from viz_server_plugins.toolkit.degenerate import degenerate_caveat, why_degenerate
 from viz_server_plugins.toolkit.gradients import REDUCE, class_gradient
 from viz_server_plugins.toolkit.relu_rules import relu_rule, uncovered_units
 
@@ -29,7 +31,8 @@ TARGET_PARAMS = (
         "region",
         "str",
         "",
-        "Dense outputs (segmenters, detectors): explain the target channel summed over ROW0:ROW1,COL0:COL1 of the output grid; empty = everywhere.",
+        "Dense outputs (segmenters): explain the class summed over ROW0:ROW1,COL0:COL1 of the output grid, or over "
+        "mask (where the model predicts that class); empty = everywhere.",
     ),
 )
 SMOOTH_PARAMS = (
@@ -64,16 +67,14 @@ class AttributionTechnique(Technique):
         cls.params = TARGET_PARAMS + cls.extra_params + SMOOTH_PARAMS + TRUST_PARAMS
 
     @abstractmethod
-    def attribute(self, model, images: torch.Tensor, targets, params: dict) -> torch.Tensor:
-        """Attribution of ``targets`` for ``images`` in model space.
-
-        ``targets`` is one class index per image, or an ``objectives.TargetsFromScores`` that resolves on the
-        forward pass's scores: read it through ``objectives.selected_score`` (or its ``resolve``)."""
+    def attribute(self, model, images: torch.Tensor, objective: Objective, params: dict) -> torch.Tensor:
+        """Attribution of ``objective`` (``viz_server.objectives``: one differentiable scalar per image, e.g.
+        ``objective.total(model.module(x))``) for ``images`` in model space."""
 
     # ---- maps ------------------------------------------------------------------------------------
-    def maps(self, model, images: torch.Tensor, targets: torch.Tensor, params: dict, seed: int = 0) -> np.ndarray:
+    def maps(self, model, images: torch.Tensor, objective: Objective, params: dict, seed: int = 0) -> np.ndarray:
         """N x H x W non-negative maps at input resolution (SmoothGrad applied when asked)."""
-        raw = smoothed(self.attribute, model, images, targets, params, seed)
+        raw = smoothed(self.attribute, model, images, objective, params, seed)
         return self.to_map(raw, model, params)
 
     def to_map(self, raw: torch.Tensor, model, params: dict) -> np.ndarray:
@@ -88,41 +89,38 @@ class AttributionTechnique(Technique):
     def run(self, ctx: Context, params: dict) -> Result:
         model = ctx.model
         images = ctx.images.detach().clone().to(ctx.device)
-        region = objectives.parse_region(params["region"])
         steps = 1 + int(params["sanity_check"]) + int(params["faithfulness"])
         ctx.progress(0, steps, "attribution")
-        choose = objectives.TargetsFromScores(lambda per_class: ctx.resolve_targets(params["target"], per_class), region)
-        if params["smooth_samples"]:  # the noisy copies explain the clean image's classes: resolve them first
+        objective = ctx.objective(params["target"], params["region"])
+        if params["smooth_samples"]:  # the noisy copies explain the clean image's targets: choose them first
             with torch.inference_mode():
-                choose.resolve(model.module(images))
-            raw = smoothed(self.attribute, model, images, choose.indices, params, ctx.seed)
-        else:  # one forward and one backward: the targets come from the attribution's own forward
-            raw = self.attribute(model, images, choose, params)
-        targets, scores = choose.indices, choose.scores
+                objective.resolve(model.module(images))
+            raw = smoothed(self.attribute, model, images, objective, params, ctx.seed)
+        else:  # one forward and one backward: the objective chooses on the attribution's own forward
+            raw = self.attribute(model, images, objective, params)
+        outputs = objective.seen.cpu().numpy()
         maps = self.to_map(raw, model, params)
-        target_list = targets.tolist()
-        labels = [model.spec.label(t) for t in target_list]
-        probabilities = objectives.target_probability(scores, targets, region).tolist()
+        explained = objective.captions()
+        what = f"{self.title.lower()}{' with SmoothGrad' if params['smooth_samples'] else ''}"
         result = Result(
-            artifacts=map_artifacts(ctx, maps, self.name, self.title.lower(), [f"class {label}" for label in labels]),
-            arrays={
-                self.name: maps.astype(np.float32),
-                "attribution": raw.detach().cpu().numpy(),
-                "targets": targets.cpu().numpy(),
-                "scores": scores.cpu().numpy(),
-            },
+            artifacts=map_artifacts(ctx, maps, self.name, what, explained),
+            arrays={self.name: maps.astype(np.float32), "attribution": raw.detach().cpu().numpy(), "outputs": outputs},
             metrics={
-                "targets": labels,
-                "target_probability": [round(p, 6) for p in probabilities],
-                "predicted": [model.spec.label(int(i)) for i in objectives.class_scores(scores, region).argmax(1).tolist()],
+                "task": model.spec.task,
+                "targets": explained,
+                "target_probability": [round(float(p), 6) for p in objective.probability(outputs, objective.choices)],
+                "predicted": objective.predicted(outputs),
+                "objective": objective.to_json()["details"],
             },
             caveats=list(self.caveats),
         )
+        self._draw_targets(ctx, objective, result)
+        usable = self._name_degenerate_maps(ctx, maps, what, result)
         self._localize(ctx, maps, result, params["segmentation"])
         done = 1
         ctx.progress(done, steps, "attribution done")
         if params["sanity_check"]:
-            check = sanity.cascading_randomization(self, model, images[:1], targets[:1], params, maps[:1], ctx.seed, ctx.check_cancelled)
+            check = sanity.cascading_randomization(self, model, images[:1], objective.take([0]), params, maps[:1], ctx.seed, ctx.check_cancelled)
             result.metrics["sanity_check"] = check.to_json()
             result.caveats.insert(0, check.verdict)
             result.artifacts.append(
@@ -139,8 +137,8 @@ class AttributionTechnique(Technique):
             done += 1
             ctx.progress(done, steps, "sanity check done")
         if params["faithfulness"]:
-            curves = faithfulness.deletion_insertion(model, images, targets, maps, params["faithfulness_steps"], region)
-            result.metrics.update(curves.metrics())
+            curves = faithfulness.deletion_insertion(model, images, objective, maps, params["faithfulness_steps"])
+            result.metrics.update(curves.metrics(usable))
             result.arrays["deletion_curve"] = curves.deletion
             result.arrays["insertion_curve"] = curves.insertion
             result.artifacts.append(
@@ -155,6 +153,29 @@ class AttributionTechnique(Technique):
             )
             ctx.progress(steps, steps, "faithfulness done")
         return result
+
+    def _draw_targets(self, ctx: Context, objective, result: Result) -> None:
+        """When the target is something drawable (a detection's box), show it on each image."""
+        pictures = ctx.display_images()
+        for index, choice in enumerate(objective.choices or []):
+            drawn = objective.overlay(pictures[index], choice)
+            if drawn is not None:
+                group = result.artifacts[3 * index].group
+                result.artifacts.append(
+                    Artifact(f"target_{index}.png", f"what is explained: {objective.describe(choice)}", data=png_bytes(drawn, 128), array="inputs", group=group)
+                )
+
+    def _name_degenerate_maps(self, ctx: Context, maps: np.ndarray, what: str, result: Result) -> list[bool]:
+        """A caveat for every map that cannot support a conclusion; returns which maps are usable."""
+        usable = []
+        for index, values in enumerate(maps):
+            reason = why_degenerate(values)
+            usable.append(reason is None)
+            if reason is not None:
+                name = ctx.image_names[index] if index < len(ctx.image_names) else str(index)
+                result.caveats.insert(0, degenerate_caveat(what, index, name, reason))
+        result.metrics["usable_maps"] = usable
+        return usable
 
     def _localize(self, ctx: Context, maps: np.ndarray, result: Result, segmentation: str) -> None:
         pictures = ctx.display_images()
@@ -189,9 +210,9 @@ class RuleAttribution(AttributionTechnique):
     rule: str = "guided"
     extra_params = (REDUCE,)
 
-    def attribute(self, model, images, targets, params):
+    def attribute(self, model, images, objective, params):
         with relu_rule(model, self.rule):
-            return class_gradient(model, images, targets, objectives.parse_region(params.get("region")))
+            return class_gradient(model, images, objective)
 
     def run(self, ctx, params):
         result = super().run(ctx, params)
@@ -201,11 +222,11 @@ class RuleAttribution(AttributionTechnique):
         return result
 
 
-def smoothed(attribute, model, images: torch.Tensor, targets: torch.Tensor, params: dict, seed: int) -> torch.Tensor:
+def smoothed(attribute, model, images: torch.Tensor, objective: Objective | None, params: dict, seed: int) -> torch.Tensor:
     """SmoothGrad (Smilkov et al. 2017): mean attribution over Gaussian-noised copies of each image."""
     samples = params.get("smooth_samples", 0)
     if not samples:
-        return attribute(model, images, targets, params)
+        return attribute(model, images, objective, params)
     low, high = model.spec.unit_bounds()
     spread = torch.from_numpy(np.abs(high - low)).to(images)  # the value range of every input element
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -215,7 +236,7 @@ def smoothed(attribute, model, images: torch.Tensor, targets: torch.Tensor, para
         count = min(chunk, samples - start)
         noisy = images.repeat(count, *[1] * (images.dim() - 1))
         noise = torch.randn(noisy.shape, generator=generator).to(images) * params["smooth_noise"] * spread
-        part = attribute(model, noisy + noise, targets.repeat(count), params)
+        part = attribute(model, noisy + noise, objective.repeat(count) if objective is not None else None, params)
         part = part.reshape(count, len(images), *part.shape[1:]).sum(0)
         total = part if total is None else total + part
     return total / samples

@@ -1,7 +1,7 @@
 """Class activation maps at a spatial layer: Grad-CAM (Selvaraju et al. 2017) and Grad-CAM++ (Chattopadhay
 et al. 2018), the building block of the Grad-CAM family of techniques.
 
-Each channel of the layer's output A is weighted by its spatially averaged gradient of the target score
+Each channel of the layer's output A is weighted by its spatially averaged gradient of the objective
 (Grad-CAM) or by the positive gradients weighted with Grad-CAM++'s second-order alphas; the map is the ReLU
 of the weighted channel sum.
 """
@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from viz_server.errors import UserError
 from viz_server.techniques import Param
-from viz_server_plugins.toolkit.objectives import selected_score
 
 WEIGHTINGS = ("gradcam", "gradcam++")
 
@@ -23,8 +22,8 @@ def upsample_param(default: str = "bilinear") -> Param:
     return Param("upsample", "choice", default, "How the layer-resolution map is enlarged to the input.", choices=(default, other))
 
 
-def activations_and_gradients(model, images: torch.Tensor, targets, layer: str, region=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's output A and d score[target] / dA, for every image (one forward, one backward).
+def activations_and_gradients(model, images: torch.Tensor, objective, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's output A and d objective / dA, for every image (one forward, one backward).
 
     The autograd graph starts at the layer: its output is detached and made to require gradients in the
     forward hook, so the layers below it run without recording anything and the backward stops there."""
@@ -41,7 +40,7 @@ def activations_and_gradients(model, images: torch.Tensor, targets, layer: str, 
     try:
         with torch.enable_grad():
             scores = model.module(images.detach())
-            gradients = torch.autograd.grad(selected_score(scores, targets, region), captured)
+            gradients = torch.autograd.grad(objective.total(scores), captured)
     finally:
         handle.remove()
     return torch.cat([a.detach() for a in captured]), torch.cat(gradients)
@@ -56,9 +55,9 @@ def channel_weights(activations: torch.Tensor, gradients: torch.Tensor, weightin
     return (alphas * F.relu(gradients)).sum(dim=(2, 3))
 
 
-def class_activation_map(model, images, targets, layer: str, weighting: str = "gradcam", region=None) -> torch.Tensor:
+def class_activation_map(model, images, objective, layer: str, weighting: str = "gradcam") -> torch.Tensor:
     """N x h x w map at the layer's resolution, after the ReLU."""
-    activations, gradients = activations_and_gradients(model, images, targets, layer, region)
+    activations, gradients = activations_and_gradients(model, images, objective, layer)
     weights = channel_weights(activations, gradients, weighting)
     return F.relu((weights[:, :, None, None] * activations).sum(dim=1))
 

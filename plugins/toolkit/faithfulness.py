@@ -15,7 +15,6 @@ from scipy import ndimage
 
 from viz_server.rendering import figure_png
 from viz_server.rendering import pyplot as plotting
-from viz_server_plugins.toolkit.objectives import target_probability
 
 
 @dataclass
@@ -24,21 +23,25 @@ class Curves:
     deletion: np.ndarray  # N x S target probabilities
     insertion: np.ndarray  # N x S
 
-    def metrics(self) -> dict:
+    def metrics(self, usable: list[bool] | None = None) -> dict:
+        """Areas under the curves per image; None for a map that cannot support a conclusion (its pixel order is
+        arbitrary, so its curves measure nothing)."""
+        usable = usable if usable is not None else [True] * len(self.deletion)
         deletion_auc = np.trapezoid(self.deletion, self.fractions, axis=1)
         insertion_auc = np.trapezoid(self.insertion, self.fractions, axis=1)
         return {
-            "deletion_auc": [round(float(v), 4) for v in deletion_auc],
-            "insertion_auc": [round(float(v), 4) for v in insertion_auc],
+            "deletion_auc": [round(float(v), 4) if ok else None for v, ok in zip(deletion_auc, usable)],
+            "insertion_auc": [round(float(v), 4) if ok else None for v, ok in zip(insertion_auc, usable)],
         }
 
     def plot(self) -> bytes:
         pyplot = plotting()
 
-        metrics = self.metrics()
+        deletion_auc = float(np.trapezoid(self.deletion, self.fractions, axis=1).mean())
+        insertion_auc = float(np.trapezoid(self.insertion, self.fractions, axis=1).mean())
         figure, axis = pyplot.subplots(figsize=(4.2, 3.0), dpi=100)
-        axis.plot(self.fractions, self.deletion.mean(0), label=f"deletion (AUC {np.mean(metrics['deletion_auc']):.3f}, lower is better)")
-        axis.plot(self.fractions, self.insertion.mean(0), label=f"insertion (AUC {np.mean(metrics['insertion_auc']):.3f}, higher is better)")
+        axis.plot(self.fractions, self.deletion.mean(0), label=f"deletion (AUC {deletion_auc:.3f}, lower is better)")
+        axis.plot(self.fractions, self.insertion.mean(0), label=f"insertion (AUC {insertion_auc:.3f}, higher is better)")
         axis.set_xlabel("fraction of pixels deleted / inserted")
         axis.set_ylabel("target probability")
         axis.set_ylim(0, 1.02)
@@ -46,7 +49,8 @@ class Curves:
         return figure_png(figure)
 
 
-def deletion_insertion(model, images, targets, maps: np.ndarray, steps: int = 16, region=None) -> Curves:
+def deletion_insertion(model, images, objective, maps: np.ndarray, steps: int = 16) -> Curves:
+    """The curves of each image's chosen target (``objective``, already chosen on the clean images)."""
     spec = model.spec
     unit = spec.model_to_unit(images.detach().cpu().numpy())  # N x H x W x C in [0, 1]
     fractions = np.linspace(0.0, 1.0, steps + 1)
@@ -64,6 +68,6 @@ def deletion_insertion(model, images, targets, maps: np.ndarray, steps: int = 16
         deleted = picture * (1 - masks) + mean_colour * masks
         inserted = blurred * (1 - masks) + picture * masks
         batch = spec.unit_to_model(np.concatenate([deleted, inserted]).astype(np.float32))
-        probabilities = target_probability(model.predict(batch), np.full(len(batch), int(targets[index])), region)
+        probabilities = objective.probability(model.predict(batch), [objective.choices[index]] * len(batch))
         deletion[index], insertion[index] = probabilities[: steps + 1], probabilities[steps + 1 :]
     return Curves(fractions, deletion, insertion)

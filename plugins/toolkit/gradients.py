@@ -1,7 +1,7 @@
 """Input gradients of the two things techniques explain: a class score and one unit inside the network.
 
-- ``class_gradient``: d score[target] / d input (Simonyan, Vedaldi & Zisserman 2014), one forward and one
-  backward for a whole batch;
+- ``class_gradient``: d objective / d input (Simonyan, Vedaldi & Zisserman 2014), one forward and one backward
+  for a whole batch (the objective is a class score, a detection, a text ...: ``viz_server.objectives``);
 - ``neuron_gradient``: d activation / d input for one unit or a whole channel of a layer (lecture notes,
   "Gradient of Activation w.r.t. Input"), plain or through the guided backpropagation rule.
 """
@@ -14,18 +14,16 @@ import torch
 
 from viz_server.errors import UserError
 from viz_server.techniques import Param
-from viz_server_plugins.toolkit.objectives import selected_score
 from viz_server_plugins.toolkit.relu_rules import relu_rule
 
 REDUCE = Param("reduce", "choice", "max", "How to merge colour channels: max (as in the paper) or sum.", choices=("max", "sum"))
 
 
-def class_gradient(model, images: torch.Tensor, targets, region=None) -> torch.Tensor:
-    """d score[target] / d input, for one target per image (an index tensor or ``TargetsFromScores``)."""
+def class_gradient(model, images: torch.Tensor, objective) -> torch.Tensor:
+    """d objective / d input, for the objective's target on each image, in one forward and one backward pass."""
     inputs = images.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        scores = model.module(inputs)
-        (gradients,) = torch.autograd.grad(selected_score(scores, targets, region), inputs)
+        (gradients,) = torch.autograd.grad(objective.total(model.module(inputs)), inputs)
     return gradients
 
 

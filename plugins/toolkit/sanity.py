@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ from scipy import stats
 
 from viz_server.rendering import COLORMAP, figure_png, normalize_map
 from viz_server.rendering import pyplot as plotting
+from viz_server_plugins.toolkit.degenerate import why_degenerate
 
 PASS_BELOW = 0.5
 """|Spearman rho| after randomizing the top ``sanity_layers`` weight layers below which the map passes."""
@@ -30,12 +30,12 @@ class SanityCheck:
     correlations: list[float]
     maps: np.ndarray  # (steps + 1) x H x W: the original map first
     verdict: str
-    passed: bool
+    passed: bool | None  # None: cannot judge (the map or a randomized map is empty or constant)
 
     def to_json(self) -> dict:
         return {
             "steps": self.steps,
-            "spearman": [round(c, 4) for c in self.correlations],
+            "spearman": [None if np.isnan(c) else round(c, 4) for c in self.correlations],
             "passed": self.passed,
             "threshold": PASS_BELOW,
             "verdict": self.verdict,
@@ -45,7 +45,7 @@ class SanityCheck:
         pyplot = plotting()
         count = len(self.maps)
         figure, axes = pyplot.subplots(1, count, figsize=(1.9 * count, 2.3), dpi=100)
-        titles = ["original"] + [f"{step}\nrho={rho:.2f}" for step, rho in zip(self.steps, self.correlations)]
+        titles = ["original"] + [f"{step}\nrho={'n/a' if np.isnan(rho) else f'{rho:.2f}'}" for step, rho in zip(self.steps, self.correlations)]
         for axis, values, title in zip(np.atleast_1d(axes), self.maps, titles):
             axis.imshow(normalize_map(values), cmap=COLORMAP, vmin=0, vmax=1)
             axis.set_title(title, fontsize=7)
@@ -65,24 +65,36 @@ def randomize(module: torch.nn.Module, generator: torch.Generator) -> bool:
     return changed
 
 
-def cascading_randomization(technique, model, image, target, params, original: np.ndarray, seed: int, check_cancelled) -> SanityCheck:
+def cascading_randomization(technique, model, image, objective, params, original: np.ndarray, seed: int, check_cancelled) -> SanityCheck:
+    """Re-draw the top ``sanity_layers`` weight layers one after another (then all the rest) and compare the map
+    of ``objective`` (already chosen on the original model) with ``original`` after each step."""
     weight_layers = [layer for layer in model.layers if layer.weight and layer.kind in ("conv", "linear")][::-1]
+    steps, correlations, maps = [], [], [original[0]]
+    reason = why_degenerate(original[0])
+    if reason is not None:
+        verdict = (
+            f"Sanity check cannot judge: the map is {reason}, so there is nothing to compare after "
+            "randomizing the weights; this map cannot support a conclusion either way."
+        )
+        return SanityCheck([], [], np.stack(maps).astype(np.float32), verdict, None)
+    if not weight_layers:
+        return SanityCheck([], [], np.stack(maps).astype(np.float32), "Sanity check cannot judge: the model has no conv or linear weights to randomize.", None)
     randomized = dataclasses.replace(model, module=copy.deepcopy(model.module))
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)
     settings = {**params, "sanity_check": False}
-    steps, correlations, maps = [], [], [original[0]]
     count = min(params.get("sanity_layers", 3), len(weight_layers))
-    if not weight_layers:
-        return SanityCheck([], [], np.stack(maps).astype(np.float32), "Sanity check not run: the model has no conv or linear weights to randomize.", False)
+    empty_after: list[str] = []
 
     def measure(label: str) -> None:
         check_cancelled()
-        values = technique.maps(randomized, image, target, settings, seed)[0]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", stats.ConstantInputWarning)  # a constant map correlates with nothing: 0
+        values = technique.maps(randomized, image, objective, settings, seed)[0]
+        if why_degenerate(values) is not None:
+            empty_after.append(label)
+            rho = float("nan")
+        else:
             rho = stats.spearmanr(original[0].ravel(), values.ravel()).statistic
         steps.append(label)
-        correlations.append(0.0 if np.isnan(rho) else float(rho))
+        correlations.append(float(rho))
         maps.append(values)
 
     for position, layer in enumerate(weight_layers[:count], start=1):
@@ -93,8 +105,14 @@ def cascading_randomization(technique, model, image, target, params, original: n
     if len(weight_layers) > count:
         measure("all weight layers")
     judged = correlations[count - 1]  # after the top `count` layers: the bounded cascade the verdict rests on
-    passed = abs(judged) < PASS_BELOW
     where = f"the top {count} weight layer{'s' if count > 1 else ''}"
+    if np.isnan(judged):
+        verdict = (
+            f"Sanity check cannot judge: with {where} randomized the map becomes empty or constant, so no "
+            "correlation can be measured; the randomized model passes no signal to the input for this target."
+        )
+        return SanityCheck(steps, correlations, np.stack(maps).astype(np.float32), verdict, None)
+    passed = abs(judged) < PASS_BELOW
     if passed:
         verdict = f"Sanity check passed: with {where} randomized the map changes (Spearman rho {judged:.2f}), so it depends on what the model learned."
     else:

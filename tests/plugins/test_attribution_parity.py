@@ -9,6 +9,7 @@ from model_zoo import export
 
 from viz_server import load_model
 from viz_server.model.images import decode_image
+from viz_server.testing import objective_for
 from viz_server_plugins.deconvnet import Deconvnet
 from viz_server_plugins.gradcam import GradCAM
 from viz_server_plugins.guided_backprop import GuidedBackprop as OurGuidedBackprop
@@ -49,7 +50,7 @@ def case(request, shape_pictures):
 def test_gradient_methods_match_captum(case, ours, captum):
     model, images, targets = case
     reference = captum(model.module).attribute(images.clone(), target=targets)
-    mine = ours().attribute(model, images, targets, PLAIN)
+    mine = ours().attribute(model, images, objective_for(model, classes=targets), PLAIN)
     if ours is OurSaliency:
         reference = reference.abs()
         mine = mine.abs()
@@ -61,10 +62,10 @@ def test_gradcam_matches_captum_layer_gradcam(case, weighting):
     model, images, targets = case
     layer = model.layers.default_cam_layer
     reference = LayerGradCam(model.module, model.submodule(layer)).attribute(images.clone(), target=targets, relu_attributions=True)
-    mine = class_activation_map(model, images, targets, layer, weighting)
+    mine = class_activation_map(model, images, objective_for(model, classes=targets), layer, weighting)
     assert relative_error(mine, reference[:, 0]) <= 1e-5
     upsampled = LayerAttribution.interpolate(reference, (model.spec.height, model.spec.width), interpolate_mode="bilinear")
-    full = GradCAM().attribute(model, images, targets, {"layer": "", "weighting": "gradcam", "upsample": "bilinear"})
+    full = GradCAM().attribute(model, images, objective_for(model, classes=targets), {"layer": "", "weighting": "gradcam", "upsample": "bilinear"})
     assert relative_error(full, upsampled[:, 0]) <= 1e-5
 
 
@@ -72,7 +73,7 @@ def test_guided_gradcam_matches_captum(case):
     model, images, targets = case
     layer = model.layers.default_cam_layer
     reference = GuidedGradCam(model.module, model.submodule(layer)).attribute(images.clone(), target=targets, interpolate_mode="nearest")
-    mine = GuidedGradCAM().attribute(model, images, targets, {"layer": layer, "upsample": "nearest", **PLAIN})
+    mine = GuidedGradCAM().attribute(model, images, objective_for(model, classes=targets), {"layer": layer, "upsample": "nearest", **PLAIN})
     assert relative_error(mine, reference) <= 1e-5
 
 
@@ -91,10 +92,10 @@ def test_gradcam_plus_plus_follows_its_formula(case):
 
     model, images, targets = case
     layer = model.layers.default_cam_layer
-    activations, gradients = activations_and_gradients(model, images, targets, layer)
+    activations, gradients = activations_and_gradients(model, images, objective_for(model, classes=targets), layer)
     a, g = activations.double(), gradients.double()
     denominator = 2 * g**2 + a.sum((2, 3), keepdim=True) * g**3
     alpha = g**2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
     weights = (alpha * g.clamp(min=0)).sum((2, 3))
     expected = (weights[:, :, None, None] * a).sum(1).clamp(min=0)
-    assert relative_error(class_activation_map(model, images, targets, layer, "gradcam++"), expected) <= 1e-5
+    assert relative_error(class_activation_map(model, images, objective_for(model, classes=targets), layer, "gradcam++"), expected) <= 1e-5

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from viz_server import load_model
+from viz_server.testing import objective_for
 from viz_server_models import shapes
 from viz_server_plugins.gradcam import GradCAM
 from viz_server_plugins.guided_backprop import GuidedBackprop
@@ -42,7 +43,7 @@ def deep_relu_net():
 
 def test_sanity_verdict_flips_between_gradient_and_guided_backprop(deep_relu_net):
     model, image = deep_relu_net
-    target = torch.tensor([0])
+    target = objective_for(model, classes=[0])
     verdicts = {}
     for technique in (Saliency(), GuidedBackprop()):
         params = defaults(technique)
@@ -62,8 +63,9 @@ def test_randomization_leaves_the_model_untouched(shapes_model, shape_pictures):
     before = shapes_model.module(image).detach().clone()
     technique = Saliency()
     params = defaults(technique)
-    original = technique.maps(shapes_model, image, torch.tensor([0]), params)
-    sanity.cascading_randomization(technique, shapes_model, image, torch.tensor([0]), params, original, 0, lambda: None)
+    objective = objective_for(shapes_model, classes=[0])
+    original = technique.maps(shapes_model, image, objective, params)
+    sanity.cascading_randomization(technique, shapes_model, image, objective, params, original, 0, lambda: None)
     torch.testing.assert_close(shapes_model.module(image), before)
 
 
@@ -72,10 +74,11 @@ def test_gradcam_is_more_faithful_than_a_random_map(shapes_model, shape_pictures
 
     images = torch.from_numpy(shapes_model.spec.preprocess([decode_image(data) for _, data, _, _ in shape_pictures]))
     targets = shapes_model.module(images).argmax(1)
-    cam = GradCAM().maps(shapes_model, images, targets, defaults(GradCAM()))
+    objective = objective_for(shapes_model, classes=targets)
+    cam = GradCAM().maps(shapes_model, images, objective, defaults(GradCAM()))
     random_maps = np.random.default_rng(0).random(cam.shape)
-    good = faithfulness.deletion_insertion(shapes_model, images, targets, cam, 16)
-    bad = faithfulness.deletion_insertion(shapes_model, images, targets, random_maps, 16)
+    good = faithfulness.deletion_insertion(shapes_model, images, objective, cam, 16)
+    bad = faithfulness.deletion_insertion(shapes_model, images, objective, random_maps, 16)
     assert good.deletion.shape == (4, 17) and np.allclose(good.deletion[:, 0], good.insertion[:, -1], atol=1e-5)
     assert np.mean(good.metrics()["deletion_auc"]) < np.mean(bad.metrics()["deletion_auc"])
     assert np.mean(good.metrics()["insertion_auc"]) > np.mean(bad.metrics()["insertion_auc"])
@@ -97,7 +100,7 @@ def test_smoothgrad_is_seeded_and_reduces_to_the_plain_map(shapes_model, shape_p
     from viz_server.model.images import decode_image
 
     images = torch.from_numpy(shapes_model.spec.preprocess([decode_image(shape_pictures[1][1])]))
-    target = torch.tensor([1])
+    target = objective_for(shapes_model, classes=[1])
     technique = Saliency()
     plain = technique.maps(shapes_model, images, target, defaults(technique))
     noiseless = technique.maps(shapes_model, images, target, {**defaults(technique), "smooth_samples": 3, "smooth_noise": 0.0})

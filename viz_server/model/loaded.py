@@ -37,6 +37,7 @@ class ConversionReport:
     gradient_norm: float
     warnings: list[str] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)  # model_checks hook: {"check": plugin, "finding": sentence}
+    output_op: str = ""  # op type computing the main output as exported (before a final Softmax was stripped)
     seconds: dict[str, float] = field(default_factory=dict)
     from_cache: bool = False
 

@@ -23,7 +23,7 @@ from viz_server.model import normalize as normalize_stage
 from viz_server.model.convert import convert
 from viz_server.model.layers import build_layer_table
 from viz_server.model.loaded import ConversionReport, FixedBatch, LoadedModel, make_session
-from viz_server.model.spec import ModelSpec, build_spec, parse_field, read_sidecar
+from viz_server.model.spec import ModelSpec, build_spec, parse_field, read_sidecar, spec_metadata
 from viz_server.model.verify import verify
 from viz_server.tasks import OutputDecoder, OutputInfo, choose_decoder
 
@@ -67,8 +67,8 @@ def load_model(
         converted = _convert_fresh(data, overrides, name)
         if use_cache:
             cache.remember(key, converted, folder)
-    decoder = _decoder_for(converted.onnx_model, converted.metadata, overrides)
-    return _loaded(digest, name, converted, _spec_for(converted.onnx_model, converted.metadata, overrides, decoder), decoder)
+    decoder, output = _decoder_for(converted.onnx_model, converted.metadata, overrides, converted.report.output_op)
+    return _loaded(digest, name, converted, _spec_for(converted.onnx_model, converted.metadata, overrides, decoder, output), decoder)
 
 
 def _loaded(digest: str, name: str, converted: cache.Converted, spec: ModelSpec, decoder: OutputDecoder) -> LoadedModel:
@@ -86,26 +86,30 @@ def _loaded(digest: str, name: str, converted: cache.Converted, spec: ModelSpec,
     )
 
 
-def _output_info(model: onnx.ModelProto, metadata: dict[str, str]) -> OutputInfo:
+def final_op(model: onnx.ModelProto) -> str:
+    """The op type of the node computing the main output."""
+    output = model.graph.output[0].name
+    return next((node.op_type for node in model.graph.node if output in node.output), "")
+
+
+def _output_info(model: onnx.ModelProto, metadata: dict[str, str], exported_final_op: str) -> OutputInfo:
     output = model.graph.output[0]
     shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in output.type.tensor_type.shape.dim)
-    final = next((node.op_type for node in model.graph.node if output.name in node.output), "")
-    return OutputInfo(shape, dict(metadata), final)
+    return OutputInfo(shape, spec_metadata(metadata), exported_final_op, model.graph)
 
 
-def _decoder_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[str, Any]) -> OutputDecoder:
+def _decoder_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[str, Any], exported_final_op: str) -> tuple[OutputDecoder, OutputInfo]:
     """The task's decoder: the user's or the metadata's task when given, else whichever decoder recognises it."""
-    raw = overrides.get("task") or metadata.get("task")
-    return choose_decoder(_output_info(model, metadata), parse_field("task", raw) if raw else None)
+    output = _output_info(model, metadata, exported_final_op)
+    raw = overrides.get("task") or output.metadata.get("task")
+    return choose_decoder(output, parse_field("task", raw) if raw else None), output
 
 
-def _spec_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[str, Any], decoder: OutputDecoder) -> ModelSpec:
+def _spec_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[str, Any], decoder: OutputDecoder, output: OutputInfo) -> ModelSpec:
     value = guard_stage.image_inputs(model)[0]
     dims = guard_stage.input_dims(value)
-    output_dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
-    num_classes = output_dims[1] if len(output_dims) >= 2 and output_dims[1] > 0 else 0  # the class axis
-    task_given = bool(overrides.get("task") or metadata.get("task"))
-    return build_spec(value.name, dims, num_classes, metadata, overrides, task=decoder.task, task_guessed=not task_given)
+    task_given = bool(overrides.get("task") or output.metadata.get("task"))
+    return build_spec(value.name, dims, decoder.class_count(output) or 0, metadata, overrides, task=decoder.task, task_guessed=not task_given)
 
 
 def _convert_fresh(data: bytes, overrides: dict[str, Any], name: str) -> cache.Converted:
@@ -117,8 +121,9 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any], name: str) -> cache.C
     started = time.perf_counter()
     normalized, passes = normalize_stage.normalize(model)
     metadata = {prop.key: prop.value for prop in model.metadata_props}
-    decoder = _decoder_for(normalized, metadata, overrides)
-    spec = _spec_for(normalized, metadata, overrides, decoder)
+    exported_final_op = final_op(model)
+    decoder, output = _decoder_for(normalized, metadata, overrides, exported_final_op)
+    spec = _spec_for(normalized, metadata, overrides, decoder, output)
     seconds["normalize"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -137,6 +142,7 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any], name: str) -> cache.C
         max_batch=verified.max_batch,
         gradient_norm=verified.parity.gradient_norm,
         warnings=verified.parity.warnings,
+        output_op=exported_final_op,
     )
     converted = cache.Converted(verified.onnx_model, verified.graph, verified.module_names, report, metadata)
 

@@ -13,6 +13,7 @@ Recognised metadata keys (values are JSON, or comma-separated lists):
 
 from __future__ import annotations
 
+import ast
 import json
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -137,6 +138,27 @@ class ModelSpec:
 
 # ---- building a spec -----------------------------------------------------------------------------
 
+ULTRALYTICS_TASKS = {"classify": "classification", "detect": "detection", "segment": "detection", "pose": "detection", "obb": "detection"}
+
+
+def spec_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """The model's metadata with our spec keys filled in from other exporters' conventions: Ultralytics writes
+    ``names`` (a dict literal of class names), ``imgsz`` and ``task`` (classify, detect, segment, pose, obb)."""
+    found = dict(metadata)
+    if "names" in found and "labels" not in found:
+        try:
+            names = ast.literal_eval(found["names"])
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            names = None
+        if isinstance(names, dict) and all(isinstance(key, int) for key in names):
+            found["labels"] = json.dumps([str(names[key]) for key in sorted(names)])
+    if "imgsz" in found and "image_size" not in found:
+        found["image_size"] = found["imgsz"]
+    task = str(found.get("task", "")).strip().lower()
+    if task in ULTRALYTICS_TASKS:
+        found["task"] = ULTRALYTICS_TASKS[task]
+    return found
+
 
 def parse_field(key: str, raw: Any) -> Any:
     """Parse one spec field from metadata text, a CLI flag or a sidecar value; one sentence if it is wrong."""
@@ -234,6 +256,7 @@ def build_spec(
     task_guessed: bool = True,
 ) -> ModelSpec:
     """Combine what the model says (metadata), what its shape implies (guesses) and what the user says."""
+    metadata = spec_metadata(metadata)
     given: dict[str, Any] = {}
     for key in SPEC_FIELDS:
         if key in metadata:

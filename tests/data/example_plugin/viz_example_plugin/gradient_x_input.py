@@ -9,7 +9,7 @@ import numpy as np
 
 from viz_server import hookimpl
 from viz_server.techniques import Artifact, Param
-from viz_server_plugins.toolkit import AttributionTechnique, class_gradient, parse_region
+from viz_server_plugins.toolkit import AttributionTechnique, class_gradient
 
 
 class GradientTimesInput(AttributionTechnique):
@@ -20,8 +20,8 @@ class GradientTimesInput(AttributionTechnique):
     extra_params = (Param("absolute", "bool", True, "Show magnitudes instead of positive contributions only."),)
     caveats = ("Gradient x input measures contributions against an all-zero input, which may not mean 'absent' for this model.",)
 
-    def attribute(self, model, images, targets, params):
-        return class_gradient(model, images, targets, parse_region(params.get("region"))) * images
+    def attribute(self, model, images, objective, params):
+        return class_gradient(model, images, objective) * images
 
     def to_map(self, raw, model, params):
         axis = 1 if model.spec.layout == "NCHW" else 3

@@ -1,0 +1,173 @@
+"""Classifiers and dense class maps.
+
+- Classifiers (N x C scores): a target is a class, by label or index (a label always wins when the text
+  matches one; ``index:N`` forces an index), or ``top1``, each image's predicted class. The objective is the
+  class's pre-softmax score (Simonyan et al. 2014); its probability is the softmax.
+- Dense maps (segmenters, N x C x H x W): the class's score summed over the whole output, over a ``region``
+  ``ROW0:ROW1,COL0:COL1`` of the output grid, or (``region=mask``) over the positions where the model itself
+  predicts that class. Probabilities are the softmax over the class axis, averaged over the same positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from viz_server.errors import UserError
+from viz_server.objectives import Objective, softmax
+from viz_server.tasks import OutputDecoder, OutputInfo
+
+TOP = 5
+TOP1 = ("top1", "top-1", "predicted", "")
+
+
+def parse_region(text: str) -> tuple[slice, slice] | str | None:
+    """``ROW0:ROW1,COL0:COL1`` -> two slices; ``mask`` -> "mask"; empty -> None."""
+    text = str(text or "").strip()
+    if not text:
+        return None
+    if text.lower() == "mask":
+        return "mask"
+    try:
+        rows, columns = text.replace(" ", "").split(",")
+        (r0, r1), (c0, c1) = (tuple(int(v) for v in part.split(":")) for part in (rows, columns))
+    except ValueError:
+        raise UserError(f"region {text!r} must look like ROW0:ROW1,COL0:COL1 (e.g. 0:8,4:12), be mask, or be empty.") from None
+    if r1 <= r0 or c1 <= c0 or min(r0, c0) < 0:
+        raise UserError(f"region {text!r} is empty; give ROW0 < ROW1 and COL0 < COL1.")
+    return slice(r0, r1), slice(c0, c1)
+
+
+class ClassObjective(Objective):
+    """A class's score (summed over the chosen positions of a dense output). A choice is the class index, and
+    for ``region=mask`` also the positions the model gave that class on the clean image."""
+
+    def __init__(self, target: str, spec, region=None):
+        super().__init__(target)
+        self.spec, self.region = spec, region
+        self.fixed = None if str(target).strip().lower() in TOP1 else spec.class_index(target)
+
+    def positions(self, outputs):
+        """N x C x P: the output with the axes after the class axis flattened (a rectangular region applied)."""
+        region = self.region
+        if outputs.ndim == 2:
+            if region is not None:
+                raise UserError("a region only applies to dense outputs (N x C x H x W); this model outputs one score per class.")
+            return outputs[:, :, None]
+        if isinstance(region, tuple):
+            if outputs.ndim != 4:
+                raise UserError(f"a rectangular region needs an N x C x H x W output; this model's output has shape {list(outputs.shape)}.")
+            rows, columns = region
+            if rows.stop > outputs.shape[2] or columns.stop > outputs.shape[3]:
+                raise UserError(
+                    f"region rows {rows.start}:{rows.stop}, columns {columns.start}:{columns.stop} fall outside the "
+                    f"output grid of {outputs.shape[2]} x {outputs.shape[3]}."
+                )
+            outputs = outputs[:, :, rows, columns]
+        return outputs.reshape(outputs.shape[0], outputs.shape[1], -1)
+
+    def choose(self, outputs):
+        per_class = self.positions(outputs).sum(2)
+        if self.fixed is not None and self.fixed >= per_class.shape[1]:
+            raise UserError(f"class {self.fixed} is out of range: the model has {per_class.shape[1]} outputs.")
+        classes = [self.fixed] * len(outputs) if self.fixed is not None else per_class.argmax(1).tolist()
+        if self.region != "mask":
+            return [int(c) for c in classes]
+        winners = self.positions(outputs).argmax(1)  # N x P
+        chosen = []
+        for index, (c, won) in enumerate(zip(classes, winners)):
+            mask = won == c
+            if not bool(mask.any()):
+                raise UserError(f"the model predicts {self.spec.label(int(c))} nowhere on image {index}; pick another class or a rectangular region.")
+            chosen.append((int(c), mask))
+        return chosen
+
+    def _split(self, choices):
+        classes = [c[0] if isinstance(c, tuple) else c for c in choices]
+        masks = [c[1] for c in choices] if self.region == "mask" else None
+        return classes, masks
+
+    def selected(self, outputs, choices):
+        per = self.positions(outputs)
+        classes, masks = self._split(choices)
+        rows = per[torch.arange(len(per)), torch.as_tensor(classes, device=per.device)]  # N x P
+        if masks is not None:
+            rows = rows * torch.stack(masks).to(rows)
+        return rows.sum(1)
+
+    def probability(self, outputs, choices):
+        chances = softmax(np.asarray(self.positions(np.asarray(outputs, np.float64))), axis=1)  # N x C x P
+        classes, masks = self._split(choices)
+        picked = chances[np.arange(len(chances)), classes]  # N x P
+        if masks is None:
+            return picked.mean(1)
+        weights = np.stack([np.asarray(mask, np.float64) for mask in masks])
+        return (picked * weights).sum(1) / weights.sum(1)
+
+    def describe(self, choice):
+        index = choice[0] if isinstance(choice, tuple) else choice
+        where = " where the model predicts it" if isinstance(choice, tuple) else ""
+        return f"class {self.spec.label(index)}{where}"
+
+    def details(self, choice):
+        index = choice[0] if isinstance(choice, tuple) else choice
+        return {"class": self.spec.label(index), "index": int(index)}
+
+    def predicted(self, outputs):
+        per_class = self.positions(np.asarray(outputs)).sum(2)
+        return [self.spec.label(int(i)) for i in per_class.argmax(1)]
+
+
+class ClassScores(OutputDecoder):
+    name = "class_scores"
+    task = "classification"
+    summary = "One pre-softmax score per class (N x C); predictions are the top classes by softmax probability."
+    targets = "top1 (each image's predicted class), a class label, or a class index (index:N forces an index)"
+
+    def recognizes(self, output: OutputInfo) -> bool:
+        return len(output.shape) == 2
+
+    def decode(self, outputs, spec):
+        probabilities = softmax(np.asarray(outputs, np.float64), axis=1)
+        decoded = []
+        for scores, chances in zip(outputs, probabilities):
+            order = np.argsort(-scores, kind="stable")[:TOP]
+            decoded.append(
+                {
+                    "top": [
+                        {"class": spec.label(int(i)), "index": int(i), "score": round(float(scores[i]), 6), "probability": round(float(chances[i]), 6)}
+                        for i in order
+                    ]
+                }
+            )
+        return decoded
+
+    def objective(self, target, ctx, region=""):
+        return ClassObjective(target, ctx.model.spec, parse_region(region))
+
+
+class DenseClassMap(OutputDecoder):
+    name = "dense_class_map"
+    task = "dense"
+    summary = "A score map per class (N x C x ...); predictions are the classes covering most positions."
+    targets = (
+        "top1, a class label or index, summed over the output, over region ROW0:ROW1,COL0:COL1 of the output "
+        "grid, or over region=mask (where the model predicts that class)"
+    )
+
+    def recognizes(self, output: OutputInfo) -> bool:
+        return len(output.shape) >= 3
+
+    def decode(self, outputs, spec):
+        decoded = []
+        for scores in np.asarray(outputs):
+            winners = scores.reshape(scores.shape[0], -1).argmax(0)
+            counts = np.bincount(winners, minlength=scores.shape[0])
+            order = np.argsort(-counts, kind="stable")[:TOP]
+            decoded.append(
+                {"top": [{"class": spec.label(int(i)), "index": int(i), "area": round(float(counts[i] / winners.size), 6)} for i in order if counts[i]]}
+            )
+        return decoded
+
+    def objective(self, target, ctx, region=""):
+        return ClassObjective(target, ctx.model.spec, parse_region(region))
