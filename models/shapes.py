@@ -34,11 +34,11 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return ys, xs
 
 
-def shape_mask(shape: str, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
-    """A boolean mask of one shape at a random position, scale and rotation."""
+def shape_mask(shape: str, rng: np.random.Generator, size: int = IMAGE_SIZE, scale: tuple[float, float] = (0.22, 0.34), centre=None) -> np.ndarray:
+    """A boolean mask of one shape at a random position (or ``centre``), scale (radius / size) and rotation."""
     ys, xs = _grid(size)
-    radius = rng.uniform(0.22, 0.34) * size
-    cy, cx = rng.uniform(radius + 2, size - radius - 2, size=2)
+    radius = rng.uniform(*scale) * size
+    cy, cx = rng.uniform(radius + 2, size - radius - 2, size=2) if centre is None else centre
     angle = rng.uniform(0, 2 * np.pi)
     dy, dx = ys - cy, xs - cx
     u = dx * np.cos(angle) + dy * np.sin(angle)
@@ -135,6 +135,40 @@ def cue_conflict_set(per_pair: int = 4, seed: int = 0, size: int = IMAGE_SIZE) -
         shapes[i], textures[i] = pairs[i // per_pair]
         images[i], masks[i] = make_image(CLASSES[shapes[i]], CLASSES[textures[i]], rng, size)
     return ShapesDataset(images, shapes, textures, masks)
+
+
+@dataclass
+class Scene:
+    image: np.ndarray  # H x W x 3 uint8
+    boxes: np.ndarray  # K x 4 (x1, y1, x2, y2) in pixels, the objects' tight boxes
+    labels: np.ndarray  # K, index into CLASSES
+    classes: np.ndarray  # H x W int: 0 = background, 1 + class index on each object (a segmentation map)
+
+
+SCENE_SIZE = 96
+SCENE_SCALE = (0.1, 0.15)
+
+
+def make_scene(rng: np.random.Generator, size: int = SCENE_SIZE, objects: tuple[int, int] = (1, 3)) -> Scene:
+    """Several small textured shapes, each in its own texture, on one background, with their boxes and a
+    segmentation map: the ground truth a detector's or segmenter's explanation is scored against."""
+    picture = background(rng, size)
+    classes = np.zeros((size, size), np.int64)
+    boxes, labels = [], []
+    for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
+        label = int(rng.integers(len(CLASSES)))
+        for _attempt in range(20):  # objects do not overlap
+            mask = shape_mask(CLASSES[label], rng, size, SCENE_SCALE)
+            if not (classes[mask] > 0).any():
+                break
+        else:
+            continue
+        picture = np.where(mask[..., None], texture(TEXTURE_OF[CLASSES[label]], rng, size), picture)
+        classes[mask] = label + 1
+        ys, xs = np.nonzero(mask)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        labels.append(label)
+    return Scene((picture * 255.0 + 0.5).astype(np.uint8), np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64), classes)
 
 
 def write_image_set(folder, per_class: int = 50, seed: int = 0, congruent_fraction: float = 1.0) -> None:

@@ -20,6 +20,7 @@ class Adversarial(Technique):
     name = "adversarial"
     title = "Adversarial examples"
     family = "robustness"
+    tasks = ("classification",)
     summary = "Small perturbations that change the prediction: FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018)."
     params = (
         Param("target", "str", "", "Empty: untargeted (away from the predicted class); or a class (index or label) to push towards."),

@@ -15,6 +15,7 @@ class ClassVisualization(Technique):
     name = "class_visualization"
     title = "Class model visualization"
     family = "optimization"
+    tasks = ("classification", "dense")
     summary = "An image optimized from scratch to maximize one class's pre-softmax score (Simonyan et al. 2014)."
     params = (Param("target", "target", "0", "Class to visualize: an output index or a label name."),) + OPTIMIZATION_PARAMS
     inputs = ()

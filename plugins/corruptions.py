@@ -18,6 +18,7 @@ class Corruptions(Technique):
     name = "corruptions"
     title = "Corruption robustness"
     family = "robustness"
+    tasks = ("classification",)
     suites = ("robustness",)
     summary = "Accuracy under noise, blur, contrast, brightness and JPEG at five severities each (after ImageNet-C)."
     params = (Param("corruptions", "str", ",".join(SEVERITIES), "Comma-separated subset of: " + ", ".join(SEVERITIES) + "."),)

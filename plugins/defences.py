@@ -27,6 +27,7 @@ class Defences(Technique):
     name = "defences"
     title = "Defences as probes"
     family = "robustness"
+    tasks = ("classification",)
     summary = "Noise, JPEG and median smoothing before the model: adversarial accuracy recovered vs clean accuracy lost."
     params = (
         Param("epsilon", "float", 8 / 255, "PGD L-inf budget of the attack (image space).", minimum=0.0, maximum=1.0),

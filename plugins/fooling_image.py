@@ -17,6 +17,7 @@ class FoolingImage(Technique):
     name = "fooling_image"
     title = "Fooling image"
     family = "robustness"
+    tasks = ("classification",)
     summary = "Nudge a real image until the model calls it a class of your choice; report the L-inf and L2 change needed."
     params = (
         Param("target", "target", "1", "The (wrong) class to reach: an index or a label."),

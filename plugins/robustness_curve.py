@@ -36,6 +36,7 @@ class RobustnessCurve(Technique):
     name = "robustness_curve"
     title = "Robustness curve"
     family = "robustness"
+    tasks = ("classification",)
     suites = ("robustness",)
     summary = "Accuracy against the attack budget over an image set, for FGSM and PGD, with the smallest flipping epsilon per image."
     params = (

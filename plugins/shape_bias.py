@@ -67,6 +67,7 @@ class ShapeBias(Technique):
     name = "shape_bias"
     title = "Texture vs shape bias"
     family = "robustness"
+    tasks = ("classification",)
     summary = "Cue-conflict stimuli (shape of one class, texture of another): does the model follow shape or texture? (Geirhos et al. 2019)"
     params = (
         Param(

@@ -39,6 +39,7 @@ def run_technique(
     if isinstance(technique, str):
         technique = get_technique(technique)
     params = validate_params(technique.params, dict(raw_params or {}))
+    technique.check_task(model.spec.task, model.name)
     if not 0 <= int(seed) < 2**31:
         raise UserError("seed must be a whole number between 0 and 2147483647.")
     if ("image" in technique.inputs or "image_set" in technique.inputs) and not images:

@@ -64,6 +64,10 @@ class OutputDecoder(ABC):
         """The ``Objective`` a target text means for this output (``ctx``: the technique's Context)."""
         raise UserError(f"the {self.name} decoder reads {self.task} outputs but defines no targets to explain.")
 
+    def suggested_targets(self, spec: dict[str, Any], output_shape: list) -> list[tuple[str, str]]:
+        """(value, text) of targets to offer in forms, from the stored spec and output shape (no model code runs)."""
+        return [("top1", "top1")]
+
     def class_count(self, output: OutputInfo) -> int | None:
         """How many classes the output distinguishes (labels must match it), or None when it does not say."""
         return output.shape[1] if len(output.shape) >= 2 else None

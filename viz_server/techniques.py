@@ -281,10 +281,20 @@ class Technique(ABC):
     params: ClassVar[tuple[Param, ...]] = ()
     inputs: ClassVar[tuple[str, ...]] = ("image",)
     suites: ClassVar[tuple[str, ...]] = ()  # audit suites (see SUITES) this technique runs in, with default params
+    tasks: ClassVar[tuple[str, ...] | None] = None  # model tasks it applies to (see viz_server.tasks); None = every task
 
     @abstractmethod
     def run(self, ctx: Context, params: dict[str, Any]) -> Result:
         """Compute the result for ``ctx`` with validated ``params``."""
+
+    def supports(self, task: str) -> bool:
+        """Whether this technique applies to models of ``task``."""
+        return self.tasks is None or task in self.tasks
+
+    def check_task(self, task: str, model_name: str) -> None:
+        """One sentence when the technique does not apply to a model of this task."""
+        if not self.supports(task):
+            raise UserError(f"{self.title} applies to {' and '.join(self.tasks or ())} models; {model_name} is a {task} model.")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -295,6 +305,7 @@ class Technique(ABC):
             "version": self.version,
             "inputs": list(self.inputs),
             "suites": list(self.suites),
+            "tasks": list(self.tasks) if self.tasks is not None else None,
             "params": [param.to_json() for param in self.params],
         }
 
@@ -317,6 +328,9 @@ def check_technique(technique: Technique) -> list[str]:
     for suite in getattr(technique, "suites", ()):
         if suite not in SUITES:
             problems.append(f"suite {suite!r} is not one of {', '.join(SUITES)}")
+    tasks = getattr(technique, "tasks", None)
+    if tasks is not None and (not isinstance(tasks, tuple) or not all(isinstance(task, str) and task for task in tasks)):
+        problems.append("tasks must be None (every task) or a tuple of task names")
     if getattr(technique, "suites", ()) and "second_image" in getattr(technique, "inputs", ()):
         problems.append("a technique that needs a second image cannot be part of an audit suite")
     names = [param.name for param in getattr(technique, "params", ())]

@@ -6,7 +6,7 @@ Two kinds, each a ``viz_server.model.convert.Converter`` returned by ``register_
   newest converter for that op (``TYPE_ONLY_OPS``);
 - real converters, one small module per family: reductions with axes as an input, Reshape ``allowzero``,
   Pad-18+, Split-18, CastLike (``tensors``), Resize-18/19, AveragePool-19, GlobalMaxPool (``resampling``),
-  Gelu-20, Mish (``activations``), GroupNormalization-18/21 (``normalization``).
+  Gelu-20, Mish, Clip-11+ with absent or computed bounds (``activations``), GroupNormalization-18/21 (``normalization``).
 
 Every converted model is checked numerically against onnxruntime by ``verify``, so a wrong converter cannot
 pass silently.
@@ -82,7 +82,6 @@ TYPE_ONLY_OPS = (
     "Expand",
     "Tile",
     "BatchNormalization",
-    "Clip",
     "Softmax",
     "LogSoftmax",
     "LayerNormalization",
@@ -115,6 +114,7 @@ OWN = [(op, 18, reductions.convert_reduce_axes_input) for op in reductions.REDUC
     ("AveragePool", 19, resampling.convert_average_pool_19),
     ("GlobalMaxPool", 1, resampling.convert_global_max_pool),
     ("Gelu", 20, activations.convert_gelu),
+    ("Clip", 11, activations.convert_clip),
     ("Mish", 18, activations.convert_mish),
     ("GroupNormalization", 18, normalization.convert_group_norm_18),
     ("GroupNormalization", 21, normalization.convert_group_norm_21),

@@ -32,3 +32,33 @@ class Mish(nn.Module, OnnxToTorchModule):
 
 def convert_mish(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return OperationConverterResult(torch_module=Mish(), onnx_mapping=mapping(node))
+
+
+class ClampBy(nn.Module, OnnxToTorchModule):
+    """Clip with bounds computed by the graph: ``clamp(x, min, max)`` with tensor bounds (either may be absent)."""
+
+    def __init__(self, has_min: bool, has_max: bool):
+        super().__init__()
+        self.has_min, self.has_max = has_min, has_max
+
+    def forward(self, x: torch.Tensor, *bounds: torch.Tensor) -> torch.Tensor:
+        values = list(bounds)
+        low = values.pop(0) if self.has_min else None
+        high = values.pop(0) if self.has_max else None
+        return torch.clamp(x, low, high)
+
+
+def convert_clip(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """Clip-11+: bounds are optional inputs, and an empty input name means absent (``F.normalize`` exports a
+    Clip with a min and no max); constant bounds become a module as onnx2torch builds them, computed ones clamp."""
+    from onnx2torch.node_converters.clip import _create_torch_module
+    from onnx2torch.utils.common import OnnxMapping, get_const_value
+
+    names = (list(node.input_values) + ["", ""])[1:3]
+    try:
+        low, high = (float(get_const_value(name, graph)) if name else None for name in names)
+    except KeyError:
+        present = [name for name in names if name]
+        module = ClampBy(bool(names[0]), bool(names[1]))
+        return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=(node.input_values[0], *present), outputs=node.output_values))
+    return OperationConverterResult(torch_module=_create_torch_module(min_val=low, max_val=high), onnx_mapping=mapping(node))

@@ -145,6 +145,16 @@ class ClassScores(OutputDecoder):
     def objective(self, target, ctx, region=""):
         return ClassObjective(target, ctx.model.spec, parse_region(region))
 
+    def suggested_targets(self, spec, output_shape):
+        return class_targets(spec)
+
+
+def class_targets(spec: dict) -> list[tuple[str, str]]:
+    """top1, then every class by label (or by index when the model has no labels)."""
+    labels = spec.get("labels") or []
+    classes = [(label, f"{index}: {label}") for index, label in enumerate(labels)] or [(str(i), str(i)) for i in range(spec.get("num_classes") or 0)]
+    return [("top1", "top1: each image's predicted class"), *classes]
+
 
 class DenseClassMap(OutputDecoder):
     name = "dense_class_map"
@@ -171,3 +181,6 @@ class DenseClassMap(OutputDecoder):
 
     def objective(self, target, ctx, region=""):
         return ClassObjective(target, ctx.model.spec, parse_region(region))
+
+    def suggested_targets(self, spec, output_shape):
+        return class_targets(spec)

@@ -114,6 +114,10 @@ class DetectionLayout(OutputDecoder):
     def decode(self, outputs, spec):
         return [{"detections": [detection.to_json(spec) for detection in image]} for image in self.detections(outputs, spec)]
 
+    def suggested_targets(self, spec, output_shape):
+        detections = [(f"detection:{k}", f"detection {k}" + (" (the strongest)" if k == 0 else "")) for k in range(5)]
+        return [("top1", "top1: the strongest detection"), *detections, *((label, f"the strongest {label}") for label in spec.get("labels") or [])]
+
     def objective(self, target, ctx, region=""):
         if str(region or "").strip():
             raise UserError("a region applies to dense outputs; for a detector, choose a detection (detection:K or box:X1,Y1,X2,Y2).")
@@ -179,13 +183,10 @@ class BoxesAndScores(DetectionLayout):
     MAX_K = 1000
 
     def recognizes(self, output: OutputInfo) -> bool:
-        return (
-            len(output.shape) == 3
-            and output.shape[2] == 6
-            and output.shape[1] is not None
-            and output.shape[1] <= self.MAX_K
-            and (declared_detector(output) or output.final_op in ("Concat", "GatherElements", "Gather"))
-        )
+        if len(output.shape) != 3 or output.shape[2] != 6:
+            return False
+        kept = output.shape[1]  # unknown when the export leaves it symbolic
+        return (kept is None or kept <= self.MAX_K) and (declared_detector(output) or output.final_op in ("Concat", "GatherElements", "Gather"))
 
     def class_count(self, output):
         return ultralytics_class_count(output)

@@ -33,7 +33,7 @@ def ends_in_l2_normalization(output: OutputInfo) -> bool:
         return False
     frontier, seen = [final.input[1]], 0
     while frontier and seen < LOOK_BACK:
-        node = producers.get(frontier.pop())
+        node = producers.get(frontier.pop(0))
         seen += 1
         if node is None:
             continue
@@ -60,6 +60,10 @@ class NormalizedEmbedding(OutputDecoder):
     def decode(self, outputs, spec):
         vectors = np.asarray(outputs, np.float64)
         return [{"norm": round(float(np.linalg.norm(v)), 6), "dimensions": int(v.size)} for v in vectors]
+
+    def suggested_targets(self, spec, output_shape):
+        dimensions = output_shape[1] if len(output_shape) > 1 and isinstance(output_shape[1], int) else 0
+        return [("similarity", "similarity to the second image"), *((f"dim:{k}", f"dimension {k}") for k in range(min(dimensions, 8)))]
 
     def objective(self, target, ctx, region=""):
         if str(region or "").strip():
@@ -98,7 +102,7 @@ class SimilarityObjective(Objective):
         vectors = np.asarray(outputs, np.float64)
         reference = self.reference.numpy().astype(np.float64)
         cosine = vectors @ reference / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
-        return (cosine + 1) / 2
+        return np.clip((cosine + 1) / 2, 0.0, 1.0)
 
     def describe(self, choice):
         return f"similarity to the second image (cosine {choice:.3f})"

@@ -65,6 +65,10 @@ class CTCSequence(OutputDecoder):
             decoded.append({"text": greedy_text(path, alphabet), "confidence": round(float(np.exp(steps.max(-1).mean())), 6)})
         return decoded
 
+    def suggested_targets(self, spec, output_shape):
+        steps = output_shape[1] if len(output_shape) > 1 and isinstance(output_shape[1], int) else 0
+        return [("top1", "top1: the decoded text"), *((f"step:{t}", f"time step {t}") for t in range(steps))]
+
     def objective(self, target, ctx, region=""):
         if str(region or "").strip():
             raise UserError("a region applies to dense outputs; for a text recognizer, use top1 or step:T.")

@@ -65,10 +65,28 @@ def randomize(module: torch.nn.Module, generator: torch.Generator) -> bool:
     return changed
 
 
+def reaching_layers(model, image, objective) -> list:
+    """The conv and linear layers whose weights the objective depends on, from the output down. Layers that do
+    not reach the target (a detector's box branch for a class score) are left out: randomizing them changes
+    nothing, which would read as a failed check."""
+    layers = [layer for layer in model.layers if layer.weight and layer.kind in ("conv", "linear")]
+    parameters = [[p for p in model.submodule(layer.name).parameters(recurse=False) if p.is_floating_point()] for layer in layers]
+    flat = [p for group in parameters for p in group]
+    for parameter in flat:
+        parameter.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            gradients = torch.autograd.grad(objective.total(model.module(image)), flat, allow_unused=True)
+    finally:
+        for parameter in flat:
+            parameter.requires_grad_(False)
+    reached = {id(p) for p, g in zip(flat, gradients) if g is not None and bool(g.abs().sum() > 0)}
+    return [layer for layer, group in zip(layers, parameters) if any(id(p) in reached for p in group)][::-1]
+
+
 def cascading_randomization(technique, model, image, objective, params, original: np.ndarray, seed: int, check_cancelled) -> SanityCheck:
     """Re-draw the top ``sanity_layers`` weight layers one after another (then all the rest) and compare the map
     of ``objective`` (already chosen on the original model) with ``original`` after each step."""
-    weight_layers = [layer for layer in model.layers if layer.weight and layer.kind in ("conv", "linear")][::-1]
     steps, correlations, maps = [], [], [original[0]]
     reason = why_degenerate(original[0])
     if reason is not None:
@@ -77,19 +95,19 @@ def cascading_randomization(technique, model, image, objective, params, original
             "randomizing the weights; this map cannot support a conclusion either way."
         )
         return SanityCheck([], [], np.stack(maps).astype(np.float32), verdict, None)
-    if not weight_layers:
-        return SanityCheck([], [], np.stack(maps).astype(np.float32), "Sanity check cannot judge: the model has no conv or linear weights to randomize.", None)
     randomized = dataclasses.replace(model, module=copy.deepcopy(model.module))
+    weight_layers = reaching_layers(randomized, image, objective)
+    if not weight_layers:
+        verdict = "Sanity check cannot judge: no conv or linear weights reach this target to randomize."
+        return SanityCheck([], [], np.stack(maps).astype(np.float32), verdict, None)
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)
     settings = {**params, "sanity_check": False}
     count = min(params.get("sanity_layers", 3), len(weight_layers))
-    empty_after: list[str] = []
 
     def measure(label: str) -> None:
         check_cancelled()
         values = technique.maps(randomized, image, objective, settings, seed)[0]
         if why_degenerate(values) is not None:
-            empty_after.append(label)
             rho = float("nan")
         else:
             rho = stats.spearmanr(original[0].ravel(), values.ravel()).statistic

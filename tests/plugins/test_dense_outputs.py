@@ -1,12 +1,9 @@
 """Segmenters and other dense outputs: explain a class summed over the whole output or over a region."""
 
-import contextlib
-import io
-
 import pytest
 import torch
 from captum.attr import LayerGradCam, Saliency
-from torch import nn
+from task_models import export_task_model
 
 from viz_server import load_model
 from viz_server.errors import UserError
@@ -16,32 +13,9 @@ from viz_server_plugins.toolkit.cam import class_activation_map
 from viz_server_plugins.toolkit.gradients import class_gradient
 
 
-class TinySegmenter(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.encode = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
-        self.classify = nn.Conv2d(8, 3, 1)
-
-    def forward(self, x):
-        return self.classify(self.encode(x))
-
-
 @pytest.fixture(scope="module")
 def segmenter():
-    torch.manual_seed(3)
-    buffer = io.BytesIO()
-    with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(
-            TinySegmenter().eval(),
-            (torch.rand(1, 3, 16, 16),),
-            buffer,
-            dynamo=False,
-            opset_version=17,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
-        )
-    return load_model(buffer.getvalue(), labels='["background", "road", "car"]')
+    return load_model(export_task_model("segmenter"), labels='["background", "road", "car"]')
 
 
 def test_region_gradient_and_cam_match_captum(segmenter):

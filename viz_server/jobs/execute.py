@@ -26,6 +26,8 @@ def execute_job(store: Store, job_id: int) -> str:
     try:
         if job.kind == "inspect":
             _inspect(store, job, model_record)
+        elif job.kind == "predict":
+            _predict(store, job, model_record)
         else:
             _run_technique(store, job, model_record)
         return JobStatus.DONE
@@ -56,6 +58,19 @@ def _inspect(store: Store, job: JobRecord, record: ModelRecord) -> None:
     store.db.update_job(
         job.id, status=JobStatus.DONE, progress_done=1, finished_at=now(), progress_message="model ready", result={"conversion": model.conversion.to_json()}
     )
+
+
+def _predict(store: Store, job: JobRecord, record: ModelRecord) -> None:
+    """What the model says about one image, read by its task's decoder (boxes in model input pixels)."""
+    from viz_server.model.images import decode_image
+
+    if record.status == ModelStatus.FAILED:
+        raise UserError(f"model {record.name} could not be loaded: {record.error}")
+    model = load_stored_model(store, record)
+    name, data = _image_bytes(store, job.image_ids[0])
+    batch = model.spec.preprocess([decode_image(data, name)])
+    result = {"task": model.spec.task, "size": [model.spec.height, model.spec.width], "prediction": model.decode(model.predict(batch))[0]}
+    store.db.update_job(job.id, status=JobStatus.DONE, progress_done=1, progress_total=1, finished_at=now(), progress_message="done", result=result)
 
 
 def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:

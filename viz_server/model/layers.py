@@ -123,9 +123,11 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     return shapes
 
 
-def build_layer_table(model: onnx.ModelProto, module_names: dict[str, str]) -> LayerTable:
+def build_layer_table(model: onnx.ModelProto, module_names: dict[str, str], shapes: dict[str, tuple[int | None, ...]] | None = None) -> LayerTable:
+    """Every node as a layer; ``shapes`` (tensor name -> shape) overrides the shapes the graph declares (for
+    variable-size models, the shapes at the image size in use: ``shapes_at_size``)."""
     constants = {tensor.name: tensor for tensor in model.graph.initializer}
-    shapes = _shapes(model)
+    shapes = {**_shapes(model), **(shapes or {})}
     layers = []
     for node in model.graph.node:
         shape = shapes.get(node.output[0], ())
@@ -134,6 +136,68 @@ def build_layer_table(model: onnx.ModelProto, module_names: dict[str, str]) -> L
         weight = node.input[1] if kind in ("conv", "linear") and len(node.input) > 1 and node.input[1] in constants else None
         layers.append(Layer(node.name, node.op_type, kind, shape, module_names.get(node.name, ""), spatial, weight))
     return LayerTable(tuple(layers), _default_cam_layer(layers), _first_conv(layers))
+
+
+def incomplete(model: onnx.ModelProto) -> bool:
+    """Whether some layer's declared shape has an unknown axis beyond the batch (a variable-size model)."""
+    shapes = _shapes(model)
+    return any(any(d is None for d in shapes.get(node.output[0], (None, None))[1:]) for node in model.graph.node)
+
+
+def shapes_at_size(model: onnx.ModelProto, spec, graph=None, module_names: dict[str, str] | None = None) -> dict[str, tuple[int | None, ...]]:
+    """Every tensor's shape with the input fixed at the spec's image size (batch left symbolic): ONNX shape
+    inference on a copy of the graph; for outputs inference cannot settle, one probe forward of the torch
+    ``graph`` at batch 1 records them."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    value = next(v for v in fixed.graph.input if v.name == spec.input_name)
+    dims = value.type.tensor_type.shape.dim
+    sizes = {2: spec.height, 3: spec.width} if spec.layout == "NCHW" else {1: spec.height, 2: spec.width}
+    for axis, size in sizes.items():
+        dims[axis].Clear()
+        dims[axis].dim_value = size
+    del fixed.graph.value_info[:]
+    for output in fixed.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
+        shapes = _shapes(inferred)
+    except Exception:  # noqa: BLE001 - shape inference is advisory; the probe below fills what it leaves
+        shapes = {}
+    missing = [node for node in model.graph.node if any(d is None for d in shapes.get(node.output[0], (None, None))[1:])]
+    if missing and graph is not None and module_names:
+        shapes.update(_probed(graph, spec, {node.output[0]: module_names.get(node.name, "") for node in missing}))
+    return shapes
+
+
+def _probed(graph, spec, wanted: dict[str, str]) -> dict[str, tuple[int | None, ...]]:
+    """Output shapes of the wanted submodules (tensor name -> module name) in one forward at batch 1."""
+    import torch
+
+    found: dict[str, tuple[int | None, ...]] = {}
+    handles = []
+    for tensor, module_name in wanted.items():
+        if not module_name:
+            continue
+
+        def record(_module, _inputs, output, tensor=tensor):
+            first = output[0] if isinstance(output, (tuple, list)) else output
+            if isinstance(first, torch.Tensor):
+                found[tensor] = (None, *first.shape[1:])
+
+        try:
+            handles.append(graph.get_submodule(module_name).register_forward_hook(record))
+        except AttributeError:
+            continue
+    try:
+        with torch.no_grad():
+            graph(torch.zeros((1, *spec.input_shape)))
+    except Exception:  # noqa: BLE001 - a probe that fails leaves the shapes unknown, as before
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
 
 
 def _default_cam_layer(layers: list[Layer]) -> str | None:

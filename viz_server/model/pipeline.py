@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from viz_server.model import cache
 from viz_server.model import guard as guard_stage
 from viz_server.model import normalize as normalize_stage
 from viz_server.model.convert import convert
-from viz_server.model.layers import build_layer_table
+from viz_server.model.layers import LayerTable, build_layer_table, incomplete, shapes_at_size
 from viz_server.model.loaded import ConversionReport, FixedBatch, LoadedModel, make_session
 from viz_server.model.spec import ModelSpec, build_spec, parse_field, read_sidecar, spec_metadata
 from viz_server.model.verify import verify
@@ -79,7 +80,7 @@ def _loaded(digest: str, name: str, converted: cache.Converted, spec: ModelSpec,
         onnx_model=converted.onnx_model,
         module=converted.graph if max_batch is None else FixedBatch(converted.graph, max_batch),
         spec=spec,
-        layers=build_layer_table(converted.onnx_model, converted.module_names),
+        layers=_layer_table(digest, converted, spec),
         conversion=converted.report,
         metadata=converted.metadata,
         decoder=decoder,
@@ -90,6 +91,22 @@ def final_op(model: onnx.ModelProto) -> str:
     """The op type of the node computing the main output."""
     output = model.graph.output[0].name
     return next((node.op_type for node in model.graph.node if output in node.output), "")
+
+
+_resolved: OrderedDict[tuple[str, int, int], dict] = OrderedDict()
+
+
+def _layer_table(digest: str, converted: cache.Converted, spec: ModelSpec) -> LayerTable:
+    """The layer table; for a variable-size model, with every shape resolved at the spec's image size (kept per
+    model and size, so a changed size re-resolves them)."""
+    if not incomplete(converted.onnx_model):
+        return build_layer_table(converted.onnx_model, converted.module_names)
+    key = (digest, spec.height, spec.width)
+    if key not in _resolved:
+        _resolved[key] = shapes_at_size(converted.onnx_model, spec, converted.graph, converted.module_names)
+        while len(_resolved) > 32:
+            _resolved.popitem(last=False)
+    return build_layer_table(converted.onnx_model, converted.module_names, _resolved[key])
 
 
 def _output_info(model: onnx.ModelProto, metadata: dict[str, str], exported_final_op: str) -> OutputInfo:

@@ -117,20 +117,31 @@ class ModelSpec:
         return str(index)
 
     def class_index(self, target: str | int) -> int:
-        """A class given as an index or a label name -> its output index."""
-        if isinstance(target, int) or (isinstance(target, str) and target.strip().lstrip("-").isdigit()):
-            index = int(target)
-            if self.num_classes and not 0 <= index < self.num_classes:
-                raise UserError(f"class {index} is out of range: this model has {self.num_classes} outputs (0-{self.num_classes - 1}).")
-            return index
-        wanted = str(target).strip().lower()
-        for index, name in enumerate(self.labels):
-            if name.lower() == wanted:
-                return index
+        """A class given as a label or an index -> its output index. A label always wins when the text matches one
+        (labels such as "0" and "180" are labels); ``index:N`` forces an index."""
+        if isinstance(target, int):
+            return self._checked_index(target)
+        text = str(target).strip()
+        if text.lower().startswith("index:") and text[6:].strip().lstrip("-").isdigit():
+            return self._checked_index(int(text[6:]))
+        if text in self.labels:
+            return self.labels.index(text)
+        lowered = [name.lower() for name in self.labels]
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+        if text.lstrip("-").isdigit():
+            return self._checked_index(int(text))
         known = ", ".join(self.labels[:12]) + (" ..." if len(self.labels) > 12 else "")
         if not self.labels:
             raise UserError(f"class '{target}' is not a number and this model has no labels; give a class index.")
         raise UserError(f"class '{target}' is not one of this model's labels ({known}); give a label or an index.")
+
+    def _checked_index(self, index: int) -> int:
+        if index < 0:
+            raise UserError(f"class {index} is not a class index; give 0 or more.")
+        if self.num_classes and index >= self.num_classes:
+            raise UserError(f"class {index} is out of range: this model has {self.num_classes} classes (0-{self.num_classes - 1}).")
+        return index
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -54,6 +54,10 @@ class Store:
         self.db.update_model(model_id, status=ModelStatus.INSPECTING, error=None)
         return self.db.add(JobRecord(kind="inspect", model_id=model_id))
 
+    def queue_prediction(self, model_id: int, image_id: int) -> JobRecord:
+        """A job that runs the model once on one image and decodes what it says (for target pickers)."""
+        return self.db.add(JobRecord(kind="predict", model_id=model_id, image_ids=[image_id]))
+
     def models(self) -> list[ModelRecord]:
         with self.db.session() as session:
             return list(session.scalars(select(ModelRecord).order_by(ModelRecord.id)))

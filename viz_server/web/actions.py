@@ -103,19 +103,37 @@ def submit_job(
     return job
 
 
+def predict(store: Store, dispatcher, model_id: int, image_id: Any):
+    """Queue a prediction job for one stored image on a ready model."""
+    record = model_or_404(store, model_id)
+    if record.status != ModelStatus.READY:
+        raise UserError(f"model {record.name} is not ready ({record.status}); wait for its inspection or upload a fixed export.")
+    if not isinstance(image_id, int) or isinstance(image_id, bool) or store.db.get(ImageRecord, image_id) is None:
+        raise UserError("image_id must be the number of a stored image (see GET /api/images).")
+    job = store.queue_prediction(record.id, image_id)
+    dispatcher.submit(job.id)
+    return job
+
+
 def _check_model_params(technique, params: dict[str, Any], record: ModelRecord) -> None:
-    """Targets and layers can be checked against the stored inspection, without loading the model."""
+    """The task, classification targets and layers can be checked against the stored inspection, without loading
+    the model (other tasks' targets depend on the model's output and are checked by the job)."""
     description = record.description or {}
-    labels = description.get("spec", {}).get("labels") or []
-    num_classes = description.get("spec", {}).get("num_classes") or 0
+    spec = description.get("spec", {})
+    technique.check_task(spec.get("task") or "classification", record.name)
+    labels = spec.get("labels") or []
+    num_classes = spec.get("num_classes") or 0
     layer_names = {layer["name"] for layer in description.get("layers", {}).get("layers", [])}
     for param in technique.params:
-        value = params[param.name]
-        if param.kind == "target" and str(value).lower() not in ("top1", "top-1", "predicted"):
-            if str(value).strip().lstrip("-").isdigit():
-                if num_classes and not 0 <= int(value) < num_classes:
-                    raise UserError(f"class {value} is out of range: {record.name} has {num_classes} outputs.")
-            elif labels and value not in labels:
+        value = str(params[param.name]).strip()
+        if param.kind == "target" and spec.get("task", "classification") == "classification" and value.lower() not in ("top1", "top-1", "predicted", ""):
+            index = value[6:] if value.lower().startswith("index:") else value
+            if value in labels or value.lower() in (label.lower() for label in labels):
+                pass  # a label always wins
+            elif index.lstrip("-").isdigit():
+                if num_classes and not 0 <= int(index) < num_classes:
+                    raise UserError(f"class {index} is out of range: {record.name} has {num_classes} classes.")
+            elif labels:
                 raise UserError(f"class '{value}' is not one of {record.name}'s labels; pick one from the list.")
         if param.kind == "layer" and value and layer_names and value not in layer_names:
             raise UserError(f"{record.name} has no layer named '{value}'; pick one from the list.")

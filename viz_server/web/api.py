@@ -60,6 +60,15 @@ def model_spec(model_id: int):
     return jsonify(job=job_json(store(), job)), 202
 
 
+@blueprint.post("/models/<int:model_id>/predictions")
+def predict(model_id: int):
+    """Run the model once on one stored image and decode what it says (the run form's target picker uses it)."""
+    body = _body()
+    image_id = body.get("image_id")
+    job = actions.predict(store(), dispatcher(), model_id, image_id)
+    return jsonify(job=job_json(store(), job)), 202
+
+
 @blueprint.get("/images")
 def images():
     return jsonify([image_json(record) for record in store().images(request.args.get("set"))])

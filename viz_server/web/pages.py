@@ -147,6 +147,8 @@ def _params_from_form(technique) -> dict:
     for param in technique.params:
         if param.kind == "bool":
             raw[param.name] = "true" if request.form.get(f"param_{param.name}") else "false"
+        elif param.kind == "target" and request.form.get(f"param_{param.name}_other", "").strip():
+            raw[param.name] = request.form[f"param_{param.name}_other"]  # a typed target wins over the list
         elif request.form.get(f"param_{param.name}", "") != "":
             raw[param.name] = request.form[f"param_{param.name}"]
     return raw
@@ -252,8 +254,9 @@ def job_export_html(job_id: int):
 @blueprint.get("/models/<int:model_id>/audit")
 def audit_page(model_id: int):
     record = actions.model_or_404(store(), model_id)
-    image_techniques = [t for t in techniques().values() if "second_image" not in t.inputs]
-    checked = {name for suite_name in DEFAULT_AUDIT_SUITES for name in suite(suite_name)}
+    task = (record.description or {}).get("spec", {}).get("task") or "classification"
+    image_techniques = [t for t in techniques().values() if "second_image" not in t.inputs and t.supports(task)]
+    checked = {name for suite_name in DEFAULT_AUDIT_SUITES for name in suite(suite_name) if techniques()[name].supports(task)}
     return render_template(
         "audit.html", model=model_json(record), techniques=image_techniques, checked=checked, images=[image_json(i) for i in store().images()]
     )

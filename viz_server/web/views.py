@@ -101,6 +101,21 @@ def artifact_groups(result: dict) -> list[tuple[str, list[dict]]]:
     return list(groups.items())
 
 
+def target_choices(model: dict | None) -> list[tuple[str, str]]:
+    """(value, text) of the targets a form offers for a stored model, from its task's decoder (a template global;
+    the decoder reads the stored spec and output shape, no model code runs)."""
+    from viz_server.tasks import output_decoders
+
+    if not model or not model.get("spec"):
+        return [("top1", "top1")]
+    wanted = (model.get("decoder") or {}).get("name")
+    decoder = next((d for d in output_decoders() if d.name == wanted), None)
+    if decoder is None:
+        return [("top1", "top1")]
+    shape = ((model.get("outputs") or [{}])[0]).get("shape") or []
+    return decoder.suggested_targets(model["spec"], shape)
+
+
 def artifact_html(artifact: dict, image_ids: list[int], inline: bool = False) -> Markup:
     """One artifact as HTML through its kind's renderer (a template global): in a page with links to its
     bytes, array and the input thumbnails; in a self-contained export (``inline``) with its bytes embedded."""

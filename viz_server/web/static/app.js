@@ -43,6 +43,83 @@
     });
   });
 
+  // What the model says about the first chosen image (run form): boxes drawn over it, and its detections offered
+  // as targets. Runs the model in a job (the web process never runs model code).
+  document.querySelectorAll("[data-predictions]").forEach(function (box) {
+    var form = box.closest("form");
+    var view = box.querySelector(".prediction-view");
+    var status = box.querySelector("[data-prediction-status]");
+    var select = form.querySelector("[data-target-select]");
+    var current = null;
+    function post(url, body) {
+      return fetch(url, { method: "POST", credentials: "same-origin", body: JSON.stringify(body),
+                          headers: { "Content-Type": "application/json", "X-Requested-With": "viz-server", Accept: "application/json" } })
+        .then(function (response) { return response.json(); });
+    }
+    function wait(url) {
+      return fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then(function (response) { return response.json(); })
+        .then(function (job) {
+          if (job.status === "queued" || job.status === "running") {
+            return new Promise(function (resolve) { window.setTimeout(resolve, 300); }).then(function () { return wait(url); });
+          }
+          return job;
+        });
+    }
+    function svg(name, attributes) {
+      var element = document.createElementNS("http://www.w3.org/2000/svg", name);
+      Object.keys(attributes).forEach(function (key) { element.setAttribute(key, attributes[key]); });
+      return element;
+    }
+    function show(job, picture) {
+      view.textContent = "";
+      if (job.status !== "done") { status.textContent = job.error || job.status; return; }
+      status.textContent = "";
+      var result = job.result, prediction = result.prediction || {};
+      if (prediction.detections) {
+        var scale = 256 / Math.max(result.size[0], result.size[1]);
+        var drawing = svg("svg", { width: result.size[1] * scale, height: result.size[0] * scale, role: "img", "aria-label": "detections" });
+        drawing.appendChild(svg("image", { href: picture.src, width: result.size[1] * scale, height: result.size[0] * scale, preserveAspectRatio: "none" }));
+        select.querySelectorAll("option[data-detection]").forEach(function (option) { option.remove(); });
+        prediction.detections.forEach(function (detection, index) {
+          var b = detection.box;
+          drawing.appendChild(svg("rect", { x: b[0] * scale, y: b[1] * scale, width: (b[2] - b[0]) * scale, height: (b[3] - b[1]) * scale, class: "detection-box" }));
+          var label = svg("text", { x: b[0] * scale + 2, y: b[1] * scale + 11, class: "detection-label" });
+          label.textContent = index + ": " + detection["class"];
+          drawing.appendChild(label);
+          var option = document.createElement("option");
+          option.value = "detection:" + index;
+          option.setAttribute("data-detection", "");
+          option.textContent = "detection " + index + ": " + detection["class"] + " (" + detection.confidence.toFixed(2) + ")";
+          select.insertBefore(option, select.options[1] || null);
+        });
+        view.appendChild(drawing);
+        if (!prediction.detections.length) { status.textContent = "no detection reaches the confidence threshold on this image"; }
+      } else {
+        var text = document.createElement("pre");
+        text.textContent = JSON.stringify(prediction, null, 1);
+        view.appendChild(text);
+      }
+    }
+    form.addEventListener("change", function (event) {
+      if (event.target.name !== "image_ids") { return; }
+      var checked = form.querySelector("input[name=image_ids]:checked");
+      if (!checked) { box.hidden = true; current = null; return; }
+      if (checked.value === current) { return; }
+      current = checked.value;
+      box.hidden = false;
+      status.textContent = "running the model on it...";
+      var picture = checked.parentNode.querySelector("img");
+      post(box.getAttribute("data-predict-url"), { image_id: parseInt(checked.value, 10) })
+        .then(function (data) {
+          if (!data.job) { throw new Error(data.error || "the prediction was refused"); }
+          return wait(box.getAttribute("data-job-url").replace(/0$/, String(data.job.id)));
+        })
+        .then(function (job) { show(job, picture); })
+        .catch(function (error) { status.textContent = String(error.message || error); });
+    });
+  });
+
   // Filter table rows as the user types.
   document.querySelectorAll("[data-filter]").forEach(function (field) {
     var table = document.querySelector(field.getAttribute("data-filter"));

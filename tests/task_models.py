@@ -1,0 +1,141 @@
+"""Small models of every task, built in the tests and exported with both exporters: shaped like real exports
+(YOLOv5-style and end-to-end detectors, a CTC text recognizer, an embedding model ending in F.normalize, a
+variable-size classifier, a text-direction classifier whose labels are numbers). Random weights unless said
+otherwise; the YOLOv8-style detector is the shipped, trained ``shapes_detector``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from functools import cache
+
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def relu_block(channels_in: int, channels_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(channels_in, channels_out, 3, stride, 1), nn.ReLU())
+
+
+class YoloAnchorsFirst(nn.Module):
+    """YOLOv5-style head: N x anchors x (5 + C), sigmoid objectness and class scores, boxes in input pixels."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.features = nn.Sequential(relu_block(3, 8, 2), relu_block(8, 16, 2))
+        self.head = nn.Conv2d(16, 5 + classes, 1)
+        nn.init.constant_(self.head.bias[4:], 2.0)  # confident enough that detections survive the threshold
+
+    def forward(self, x):
+        raw = self.head(self.features(x)).flatten(2).transpose(1, 2)  # N x anchors x (5 + C)
+        centres = raw[..., :2].sigmoid() * x.shape[-1]
+        sizes = raw[..., 2:4].sigmoid() * 16 + 4
+        return torch.cat([centres, sizes, raw[..., 4:].sigmoid()], 2)
+
+
+class BoxesAndScores(nn.Module):
+    """End-to-end head (YOLOv10-style): the top K anchors as N x K x 6 (x1, y1, x2, y2, score, class)."""
+
+    def __init__(self, classes: int = 3, keep: int = 10):
+        super().__init__()
+        self.keep = keep
+        self.features = nn.Sequential(relu_block(3, 8, 2), relu_block(8, 16, 2))
+        self.head = nn.Conv2d(16, 4 + classes, 1)
+
+    def forward(self, x):
+        raw = self.head(self.features(x)).flatten(2).transpose(1, 2)  # N x anchors x (4 + C)
+        scores, labels = raw[..., 4:].sigmoid().max(2)
+        top, index = scores.topk(self.keep, dim=1)
+        boxes = raw[..., :4].sigmoid() * x.shape[-1]
+        boxes = torch.cat([boxes[..., :2], boxes[..., :2] + boxes[..., 2:] / 2 + 2], 2)
+        chosen = boxes.gather(1, index[..., None].expand(-1, -1, 4))
+        return torch.cat([chosen, top[..., None], labels.gather(1, index)[..., None].float()], 2)
+
+
+class CTCRecognizer(nn.Module):
+    """CRNN-style without the recurrence: conv features collapsed over height, one class per column, log-softmax."""
+
+    def __init__(self, classes: int = 6):
+        super().__init__()
+        self.features = nn.Sequential(relu_block(3, 8), nn.MaxPool2d(2), relu_block(8, 16), nn.MaxPool2d(2))
+        self.classify = nn.Linear(16, classes)
+
+    def forward(self, x):
+        columns = self.features(x).mean(2).transpose(1, 2)  # N x T x 16
+        return F.log_softmax(self.classify(columns), dim=2)
+
+
+class Embedder(nn.Module):
+    """A face-recognition-style embedder: conv features, a projection, and F.normalize at the end."""
+
+    def __init__(self, dimensions: int = 16):
+        super().__init__()
+        self.features = nn.Sequential(relu_block(3, 8, 2), relu_block(8, 16, 2))
+        self.project = nn.Linear(16, dimensions)
+
+    def forward(self, x):
+        return F.normalize(self.project(self.features(x).mean((2, 3))), dim=1)
+
+
+class VariableSizeClassifier(nn.Module):
+    """Any H x W (adaptive pooling), as most real exports are."""
+
+    def __init__(self, classes: int = 2):
+        super().__init__()
+        self.features = nn.Sequential(relu_block(3, 8), nn.MaxPool2d(2), relu_block(8, 16), nn.MaxPool2d(2), relu_block(16, 16))
+        self.classify = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.classify(self.features(x).mean((2, 3)))
+
+
+class TinySegmenter(nn.Module):
+    """A segmenter: N x 3 x H x W class maps (a fully convolutional network, no pooling)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encode = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.classify = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return self.classify(self.encode(x))
+
+
+MODELS = {
+    "segmenter": (TinySegmenter, (1, 3, 16, 16), {}),
+    "yolo_anchors_first": (YoloAnchorsFirst, (1, 3, 32, 32), {}),
+    "boxes_and_scores": (BoxesAndScores, (1, 3, 32, 32), {}),
+    "ctc": (CTCRecognizer, (1, 3, 16, 48), {}),
+    "embedder": (Embedder, (1, 3, 32, 32), {}),
+    "variable_size": (VariableSizeClassifier, (1, 3, 32, 64), {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch"}}),
+}
+
+
+@cache
+def export_task_model(name: str, exporter: str = "torchscript", metadata: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """ONNX bytes of task model ``name`` (seeded random weights), batch axis dynamic (and H, W for variable_size)."""
+    cls, shape, dynamic = MODELS[name]
+    torch.manual_seed(5)
+    module = cls().eval()
+    buffer = io.BytesIO()
+    axes = dynamic or {"x": {0: "batch"}, "y": {0: "batch"}}
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1, max=64)
+            shapes = {
+                "x": {0: batch, **({2: torch.export.Dim("height", min=8, max=512), 3: torch.export.Dim("width", min=8, max=512)} if 2 in axes["x"] else {})}
+            }
+            torch.onnx.export(module, (torch.rand(*shape),), buffer, dynamo=True, input_names=["x"], output_names=["y"], dynamic_shapes=shapes)
+        else:
+            torch.onnx.export(module, (torch.rand(*shape),), buffer, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"], dynamic_axes=axes)
+    model = onnx.load_from_string(buffer.getvalue())
+    for key, value in metadata:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model.SerializeToString()
