@@ -62,7 +62,7 @@ def test_run_saliency_writes_result(tmp_path, shape_pictures):
     assert completed.returncode == 0, completed.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["provenance"]["params"].items() >= {"target": "square", "reduce": "sum"}.items()
-    assert result["metrics"]["targets"] == ["square"]
+    assert result["metrics"]["targets"] == ["class square"] and result["metrics"]["objective"] == [{"class": "square", "index": 1}]
     for artifact in result["artifacts"]:
         assert (out / artifact["name"]).is_file()
     import numpy as np

@@ -8,6 +8,7 @@ from viz_server.config import load_settings
 from viz_server.jobs.embedded import EmbeddedRunner
 from viz_server.store import JobRecord, Store
 from viz_server.web import create_app
+from viz_server_models import shipped_models
 
 pytestmark = pytest.mark.slow  # real servers and job processes
 
@@ -113,7 +114,7 @@ def test_restart_keeps_results_and_requeues_interrupted_jobs(ready_data):
         assert kept_report["title"] == "before the restart" and kept_report["jobs"][0]["status"] == "done"
         assert client.get(f"/reports/{report.id}/export.html").status_code == 200
         assert _wait(app.extensions["viz_store"], interrupted).status == "done"
-        assert len([m for m in client.get("/api/models").get_json() if m["shipped"]]) == 2  # not registered twice
+        assert len([m for m in client.get("/api/models").get_json() if m["shipped"]]) == len(shipped_models())  # not registered twice
     finally:
         app.extensions["viz_dispatcher"].stop()
 

@@ -134,3 +134,34 @@ def test_every_page_renders(server, page, shots):
     page.wait_for_function("() => !document.querySelector('[data-poll-url]')", timeout=120_000)
     assert page.locator(".status-done").count() >= 1
     page.screenshot(path=str(shots / "report.png"), full_page=True)
+
+
+def test_explain_a_detection_picked_from_the_form(server, page, shots, tmp_path):
+    """Run form of the shipped detector: pick a scene, see the model's detections drawn, pick detection 0,
+    and get a Grad-CAM map of that detection with its box drawn."""
+    import numpy as np
+    from PIL import Image
+
+    from viz_server_models import shapes
+
+    scene = shapes.make_scene(np.random.default_rng(42), objects=(2, 2))
+    path = tmp_path / "scene.png"
+    Image.fromarray(scene.image).save(path)
+    page.goto(server + "/images")
+    page.set_input_files("input[name=images]", str(path))
+    page.click("button[type=submit]")
+    models = page.request.get(server + "/api/models").json()
+    detector = next(model for model in models if model["name"] == "shapes_detector")
+    page.goto(f"{server}/run?model={detector['id']}&technique=gradcam")
+    page.check("input[name=image_ids] >> nth=-1")  # the scene, uploaded last
+    page.wait_for_selector("[data-predictions] svg rect.detection-box", timeout=120_000)
+    boxes = page.locator("[data-predictions] svg rect.detection-box").count()
+    assert boxes >= 2
+    page.select_option("select[name=param_target]", "detection:0")
+    page.screenshot(path=str(shots / "run-detection.png"), full_page=True)
+    page.click("#run-form button[type=submit]")
+    page.wait_for_url("**/jobs/*")
+    _wait_text(page, "h1", "done")
+    assert page.locator("figcaption", has_text="grad-cam for detection 0:").count() == 1
+    assert page.locator("img[alt^='what is explained: detection 0']").count() == 1
+    page.screenshot(path=str(shots / "job-detection.png"), full_page=True)

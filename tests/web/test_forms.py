@@ -1,0 +1,161 @@
+"""The run form offers each model's task targets, its defaults are always accepted, and the model's own
+predictions (detections to pick from) come from a prediction job. Jobs are inspected or run in this process,
+so nothing waits on the job runner."""
+
+from __future__ import annotations
+
+import io
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+from tests_web_helpers import API
+
+from viz_server.config import load_settings
+from viz_server.jobs.execute import execute_job
+from viz_server.plugins import techniques
+from viz_server.web import create_app
+from viz_server_models import shapes
+
+
+class FormFields(HTMLParser):
+    """The values a browser would submit for the run form untouched (defaults), plus the target choices."""
+
+    def __init__(self):
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self.options: dict[str, list[str]] = {}
+        self.images: list[str] = []
+        self._select: str | None = None
+        self._in_run_form = False
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "form":
+            self._in_run_form = attributes.get("id") == "run-form"
+        if not self._in_run_form:
+            return
+        name = attributes.get("name")
+        if tag == "input" and name:
+            kind = attributes.get("type", "text")
+            if name == "image_ids":
+                self.images.append(attributes["value"])
+            elif kind == "checkbox":
+                if "checked" in attributes:
+                    self.fields[name] = attributes.get("value", "on")
+            elif kind != "file":
+                self.fields[name] = attributes.get("value", "")
+        elif tag == "select" and name:
+            self._select = name
+            self.options[name] = []
+        elif tag == "option" and self._select:
+            self.options[self._select].append(attributes.get("value", ""))
+            if "selected" in attributes or self._select not in self.fields:
+                self.fields[self._select] = attributes.get("value", "")
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+        if tag == "form":
+            self._in_run_form = False
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    application = create_app(load_settings(data_dir=tmp_path_factory.mktemp("forms-data")), start_jobs=False)
+    application.config["TESTING"] = True
+    store = application.extensions["viz_store"]
+    for job_id in store.db.queued_job_ids(10):  # the shipped models' inspections, here and now
+        assert store.db.claim_job(job_id)
+        execute_job(store, job_id)
+    return application
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return app.test_client()
+
+
+def models(client) -> dict[str, dict]:
+    return {model["name"]: model for model in client.get("/api/models").get_json()}
+
+
+def run(app, client, job_id: int) -> dict:
+    store = app.extensions["viz_store"]
+    assert store.db.claim_job(job_id)
+    execute_job(store, job_id)
+    return client.get(f"/api/jobs/{job_id}").get_json()
+
+
+@pytest.mark.parametrize("technique", sorted(techniques()))
+def test_the_run_forms_defaults_are_always_accepted(client, technique):
+    chosen = techniques()[technique]
+    for name, model in models(client).items():
+        assert model["status"] == "ready", model
+        page = client.get(f"/run?model={model['id']}&technique={technique}").get_data(as_text=True)
+        form = FormFields()
+        form.feed(page)
+        data = dict(form.fields)
+        if "image" in chosen.inputs or "image_set" in chosen.inputs:
+            data["image_ids"] = form.images[0]
+        for param in chosen.params:
+            if param.kind != "bool":
+                assert f"param_{param.name}" in data, f"{technique} on {name}: the form lacks {param.name}"
+        response = client.post("/run", data=data)
+        if chosen.supports(model["spec"]["task"]):
+            assert response.status_code == 302, f"{technique} on {name}: {response.get_data(as_text=True)[-400:]}"
+        else:
+            assert response.status_code == 400 and "applies to" in response.get_data(as_text=True)
+
+
+def test_the_target_picker_offers_the_tasks_targets(client):
+    by_name = models(client)
+    page = client.get(f"/run?model={by_name['shapes_detector']['id']}&technique=gradcam").get_data(as_text=True)
+    form = FormFields()
+    form.feed(page)
+    assert form.options["param_target"][:3] == ["top1", "detection:0", "detection:1"] and "circle" in form.options["param_target"]
+    assert "data-predict-url" in page and "param_target_other" in form.fields
+    page = client.get(f"/run?model={by_name['shapes_cnn']['id']}&technique=class_visualization").get_data(as_text=True)
+    form = FormFields()
+    form.feed(page)
+    assert form.fields["param_target"] == "0" and "circle" in form.options["param_target"]
+
+
+def test_a_typed_target_wins_over_the_list(client):
+    by_name = models(client)
+    detector = by_name["shapes_detector"]
+    page = client.get(f"/run?model={detector['id']}&technique=saliency").get_data(as_text=True)
+    form = FormFields()
+    form.feed(page)
+    data = {**form.fields, "image_ids": form.images[0], "param_target_other": "detection:3:w"}
+    response = client.post("/run", data=data)
+    assert response.status_code == 302
+    job = client.get(f"/api/jobs/{response.headers['Location'].rstrip('/').split('/')[-1]}").get_json()
+    assert job["params"]["target"] == "detection:3:w"
+
+
+def test_the_detectors_predictions_come_from_a_job(app, client):
+    by_name = models(client)
+    rng = np.random.default_rng(42)
+    scene = shapes.make_scene(rng, objects=(2, 2))
+    buffer = io.BytesIO()
+    Image.fromarray(scene.image).save(buffer, format="PNG")
+    uploaded = client.post("/api/images", data={"images": (io.BytesIO(buffer.getvalue()), "scene.png")}, headers=API).get_json()
+    response = client.post(f"/api/models/{by_name['shapes_detector']['id']}/predictions", json={"image_id": uploaded[0]["id"]}, headers=API)
+    assert response.status_code == 202
+    job = run(app, client, response.get_json()["job"]["id"])
+    assert job["status"] == "done" and job["result"]["task"] == "detection" and job["result"]["size"] == [96, 96]
+    found = {detection["class"] for detection in job["result"]["prediction"]["detections"]}
+    assert {shapes.CLASSES[label] for label in scene.labels} <= found
+    refused = client.post(f"/api/models/{by_name['shapes_detector']['id']}/predictions", json={"image_id": 10**6}, headers=API)
+    assert refused.status_code == 400 and "image_id" in refused.get_json()["error"]
+
+
+def test_the_audit_offers_only_what_applies_to_the_task(client):
+    by_name = models(client)
+    page = client.get(f"/models/{by_name['shapes_detector']['id']}/audit").get_data(as_text=True)
+    offered = set(re.findall(r'name="techniques" value="([^"]+)"', page))
+    assert offered and not any(name in offered for name, t in techniques().items() if not t.supports("detection"))
+    assert set(re.findall(r'name="techniques" value="([^"]+)" checked', page)) <= offered
