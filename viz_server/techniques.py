@@ -294,7 +294,8 @@ class Technique(ABC):
     def check_task(self, task: str, model_name: str) -> None:
         """One sentence when the technique does not apply to a model of this task."""
         if not self.supports(task):
-            raise UserError(f"{self.title} applies to {' and '.join(self.tasks or ())} models; {model_name} is a {task} model.")
+            article = "an" if task[:1] in "aeiou" else "a"
+            raise UserError(f"{self.title} applies to {' and '.join(self.tasks or ())} models; {model_name} is {article} {task} model.")
 
     def describe(self) -> dict[str, Any]:
         return {

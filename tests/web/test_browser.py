@@ -150,10 +150,16 @@ def test_explain_a_detection_picked_from_the_form(server, page, shots, tmp_path)
     page.goto(server + "/images")
     page.set_input_files("input[name=images]", str(path))
     page.click("button[type=submit]")
-    models = page.request.get(server + "/api/models").json()
-    detector = next(model for model in models if model["name"] == "shapes_detector")
+    import time
+
+    deadline = time.monotonic() + 120
+    while True:  # the shipped models are inspected by jobs after the server starts
+        detector = next(model for model in page.request.get(server + "/api/models").json() if model["name"] == "shapes_detector")
+        if detector["status"] != "inspecting" or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     page.goto(f"{server}/run?model={detector['id']}&technique=gradcam")
-    page.check("input[name=image_ids] >> nth=-1")  # the scene, uploaded last
+    page.check("label.thumb:has-text('scene.png') input[name=image_ids]")
     page.wait_for_selector("[data-predictions] svg rect.detection-box", timeout=120_000)
     boxes = page.locator("[data-predictions] svg rect.detection-box").count()
     assert boxes >= 2
