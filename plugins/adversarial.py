@@ -1,7 +1,11 @@
-"""Adversarial examples with FGSM or PGD (L-inf or L2), targeted or not, on a batch of images.
+"""Adversarial examples: by default the AutoAttack-style ensemble of Croce & Hein (2020) (APGD on the
+cross-entropy, targeted APGD on the DLR loss, and the gradient-free Square attack as a check), or one attack:
+APGD, Square, PGD (Madry et al. 2018) or FGSM (Goodfellow et al. 2015), with margin, DLR or CE losses on the
+logits; untargeted or towards a class.
 
 Shows, per image: the original, the adversarial image, and the perturbation amplified to be visible, with
 the model's prediction before and after and the perturbation's L-inf and L2 size (in unit space, [0, 1]).
+Every result is checked for gradient masking and leads with what it can and cannot support.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import torch
 from viz_server import hookimpl
 from viz_server.rendering import png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins.toolkit import attacks
+from viz_server_plugins.toolkit import attacks, robust_evaluation
 from viz_server_plugins.toolkit.optimization import display
 from viz_server_plugins.toolkit.pictures import amplified
 
@@ -21,10 +25,11 @@ class Adversarial(Technique):
     title = "Adversarial examples"
     family = "robustness"
     tasks = ("classification",)
-    summary = "Small perturbations that change the prediction: FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018)."
+    version = "2"
+    summary = "Small perturbations that change the prediction: the APGD/Square ensemble (Croce & Hein 2020), APGD, PGD or FGSM."
     params = (
-        Param("target", "str", "", "Empty: untargeted (away from the predicted class); or a class (index or label) to push towards."),
-    ) + attacks.ATTACK_PARAMS
+        Param("target", "str", "", "Empty: untargeted (away from the predicted class); or a class (label or index) to push towards."),
+    ) + robust_evaluation.ATTACK_PARAMS
     inputs = ("image",)
 
     def run(self, ctx: Context, params: dict) -> Result:
@@ -32,12 +37,21 @@ class Adversarial(Technique):
         ctx.progress(0, 1, "attacking")
         unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         before = attacks.predicted_classes(ctx.model, unit)
-        targeted = bool(params["target"].strip())
-        labels = torch.full_like(before, spec.class_index(params["target"])) if targeted else before
-        adversarial = attacks.run_attack(ctx, unit, labels, params, targeted)
+        targets = torch.full_like(before, spec.class_index(params["target"])) if params["target"].strip() else None
+        outcome = robust_evaluation.run_attack(ctx, unit, before, params, targets)
+        adversarial = outcome.adversarial
         after = attacks.predicted_classes(ctx.model, adversarial)
-        success = (after == labels) if targeted else (after != before)
+        success = torch.from_numpy(outcome.success)
         linf, l2 = attacks.perturbation_sizes(unit, adversarial)
+        findings = robust_evaluation.masking_findings(
+            zero_gradient_share=outcome.zero_gradient_share,
+            gradient_free_only=outcome.gradient_free_only,
+            success_by_step=outcome.success_by_step,
+            tolerance=1 / len(unit),
+        )
+        caveats = [robust_evaluation.verdict(findings), "Budgets are in image space ([0, 1] per value): 8/255 in L-inf is a change no person notices."]
+        if params["attack"] == "ensemble" and not outcome.square_used:
+            caveats.append("The gradient-free check (Square, L-inf only) did not run for this budget, so gradient masking cannot be ruled out.")
         result = Result(
             arrays={"adversarial": spec.unit_to_model(adversarial.numpy()), "perturbation": (adversarial - unit).numpy()},
             metrics={
@@ -45,13 +59,13 @@ class Adversarial(Technique):
                 "after": [spec.label(int(i)) for i in after],
                 "success": success.tolist(),
                 "success_rate": round(float(success.float().mean()), 4),
+                "broken_by": outcome.broken_by,
+                "zero_gradient_share": round(outcome.zero_gradient_share, 4),
+                "masking_findings": findings,
                 "linf": [round(v, 6) for v in linf],
                 "l2": [round(v, 6) for v in l2],
             },
-            caveats=[
-                "Budgets are in image space ([0, 1] per value): 8/255 in L-inf is a change no person notices.",
-                "A failed attack at one budget proves little: stronger attacks (more steps, restarts) may succeed.",
-            ],
+            caveats=caveats,
         )
         for index in range(len(unit)):
             name = ctx.image_names[index] if index < len(ctx.image_names) else str(index)
@@ -66,7 +80,7 @@ class Adversarial(Technique):
                 ),
                 Artifact(
                     f"adversarial_{index}.png",
-                    f"adversarial: {spec.label(int(after[index]))}",
+                    f"adversarial: {spec.label(int(after[index]))}" + (f" (broken by {outcome.broken_by[index]})" if success[index] else " (not broken)"),
                     data=png_bytes(display(spec, adversarial[index].numpy()), 128),
                     array="adversarial",
                     group=group,

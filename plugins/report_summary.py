@@ -1,8 +1,8 @@
 """The built-in report section (the ``report_sections`` hook): which parts of a report can be trusted.
 
 For every class attribution in the report it lists the sanity check's verdict (Adebayo et al. 2018) and the
-faithfulness areas; every job that failed is named with its sentence. An auditor reads this before any
-picture.
+faithfulness areas; every robustness result with a sign of gradient masking is named; every job that failed
+is named with its sentence. An auditor reads this before any picture.
 """
 
 from __future__ import annotations
@@ -41,6 +41,16 @@ def report_sections(report):
             continue
         verdict = "passed" if check.get("passed") else "cannot judge" if check.get("passed") is None else "FAILED"
         rows.append([job["technique"], job["model"]["name"], verdict, _mean(metrics.get("deletion_auc")), _mean(metrics.get("insertion_auc"))])
+    masked = []
+    for job in report["jobs"]:
+        findings = ((job.get("result") or {}).get("metrics") or {}).get("masking_findings")
+        if job["status"] != "done" or findings is None:
+            continue
+        groups = findings.values() if isinstance(findings, dict) else [findings]
+        if any(groups):
+            masked.append(f"{job['technique']} on {job['model']['name']}: robustness cannot be claimed ({next(f for f in groups if f)[0]})")
+    if masked:
+        sections.append(Section("Robustness results that cannot be trusted", sentences=masked, level="warning"))
     if len(rows) > 1:
         failing = [row[0] for row in rows[1:] if row[2] != "passed"]
         sentences = (

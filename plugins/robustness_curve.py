@@ -1,9 +1,12 @@
-"""Robustness curve over a labeled image set: accuracy against the attack budget, for FGSM and PGD.
+"""Robustness curve over a labeled image set: accuracy against the attack budget.
 
-One call sweeps every epsilon. For each attack it reports accuracy per epsilon, the attack success rate on
-the images the model got right, and the smallest epsilon that flips each image. Labels come from the
-image set's class folders; an unlabeled set uses the model's clean predictions (the curve then measures
-how stable the predictions are).
+One call sweeps every epsilon with each chosen attack, by default the AutoAttack-style ensemble (Croce & Hein
+2020: APGD-CE, targeted APGD on DLR, Square), each epsilon attacked independently. For each attack it reports
+accuracy per epsilon, the success rate on the images the model got right, and the smallest epsilon that flips
+each image, and it checks itself for gradient masking: success must not fall as epsilon grows, a very large
+epsilon must break about every image, a gradient-free attack must not beat the gradient ones, and exactly-zero
+gradients must be rare. Labels come from the image set's class folders; an unlabeled set uses the model's
+clean predictions (the curve then measures how stable the predictions are).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from viz_server.errors import UserError
 from viz_server.rendering import figure_png
 from viz_server.rendering import pyplot as plotting
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins.toolkit import attacks
+from viz_server_plugins.toolkit import attacks, robust_evaluation
 from viz_server_plugins.toolkit.objectives import reference_labels
 
 
@@ -38,52 +41,66 @@ class RobustnessCurve(Technique):
     family = "robustness"
     tasks = ("classification",)
     suites = ("robustness",)
-    summary = "Accuracy against the attack budget over an image set, for FGSM and PGD, with the smallest flipping epsilon per image."
+    version = "2"
+    summary = "Accuracy against the attack budget over an image set (the APGD/Square ensemble by default), checked for gradient masking."
     params = (
         Param("epsilons", "str", "0,1/255,2/255,4/255,8/255,16/255", "Budgets (image space, [0, 1] per value), comma-separated; fractions allowed."),
-        Param("attacks", "str", "fgsm,pgd", "Which attacks to sweep: fgsm, pgd or both (comma-separated)."),
-        Param("norm", "choice", "Linf", "Budget norm for PGD.", choices=("Linf", "L2")),
-        Param("steps", "int", 10, "PGD steps (step size = 2.5 x epsilon / steps).", minimum=1, maximum=200),
-    )
+        Param("attacks", "str", "ensemble", f"Which attacks to sweep, comma-separated: {', '.join(robust_evaluation.ATTACKS)}."),
+    ) + tuple(param for param in robust_evaluation.ATTACK_PARAMS if param.name not in ("attack", "epsilon"))
     inputs = ("image_set",)
 
     def run(self, ctx: Context, params: dict) -> Result:
         spec = ctx.model.spec
         epsilons = parse_epsilons(params["epsilons"])
         chosen = [a.strip() for a in params["attacks"].split(",") if a.strip()]
-        if not chosen or any(a not in ("fgsm", "pgd") for a in chosen):
-            raise UserError("attacks must be fgsm, pgd or fgsm,pgd.")
+        if not chosen or any(a not in robust_evaluation.ATTACKS for a in chosen):
+            raise UserError(f"attacks must be a comma-separated choice of {', '.join(robust_evaluation.ATTACKS)}.")
         unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
-        forward = attacks.unit_forward(ctx.model)
         clean = attacks.predicted_classes(ctx.model, unit)
         labels, source = reference_labels(ctx, clean)
-        correct = clean == labels
+        correct = (clean == labels).numpy()
+        large = robust_evaluation.large_epsilon(params["norm"], unit)
         accuracy = {attack: [] for attack in chosen}
+        success = {attack: [] for attack in chosen}
         smallest = {attack: np.full(len(unit), np.nan) for attack in chosen}
-        total, done = len(chosen) * len(epsilons), 0
+        findings: dict[str, list[str]] = {}
+        total, done = len(chosen) * (len(epsilons) + 1), 0
         for attack in chosen:
-            for epsilon in epsilons:
-                if epsilon == 0:
-                    adversarial = unit
-                elif attack == "fgsm":
-                    adversarial = attacks.fgsm(forward, unit, labels, epsilon)
-                else:
-                    adversarial = attacks.pgd(forward, unit, labels, epsilon, 2.5 * epsilon / params["steps"], params["steps"], params["norm"])
-                still = attacks.predicted_classes(ctx.model, adversarial) == labels
-                accuracy[attack].append(float(still.float().mean()))
-                flipped = (correct & ~still).numpy() & np.isnan(smallest[attack])  # numpy bools: a mask, not indices
-                smallest[attack][flipped] = epsilon
+            settings = {**params, "attack": attack}
+            zero, gradient_free, by_large = [], 0, 0.0
+            for epsilon in [*epsilons, large]:
+                outcome = robust_evaluation.run_attack(ctx, unit, labels, settings, epsilon=epsilon) if epsilon > 0 else None
+                broken = outcome.success if outcome is not None else ~correct
+                rate = float((broken & correct).sum() / max(correct.sum(), 1))
                 done += 1
-                ctx.progress(done, total, f"{attack} epsilon {epsilon:.4g}: accuracy {accuracy[attack][-1]:.3f}")
+                ctx.progress(done, total, f"{attack} epsilon {epsilon:.4g}: success {rate:.3f}")
+                if outcome is not None:
+                    zero.append(outcome.zero_gradient_share)
+                    gradient_free += outcome.gradient_free_only
+                if epsilon == large:
+                    by_large = rate
+                    continue
+                accuracy[attack].append(float((~broken & correct).mean()))
+                success[attack].append(rate)
+                flipped = correct & broken & np.isnan(smallest[attack])
+                smallest[attack][flipped] = epsilon
+            findings[attack] = robust_evaluation.masking_findings(
+                zero_gradient_share=max(zero, default=0.0),
+                gradient_free_only=gradient_free,
+                curve=(epsilons, success[attack]),
+                large=(large, by_large) if correct.any() else None,
+                tolerance=1 / max(int(correct.sum()), 1),
+            )
         rows = [["epsilon"] + [f"accuracy ({a})" for a in chosen]] + [
             [round(e, 6)] + [round(accuracy[a][i], 4) for a in chosen] for i, e in enumerate(epsilons)
         ]
-        success = {a: round(float(1 - accuracy[a][-1] / max(float(correct.float().mean()), 1e-12)), 4) if correct.any() else None for a in chosen}
+        caveats = [f"{attack}: {robust_evaluation.verdict(found)}" for attack, found in findings.items()]
+        caveats.append("Epsilon is measured in image space ([0, 1] per value), the same for every model.")
         return Result(
             artifacts=[
                 Artifact(
                     "robustness_curve.png",
-                    f"accuracy against epsilon ({params['norm']} for PGD); labels: {source}",
+                    f"accuracy against epsilon ({params['norm']}); labels: {source}",
                     kind="plot",
                     data=self._plot(epsilons, accuracy),
                     array="accuracy",
@@ -98,15 +115,18 @@ class RobustnessCurve(Technique):
             },
             metrics={
                 "labels": source,
-                "clean_accuracy": round(float(correct.float().mean()), 4),
+                "norm": params["norm"],
+                "clean_accuracy": round(float(correct.mean()), 4),
+                "epsilons": [round(e, 6) for e in epsilons],
                 "accuracy": {a: [round(v, 4) for v in accuracy[a]] for a in chosen},
-                "success_rate_at_largest": success,
+                "success_rate": {a: [round(v, 4) for v in success[a]] for a in chosen},
+                "success_rate_at_largest": {a: (success[a][-1] if correct.any() else None) for a in chosen},
                 "median_smallest_flip": {a: (None if np.isnan(smallest[a]).all() else round(float(np.nanmedian(smallest[a])), 6)) for a in chosen},
+                "large_epsilon": round(large, 6),
+                "masking_findings": findings,
+                "masking_free": {a: not found for a, found in findings.items()},
             },
-            caveats=[
-                "Accuracy under attack is an upper bound on true robustness: a stronger attack can only lower it.",
-                "Epsilon is measured in image space ([0, 1] per value), the same for every model.",
-            ],
+            caveats=caveats,
         )
 
     @staticmethod

@@ -174,3 +174,12 @@ def test_a_plugin_that_fails_to_import_is_reported(monkeypatch):
     finally:
         monkeypatch.undo()
         plugins.reset_plugin_manager()
+
+
+def test_builtin_report_section_names_robustness_results_with_masking():
+    masked = job("robustness_curve", metrics={"masking_findings": {"pgd": ["a gradient-free attack broke 2 image(s)"], "ensemble": []}})
+    clean = job("adversarial", metrics={"masking_findings": []})
+    sections = {section.title: section for section in report_sections(report([masked, clean]))}
+    section = sections["Robustness results that cannot be trusted"]
+    assert section.level == "warning" and len(section.sentences) == 1 and "gradient-free" in section.sentences[0]
+    assert "Robustness results that cannot be trusted" not in {s.title for s in report_sections(report([clean]))}

@@ -8,6 +8,8 @@ perturbed images never leave the valid input range.
 - PGD (Madry et al. 2018): repeated steps, each projected back onto the L-inf or L2 ball around the
   original image, optionally from a random start. Steps follow the gradient's sign (as captum.robust does);
   ``step_rule="normalized"`` takes the L2-normalized gradient instead, the usual choice for L2 attacks.
+  Losses are on the logits (``attack_losses``: margin by default, DLR, or cross-entropy); any non-zero gradient
+  moves a pixel.
 - Fooling image: gradient ascent on a chosen wrong class until the model predicts it.
 """
 
@@ -18,45 +20,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from viz_server.techniques import Context, Param
+from viz_server_plugins.toolkit.attack_losses import BY_NAME
 from viz_server_plugins.toolkit.optimization import to_model_space
 
-ZERO_GRADIENT = 1e-6  # captum.robust leaves elements whose gradient is below this unchanged
-
-ATTACK_PARAMS = (
-    Param("attack", "choice", "pgd", "FGSM (one step) or PGD (iterated, projected).", choices=("fgsm", "pgd")),
-    Param("norm", "choice", "Linf", "PGD's budget: L-inf or L2 ball (FGSM is L-inf).", choices=("Linf", "L2")),
-    Param("epsilon", "float", 8 / 255, "Budget in image space ([0, 1] per value): L-inf radius, or L2 radius.", minimum=0.0, maximum=100.0),
-    Param("step_size", "float", 2 / 255, "PGD step size.", minimum=0.0, maximum=10.0),
-    Param("steps", "int", 10, "PGD steps.", minimum=1, maximum=1000),
-    Param("random_start", "bool", False, "PGD: start from a random point in the ball (seeded)."),
-    Param(
-        "step_rule", "choice", "sign", "PGD steps along the gradient's sign (as captum.robust) or the L2-normalized gradient.", choices=("sign", "normalized")
-    ),
-)
-"""The parameters of ``run_attack``: a technique that attacks takes them as they are."""
-
-
-def run_attack(ctx: Context, unit: torch.Tensor, labels: torch.Tensor, params: dict, targeted: bool, epsilon: float | None = None) -> torch.Tensor:
-    """FGSM or PGD as ``params`` (``ATTACK_PARAMS``) say, on unit-space images, with progress reported to ``ctx``."""
-    forward = unit_forward(ctx.model)
-    epsilon = params["epsilon"] if epsilon is None else epsilon
-    if params["attack"] == "fgsm":
-        return fgsm(forward, unit, labels, epsilon, targeted)
-    return pgd(
-        forward,
-        unit,
-        labels,
-        epsilon,
-        params["step_size"],
-        params["steps"],
-        params["norm"],
-        targeted,
-        params["random_start"],
-        ctx.torch_generator(),
-        params["step_rule"],
-        on_step=lambda step: ctx.progress(step + 1, params["steps"], f"PGD step {step + 1}"),
-    )
+CAPTUM_ZERO_GRADIENT = 1e-6
+"""captum.robust leaves elements whose gradient is below this unchanged; our attacks move on any non-zero
+gradient (``zero_gradient=0``) and pass this only to reproduce captum.robust exactly."""
 
 
 def unit_forward(model) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -69,25 +38,52 @@ def predicted_classes(model, unit: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(model.predict(model.spec.unit_to_model(unit.detach().numpy())).argmax(1))
 
 
-def loss_gradient(forward, unit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Gradient of the summed cross-entropy loss with respect to the unit-space images."""
+def loss_gradient(
+    forward, unit: torch.Tensor, labels: torch.Tensor, targeted: bool = False, loss: str = "margin", counter: list[int] | None = None
+) -> torch.Tensor:
+    """Gradient of the attack loss to maximize (``attack_losses``) with respect to the unit-space images: away
+    from ``labels``, or towards them when ``targeted``. ``counter`` ([zero, all]) counts images whose gradient is
+    exactly zero."""
+    loss_fn = BY_NAME["margin" if targeted and loss == "dlr" else loss]  # targeted DLR needs the true class too
     inputs = unit.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        loss = F.cross_entropy(forward(inputs), labels, reduction="none").sum()
-        (gradient,) = torch.autograd.grad(loss, inputs)
+        logits = forward(inputs)
+        values = loss_fn(logits, labels, labels) if targeted else loss_fn(logits, labels)
+        (gradient,) = torch.autograd.grad(values.sum(), inputs)
+    if counter is not None:
+        counter[0] += int((gradient.flatten(1).abs().amax(1) == 0).sum())
+        counter[1] += len(gradient)
     return gradient
 
 
-def signed_step(forward, unit: torch.Tensor, labels: torch.Tensor, size: float, targeted: bool) -> torch.Tensor:
-    """One step along the loss gradient's sign (towards ``labels`` when targeted), not yet clamped."""
-    gradient = loss_gradient(forward, unit, labels)
-    direction = -1.0 if targeted else 1.0
-    return torch.where(gradient.abs() > ZERO_GRADIENT, unit + direction * size * gradient.sign(), unit).detach()
+def signed_step(
+    forward,
+    unit: torch.Tensor,
+    labels: torch.Tensor,
+    size: float,
+    targeted: bool,
+    loss: str = "margin",
+    zero_gradient: float = 0.0,
+    counter: list[int] | None = None,
+) -> torch.Tensor:
+    """One step along the loss gradient's sign (towards ``labels`` when targeted), not yet clamped. Elements whose
+    gradient magnitude is not above ``zero_gradient`` stay (0: only exactly-zero ones)."""
+    gradient = loss_gradient(forward, unit, labels, targeted, loss, counter)
+    return torch.where(gradient.abs() > zero_gradient, unit + size * gradient.sign(), unit).detach()
 
 
-def fgsm(forward, unit: torch.Tensor, labels: torch.Tensor, epsilon: float, targeted: bool = False) -> torch.Tensor:
+def fgsm(
+    forward,
+    unit: torch.Tensor,
+    labels: torch.Tensor,
+    epsilon: float,
+    targeted: bool = False,
+    loss: str = "margin",
+    zero_gradient: float = 0.0,
+    counter: list[int] | None = None,
+) -> torch.Tensor:
     """One signed-gradient step of size epsilon, clamped to the valid range."""
-    return signed_step(forward, unit, labels, epsilon, targeted).clamp(0.0, 1.0)
+    return signed_step(forward, unit, labels, epsilon, targeted, loss, zero_gradient, counter).clamp(0.0, 1.0)
 
 
 def project(original: torch.Tensor, perturbed: torch.Tensor, radius: float, norm: str) -> torch.Tensor:
@@ -124,8 +120,12 @@ def pgd(
     generator: torch.Generator | None = None,
     step_rule: str = "sign",
     on_step: Callable[[int], None] | None = None,
+    loss: str = "margin",
+    zero_gradient: float = 0.0,
+    counter: list[int] | None = None,
 ) -> torch.Tensor:
-    """Projected gradient descent inside the ``norm`` ball of ``radius`` around ``unit``, within [0, 1]."""
+    """Projected gradient descent inside the ``norm`` ball of ``radius`` around ``unit``, within [0, 1], on the
+    ``loss`` of ``attack_losses`` (captum.robust's PGD is ``loss="ce", zero_gradient=CAPTUM_ZERO_GRADIENT``)."""
     original = unit.detach()
     current = original.clone()
     if random_start:
@@ -138,11 +138,10 @@ def pgd(
         current = (original + noise).clamp(0.0, 1.0)
     for step in range(steps):
         if step_rule == "sign":
-            current = signed_step(forward, current, labels, step_size, targeted)
+            current = signed_step(forward, current, labels, step_size, targeted, loss, zero_gradient, counter)
         else:
-            gradient = loss_gradient(forward, current, labels)
-            unit_gradient = F.normalize(gradient.flatten(1)).view(gradient.shape)
-            current = current + (-1.0 if targeted else 1.0) * step_size * unit_gradient
+            gradient = loss_gradient(forward, current, labels, targeted, loss, counter)
+            current = current + step_size * F.normalize(gradient.flatten(1)).view(gradient.shape)
         current = project(original, current, radius, norm).clamp(0.0, 1.0).detach()  # step, project, then clamp
         if on_step is not None:
             on_step(step)
