@@ -1,48 +1,72 @@
 """Labeled image sets from untrusted folders and zip archives (ImageFolder style: one sub-folder per class).
 
 Archive member names are never used as paths: only their last two components (class folder, file name) are
-read. Count, total size and compression-ratio limits stop zip bombs before anything is decompressed.
+read. Count, total size and compression-ratio limits stop zip bombs before anything is decompressed, and
+entries are read in chunks against the same limits, since the sizes an archive declares may lie.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
+import zlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from viz_server.errors import UserError
 
 MAX_FILES = 2000
 MAX_TOTAL_BYTES = 512 * 2**20
-MAX_RATIO = 200
+MAX_RATIO = 20
+"""Pictures barely compress (PNG and JPEG are compressed already): an archive that would inflate more than this
+many times its own size is refused as a bomb."""
+CHUNK = 1 << 20
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError, NotImplementedError, KeyError)
+"""What reading a damaged or hostile archive raises: bad CRCs and headers, encryption, unknown compression,
+corrupt deflate streams."""
 
 LabeledImage = tuple[str, bytes, "str | None"]  # (file name, bytes, class label or None)
 
 
-def read_archive(name: str, data: bytes) -> list[LabeledImage]:
-    """Pictures of a zip archive with their class folder as label; refuses bombs and lying archives."""
+def iter_archive(name: str, data: bytes) -> Iterator[LabeledImage]:
+    """The pictures of a zip archive, one at a time, with their class folder as label. Refuses bombs and lying or
+    damaged archives with one sentence; memory stays bounded by one entry plus the archive itself."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = [entry for entry in archive.infolist() if not entry.is_dir()]
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except ZIP_ERRORS:
         raise UserError(f"{name} is not a readable zip archive; upload a .zip of class folders.") from None
     if len(entries) > MAX_FILES:
         raise UserError(f"{name} holds {len(entries)} files, more than the {MAX_FILES} allowed.")
-    total = sum(entry.file_size for entry in entries)
-    if total > MAX_TOTAL_BYTES or total > MAX_RATIO * max(len(data), 1):
-        raise UserError(f"{name} would unpack to {total / 2**20:.0f} MiB; that looks like a zip bomb and was refused.")
-    found: list[LabeledImage] = []
+    budget = min(MAX_TOTAL_BYTES, MAX_RATIO * max(len(data), 1))
+    if sum(entry.file_size for entry in entries) > budget:
+        raise UserError(f"{name} would unpack to more than {budget / 2**20:.0f} MiB; that looks like a zip bomb and was refused.")
+    unpacked = 0
     for entry in entries:
         path = PurePosixPath(entry.filename.replace("\\", "/"))
         if path.is_absolute() or ".." in path.parts or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue  # never trust archive paths; skip anything that is not a picture
-        with archive.open(entry) as handle:
-            content = handle.read(entry.file_size + 1)
-        if len(content) > entry.file_size:
-            raise UserError(f"{name} lies about the size of {path.name}; the archive was refused.")
-        found.append((path.name, content, path.parts[-2] if len(path.parts) >= 2 else None))
-    return found
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with archive.open(entry) as handle:
+                while chunk := handle.read(min(CHUNK, entry.file_size + 1 - size)):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > entry.file_size:
+                        raise UserError(f"{name} lies about the size of {path.name}; the archive was refused.")
+        except ZIP_ERRORS:
+            raise UserError(f"{name} is damaged at {path.name[:80]} (a bad checksum, an encrypted or unknown entry); the archive was refused.") from None
+        unpacked += size
+        if unpacked > budget:
+            raise UserError(f"{name} unpacks to more than {budget / 2**20:.0f} MiB; the archive was refused.")
+        yield path.name, b"".join(chunks), path.parts[-2] if len(path.parts) >= 2 else None
+
+
+def read_archive(name: str, data: bytes) -> list[LabeledImage]:
+    """Every picture of a zip archive (see ``iter_archive``)."""
+    return list(iter_archive(name, data))
 
 
 def read_image_set(source: str | Path) -> list[LabeledImage]:

@@ -74,8 +74,10 @@ class Param:
         """Turn a raw value (text from the CLI or a form, or a JSON value) into a checked value."""
         try:
             value = self._convert(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise UserError(f"parameter {self.name}={str(raw)[:40]!r} is not {self._expected()}.") from None
+        if self.kind == "int" and not -(2**53) <= value <= 2**53:
+            raise UserError(f"parameter {self.name} is out of range; give a number between -2^53 and 2^53.")
         if self.kind in ("int", "float"):
             if not math.isfinite(value):
                 raise UserError(f"parameter {self.name} must be a finite number.")
@@ -91,7 +93,10 @@ class Param:
         if self.kind == "int":
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError
-            return int(str(raw).strip()) if isinstance(raw, str) else int(raw)
+            text = str(raw).strip()
+            if isinstance(raw, str) and len(text) > 20:
+                raise ValueError
+            return int(text) if isinstance(raw, str) else int(raw)
         if self.kind == "float":
             if isinstance(raw, bool):
                 raise ValueError

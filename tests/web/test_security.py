@@ -101,3 +101,40 @@ def test_form_upload_of_hostile_model_is_stored_and_fails_cleanly(client):
     before = client.get("/api/models").get_json()
     assert all(m["status"] == "ready" for m in before if m["shipped"])  # nothing stored was lost
     assert client.post("/api/jobs", json={"technique": "saliency", "model_id": model["id"], "image_ids": [1]}, headers=API).status_code == 400
+
+
+@pytest.fixture(scope="module")
+def loopback_app(tmp_path_factory):
+    application = create_app(load_settings(data_dir=tmp_path_factory.mktemp("loopback")), start_jobs=False)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "10.0.0.5"])
+def test_a_tokenless_server_answers_only_to_its_own_names(loopback_app, host):
+    """DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 sends Host: evil.example."""
+    client = loopback_app.test_client()
+    response = client.get("/api/models", headers={"Host": host})
+    assert response.status_code == 403 and "answers only to" in response.get_json()["error"]
+    before = len(client.get("/api/reports", headers={"Host": "127.0.0.1"}).get_json())
+    refused = client.post("/api/audits", json={"model_id": 1, "techniques": ["filters"]}, headers={**API, "Host": host})
+    assert refused.status_code == 403 and len(client.get("/api/reports").get_json()) == before
+    for allowed in ("127.0.0.1", "127.0.0.1:8000", "localhost:9", "[::1]:8000"):
+        assert client.get("/api/models", headers={"Host": allowed}).status_code == 200
+
+
+def test_state_changing_requests_from_another_origin_are_refused(loopback_app):
+    client = loopback_app.test_client()
+    for origin in ("https://evil.example", "null", "http://127.0.0.1.evil.example:8000"):
+        response = client.post("/api/models/1/spec", json={"labels": "a"}, headers={**API, "Origin": origin})
+        assert response.status_code == 403 and "another web site" in response.get_json()["error"]
+    assert client.post("/api/models/1/spec", json={"layout": "NCHW"}, headers={**API, "Origin": "http://localhost:8000"}).status_code in (202, 404)
+
+
+def test_allowed_hosts_are_configurable(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIZ_SERVER_ALLOWED_HOSTS", "viz.internal, Other.Example")
+    application = create_app(load_settings(data_dir=tmp_path), start_jobs=False)
+    client = application.test_client()
+    assert client.get("/api/models", headers={"Host": "viz.internal:8000"}).status_code == 200
+    assert client.get("/api/models", headers={"Host": "other.example"}).status_code == 200
+    assert client.get("/api/models", headers={"Host": "evil.example"}).status_code == 403

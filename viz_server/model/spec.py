@@ -223,7 +223,7 @@ def parse_field(key: str, raw: Any) -> Any:
             if len(sizes) != 2 or not all(1 <= size <= 4096 for size in sizes):
                 raise ValueError
             return sizes
-    except (TypeError, ValueError, KeyError):
+    except (TypeError, ValueError, KeyError, OverflowError):
         pass
     hints = {
         "layout": "NCHW or NHWC",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
@@ -69,20 +70,32 @@ class Store:
     # ---- images ------------------------------------------------------------------------------------
     def add_image(self, name: str, data: bytes, image_set: str = "uploads", label: str | None = None) -> ImageRecord:
         """Check that the bytes are a safe picture (header only, no model code), then store them."""
+        return self.add_images([(name, data, image_set, label)])[0]
+
+    def add_images(self, pictures: Iterable[tuple[str, bytes, str, str | None]]) -> list[ImageRecord]:
+        """Check and store (name, bytes, set, label) pictures all or nothing: each is checked and its bytes kept
+        as it comes (so a stream of them needs memory for one), and the records are written in one transaction
+        only when every one passed; a refusal leaves no record behind."""
         from viz_server.model.images import decode_image
 
-        picture = decode_image(data, clean_name(name, "image"))
-        digest = self.blobs.put(data)
-        return self.db.add(
-            ImageRecord(
-                name=clean_name(name, digest[:12]),
-                sha256=digest,
-                image_set=clean_name(image_set, "uploads")[:100],
-                label=clean_name(label, "")[:200] or None if label else None,
-                width=picture.width,
-                height=picture.height,
+        records = []
+        for name, data, image_set, label in pictures:
+            picture = decode_image(data, clean_name(name, "image"))
+            digest = self.blobs.put(data)
+            records.append(
+                ImageRecord(
+                    name=clean_name(name, digest[:12]),
+                    sha256=digest,
+                    image_set=clean_name(image_set, "uploads")[:100],
+                    label=clean_name(label, "")[:200] or None if label else None,
+                    width=picture.width,
+                    height=picture.height,
+                )
             )
-        )
+        with self.db.session() as session:
+            session.add_all(records)
+            session.commit()
+        return records
 
     def images(self, image_set: str | None = None) -> list[ImageRecord]:
         with self.db.session() as session:
@@ -96,21 +109,22 @@ class Store:
             return sorted({row[0] for row in session.execute(select(ImageRecord.image_set))})
 
     # ---- jobs ----------------------------------------------------------------------------------------
-    def create_job(
-        self, technique: str, model_id: int, image_ids: list[int], params: dict, seed: int = 0, second_image_id: int | None = None, report_id: int | None = None
-    ) -> JobRecord:
-        return self.db.add(
-            JobRecord(
-                kind="technique",
-                technique=technique,
-                model_id=model_id,
-                image_ids=image_ids,
-                params=params,
-                seed=seed,
-                second_image_id=second_image_id,
-                report_id=report_id,
-            )
-        )
+    def create_job(self, technique: str, model_id: int, image_ids: list[int], params: dict, seed: int = 0) -> JobRecord:
+        """Store one technique job (checked already; see ``web.actions.prepared_job``)."""
+        job = JobRecord(kind="technique", technique=technique, model_id=model_id, image_ids=image_ids, params=params, seed=seed)
+        self.save_jobs([job])
+        return job
+
+    def save_jobs(self, jobs: list[JobRecord], report: ReportRecord | None = None) -> None:
+        """Store jobs (and the report they belong to) in one transaction."""
+        with self.db.session() as session:
+            if report is not None:
+                session.add(report)
+                session.flush()
+                for job in jobs:
+                    job.report_id = report.id
+            session.add_all(jobs)
+            session.commit()
 
     def jobs(self, limit: int = 200, report_id: int | None = None, with_results: bool = True) -> list[JobRecord]:
         """The newest ``limit`` jobs, or every job of a report in order; ``with_results=False`` leaves the

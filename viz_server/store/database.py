@@ -16,6 +16,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from viz_server.errors import NotFound
 
+MAX_ID = 2**63 - 1
+"""The largest id a record can have (a signed 64-bit column)."""
+
 
 class JobStatus(StrEnum):
     """Where a job is: queued -> running -> done | failed | cancelled (stored as these strings)."""
@@ -118,6 +121,9 @@ class Database:
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
     def get(self, record_type, record_id: int):
+        """The record with this id, or None (also for ids no database column can hold: SQLite raises on them)."""
+        if not isinstance(record_id, int) or isinstance(record_id, bool) or not 0 < record_id <= MAX_ID:
+            return None
         with self.session() as session:
             return session.get(record_type, record_id)
 

@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1", start_
     dispatcher = make_dispatcher(store, settings)
     app.extensions["viz_dispatcher"] = dispatcher
     app.extensions["viz_token"] = security.required_token(settings, host)
-    security.install(app, app.extensions["viz_token"])
+    security.install(app, app.extensions["viz_token"], security.host_allow_list(settings, host, app.extensions["viz_token"]))
 
     from viz_server.web import api, pages
     from viz_server.web.views import artifact_html, target_choices

@@ -11,9 +11,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from viz_server.errors import UserError
-from viz_server.image_sets import read_archive
+from viz_server.image_sets import iter_archive
 from viz_server.plugins import get_technique, techniques
-from viz_server.store import ImageRecord, ModelRecord, ModelStatus, ReportRecord, Store
+from viz_server.store import ImageRecord, JobRecord, ModelRecord, ModelStatus, ReportRecord, Store
 from viz_server.techniques import validate_params
 
 
@@ -21,7 +21,7 @@ def upload_model(store: Store, name: str, data: bytes, spec_overrides: dict | No
     """Store an uploaded model and queue its inspection; the guard's sentence comes back on its job."""
     if not data:
         raise UserError("the uploaded model file is empty; choose an exported .onnx file.")
-    if data[:1] == b"<" or data[:5] in (b"%PDF-", b"PK\x03\x04"):
+    if data[:1] == b"<" or data[:5] == b"%PDF-" or data[:4] == b"PK\x03\x04":
         raise UserError("the uploaded file is not an ONNX model; choose an exported .onnx file.")
     spec = _spec_overrides(spec_overrides or {})
     return store.add_model(name, data, spec_overrides=spec)
@@ -48,21 +48,23 @@ def update_spec(store: Store, model_id: int, raw: dict[str, Any]):
 
 
 def upload_images(store: Store, files: list[tuple[str, bytes]], image_set: str = "uploads", label: str | None = None) -> list[ImageRecord]:
-    """Store pictures; a .zip is read as an image set with one sub-folder per class (ImageFolder style)."""
-    stored = []
-    for name, data in files:
-        if name.lower().endswith(".zip") or data[:4] == b"PK\x03\x04":
-            stored += _upload_archive(store, name, data, image_set)
-        else:
-            stored.append(store.add_image(name, data, image_set, label))
+    """Store pictures, all or none; a .zip is read as an image set with one sub-folder per class (ImageFolder style)."""
+    if not files:
+        raise UserError("no pictures were uploaded; choose PNG or JPEG files or a .zip of class folders.")
+
+    def pictures():
+        for name, data in files:
+            if name.lower().endswith(".zip") or data[:4] == b"PK\x03\x04":
+                set_name = image_set if image_set != "uploads" else PurePosixPath(name).stem
+                for file_name, content, folder in iter_archive(name, data):
+                    yield file_name, content, set_name, folder
+            else:
+                yield name, data, image_set, label
+
+    stored = store.add_images(pictures())
     if not stored:
         raise UserError("no pictures were uploaded; choose PNG or JPEG files or a .zip of class folders.")
     return stored
-
-
-def _upload_archive(store: Store, name: str, data: bytes, image_set: str) -> list[ImageRecord]:
-    set_name = image_set if image_set != "uploads" else PurePosixPath(name).stem
-    return [store.add_image(file_name, content, set_name, label) for file_name, content, label in read_archive(name, data)]
 
 
 def model_or_404(store: Store, model_id: int) -> ModelRecord:
@@ -78,9 +80,24 @@ def submit_job(
     raw_params: dict[str, Any],
     seed: int = 0,
     second_image_id: int | None = None,
-    report_id: int | None = None,
 ):
-    """Validate everything a job needs now, so a mistake is a 4xx at once rather than a failed job later."""
+    """Validate and queue one job (a mistake is a 4xx at once, not a failed job later)."""
+    job = prepared_job(store, technique_name, model_id, image_ids, raw_params, seed, second_image_id)
+    store.save_jobs([job])
+    dispatcher.submit(job.id)
+    return job
+
+
+def prepared_job(
+    store: Store,
+    technique_name: str,
+    model_id: int,
+    image_ids: list[int],
+    raw_params: dict[str, Any],
+    seed: int = 0,
+    second_image_id: int | None = None,
+) -> JobRecord:
+    """A job record, checked in full against the technique, the model and the images, not yet stored."""
     technique = get_technique(technique_name)
     params = validate_params(technique.params, raw_params)
     record = model_or_404(store, model_id)
@@ -98,9 +115,15 @@ def submit_job(
         raise UserError(f"{technique.title} needs a second image.")
     if not 0 <= int(seed) < 2**31:
         raise UserError("seed must be a whole number between 0 and 2147483647.")
-    job = store.create_job(technique.name, record.id, image_ids, params, int(seed), second_image_id, report_id)
-    dispatcher.submit(job.id)
-    return job
+    return JobRecord(
+        kind="technique",
+        technique=technique.name,
+        model_id=record.id,
+        image_ids=list(image_ids),
+        params=params,
+        seed=int(seed),
+        second_image_id=second_image_id,
+    )
 
 
 def predict(store: Store, dispatcher, model_id: int, image_id: Any):
@@ -142,11 +165,8 @@ def _check_model_params(technique, params: dict[str, Any], record: ModelRecord) 
 def start_audit(store: Store, dispatcher, model_id: int, technique_names: list[str], image_ids: list[int]) -> ReportRecord:
     """One report: every chosen technique, with default params, on the same model and images."""
     record = model_or_404(store, model_id)
-    chosen = _image_techniques(technique_names)
-    report = store.db.add(ReportRecord(kind="audit", title=f"Audit of {record.name}"))
-    for name in chosen:
-        submit_job(store, dispatcher, name, record.id, image_ids, {}, report_id=report.id)
-    return report
+    jobs = [prepared_job(store, name, record.id, image_ids, {}) for name in _image_techniques(technique_names)]  # all checked first
+    return _queue_report(store, dispatcher, ReportRecord(kind="audit", title=f"Audit of {record.name}"), jobs)
 
 
 def start_comparison(store: Store, dispatcher, model_ids: list[int], technique_name: str, image_ids: list[int], raw_params: dict[str, Any]) -> ReportRecord:
@@ -155,10 +175,15 @@ def start_comparison(store: Store, dispatcher, model_ids: list[int], technique_n
     if len(unique) < 2:
         raise UserError("pick at least two models to compare.")
     names = [model_or_404(store, model_id).name for model_id in unique]
-    get_technique(technique_name)
-    report = store.db.add(ReportRecord(kind="compare", title=f"{technique_name}: {' vs '.join(names)}"[:300]))
-    for model_id in unique:
-        submit_job(store, dispatcher, technique_name, model_id, image_ids, raw_params, report_id=report.id)
+    jobs = [prepared_job(store, technique_name, model_id, image_ids, raw_params) for model_id in unique]  # all checked first
+    return _queue_report(store, dispatcher, ReportRecord(kind="compare", title=f"{technique_name}: {' vs '.join(names)}"[:300]), jobs)
+
+
+def _queue_report(store: Store, dispatcher, report: ReportRecord, jobs: list[JobRecord]) -> ReportRecord:
+    """Store a report and its checked jobs in one transaction, then queue the jobs: a refused request stores nothing."""
+    store.save_jobs(jobs, report)
+    for job in jobs:
+        dispatcher.submit(job.id)
     return report
 
 

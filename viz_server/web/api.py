@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify, request, url_for
 from viz_server.errors import UserError
 from viz_server.plugins import describe_plugins
 from viz_server.store import JobRecord, ReportRecord
+from viz_server.store.database import MAX_ID
 from viz_server.web import actions, export
 from viz_server.web.pages import REPORTS_PER_PAGE, _uploaded_files, dispatcher, report_page_number, store
 from viz_server.web.views import image_json, job_json, job_summaries, model_json
@@ -22,9 +23,18 @@ def _body() -> dict:
 
 
 def _int_list(value, what: str) -> list[int]:
-    if not isinstance(value, list) or not all(isinstance(item, int) and not isinstance(item, bool) for item in value):
-        raise UserError(f"{what} must be a list of numbers.")
+    if not isinstance(value, list) or not all(is_id(item) for item in value):
+        raise UserError(f"{what} must be a list of record numbers (whole numbers from 1).")
+    if len(value) > 1000:
+        raise UserError(f"{what} lists {len(value)} numbers; give at most 1000.")
     return value
+
+
+@blueprint.get("/openapi.json")
+def openapi_description():
+    from viz_server.web.openapi import openapi
+
+    return jsonify(openapi())
 
 
 @blueprint.get("/plugins")
@@ -95,24 +105,43 @@ def submit_job():
         str(body.get("technique", "")),
         _model_id(body),
         _int_list(body.get("image_ids", []), "image_ids"),
-        body.get("params") or {},
+        _params(body),
         seed=_seed(body),
-        second_image_id=second if isinstance(second, int) else None,
+        second_image_id=_optional_id(second, "second_image_id"),
     )
     return jsonify(job_json(store(), job)), 202
 
 
+def is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
+
+
+def _optional_id(value, what: str) -> int | None:
+    if value is None:
+        return None
+    if not is_id(value):
+        raise UserError(f"{what} must be the number of a stored record.")
+    return value
+
+
+def _params(body: dict) -> dict:
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        raise UserError("params must be a JSON object of technique parameters (see GET /api/plugins).")
+    return params
+
+
 def _model_id(body: dict) -> int:
     value = body.get("model_id")
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not is_id(value):
         raise UserError("model_id must be the number of a stored model (see GET /api/models).")
     return value
 
 
 def _seed(body: dict) -> int:
     seed = body.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise UserError("seed must be a whole number.")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**31:
+        raise UserError("seed must be a whole number between 0 and 2147483647.")
     return seed
 
 
@@ -130,7 +159,10 @@ def cancel(job_id: int):
 @blueprint.post("/audits")
 def audit():
     body = _body()
-    report = actions.start_audit(store(), dispatcher(), _model_id(body), list(body.get("techniques") or []), _int_list(body.get("image_ids", []), "image_ids"))
+    techniques = body.get("techniques") or []
+    if not isinstance(techniques, list) or not all(isinstance(name, str) for name in techniques):
+        raise UserError("techniques must be a list of technique names (see GET /api/plugins).")
+    report = actions.start_audit(store(), dispatcher(), _model_id(body), techniques, _int_list(body.get("image_ids", []), "image_ids"))
     return jsonify(export.report_json(store(), report)), 202
 
 
@@ -143,7 +175,7 @@ def comparison():
         _int_list(body.get("model_ids", []), "model_ids"),
         str(body.get("technique", "")),
         _int_list(body.get("image_ids", []), "image_ids"),
-        body.get("params") or {},
+        _params(body),
     )
     return jsonify(export.report_json(store(), report)), 202
 

@@ -12,7 +12,7 @@ from viz_server.errors import NotFound, UserError
 from viz_server.plugins import describe_plugins, suite, techniques
 from viz_server.presentation import media_type
 from viz_server.store import JobRecord, ModelStatus, ReportRecord, Store, thumbnail
-from viz_server.store.database import ImageRecord
+from viz_server.store.database import MAX_ID, ImageRecord
 from viz_server.techniques import DEFAULT_AUDIT_SUITES
 from viz_server.web import actions, export
 from viz_server.web.views import artifact_groups, image_json, job_json, job_summaries, model_json
@@ -29,10 +29,22 @@ def dispatcher():
 
 
 def _ids(values: list[str]) -> list[int]:
-    try:
-        return [int(value) for value in values if str(value).strip()]
-    except ValueError:
-        raise UserError("an image or model choice is not a number; reload the page and choose again.") from None
+    ids = []
+    for value in values:
+        text = str(value).strip()
+        if not text:
+            continue
+        if not (text.isascii() and text.isdigit() and len(text) <= 19 and 0 < int(text) <= MAX_ID):
+            raise UserError("an image or model choice is not a record number; reload the page and choose again.")
+        ids.append(int(text))
+    return ids
+
+
+def _form_seed() -> int:
+    text = (request.form.get("seed") or "0").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 10 and int(text) < 2**31):
+        raise UserError("seed must be a whole number between 0 and 2147483647.")
+    return int(text)
 
 
 def _uploaded_files(field: str) -> list[tuple[str, bytes]]:
@@ -178,7 +190,7 @@ def submit_run():
         model_id[0],
         _chosen_images(),
         _params_from_form(technique),
-        seed=int(request.form.get("seed") or 0),
+        seed=_form_seed(),
         second_image_id=second[0] if second else None,
     )
     return redirect(url_for("pages.job_page", job_id=job.id))
@@ -299,8 +311,8 @@ REPORTS_PER_PAGE = 50
 def report_page_number() -> int:
     """The ``page`` query parameter (1-based); a bad one is a 400 with one sentence."""
     text = request.args.get("page", "1")
-    if not text.isdigit() or int(text) < 1:
-        raise UserError(f"page {text!r} must be a whole number from 1 up.")
+    if not (text.isascii() and text.isdigit() and len(text) <= 9 and int(text) >= 1):
+        raise UserError(f"page {text[:20]!r} must be a whole number from 1 up.")
     return int(text)
 
 

@@ -5,6 +5,10 @@
   or once as ``?token=T`` (which marks the browser session as signed in).
 - Every HTML form carries a per-session CSRF token; JSON API writes need a Bearer token or an
   ``X-Requested-With`` header (which a cross-site form cannot send).
+- Host allow-list: a server without a token answers only requests addressed to its own names (the loopback
+  names, the address it binds, ``VIZ_SERVER_ALLOWED_HOSTS``), so a web page cannot drive it through DNS
+  rebinding (the attack Jupyter's allow-list guards against). State-changing requests that carry an Origin
+  must come from one of those names too.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Flask, abort, jsonify, redirect, request, session
 
@@ -42,14 +47,50 @@ def required_token(settings, host: str) -> str | None:
     return persistent_secret(settings.data_dir / "access_token", 24)
 
 
+def host_allow_list(settings, host: str, token: str | None) -> frozenset[str] | None:
+    """The host names requests may address, or None for any (a token-protected server without a configured
+    list: a rebinding page has no token, so it gets nowhere)."""
+    if "*" in settings.allowed_hosts or (token is not None and not settings.allowed_hosts):
+        return None
+    names = {"127.0.0.1", "localhost", "::1", *settings.allowed_hosts}
+    if host not in ("0.0.0.0", "::", ""):
+        names.add(host.lower())
+    return frozenset(names)
+
+
+def host_name(value: str) -> str:
+    """The name part of a Host header or an Origin's netloc: ``[::1]:8000`` -> ``::1``, ``a.b:80`` -> ``a.b``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
 def csrf_token() -> str:
     if "csrf" not in session:
         session["csrf"] = secrets.token_urlsafe(24)
     return session["csrf"]
 
 
-def install(app: Flask, token: str | None) -> None:
+def install(app: Flask, token: str | None, allowed: frozenset[str] | None = None) -> None:
     app.jinja_env.globals["csrf_token"] = csrf_token
+
+    def refuse(status: int, message: str):
+        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+            return jsonify(error=message), status
+        abort(status, description=message)
+
+    @app.before_request
+    def check_host_and_origin():
+        if allowed is None:
+            return None
+        if host_name(request.host) not in allowed:
+            return refuse(403, f"this server answers only to {', '.join(sorted(allowed))}; set VIZ_SERVER_ALLOWED_HOSTS to add a name.")
+        origin = request.headers.get("Origin")
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and origin:
+            if origin == "null" or host_name(urlsplit(origin).netloc) not in allowed:
+                return refuse(403, "this request came from another web site and was refused.")
+        return None
 
     @app.before_request
     def check_access():
