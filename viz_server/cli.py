@@ -310,6 +310,7 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from waitress import serve
 
+    os.umask(0o077)  # the database, blobs, logs and token: readable by this user only
     from viz_server.web import create_app
 
     app = create_app(host=args.host)
@@ -328,6 +329,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from viz_server.jobs.celery_app import run_worker
 
+    os.umask(0o077)
     run_worker(args.concurrency)
     return 0
 

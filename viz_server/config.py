@@ -8,6 +8,7 @@ VIZ_SERVER_MAX_JOBS      jobs run at once by the embedded runner (default 2)
 VIZ_SERVER_JOB_TIMEOUT   seconds before a job is killed (default 900)
 VIZ_SERVER_MAX_UPLOAD_MB largest upload accepted (default 256)
 VIZ_SERVER_STANDBY       1 = keep a job process warm per job slot (imports done) so jobs start at once; 0 = start each cold
+VIZ_SERVER_JOB_LEASE     seconds without a heartbeat after which a running job's process is taken for dead (default 15)
 VIZ_SERVER_ALLOWED_HOSTS host names (comma-separated) the server answers to besides the loopback names; * = any
 """
 
@@ -30,6 +31,7 @@ class Settings:
     job_retries: int = 1
     standby: bool = True
     allowed_hosts: tuple[str, ...] = ()
+    job_lease: float = 15.0
 
     @property
     def blob_dir(self) -> Path:
@@ -49,6 +51,7 @@ def load_settings(**overrides) -> Settings:
         "job_timeout": float(env.get("VIZ_SERVER_JOB_TIMEOUT", "900")),
         "max_upload_bytes": int(float(env.get("VIZ_SERVER_MAX_UPLOAD_MB", "256")) * 2**20),
         "standby": env.get("VIZ_SERVER_STANDBY", "1") != "0",
+        "job_lease": float(env.get("VIZ_SERVER_JOB_LEASE", "15")),
         "allowed_hosts": tuple(name.strip().lower() for name in env.get("VIZ_SERVER_ALLOWED_HOSTS", "").split(",") if name.strip()),
     }
     values.update(overrides)

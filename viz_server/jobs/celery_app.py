@@ -1,21 +1,28 @@
 """Scale-out: Celery workers (`viz-server worker`) with a Redis broker, a shared database and blob folder.
 
 Set VIZ_SERVER_BROKER_URL (e.g. redis://host:6379/0), VIZ_SERVER_DATABASE_URL (postgresql://...) and
-VIZ_SERVER_DATA (a shared folder) on the server and every worker. Workers use Celery's prefork pool, so a
-job that crashes its process is redelivered (acks_late) and then retried or failed like in the embedded
-runner.
+VIZ_SERVER_DATA (a shared folder) on the server and every worker. Workers use Celery's prefork pool with late
+acknowledgement, so a job whose process crashes is redelivered. Exactly once: a job runs only when it is claimed
+(queued -> running) or when its lease has expired (its worker died); a redelivery of a job whose lease is alive
+is dropped. The web process reaps jobs whose worker was killed outright (no redelivery comes for those) and
+queues them again, within ``job_retries``.
 """
 
 from __future__ import annotations
+
+import sys
+import threading
 
 from celery import Celery
 
 from viz_server.config import Settings, load_settings
 from viz_server.jobs.execute import execute_job
+from viz_server.jobs.leases import reap
 from viz_server.store import JobRecord, JobStatus, Store
 from viz_server.store.database import now
 
 TASK_NAME = "viz_server.run_job"
+REAP_SECONDS = 2.0
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -31,21 +38,24 @@ def make_celery(settings: Settings) -> Celery:
 
     @app.task(name=TASK_NAME)
     def run_job(job_id: int) -> str:
-        store = Store(load_settings())
+        current = load_settings()
+        store = Store(current)
         job = store.db.get(JobRecord, job_id)
         if job is None:
             return "missing"
-        if job.status == JobStatus.RUNNING:  # redelivered: the process that ran it died
-            if job.attempts > settings.job_retries:
-                store.db.update_job(
+        if job.status == JobStatus.RUNNING:  # redelivered: is the process that had it still alive?
+            if job.attempts > current.job_retries:
+                failed = store.db.take_over_stale(
                     job_id,
+                    current.job_lease,
                     status=JobStatus.FAILED,
                     finished_at=now(),
                     progress_message="failed",
                     error=f"the job's worker process died after {job.attempts} attempt(s); try fewer or smaller images.",
                 )
-                return JobStatus.FAILED
-            store.db.update_job(job_id, attempts=job.attempts + 1)
+                return JobStatus.FAILED if failed else "skipped"
+            if not store.db.take_over_stale(job_id, current.job_lease, attempts=job.attempts + 1, heartbeat_at=now()):
+                return "skipped"  # its lease is alive: another worker is running it
         elif not store.db.claim_job(job_id):
             return "skipped"
         return execute_job(store, job_id)
@@ -54,16 +64,31 @@ def make_celery(settings: Settings) -> Celery:
 
 
 class CeleryDispatcher:
-    """Sends each new job to the Celery queue; the web process runs no model code."""
+    """Sends each new job to the Celery queue, and reaps jobs whose worker died (their lease expired); the web
+    process runs no model code."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, store: Store | None = None):
         self.app = make_celery(settings)
+        self.settings, self.store = settings, store
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        pass
+        if self.store is not None:
+            self._thread = threading.Thread(target=self._reap_loop, name="viz-server-reaper", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
-        pass
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(REAP_SECONDS):
+            try:
+                reap(self.store, self.settings.job_lease, self.settings.job_retries, self.submit)
+            except Exception as exc:  # noqa: BLE001 - the reaper must outlive a database or broker hiccup
+                print(f"viz-server job reaper: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def submit(self, job_id: int) -> None:
         self.app.send_task(TASK_NAME, args=[job_id])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from viz_server.errors import Cancelled, UserError
+from viz_server.jobs.leases import heartbeat
 from viz_server.store import JobRecord, JobStatus, ModelRecord, ModelStatus, Store
 from viz_server.store.database import ImageRecord, now
 
@@ -18,10 +19,18 @@ def load_stored_model(store: Store, record: ModelRecord):
 
 
 def execute_job(store: Store, job_id: int) -> str:
-    """Execute a job that is already claimed (status running); return its final status."""
+    """Execute a job that is already claimed (status running), renewing its lease as it works; return its final
+    status. Its job time (what the timeout counts) starts here, after the process's imports."""
     job = store.db.get(JobRecord, job_id)
     if job is None:
         return "missing"
+    store.db.update_job(job_id, started_at=now())
+    with heartbeat(store, job_id):
+        return _execute(store, job)
+
+
+def _execute(store: Store, job: JobRecord) -> str:
+    job_id = job.id
     model_record = store.db.get(ModelRecord, job.model_id)
     try:
         if job.kind == "inspect":
@@ -32,7 +41,7 @@ def execute_job(store: Store, job_id: int) -> str:
             _run_technique(store, job, model_record)
         return JobStatus.DONE
     except Cancelled:
-        store.db.update_job(job_id, status=JobStatus.CANCELLED, finished_at=now(), progress_message="cancelled")
+        store.db.update_running(job_id, status=JobStatus.CANCELLED, finished_at=now(), progress_message="cancelled")
         return JobStatus.CANCELLED
     except UserError as exc:
         _fail(store, job, str(exc))
@@ -46,18 +55,17 @@ def execute_job(store: Store, job_id: int) -> str:
 
 
 def _fail(store: Store, job: JobRecord, message: str) -> None:
-    store.db.update_job(job.id, status=JobStatus.FAILED, error=message, finished_at=now(), progress_message="failed")
-    if job.kind == "inspect":
+    if store.db.update_running(job.id, status=JobStatus.FAILED, error=message, finished_at=now(), progress_message="failed") and job.kind == "inspect":
         store.db.update_model(job.model_id, status=ModelStatus.FAILED, error=message)
 
 
 def _inspect(store: Store, job: JobRecord, record: ModelRecord) -> None:
     store.db.update_job(job.id, progress_done=0, progress_total=1, progress_message="guard, normalize, convert, verify")
     model = load_stored_model(store, record)
-    store.db.update_model(record.id, status=ModelStatus.READY, description=model.describe(), error=None)
-    store.db.update_job(
+    if store.db.update_running(
         job.id, status=JobStatus.DONE, progress_done=1, finished_at=now(), progress_message="model ready", result={"conversion": model.conversion.to_json()}
-    )
+    ):
+        store.db.update_model(record.id, status=ModelStatus.READY, description=model.describe(), error=None)
 
 
 def _predict(store: Store, job: JobRecord, record: ModelRecord) -> None:
@@ -70,7 +78,7 @@ def _predict(store: Store, job: JobRecord, record: ModelRecord) -> None:
     name, data = _image_bytes(store, job.image_ids[0])
     batch = model.spec.preprocess([decode_image(data, name)])
     result = {"task": model.spec.task, "size": [model.spec.height, model.spec.width], "prediction": model.decode(model.predict(batch))[0]}
-    store.db.update_job(job.id, status=JobStatus.DONE, progress_done=1, progress_total=1, finished_at=now(), progress_message="done", result=result)
+    store.db.update_running(job.id, status=JobStatus.DONE, progress_done=1, progress_total=1, finished_at=now(), progress_message="done", result=result)
 
 
 def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:

@@ -10,6 +10,7 @@ waits for its job id on stdin, so a job starts in milliseconds instead. It still
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 
@@ -40,8 +41,23 @@ def log_to(path) -> None:
     os.close(descriptor)
 
 
+def die_with_parent() -> None:
+    """Linux: be killed when the server that started us dies (a SIGKILLed server must not leave its jobs running,
+    or a restarted one could run them twice)."""
+    parent = os.environ.get("VIZ_SERVER_PARENT_PID")
+    if not sys.platform.startswith("linux") or not parent:
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if str(os.getppid()) != parent:  # the server died before the line above: there is nobody to work for
+        sys.exit(0)
+
+
 def main() -> int:
     warnings.simplefilter("ignore")
+    os.umask(0o077)  # results and logs: readable by the server's user only
+    die_with_parent()
     settings = load_settings()
     if sys.argv[1:] == ["--standby"]:
         preload()
@@ -52,6 +68,7 @@ def main() -> int:
         log_to(settings.data_dir / "logs" / f"job-{job_id}.log")
     else:
         job_id = int(sys.argv[1])
+        preload()  # the imports are not the job's time: its timeout starts when it starts working
     status = execute_job(Store(settings), job_id)
     return 0 if status in FINISHED else 1
 

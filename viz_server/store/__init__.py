@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -29,6 +30,18 @@ from viz_server.techniques import Result
 __all__ = ["FINISHED", "ImageRecord", "JobRecord", "JobStatus", "ModelRecord", "ModelStatus", "ReportRecord", "Store"]
 
 
+def _private(settings: Settings) -> None:
+    """The data folder, its database and blobs are the server user's alone (folders 0700, files 0600)."""
+    for folder in (settings.data_dir, settings.blob_dir, settings.data_dir / "logs"):
+        if folder.is_dir():
+            folder.chmod(0o700)
+    if settings.database_url.startswith("sqlite:///"):
+        database = Path(settings.database_url[len("sqlite:///") :])
+        for path in (database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
+            if path.is_file():
+                path.chmod(0o600)
+
+
 def clean_name(name: str, fallback: str) -> str:
     """A display name from a client: printable, at most 200 characters (it is escaped wherever shown)."""
     cleaned = "".join(c for c in str(name or "") if c.isprintable()).strip()
@@ -39,10 +52,11 @@ class Store:
     """The database and blob folder of one server, with the operations the web layer and workers share."""
 
     def __init__(self, settings: Settings):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.settings = settings
         self.db = Database(settings.database_url)
         self.blobs = BlobStore(settings.blob_dir)
+        _private(settings)
 
     # ---- models ------------------------------------------------------------------------------------
     def add_model(self, name: str, data: bytes, shipped: bool = False, spec_overrides: dict | None = None) -> tuple[ModelRecord, JobRecord]:
@@ -141,9 +155,9 @@ class Store:
         job = self.db.get(JobRecord, job_id)
         if job is None:
             raise UserError(f"there is no job {job_id}.")
-        if job.status == JobStatus.QUEUED:
-            self.db.update_job(job_id, status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now(), progress_message="cancelled before it started")
-        elif job.status == JobStatus.RUNNING:
+        if job.status == JobStatus.QUEUED and self.db.cancel_queued(job_id):
+            return
+        if self.db.get(JobRecord, job_id).status == JobStatus.RUNNING:  # it started meanwhile: ask it to stop
             self.db.update_job(job_id, cancel_requested=True, progress_message="cancelling")
 
     def save_result(self, job_id: int, result: Result) -> None:
@@ -157,7 +171,7 @@ class Store:
             buffer = io.BytesIO()
             np.savez_compressed(buffer, **result.arrays)
             arrays_sha = self.blobs.put(buffer.getvalue())
-        self.db.update_job(
+        self.db.update_running(
             job_id,
             status=JobStatus.DONE,
             result=summary,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from pathlib import Path
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -13,7 +14,7 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 class BlobStore:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def path(self, digest: str) -> Path:
         """The file of a blob; only a well-formed digest maps to a path, so no URL can reach outside."""
@@ -25,9 +26,11 @@ class BlobStore:
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f"{digest}.{os.getpid()}.tmp")
-            temporary.write_bytes(data)
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temporary = target.with_name(f"{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
             temporary.replace(target)
         return digest
 

@@ -7,11 +7,11 @@ group of jobs: an audit of one model or a comparison of several).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, inspect, or_, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from viz_server.errors import NotFound
@@ -106,6 +106,7 @@ class JobRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # the running process's lease
 
 
 class Database:
@@ -118,7 +119,19 @@ class Database:
         if is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
+        self._add_missing_columns()
         self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _add_missing_columns(self) -> None:
+        """The one kind of migration this schema needs: a column added in a later version (always nullable)."""
+        existing = inspect(self.engine)
+        for table in Base.metadata.sorted_tables:
+            present = {column["name"] for column in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    with self.engine.begin() as connection:
+                        connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
     def get(self, record_type, record_id: int):
         """The record with this id, or None (also for ids no database column can hold: SQLite raises on them)."""
@@ -156,7 +169,7 @@ class Database:
             claimed = session.execute(
                 update(JobRecord)
                 .where(JobRecord.id == job_id, JobRecord.status == JobStatus.QUEUED)
-                .values(status=JobStatus.RUNNING, started_at=now(), attempts=JobRecord.attempts + 1, progress_message="starting")
+                .values(status=JobStatus.RUNNING, started_at=None, heartbeat_at=now(), attempts=JobRecord.attempts + 1, progress_message="starting")
             ).rowcount
             session.commit()
             return claimed == 1
@@ -166,14 +179,52 @@ class Database:
             rows = session.execute(select(JobRecord.id).where(JobRecord.status == JobStatus.QUEUED).order_by(JobRecord.id).limit(limit))
             return [row[0] for row in rows]
 
-    def requeue_orphans(self) -> int:
-        """Jobs left 'running' by a server that stopped are queued again (their process is gone)."""
+    def update_running(self, job_id: int, **values: Any) -> bool:
+        """Change a job only while it is running (record its outcome, requeue it); False, and nothing written, when it
+        is no longer running (a reaper or a cancel got there first): a job ends once."""
         with self.session() as session:
-            count = session.execute(
-                update(JobRecord).where(JobRecord.status == JobStatus.RUNNING).values(status=JobStatus.QUEUED, progress_message="requeued after restart")
+            changed = session.execute(update(JobRecord).where(JobRecord.id == job_id, JobRecord.status == JobStatus.RUNNING).values(**values)).rowcount
+            session.commit()
+            return changed == 1
+
+    def cancel_queued(self, job_id: int) -> bool:
+        """queued -> cancelled, atomically (False when a runner claimed it first)."""
+        with self.session() as session:
+            changed = session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job_id, JobRecord.status == JobStatus.QUEUED)
+                .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now(), progress_message="cancelled before it started")
             ).rowcount
             session.commit()
-            return count
+            return changed == 1
+
+    def beat(self, job_id: int) -> None:
+        """The running job's process is alive: renew its lease."""
+        self.update_job(job_id, heartbeat_at=now())
+
+    def stale_jobs(self, lease_seconds: float) -> list[JobRecord]:
+        """Running jobs whose process has not renewed its lease for ``lease_seconds``: it died (with its server or
+        worker), so nobody runs them."""
+        limit = now() - timedelta(seconds=lease_seconds)
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(JobRecord).where(JobRecord.status == JobStatus.RUNNING, or_(JobRecord.heartbeat_at.is_(None), JobRecord.heartbeat_at < limit))
+                )
+            )
+
+    def take_over_stale(self, job_id: int, lease_seconds: float, **values: Any) -> bool:
+        """Change a stale running job atomically (requeue it, fail it, or run it here); False when its lease was renewed
+        meanwhile or another runner took it first."""
+        limit = now() - timedelta(seconds=lease_seconds)
+        with self.session() as session:
+            changed = session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job_id, JobRecord.status == JobStatus.RUNNING, or_(JobRecord.heartbeat_at.is_(None), JobRecord.heartbeat_at < limit))
+                .values(**values)
+            ).rowcount
+            session.commit()
+            return changed == 1
 
 
 def _sqlite_pragmas(connection, _record) -> None:

@@ -21,7 +21,7 @@ def make_dispatcher(store: Store, settings: Settings):
     if settings.broker_url:
         from viz_server.jobs.celery_app import CeleryDispatcher
 
-        return CeleryDispatcher(settings)
+        return CeleryDispatcher(settings, store)
     from viz_server.jobs.embedded import EmbeddedRunner
 
     return EmbeddedRunner(store, settings)
