@@ -149,10 +149,9 @@ def check_plugin(plugin, model=None) -> list[Result]:
     return [check_technique_contract(technique, model) for technique in registered]
 
 
-@contextlib.contextmanager
-def running_server(data_dir, extra_env: dict | None = None, timeout: float = 60.0):
-    """`viz-server serve` in a real process on a free loopback port, data in ``data_dir``; yields its base URL
-    once the API answers, and stops the server on exit."""
+def server_process(data_dir, extra_env: dict | None = None, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """Start `viz-server serve` (embedded runner) on a free loopback port; return the process and its base URL once
+    the API answers. The caller stops it (``running_server`` does)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -163,17 +162,25 @@ def running_server(data_dir, extra_env: dict | None = None, timeout: float = 60.
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(base + "/api/models", timeout=2)
+            return process, base
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited: {process.stderr.read().decode()[-2000:] if process.stderr else ''}") from None
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"the server did not answer within {timeout:g} s") from None
+            time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def running_server(data_dir, extra_env: dict | None = None, timeout: float = 60.0):
+    """`viz-server serve` in a real process on a free loopback port, data in ``data_dir``; yields its base URL
+    once the API answers, and stops the server on exit."""
+    process, base = server_process(data_dir, extra_env, timeout)
     try:
-        while True:
-            try:
-                urllib.request.urlopen(base + "/api/models", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the server exited: {process.stderr.read().decode()[-2000:] if process.stderr else ''}") from None
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not answer within {timeout:g} s") from None
-                time.sleep(0.2)
         yield base
     finally:
         process.terminate()

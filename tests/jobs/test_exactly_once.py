@@ -3,15 +3,11 @@ timeouts count job time only, a timed-out inspection fails its model, and the da
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +15,7 @@ import pytest
 from viz_server.config import load_settings
 from viz_server.jobs.embedded import EmbeddedRunner
 from viz_server.store import JobRecord, ModelRecord, Store
+from viz_server.testing import server_process
 
 pytestmark = pytest.mark.slow  # real servers and job processes
 
@@ -46,23 +43,7 @@ def alive(pid: int) -> bool:
 
 
 def start_server(data_dir, **environment) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "VIZ_SERVER_DATA": str(data_dir), **environment}
-    env.pop("VIZ_SERVER_BROKER_URL", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "viz_server.cli", "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/api/models", timeout=2)
-            return process, base
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+    return server_process(data_dir, environment)
 
 
 def wait_job(store: Store, job_id: int, states=("done", "failed", "cancelled"), timeout=180.0) -> JobRecord:

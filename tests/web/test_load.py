@@ -122,3 +122,72 @@ def test_fifty_concurrent_clients(tmp_path_factory):
     assert all(status in (200, 202) for status in statuses), sorted(set(statuses))
     assert report["requests"] == CLIENTS * ROUNDS
     assert report["job_submissions_accepted"] == CLIENTS // 2
+
+
+def test_concurrent_hostile_archives_cost_a_bounded_amount_of_memory(tmp_path):
+    """Eight clients at once upload 3 MB archives whose entries inflate far beyond the ratio limit (and one that lies
+    about its sizes): every upload is refused, and the server's peak memory grows by a small multiple of the uploads."""
+    import io
+    import struct
+    import zipfile
+
+    from viz_server.testing import server_process
+
+    def bomb(lying: bool) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zipped:
+            for index in range(3):
+                zipped.writestr(f"c/{index}.bmp", b"\0" * (1000 * 2**20 // 3))  # ~3 MB compressed, 1 GB inflated
+        data = bytearray(buffer.getvalue())
+        if lying:  # declare 1 KiB per entry in the central directory: the stream must be cut off while reading
+            start = 0
+            while (start := data.find(b"PK\x01\x02", start)) != -1:
+                data[start + 24 : start + 28] = struct.pack("<I", 1024)
+                start += 4
+        return bytes(data)
+
+    archives = [bomb(False), bomb(True)]
+    process, base = server_process(tmp_path)
+    try:
+
+        def peak() -> int:
+            for line in open(f"/proc/{process.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+            return 0
+
+        before = peak()
+        answers: list[int] = []
+
+        def upload(index: int) -> None:
+            data = archives[index % 2]
+            boundary = "viz-boundary"
+            body = (
+                (f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="bomb{index}.zip"\r\nContent-Type: application/zip\r\n\r\n').encode()
+                + data
+                + f"\r\n--{boundary}--\r\n".encode()
+            )
+            request = urllib.request.Request(
+                base + "/api/images",
+                data=body,
+                method="POST",
+                headers={"X-Requested-With": "tests", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+            )
+            try:
+                urllib.request.urlopen(request, timeout=60)
+                answers.append(200)
+            except urllib.error.HTTPError as error:
+                answers.append(error.code)
+
+        threads = [threading.Thread(target=upload, args=(index,)) for index in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        grown = peak() - before
+        print(f"8 concurrent hostile uploads of {len(archives[0]) / 2**20:.1f} MiB: peak memory grew by {grown / 2**20:.0f} MiB")
+        assert answers == [400] * 8, answers
+        assert grown < 8 * len(archives[0]) * 12, f"the server's peak memory grew by {grown / 2**20:.0f} MiB"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
