@@ -177,7 +177,7 @@ def test_compare_writes_one_table_and_plot(tmp_path, viz_inprocess):
     table = json.loads(completed.stdout)
     assert table[0] == ["metric", "shapes_cnn", "shapes_copy"]
     rows = {row[0]: row[1:] for row in table[1:]}
-    assert rows["accuracy.pgd"][0] == rows["accuracy.pgd"][1] and len(rows["accuracy.pgd"][0]) == 2
+    assert rows["accuracy.ensemble"][0] == rows["accuracy.ensemble"][1] and len(rows["accuracy.ensemble"][0]) == 2
     assert (tmp_path / "out" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "out" / "shapes_cnn" / "result.json").is_file()
     one = viz_inprocess("compare", "robustness_curve", "shapes_cnn", "--out", tmp_path / "x")
