@@ -51,7 +51,7 @@ class Adversarial(Technique):
         )
         caveats = [robust_evaluation.verdict(findings), "Budgets are in image space ([0, 1] per value): 8/255 in L-inf is a change no person notices."]
         if params["attack"] == "ensemble" and not outcome.square_used:
-            caveats.append("The gradient-free check (Square, L-inf only) did not run for this budget, so gradient masking cannot be ruled out.")
+            caveats.append(robust_evaluation.NO_GRADIENT_FREE_CHECK)
         result = Result(
             arrays={"adversarial": spec.unit_to_model(adversarial.numpy()), "perturbation": (adversarial - unit).numpy()},
             metrics={

@@ -95,6 +95,8 @@ class RobustnessCurve(Technique):
             [round(e, 6)] + [round(accuracy[a][i], 4) for a in chosen] for i, e in enumerate(epsilons)
         ]
         caveats = [f"{attack}: {robust_evaluation.verdict(found)}" for attack, found in findings.items()]
+        if "ensemble" in chosen and params["norm"] != "Linf":
+            caveats.append(robust_evaluation.NO_GRADIENT_FREE_CHECK)
         caveats.append("Epsilon is measured in image space ([0, 1] per value), the same for every model.")
         return Result(
             artifacts=[

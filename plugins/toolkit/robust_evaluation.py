@@ -171,6 +171,9 @@ def masking_findings(
     return found
 
 
+NO_GRADIENT_FREE_CHECK = "The gradient-free check (Square, L-inf only) did not run for this budget, so gradient masking cannot be ruled out."
+
+
 def verdict(findings: list[str]) -> str:
     """The sentence a robustness result leads with."""
     if findings:
