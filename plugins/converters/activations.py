@@ -1,4 +1,5 @@
-"""Activations newer than onnx2torch: Gelu-20 (erf and tanh forms) and Mish-18."""
+"""Activations onnx2torch lacks or restricts: Gelu-20 (erf and tanh forms), Mish-18, Celu, Selu with any alpha
+and gamma, Clip-11+ with absent or computed bounds."""
 
 from __future__ import annotations
 
@@ -32,6 +33,34 @@ class Mish(nn.Module, OnnxToTorchModule):
 
 def convert_mish(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return OperationConverterResult(torch_module=Mish(), onnx_mapping=mapping(node))
+
+
+class Selu(nn.Module, OnnxToTorchModule):
+    def __init__(self, alpha: float, gamma: float):
+        super().__init__()
+        self.alpha, self.gamma = alpha, gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * torch.where(x > 0, x, self.alpha * torch.expm1(x))
+
+
+def convert_selu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    attrs = node.attributes
+    module = Selu(float(attrs.get("alpha", 1.67326319217681884765625)), float(attrs.get("gamma", 1.05070102214813232421875)))
+    return OperationConverterResult(torch_module=module, onnx_mapping=mapping(node))
+
+
+class Celu(nn.Module, OnnxToTorchModule):
+    def __init__(self, alpha: float):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.celu(x, self.alpha)
+
+
+def convert_celu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    return OperationConverterResult(torch_module=Celu(float(node.attributes.get("alpha", 1.0))), onnx_mapping=mapping(node))
 
 
 class ClampBy(nn.Module, OnnxToTorchModule):

@@ -1,5 +1,5 @@
-"""Shape and layout ops: Reshape with ``allowzero``, Pad-18+ (``axes`` input, ``wrap`` mode), Split-18
-(``num_outputs``), CastLike."""
+"""Shape ops: Reshape with ``allowzero``, Pad-18+ (``axes`` input, ``wrap`` mode, pads computed by the graph),
+Split-18 (``num_outputs``, computed sizes), CastLike."""
 
 from __future__ import annotations
 
@@ -10,40 +10,53 @@ import torch.nn.functional as F
 from onnx2torch.node_converters.reshape import OnnxReshape
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult, get_const_value
+from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult
 from torch import nn
 
-from viz_server_plugins.converters.values import const_list, mapping, rank
+from viz_server_plugins.converters.values import mapping
+
+
+class ReshapeAllowZero(nn.Module, OnnxToTorchModule):
+    """Reshape with allowzero=1: a 0 in the target is a zero-sized axis, not "copy the input's axis"."""
+
+    def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        return x.reshape([int(v) for v in shape.reshape(-1).tolist()])
 
 
 def convert_reshape(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    """allowzero=1 only differs when the target holds a 0; with a constant target without zeros it is plain."""
-    if node.attributes.get("allowzero", 0) == 1:
-        target = const_list(node.input_values[1], graph, "shape", node)
-        if target is None or 0 in target:
-            raise NotImplementedError("Reshape with allowzero=1 and a zero-sized target is not supported")
-    return OperationConverterResult(torch_module=OnnxReshape(), onnx_mapping=OnnxMapping(node.input_values, node.output_values))
+    module = ReshapeAllowZero() if node.attributes.get("allowzero", 0) == 1 else OnnxReshape()
+    return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(node.input_values[:2], node.output_values))
 
 
 class Pad(nn.Module, OnnxToTorchModule):
-    """ONNX Pad with static pads over all axes (torch order), modes constant/reflect/edge/wrap."""
+    """ONNX Pad, modes constant/reflect/edge/wrap. Pads (ONNX order), the constant value and the axes come as
+    inputs, constant or computed by the graph (dynamic padding, as window attention exports have)."""
 
     MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 
-    def __init__(self, pads: list[int], mode: str, value: float):
+    def __init__(self, mode: str, present: tuple[str, ...]):
         super().__init__()
-        self.pads, self.mode, self.value = pads, self.MODES[mode], value
+        self.mode, self.present = self.MODES[mode], present
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pads: torch.Tensor, *optional: torch.Tensor) -> torch.Tensor:
+        given = dict(zip(self.present, optional))
+        onnx_pads = [int(v) for v in pads.reshape(-1).tolist()]
         rank = x.dim()
-        begins, ends = self.pads[:rank], self.pads[rank:]
+        if "axes" in given:
+            axes = [int(a) % rank for a in given["axes"].reshape(-1).tolist()]
+            full = [0] * (2 * rank)
+            for i, axis in enumerate(axes):
+                full[axis], full[rank + axis] = onnx_pads[i], onnx_pads[len(axes) + i]
+            onnx_pads = full
+        begins, ends = onnx_pads[:rank], onnx_pads[rank:]
         torch_pads: list[int] = []
         for axis in reversed(range(rank)):
             torch_pads += [begins[axis], ends[axis]]
         while len(torch_pads) > 2 and torch_pads[-1] == 0 and torch_pads[-2] == 0:
             torch_pads = torch_pads[:-2]  # torch's non-constant modes only pad trailing axes
         if self.mode == "constant":
-            return F.pad(x, torch_pads, mode="constant", value=self.value)
+            value = given.get("value")
+            return F.pad(x, torch_pads, mode="constant", value=float(value.reshape(-1)[0]) if value is not None and value.numel() else 0.0)
         return F.pad(x, torch_pads, mode=self.mode)
 
 
@@ -51,42 +64,32 @@ def convert_pad(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     mode = node.attributes.get("mode", "constant")
     if mode not in Pad.MODES:
         raise NotImplementedError(f"Pad mode {mode} is not supported")
-    pads = const_list(node.input_values[1], graph, "pads", node)
-    inputs = list(node.input_values) + [""] * 4
-    value = 0.0
-    if inputs[2]:
-        raw = get_const_value(inputs[2], graph)
-        value = float(raw.reshape(-1)[0]) if isinstance(raw, torch.Tensor) and raw.numel() else float(raw or 0)
-    input_rank = rank(node.input_values[0], graph)
-    axes = const_list(inputs[3], graph, "axes", node) if inputs[3] else None
-    if axes is not None:
-        if input_rank is None:
-            raise NotImplementedError("Pad with axes on an input of unknown rank is not supported")
-        full = [0] * (2 * input_rank)
-        for i, axis in enumerate(axes):
-            full[axis % input_rank] = pads[i]
-            full[input_rank + axis % input_rank] = pads[len(axes) + i]
-        pads = full
-    return OperationConverterResult(torch_module=Pad(pads, mode, value), onnx_mapping=mapping(node))
+    inputs = (list(node.input_values) + [""] * 4)[:4]
+    present = tuple(name for name, value in zip(("value", "axes"), inputs[2:]) if value)
+    used = tuple(value for value in inputs if value)
+    return OperationConverterResult(torch_module=Pad(mode, present), onnx_mapping=OnnxMapping(inputs=used, outputs=node.output_values))
 
 
 class Split(nn.Module, OnnxToTorchModule):
-    def __init__(self, axis: int, sizes: list[int] | None, parts: int):
-        super().__init__()
-        self.axis, self.sizes, self.parts = axis, sizes, parts
+    """Split-18: explicit sizes (an input, constant or computed) or ``num_outputs`` parts, the last one smaller."""
 
-    def forward(self, x: torch.Tensor):
-        if self.sizes is not None:
-            return tuple(torch.split(x, self.sizes, dim=self.axis))
-        length = x.shape[self.axis]
-        chunk = math.ceil(length / self.parts)  # ONNX: the last chunk is smaller when uneven
+    def __init__(self, axis: int, parts: int):
+        super().__init__()
+        self.axis, self.parts = axis, parts
+
+    def forward(self, x: torch.Tensor, sizes: torch.Tensor | None = None):
+        if sizes is not None:
+            return tuple(torch.split(x, [int(v) for v in sizes.reshape(-1).tolist()], dim=self.axis))
+        chunk = math.ceil(x.shape[self.axis] / self.parts)
         return tuple(torch.split(x, chunk, dim=self.axis))
 
 
 def convert_split_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    sizes = const_list(node.input_values[1], graph, "split", node) if len(node.input_values) > 1 else None
     parts = node.attributes.get("num_outputs", len(node.output_values))
-    return OperationConverterResult(torch_module=Split(node.attributes.get("axis", 0), sizes, parts), onnx_mapping=mapping(node))
+    inputs = node.input_values[:2] if len(node.input_values) > 1 and node.input_values[1] else node.input_values[:1]
+    return OperationConverterResult(
+        torch_module=Split(node.attributes.get("axis", 0), parts), onnx_mapping=OnnxMapping(inputs=inputs, outputs=node.output_values)
+    )
 
 
 class CastLike(nn.Module, OnnxToTorchModule):
@@ -96,3 +99,38 @@ class CastLike(nn.Module, OnnxToTorchModule):
 
 def convert_cast_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return OperationConverterResult(torch_module=CastLike(), onnx_mapping=mapping(node, 2))
+
+
+class InferenceDropout(nn.Module, OnnxToTorchModule):
+    """Dropout at inference: the identity, and an all-true mask when the graph asks for one."""
+
+    def __init__(self, mask: bool):
+        super().__init__()
+        self.mask = mask
+
+    def forward(self, x: torch.Tensor):
+        return (x, torch.ones_like(x, dtype=torch.bool)) if self.mask else x
+
+
+def convert_dropout(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """Any Dropout version (a ``seed`` only matters in training); training_mode must be absent or constant false."""
+    from onnx2torch.utils.common import get_const_value
+
+    training = node.input_values[2] if len(node.input_values) > 2 else ""
+    if training:
+        try:
+            value = get_const_value(training, graph)
+        except KeyError:
+            raise NotImplementedError("Dropout with a computed training_mode is not supported") from None
+        ratio = node.input_values[1] if len(node.input_values) > 1 else ""
+        try:
+            zero_ratio = bool(ratio) and float(torch.as_tensor(get_const_value(ratio, graph)).reshape(-1)[0]) == 0.0
+        except KeyError:
+            zero_ratio = False
+        if bool(torch.as_tensor(value).reshape(-1)[0]) and not zero_ratio:
+            raise NotImplementedError("Dropout in training mode is random; export the model in eval mode")
+    if node.attributes.get("is_test", 1) == 0:
+        raise NotImplementedError("Dropout with is_test=0 (training) is random; export the model in eval mode")
+    mask = len(node.output_values) > 1 and bool(node.output_values[1])
+    outputs = node.output_values[:2] if mask else node.output_values[:1]
+    return OperationConverterResult(torch_module=InferenceDropout(mask), onnx_mapping=OnnxMapping(inputs=node.input_values[:1], outputs=outputs))
