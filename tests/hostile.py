@@ -106,7 +106,22 @@ def hostile_models() -> dict[str, tuple[bytes, str]]:
             numpy_helper.from_array(np.array([1, 4], np.int64), "out_shape"),
         ],
     )
-    cases["lstm.onnx"] = (lstm.SerializeToString(), "LSTM")
+    cases["lstm.onnx"] = (lstm.SerializeToString(), "ok")  # converted since LSTM/GRU/RNN have converters
+
+    fourier = _model(
+        [
+            helper.make_node("Reshape", ["x", "seq_shape"], ["seq"], name="to_sequence"),
+            helper.make_node("DFT", ["seq"], ["spectrum"], name="dft"),
+            helper.make_node("Reshape", ["spectrum", "out_shape"], ["y"], name="flatten"),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 384])],
+        [
+            numpy_helper.from_array(np.array([1, 192, 1], np.int64), "seq_shape"),
+            numpy_helper.from_array(np.array([1, 384], np.int64), "out_shape"),
+        ],
+    )
+    cases["fourier.onnx"] = (fourier.SerializeToString(), "DFT")
 
     quantized = _model(
         [
@@ -120,7 +135,22 @@ def hostile_models() -> dict[str, tuple[bytes, str]]:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
         [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.uint8), "wq")],
     )
-    cases["quantized.onnx"] = (quantized.SerializeToString(), "quantized")
+    cases["quantized.onnx"] = (quantized.SerializeToString(), "ok")  # dynamic quantization converts (fake-quantized)
+
+    contrib = _model(
+        [
+            helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["xq"], name="quantize"),
+            helper.make_node("QLinearSigmoid", ["xq", "scale", "zero", "scale", "zero"], ["yq"], name="sigmoid", domain="com.microsoft"),
+            helper.make_node("DequantizeLinear", ["yq", "scale", "zero"], ["d"], name="dequantize"),
+            helper.make_node("GlobalAveragePool", ["d"], ["p"], name="pool"),
+            helper.make_node("Flatten", ["p"], ["y"], name="flatten"),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(np.array(0.01, np.float32), "scale"), numpy_helper.from_array(np.array(128, np.uint8), "zero")],
+    )
+    contrib.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    cases["contrib_quantized.onnx"] = (contrib.SerializeToString(), "quantized ops viz-server cannot convert (com.microsoft.QLinearSigmoid")
 
     two_inputs = _conv_model()
     two_inputs.graph.input.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1, 3, 8, 8]))

@@ -17,6 +17,7 @@ import viz_server
 from viz_server.errors import UserError
 from viz_server.model.images import decode_image
 from viz_server.model.loaded import LoadedModel
+from viz_server.model.verify import check_inputs
 from viz_server.plugins import get_technique
 from viz_server.techniques import CONTRACT_VERSION, Context, Result, Technique, validate_params
 
@@ -56,6 +57,7 @@ def run_technique(
     if images:
         pictures = [decode_image(data, name) for name, data in images]
         batch = torch.from_numpy(spec.preprocess(pictures))
+        check_inputs(model, batch.numpy())
     second = None
     if second_image is not None:
         second = torch.from_numpy(spec.preprocess([decode_image(second_image[1], second_image[0])]))
@@ -74,6 +76,7 @@ def run_technique(
     )
     started = time.perf_counter()
     result = technique.run(ctx, params)
+    result.caveats = [*model.conversion.caveats, *result.caveats]
     if batch is not None:
         result.arrays.setdefault("inputs", batch.detach().numpy())  # the model-space images behind every input picture
     result.provenance = {

@@ -18,7 +18,19 @@ from onnx2torch.node_converters.registry import get_converter
 
 from viz_server import hookimpl
 from viz_server.model.convert import Converter, schema_versions
-from viz_server_plugins.converters import activations, convolution, indexing, layout, normalization, pooling, reductions, resampling, tensors
+from viz_server_plugins.converters import (
+    activations,
+    convolution,
+    indexing,
+    layout,
+    normalization,
+    pooling,
+    quantization,
+    recurrent,
+    reductions,
+    resampling,
+    tensors,
+)
 
 TYPE_ONLY_OPS = (
     "Cast",
@@ -121,6 +133,16 @@ OWN = [(op, 18, reductions.convert_reduce_axes_input) for op in reductions.REDUC
     ("Mish", 18, activations.convert_mish),
     ("Selu", 1, activations.convert_selu),
     ("Celu", 12, activations.convert_celu),
+    ("LSTM", 1, recurrent.convert_recurrent),
+    ("GRU", 1, recurrent.convert_recurrent),
+    ("RNN", 1, recurrent.convert_recurrent),
+    ("QuantizeLinear", 10, quantization.convert_quantize_linear),
+    ("DequantizeLinear", 10, quantization.convert_dequantize_linear),
+    ("DynamicQuantizeLinear", 11, quantization.convert_dynamic_quantize_linear),
+    ("ConvInteger", 10, quantization.convert_conv_integer),
+    ("MatMulInteger", 10, quantization.convert_matmul_integer),
+    ("QLinearConv", 10, quantization.convert_qlinear_conv),
+    ("QLinearMatMul", 10, quantization.convert_qlinear_matmul),
     ("BatchNormalization", 1, normalization.convert_batch_norm),
     ("LayerNormalization", 17, normalization.convert_layer_norm),
     ("GroupNormalization", 18, normalization.convert_group_norm_18),

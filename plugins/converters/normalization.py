@@ -45,14 +45,15 @@ def convert_group_norm_21(node: OnnxNode, graph: OnnxGraph) -> OperationConverte
 class BatchNorm(nn.Module, OnnxToTorchModule):
     """Inference-mode BatchNormalization over axis 1, for inputs of any rank (the rank is read at run time)."""
 
-    def __init__(self, epsilon: float):
+    def __init__(self, epsilon: float, outputs: int = 1):
         super().__init__()
-        self.epsilon = epsilon
+        self.epsilon, self.outputs = epsilon, outputs
 
-    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, var: torch.Tensor):
         shape = (1, -1) + (1,) * (x.dim() - 2)
         factor = scale / torch.sqrt(var + self.epsilon)
-        return x * factor.reshape(shape) + (bias - mean * factor).reshape(shape)
+        y = x * factor.reshape(shape) + (bias - mean * factor).reshape(shape)
+        return y if self.outputs == 1 else (y,) + (None,) * (self.outputs - 1)  # unnamed placeholders, by position
 
 
 def convert_batch_norm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
@@ -61,8 +62,8 @@ def convert_batch_norm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRe
     if node.attributes.get("spatial", 1) == 0:
         raise NotImplementedError("BatchNormalization with spatial=0 is not supported")
     return OperationConverterResult(
-        torch_module=BatchNorm(float(node.attributes.get("epsilon", 1e-5))),
-        onnx_mapping=OnnxMapping(inputs=node.input_values[:5], outputs=node.output_values[:1]),
+        torch_module=BatchNorm(float(node.attributes.get("epsilon", 1e-5)), len(node.output_values)),
+        onnx_mapping=OnnxMapping(inputs=node.input_values[:5], outputs=node.output_values),
     )
 
 
@@ -89,9 +90,6 @@ class LayerNorm(nn.Module, OnnxToTorchModule):
 
 
 def convert_layer_norm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    outputs = [name for name in node.output_values]
-    while outputs and not outputs[-1]:
-        outputs.pop()
     inputs = [name for name in node.input_values[:3] if name]
-    module = LayerNorm(int(node.attributes.get("axis", -1)), float(node.attributes.get("epsilon", 1e-5)), len(outputs) - 1)
-    return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=tuple(inputs), outputs=tuple(outputs)))
+    module = LayerNorm(int(node.attributes.get("axis", -1)), float(node.attributes.get("epsilon", 1e-5)), len(node.output_values) - 1)
+    return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=tuple(inputs), outputs=node.output_values))

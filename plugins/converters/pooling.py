@@ -108,10 +108,9 @@ class GlobalMaxPool(nn.Module, OnnxToTorchModule):
 
 def convert_max_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     window = Window.of(node)
-    indices = len(node.output_values) > 1 and bool(node.output_values[1])
+    indices = len(node.output_values) > 1  # positional: a listed Indices output is computed even when unnamed
     module = MaxPool(window, indices=indices, storage_order=int(node.attributes.get("storage_order", 0)))
-    outputs = node.output_values if indices else node.output_values[:1]
-    return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=node.input_values[:1], outputs=outputs))
+    return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
 
 
 def convert_average_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:

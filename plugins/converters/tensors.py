@@ -131,6 +131,5 @@ def convert_dropout(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResul
             raise NotImplementedError("Dropout in training mode is random; export the model in eval mode")
     if node.attributes.get("is_test", 1) == 0:
         raise NotImplementedError("Dropout with is_test=0 (training) is random; export the model in eval mode")
-    mask = len(node.output_values) > 1 and bool(node.output_values[1])
-    outputs = node.output_values[:2] if mask else node.output_values[:1]
-    return OperationConverterResult(torch_module=InferenceDropout(mask), onnx_mapping=OnnxMapping(inputs=node.input_values[:1], outputs=outputs))
+    mask = len(node.output_values) > 1  # positional: a listed mask output is returned even when unnamed
+    return OperationConverterResult(torch_module=InferenceDropout(mask), onnx_mapping=OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))

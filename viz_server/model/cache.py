@@ -22,7 +22,7 @@ from torch import nn
 from viz_server.model.convert import convert
 from viz_server.model.loaded import ConversionReport
 
-CACHE_FORMAT = "4"
+CACHE_FORMAT = "5"
 MEMORY_CACHE_SIZE = 8
 CONVERSION_HOOKS = ("register_converters", "model_checks")
 

@@ -131,16 +131,24 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     return missing
 
 
-QUANTIZED_OPS = frozenset({"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"})
+QUANTIZED_OP_MARKS = ("Quantize", "QLinear", "Integer", "QGemm", "QAttention", "QOrdered")
+"""Parts of op names that mark quantized arithmetic (the standard ones convert; contrib ones such as
+com.microsoft.QLinearAdd do not)."""
+
+
+def quantized_ops(model: onnx.ModelProto) -> list[str]:
+    """Op types of the graph that compute on quantized integers."""
+    return sorted({node.op_type for node in model.graph.node if any(mark in node.op_type for mark in QUANTIZED_OP_MARKS)})
 
 
 def convert(model: onnx.ModelProto) -> tuple[torch.fx.GraphModule, dict[str, str]]:
     """Convert to torch; return the module and a map ONNX node name -> torch submodule name."""
     missing = unsupported_ops(model)
-    quantized = [label for label in missing if label.split(" ")[0] in QUANTIZED_OPS]
+    quantized = [label for label in missing if any(mark in label for mark in QUANTIZED_OP_MARKS)]
     if quantized:
         raise UserError(
-            f"the model is quantized ({', '.join(quantized[:3])}) and integer arithmetic has no useful gradient; analyse the float model it was quantized from."
+            f"the model uses quantized ops viz-server cannot convert ({', '.join(quantized[:3])}); export it in QDQ format "
+            "(QuantizeLinear/DequantizeLinear pairs, e.g. onnxruntime.quantization with QuantFormat.QDQ) or analyse the float model it was quantized from."
         )
     if missing:
         raise UserError(

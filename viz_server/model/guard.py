@@ -102,7 +102,7 @@ def check_image_input(model: onnx.ModelProto) -> None:
     if not value.type.HasField("tensor_type"):
         raise UserError(f"input '{value.name[:80]}' is not a tensor; viz-server analyses image models.")
     elem_type = value.type.tensor_type.elem_type
-    if elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+    if elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE):
         type_name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() else str(elem_type)
         raise UserError(
             f"input '{value.name[:80]}' has element type {type_name}; viz-server needs a float image input "

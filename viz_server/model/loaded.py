@@ -38,6 +38,8 @@ class ConversionReport:
     warnings: list[str] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)  # model_checks hook: {"check": plugin, "finding": sentence}
     output_op: str = ""  # op type computing the main output as exported (before a final Softmax was stripped)
+    verified: dict[str, list[dict]] = field(default_factory=dict)  # spec key (input size, layout, range, normalization) -> parity there
+    caveats: list[str] = field(default_factory=list)  # what every result on this model must say (precision, quantization)
     seconds: dict[str, float] = field(default_factory=dict)
     from_cache: bool = False
 
@@ -95,6 +97,13 @@ class LoadedModel:
     def session(self):
         """onnxruntime session on the normalized graph (CUDA provider when onnxruntime-gpu has one)."""
         return make_session(self.onnx_model)
+
+    @cached_property
+    def parity_probe(self):
+        """Compares this graph with onnxruntime on any batch (``verify.check_inputs``)."""
+        from viz_server.model.verify import ParityProbe
+
+        return ParityProbe(self.onnx_model, {layer.name: layer.module_name for layer in self.layers}, self.spec.input_name)
 
     @property
     def max_batch(self) -> int | None:
@@ -185,13 +194,17 @@ def _value_json(value: onnx.ValueInfoProto) -> dict:
     return {"name": value.name, "shape": dims}
 
 
-def make_session(model: onnx.ModelProto):
+def make_session(model: onnx.ModelProto, *, exact: bool = False):
+    """An onnxruntime session; ``exact`` runs every node as written, on the CPU (no graph optimizations: no
+    fused kernels, no integer kernels for quantize/dequantize pairs), the reference verification compares with."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    providers = ["CPUExecutionProvider"] if exact else [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     options = ort.SessionOptions()
     options.log_severity_level = 4  # errors surface as exceptions, turned into one sentence
+    if exact:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types

@@ -2,6 +2,7 @@
 
 Passes (each returns a note for the conversion report when it changed something):
 - ``name_nodes``: every node gets a unique, non-empty name (layer names must be stable handles).
+- ``compute_in_float32``: a float16/bfloat16 (or float64) model becomes the same graph in float32 (``precision``).
 - ``keep_main_output``: only the first graph output is kept; nodes feeding nothing else are dropped.
 - ``fold_constants``: Constant, Identity-of-initializer, ConstantOfShape and any deterministic node whose
   inputs are all constant become initializers (PaddlePaddle exports and torch's de-duplicated weights).
@@ -27,6 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from viz_server.errors import UserError
+from viz_server.model.precision import compute_in_float32
 
 MAX_FOLDED_ELEMENTS = 1 << 26
 """Largest tensor constant folding may create (64 Mi elements); bigger nodes are left to run."""
@@ -36,11 +38,17 @@ SHAPE_ONLY_OPS = frozenset({"Identity", "Flatten", "Reshape", "Squeeze", "Unsque
 SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
 
 
-def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """Run every pass in order; return the new model and the notes of passes that changed something."""
+def normalize(model: onnx.ModelProto, *, in_float32: bool = True) -> tuple[onnx.ModelProto, list[str]]:
+    """Run every pass in order; return the new model and the notes of passes that changed something.
+
+    ``in_float32=False`` keeps a half-precision model's types (the reference its float32 conversion is checked
+    against)."""
     model = _copy(model)
     notes: list[str] = []
-    for step in (name_nodes, keep_main_output, fold_constants, strip_softmax, fuse_gelu, fuse_silu, fuse_linear, infer_shapes):
+    steps = (name_nodes, compute_in_float32, keep_main_output, fold_constants, strip_softmax, fuse_gelu, fuse_silu, fuse_linear, infer_shapes)
+    for step in steps:
+        if step is compute_in_float32 and not in_float32:
+            continue
         note = step(model)
         if note:
             notes.append(note)

@@ -23,9 +23,10 @@ from viz_server.model import guard as guard_stage
 from viz_server.model import normalize as normalize_stage
 from viz_server.model.convert import convert
 from viz_server.model.layers import LayerTable, build_layer_table, incomplete, shapes_at_size
-from viz_server.model.loaded import ConversionReport, FixedBatch, LoadedModel, make_session
+from viz_server.model.loaded import ConversionReport, FixedBatch, LoadedModel
+from viz_server.model.precision import model_precision
 from viz_server.model.spec import ModelSpec, build_spec, parse_field, read_sidecar, spec_metadata
-from viz_server.model.verify import verify
+from viz_server.model.verify import spec_key, verify, verify_spec
 from viz_server.tasks import OutputDecoder, OutputInfo, choose_decoder
 
 
@@ -69,7 +70,19 @@ def load_model(
         if use_cache:
             cache.remember(key, converted, folder)
     decoder, output = _decoder_for(converted.onnx_model, converted.metadata, overrides, converted.report.output_op)
-    return _loaded(digest, name, converted, _spec_for(converted.onnx_model, converted.metadata, overrides, decoder, output), decoder)
+    spec = _spec_for(converted.onnx_model, converted.metadata, overrides, decoder, output)
+    _verify_at(spec, converted, key, folder if use_cache else None)
+    return _loaded(digest, name, converted, spec, decoder)
+
+
+def _verify_at(spec: ModelSpec, converted: cache.Converted, key: str, folder: Path | None) -> None:
+    """Parity at the spec in use, once per spec key (the conversion verified the spec it was loaded with)."""
+    where = spec_key(spec)
+    if where in converted.report.verified:
+        return
+    converted.report.verified[where] = verify_spec(converted.onnx_model, converted.graph, converted.module_names, spec)
+    if folder is not None:
+        cache.remember(key, converted, folder)
 
 
 def _loaded(digest: str, name: str, converted: cache.Converted, spec: ModelSpec, decoder: OutputDecoder) -> LoadedModel:
@@ -137,6 +150,7 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any], name: str) -> cache.C
 
     started = time.perf_counter()
     normalized, passes = normalize_stage.normalize(model)
+    original = normalize_stage.normalize(model, in_float32=False)[0] if model_precision(model) else None
     metadata = {prop.key: prop.value for prop in model.metadata_props}
     exported_final_op = final_op(model)
     decoder, output = _decoder_for(normalized, metadata, overrides, exported_final_op)
@@ -148,7 +162,7 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any], name: str) -> cache.C
     seconds["convert"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    verified = verify(normalized, graph, module_names, spec, make_session(normalized))
+    verified = verify(normalized, graph, module_names, spec, original)
     seconds["verify"] = time.perf_counter() - started
 
     report = ConversionReport(
@@ -160,6 +174,8 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any], name: str) -> cache.C
         gradient_norm=verified.parity.gradient_norm,
         warnings=verified.parity.warnings,
         output_op=exported_final_op,
+        verified={verified.spec_key: [check.to_json() for check in verified.parity.checks]},
+        caveats=verified.parity.caveats,
     )
     converted = cache.Converted(verified.onnx_model, verified.graph, verified.module_names, report, metadata)
 

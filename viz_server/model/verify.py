@@ -1,17 +1,28 @@
 """Stage 4: prove the torch graph computes what onnxruntime computes, or refuse to analyse the model.
 
-``verify`` runs three checks on a converted graph:
+``verify`` runs these checks on a converted graph:
 
-- parity: seeded random images inside the model's valid input range, at batch 1 and at batch 2; the relative
-  error is ``max|torch - ort| / max|ort|`` over the scores and must stay under ``TOLERANCE``;
+- parity: probe images (shipped sample pictures and seeded noise, mapped into the model's own input space)
+  at batch 1 and at batch 2, against onnxruntime running every node as written. The relative error is
+  ``max|torch - ort| / max|ort|``, measured on the scores before a final squashing op (Sigmoid, Softmax, Tanh:
+  a saturated output hides differences and inflates relative ones), and must stay under ``TOLERANCE``. A
+  failure names the first layer where the two differ (``divergence``);
 - the batch: a fixed batch-1 export is proposed a dynamic batch axis (``dynamic_batch``: Reshape targets copy
   the batch axis), kept only when batch 2 reproduces onnxruntime image by image; otherwise the graph runs
   one image at a time (``LoadedModel`` wraps it in ``FixedBatch``);
+- precision: a half-precision model (computed in float32 after ``normalize``) is also compared with
+  onnxruntime on its half-precision original, within ``precision.TOLERANCE``; a quantized one with
+  onnxruntime's fused integer kernels, in output quantization steps; both become caveats of every result;
 - the gradient: the input gradient must be finite and non-zero, since every gradient technique needs it.
+
+Parity is keyed by the spec fields that shape the input (``spec_key``): a changed image size, layout, range or
+normalization is verified again at load (``verify_spec``), and every technique run checks its own images
+first (``check_inputs``).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,12 +34,18 @@ from torch import nn
 
 from viz_server.errors import UserError
 from viz_server.model import guard as guard_stage
-from viz_server.model.convert import convert
+from viz_server.model import precision
+from viz_server.model.convert import convert, quantized_ops
+from viz_server.model.divergence import first_divergence
+from viz_server.model.loaded import FixedBatch, make_session
 from viz_server.model.normalize import infer_shapes
 
 TOLERANCE = 1e-3
 """Relative error above which a converted model is refused."""
 WARN_TOLERANCE = 1e-4
+SQUASHING_OPS = frozenset({"Sigmoid", "Softmax", "LogSoftmax", "Tanh", "HardSigmoid"})
+INPUT_CHECK_IMAGES = 1
+"""How many of a run's own images ``check_inputs`` compares (one forward pass in each runtime)."""
 
 
 @dataclass
@@ -36,9 +53,10 @@ class Parity:
     batch: int
     max_abs_error: float
     max_rel_error: float
+    probe: str = ""
 
     def to_json(self) -> dict:
-        return {"batch": self.batch, "max_abs_error": self.max_abs_error, "max_rel_error": self.max_rel_error}
+        return {"batch": self.batch, "max_abs_error": self.max_abs_error, "max_rel_error": self.max_rel_error, "probe": self.probe}
 
 
 @dataclass
@@ -46,45 +64,130 @@ class ParityReport:
     checks: list[Parity] = field(default_factory=list)
     gradient_norm: float = 0.0
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def worst_rel_error(self) -> float:
-        return max((check.max_rel_error for check in self.checks), default=float("nan"))
+    caveats: list[str] = field(default_factory=list)
 
 
-def compare(batch: int, ours: np.ndarray, reference: np.ndarray, where: str) -> Parity:
-    if ours.shape != reference.shape:
-        raise UserError(
-            f"the converted graph gives scores of shape {list(ours.shape)} but onnxruntime gives "
-            f"{list(reference.shape)} ({where}); this model cannot be analysed faithfully."
-        )
-    if not np.isfinite(reference).all() or not np.isfinite(ours).all():
-        raise UserError(f"the model produces NaN or infinite scores on a valid input ({where}); its weights are broken.")
-    abs_error = float(np.max(np.abs(ours.astype(np.float64) - reference))) if reference.size else 0.0
-    scale = max(float(np.max(np.abs(reference))) if reference.size else 0.0, 1e-6)
-    return Parity(batch, abs_error, abs_error / scale)
+def relative_error(ours: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(max absolute error, that error over the reference's largest magnitude)."""
+    if not reference.size:
+        return 0.0, 0.0
+    error = float(np.max(np.abs(ours.astype(np.float64) - reference)))
+    return error, error / max(float(np.max(np.abs(reference))), 1e-6)
 
 
-def check_tolerance(parity: Parity, report: ParityReport) -> None:
-    if parity.max_rel_error > TOLERANCE:
-        raise UserError(
-            f"the converted graph differs from onnxruntime by {parity.max_rel_error:.2g} (relative) at batch "
-            f"{parity.batch}, above the {TOLERANCE:g} allowed; results on it would not describe this model."
-        )
-    if parity.max_rel_error > WARN_TOLERANCE:
-        report.warnings.append(f"parity at batch {parity.batch} is {parity.max_rel_error:.2g} relative, above {WARN_TOLERANCE:g}.")
+def spec_key(spec) -> str:
+    """The spec fields that change what the model is fed: verification holds per value of this key."""
+    fields = (spec.height, spec.width, spec.channels, spec.layout, list(spec.value_range), list(spec.mean), list(spec.std), spec.channel_order)
+    return json.dumps(fields)
 
 
-def random_inputs(spec, batch: int, seed: int = 0) -> np.ndarray:
-    """Seeded random images in [0, 1], mapped into model space (the model's own range and layout)."""
+def noise(spec, count: int, seed: int = 0) -> np.ndarray:
+    """Seeded uniform noise in [0, 1] per value, mapped into model space (the model's own range and layout)."""
     rng = np.random.default_rng(seed)
-    unit = rng.random((batch, spec.height, spec.width, spec.channels), dtype=np.float32)
-    return spec.unit_to_model(unit)
+    return spec.unit_to_model(rng.random((count, spec.height, spec.width, spec.channels), dtype=np.float32))
 
 
-def torch_scores(module: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        return np.asarray(module(torch.from_numpy(batch)).detach().numpy(), dtype=np.float64)
+def probe_batches(spec) -> dict[str, np.ndarray]:
+    """Model-space probe batches of two: "pictures" (shipped sample pictures) and "noise"."""
+    noise_batch = noise(spec, 2)
+    try:
+        from viz_server.model.images import decode_image
+        from viz_server_models import sample_images
+
+        paths = list(sample_images().values())[:2]
+        pictures = spec.preprocess([decode_image(path.read_bytes(), path.name) for path in paths]) if len(paths) == 2 else None
+    except ImportError:
+        pictures = None
+    return {"pictures": pictures, "noise": noise_batch} if pictures is not None else {"noise": noise_batch}
+
+
+def compared_tensor(model: onnx.ModelProto) -> tuple[str, str | None]:
+    """(the tensor parity is measured on, the node computing it): the main output, or the input of a final
+    squashing node (its logits)."""
+    output = model.graph.output[0].name
+    producer = next((node for node in model.graph.node if output in node.output), None)
+    if producer is not None and producer.op_type in SQUASHING_OPS and producer.input:
+        logits = producer.input[0]
+        source = next((node for node in model.graph.node if logits in node.output), None)
+        if source is not None:
+            return logits, source.name
+    return output, producer.name if producer is not None else None
+
+
+class ParityProbe:
+    """One batch through onnxruntime (every node as written) and through a torch graph, compared at
+    ``compared_tensor``."""
+
+    def __init__(self, model: onnx.ModelProto, module_names: dict[str, str], input_name: str, session_model: onnx.ModelProto | None = None):
+        """``session_model``: run onnxruntime on this model instead, as deployed (with its graph optimizations:
+        onnxruntime computes a half-precision graph in half precision only where it fuses kernels)."""
+        self.model, self.module_names, self.input_name = model, module_names, input_name
+        self.tensor, self.node = compared_tensor(model)
+        reference = session_model or model
+        if self.tensor != model.graph.output[0].name:
+            reference = _with_output(reference, self.tensor)
+        self.session = make_session(reference, exact=session_model is None)
+        self.output_index = [output.name for output in self.session.get_outputs()].index(self.tensor)
+
+    def reference(self, batch: np.ndarray, feed: np.ndarray | None = None) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input_name: batch if feed is None else feed})[self.output_index], dtype=np.float64)
+
+    def ours(self, graph: nn.Module, batch: np.ndarray) -> np.ndarray:
+        inner = _inner(graph)
+        captured: list[torch.Tensor] = []
+        handle = None
+        if self.tensor != self.model.graph.output[0].name and self.node in self.module_names:
+            module = inner.get_submodule(self.module_names[self.node])
+            handle = module.register_forward_hook(lambda _m, _i, output: captured.append(output[0] if isinstance(output, tuple) else output))
+        try:
+            with torch.inference_mode():
+                scores = graph(torch.from_numpy(batch))
+        finally:
+            if handle is not None:
+                handle.remove()
+        value = torch.cat(captured)[: len(batch)] if captured else scores
+        return np.asarray(value.detach().to(torch.float64).numpy())
+
+    def compare(self, graph: nn.Module, batch: np.ndarray, label: str, reference: np.ndarray | None = None) -> Parity:
+        """Parity on one batch; a shape mismatch or non-finite scores raise ``UserError``."""
+        expected = self.reference(batch) if reference is None else reference
+        try:
+            ours = self.ours(graph, batch)
+        except Exception as exc:  # noqa: BLE001 - a converted graph that cannot run is a conversion failure
+            raise UserError(f"the converted graph cannot run this model ({type(exc).__name__}: {str(exc)[:200]}); re-export it.") from None
+        if ours.shape != expected.shape:
+            raise UserError(
+                f"the converted graph gives scores of shape {list(ours.shape)} but onnxruntime gives {list(expected.shape)} ({label}); "
+                "this model cannot be analysed faithfully."
+            )
+        if not np.isfinite(expected).all() or not np.isfinite(ours).all():
+            raise UserError(f"the model produces NaN or infinite scores on a valid input ({label}); its weights are broken.")
+        absolute, relative = relative_error(ours, expected)
+        return Parity(len(batch), absolute, relative, label)
+
+    def require(self, graph: nn.Module, batch: np.ndarray, label: str, module_names: dict[str, str] | None = None) -> Parity:
+        """``compare``, refusing the model (naming the first diverging layer) above ``TOLERANCE``."""
+        parity = self.compare(graph, batch, label)
+        if parity.max_rel_error > TOLERANCE:
+            where = first_divergence(self.model, _inner(graph), module_names or self.module_names, batch[:1], self.input_name, TOLERANCE)
+            raise UserError(
+                f"the converted graph differs from onnxruntime by {parity.max_rel_error:.2g} (relative) on {label}, above the "
+                f"{TOLERANCE:g} allowed; results on it would not describe this model" + (f" ({where})." if where else ".")
+            )
+        return parity
+
+
+def _inner(graph: nn.Module) -> nn.Module:
+    """The converted graph itself, out of a ``FixedBatch`` wrapper."""
+    return graph.graph if isinstance(graph, FixedBatch) else graph
+
+
+def _with_output(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
+    extended = onnx.ModelProto()
+    extended.CopyFrom(model)
+    known = {value.name: value for value in extended.graph.value_info}
+    extended.graph.output.append(known.get(tensor) or onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    return extended
 
 
 def gradient_norm(module: torch.nn.Module, batch: np.ndarray) -> float:
@@ -108,76 +211,183 @@ class Verified:
     max_batch: int | None  # None: any batch in one pass; N: the graph only takes batches of exactly N
     parity: ParityReport
     notes: list[str] = field(default_factory=list)
+    spec_key: str = ""
 
 
-def verify(normalized: onnx.ModelProto, graph: nn.Module, module_names: dict[str, str], spec, session) -> Verified:
-    """Parity at batch 1 and 2 against ``session`` (onnxruntime on ``normalized``), the batch proposal, the
-    gradient check; raises ``UserError`` with one sentence when the graph cannot be trusted."""
+def _note_parity(parity: Parity, report: ParityReport) -> None:
+    report.checks.append(parity)
+    if parity.max_rel_error > WARN_TOLERANCE:
+        report.warnings.append(f"parity on {parity.probe} is {parity.max_rel_error:.2g} relative, above {WARN_TOLERANCE:g}.")
+
+
+def verify(normalized: onnx.ModelProto, graph: nn.Module, module_names: dict[str, str], spec, original: onnx.ModelProto | None = None) -> Verified:
+    """Parity at batch 1 and 2 against onnxruntime on ``normalized``, the batch proposal, the precision checks
+    (``original``: the model before it was computed in float32), the gradient check; raises ``UserError`` with
+    one sentence when the graph cannot be trusted."""
     report = ParityReport()
     notes: list[str] = []
+    probe = ParityProbe(normalized, module_names, spec.input_name)
     fixed = fixed_batch(normalized)
-    first_batch = fixed if fixed and fixed > 1 else 1
-    one = random_inputs(spec, first_batch, seed=0)
-    two = random_inputs(spec, 2, seed=1)
+    batches = probe_batches(spec)
+    first = batches.get("pictures", batches["noise"])[:1]
+    if fixed and fixed > 1:
+        first = np.concatenate([first] * fixed)
     try:
-        reference_one = session.run(None, {spec.input_name: one})[0]
-        reference_two = np.concatenate([session.run(None, {spec.input_name: two[i : i + 1]})[0] for i in range(2)]) if fixed in (None, 1) else None
+        reference_two = {name: np.concatenate([probe.reference(batch[i : i + 1]) for i in range(2)]) for name, batch in batches.items()}
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise UserError(f"onnxruntime cannot run this model on a valid input ({str(exc).splitlines()[0][:200]}); re-export it.") from None
+        if fixed not in (None, 1):
+            reference_two = {}
+        else:
+            raise UserError(f"onnxruntime cannot run this model on a valid input ({str(exc).splitlines()[0][:200]}); re-export it.") from None
     try:
-        ours = torch_scores(graph, one)
-    except Exception as exc:  # noqa: BLE001 - a converted graph that cannot run is a conversion failure
-        raise UserError(f"the converted graph cannot run this model ({type(exc).__name__}: {str(exc)[:200]}); re-export it.") from None
-    parity_one = compare(first_batch, ours, reference_one, f"batch {first_batch}")
-    check_tolerance(parity_one, report)
-    report.checks.append(parity_one)
+        probe.reference(first)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"onnxruntime cannot run this model on a valid input ({str(exc).splitlines()[0][:200]}); re-export it.") from None
+    _note_parity(probe.require(graph, first, f"{'a sample picture' if 'pictures' in batches else 'noise'} at batch {len(first)}"), report)
 
-    result = Verified(normalized, graph, module_names, fixed, report, notes)
+    result = Verified(normalized, graph, module_names, fixed, report, notes, spec_key(spec))
     if fixed is None:
-        if _batch_parity(graph, two, reference_two, report) is None:
+        if not _batch_parity(probe, graph, batches, reference_two, report):
             result.max_batch = 1
             notes.append("the graph mixes images at batch > 1; images run one at a time")
     elif fixed == 1:
-        candidate = dynamic_batch(normalized)
-        parity = None
-        if candidate is not None:
-            try:
-                candidate_graph, candidate_names = convert(candidate)
-                parity = _batch_parity(candidate_graph, two, reference_two, report)
-                if parity is not None:
-                    from viz_server.model.loaded import make_session
-
-                    make_session(candidate).run(None, {spec.input_name: two})
-            except Exception:  # noqa: BLE001 - any failure of the proposal means: keep the fixed batch
-                parity = None
-        if parity is not None:
-            result.onnx_model, result.graph, result.module_names, result.max_batch = candidate, candidate_graph, candidate_names, None
-            notes.append("made the fixed batch-1 input dynamic (Reshape targets copy the batch axis)")
-        else:
-            notes.append("the export fixes the batch to 1; images run one at a time")
+        _propose_dynamic_batch(result, probe, batches, reference_two, spec)
     else:
         notes.append(f"the export fixes the batch to {fixed}; images run in groups of {fixed}")
 
-    report.gradient_norm = gradient_norm(result.graph, random_inputs(spec, result.max_batch or 1, seed=2))
+    operations = quantized_ops(normalized)
+    if operations:
+        _quantization_caveats(result, probe, operations, first[:1] if result.max_batch in (None, 1) else first, spec)
+    if original is not None:
+        _precision_caveats(result, probe, original, first, spec)
+    report.gradient_norm = gradient_norm(result.graph, noise(spec, result.max_batch or 1, seed=2))
     if not report.gradient_norm > 0:
         report.warnings.append("the scores have no usable gradient with respect to the input; gradient techniques will show blank maps.")
     return result
 
 
-def _batch_parity(graph: nn.Module, batch: np.ndarray, reference: np.ndarray | None, report: ParityReport) -> Parity | None:
-    """Batch-2 parity against onnxruntime run image by image; None when the graph cannot do batch 2."""
-    if reference is None:
+def _batch_parity(
+    probe: ParityProbe, graph: nn.Module, batches: dict[str, np.ndarray], reference_two: dict[str, np.ndarray], report: ParityReport | None
+) -> bool:
+    """Whether batch 2 reproduces onnxruntime run image by image on every probe batch (recorded in ``report``)."""
+    checks = []
+    for name, batch in batches.items():
+        if name not in reference_two:
+            return False
+        try:
+            parity = probe.compare(graph, batch, f"{name} at batch 2", reference_two[name])
+        except UserError:
+            return False
+        if parity.max_rel_error > TOLERANCE:
+            return False
+        checks.append(parity)
+    if report is not None:
+        for parity in checks:
+            _note_parity(parity, report)
+    return True
+
+
+def _propose_dynamic_batch(result: Verified, probe: ParityProbe, batches, reference_two, spec) -> None:
+    candidate = dynamic_batch(result.onnx_model)
+    accepted = False
+    if candidate is not None:
+        try:
+            candidate_graph, candidate_names = convert(candidate)
+            accepted = _batch_parity(probe, candidate_graph, batches, reference_two, None)
+            if accepted:
+                make_session(candidate).run(None, {spec.input_name: batches["noise"]})
+                _batch_parity(probe, candidate_graph, batches, reference_two, result.parity)
+        except Exception:  # noqa: BLE001 - any failure of the proposal means: keep the fixed batch
+            accepted = False
+    if accepted:
+        result.onnx_model, result.graph, result.module_names, result.max_batch = candidate, candidate_graph, candidate_names, None
+        result.notes.append("made the fixed batch-1 input dynamic (Reshape targets copy the batch axis)")
+    else:
+        result.notes.append("the export fixes the batch to 1; images run one at a time")
+
+
+def output_step(model: onnx.ModelProto) -> float | None:
+    """The quantization step of the main output, when a DequantizeLinear computes it (its largest scale)."""
+    output = model.graph.output[0].name
+    producer = next((node for node in model.graph.node if output in node.output), None)
+    if producer is None or producer.op_type != "DequantizeLinear" or len(producer.input) < 2:
         return None
+    scale = next((tensor for tensor in model.graph.initializer if tensor.name == producer.input[1]), None)
+    return float(np.max(np.abs(numpy_helper.to_array(scale)))) if scale is not None else None
+
+
+def _quantization_caveats(result: Verified, probe: ParityProbe, operations: list[str], batch: np.ndarray, spec) -> None:
+    """Quantized graphs: the integer kernels onnxruntime deploys, compared in output quantization steps."""
+    if "DynamicQuantizeLinear" in operations and result.max_batch is None:
+        result.max_batch = 1
+        result.notes.append("dynamic quantization takes its range from the whole batch; images run one at a time so each result is the image's own")
+    deployed = make_session(result.onnx_model)
     try:
-        ours = torch_scores(graph, batch)
-        parity = compare(2, ours, reference, "batch 2")
-    except (RuntimeError, UserError, ValueError):
-        return None
-    if parity.max_rel_error > TOLERANCE:
-        return None
-    check_tolerance(parity, report)
-    report.checks.append(parity)
-    return parity
+        kernels = np.asarray(deployed.run(None, {spec.input_name: batch})[0], dtype=np.float64)
+        with torch.inference_mode():
+            ours = result.graph(torch.from_numpy(batch)).to(torch.float64).numpy()
+        absolute, relative = relative_error(ours, kernels)
+    except Exception:  # noqa: BLE001 - the fused kernels are a comparison, not the reference
+        absolute, relative = float("nan"), float("nan")
+    step = output_step(result.onnx_model)
+    measured = f"{absolute / step:.1f} output quantization steps ({relative:.2g} relative)" if step else f"{relative:.2g} (relative)"
+    result.parity.caveats.append(
+        f"Quantized model ({', '.join(operations)}): the torch graph reproduces its quantize/dequantize arithmetic exactly and differs from "
+        f"onnxruntime's fused integer kernels by {measured}; gradients are those of the float surrogate (rounding passed straight through, "
+        "Bengio et al. 2013), not of integer arithmetic, which has none."
+    )
+
+
+def _precision_caveats(result: Verified, probe: ParityProbe, original: onnx.ModelProto, batch: np.ndarray, spec) -> None:
+    """A model computed in float32 instead of its own precision: compared with onnxruntime on the original."""
+    kind = precision.model_precision(original) or "float16"
+    try:
+        reference_probe = ParityProbe(result.onnx_model, result.module_names, spec.input_name, session_model=original)
+        expected = reference_probe.reference(batch, feed=precision.original_inputs(original, spec.input_name, batch))
+    except Exception:  # noqa: BLE001 - onnxruntime lacks many bfloat16 CPU kernels
+        result.parity.caveats.append(
+            f"The model computes in {kind}; viz-server analyses it in float32, and onnxruntime cannot run the {kind} original here to measure the difference."
+        )
+        return
+    parity = probe.compare(result.graph, batch, f"the {kind} original", expected)
+    if parity.max_rel_error > precision.TOLERANCE[kind]:
+        raise UserError(
+            f"the float32 graph differs from the {kind} original by {parity.max_rel_error:.2g} (relative), more than {kind} rounding explains "
+            f"({precision.TOLERANCE[kind]:g}); results on it would not describe this model."
+        )
+    result.parity.checks.append(parity)
+    result.parity.caveats.append(
+        f"The model computes in {kind}; viz-server analyses it in float32, which agrees with onnxruntime on the {kind} original to "
+        f"{parity.max_rel_error:.2g} (relative)."
+    )
+
+
+def verify_spec(model: onnx.ModelProto, graph: nn.Module, module_names: dict[str, str], spec) -> list[dict]:
+    """Parity at a spec other than the one the conversion was verified at (a new size, layout, range or
+    normalization); raises ``UserError`` naming the first diverging layer when the graph does not hold there."""
+    probe = ParityProbe(model, module_names, spec.input_name)
+    checks = []
+    for name, batch in probe_batches(spec).items():
+        single = batch[:1]
+        fixed = fixed_batch(model)
+        if fixed and fixed > 1:
+            single = np.concatenate([single] * fixed)
+        try:
+            checks.append(probe.require(graph, single, f"{name} at {spec.height}x{spec.width}").to_json())
+        except UserError as exc:
+            raise UserError(f"at the spec in use ({spec.height}x{spec.width}, {spec.layout}, range {list(spec.value_range)}): {exc}") from None
+    return checks
+
+
+def check_inputs(model, batch: np.ndarray) -> Parity:
+    """A run's own images (the first few) through both runtimes: the graph must hold on what it is used on."""
+    probe = model.parity_probe
+    images = np.ascontiguousarray(batch[:INPUT_CHECK_IMAGES], dtype=np.float32)
+    if model.max_batch is not None:
+        images = images[: model.max_batch]
+        if len(images) < model.max_batch:
+            images = np.concatenate([images, np.repeat(images[-1:], model.max_batch - len(images), axis=0)])
+    return probe.require(model.module, images, "the images of this run")
 
 
 def fixed_batch(model: onnx.ModelProto) -> int | None:
