@@ -97,7 +97,7 @@ def prepared(model: onnx.ModelProto) -> onnx.ModelProto:
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    for step in (normalize.name_nodes, normalize.fold_constants, normalize.infer_shapes):
+    for step in (normalize.name_nodes, normalize.isolate_outputs, normalize.fold_constants, normalize.infer_shapes):
         step(copy)
     return copy
 

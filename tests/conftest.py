@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent.parent))  # the repository root: ``benchmarks`` holds shared harnesses
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "web"))
 

@@ -69,6 +69,21 @@ class CTCRecognizer(nn.Module):
         return F.log_softmax(self.classify(columns), dim=2)
 
 
+class CRNN(nn.Module):
+    """A CRNN text recognizer (Shi, Bai & Yao 2015): conv features collapsed over height, a bidirectional LSTM
+    over the columns, one class per column, log-softmax for CTC."""
+
+    def __init__(self, classes: int = 6):
+        super().__init__()
+        self.features = nn.Sequential(relu_block(3, 8), nn.MaxPool2d(2), relu_block(8, 16), nn.MaxPool2d(2))
+        self.recurrence = nn.LSTM(16, 12, bidirectional=True, batch_first=True)
+        self.classify = nn.Linear(24, classes)
+
+    def forward(self, x):
+        columns = self.features(x).mean(2).transpose(1, 2)  # N x T x 16
+        return F.log_softmax(self.classify(self.recurrence(columns)[0]), dim=2)
+
+
 class Embedder(nn.Module):
     """A face-recognition-style embedder: conv features, a projection, and F.normalize at the end."""
 
@@ -110,6 +125,7 @@ MODELS = {
     "yolo_anchors_first": (YoloAnchorsFirst, (1, 3, 32, 32), {}),
     "boxes_and_scores": (BoxesAndScores, (1, 3, 32, 32), {}),
     "ctc": (CTCRecognizer, (1, 3, 16, 48), {}),
+    "crnn": (CRNN, (1, 3, 16, 48), {}),
     "embedder": (Embedder, (1, 3, 32, 32), {}),
     "variable_size": (VariableSizeClassifier, (1, 3, 32, 64), {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch"}}),
 }

@@ -136,6 +136,18 @@ def test_a_ctc_recognizer_is_explained_through_its_decoded_text(exporter):
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_a_crnn_with_a_bidirectional_lstm_converts_and_is_explained_through_its_text(exporter):
+    model = load_model(export_task_model("crnn", exporter), labels="a,b,c,d,e", use_cache=False)
+    assert (model.spec.task, model.decoder.name) == ("sequence", "ctc_greedy")
+    assert model.conversion.worst_rel_error < 1e-5 and model.conversion.gradient_norm > 0
+    pictures = sample_inputs(2)
+    whole = run_technique("saliency", model, pictures, {"target": "text", **CHECKS_OFF})
+    assert whole.metrics["targets"][0].startswith('the text "') and whole.metrics["usable_maps"] == [True, True]
+    step = run_technique("saliency", model, pictures, {"target": "step:5", **CHECKS_OFF})
+    assert step.metrics["targets"][0].startswith("step 5") and step.metrics["usable_maps"] == [True, True]
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_an_embedding_model_ending_in_normalize_is_explained_by_similarity(exporter):
     model = load_model(export_task_model("embedder", exporter), use_cache=False)
     assert (model.spec.task, model.decoder.name) == ("embedding", "normalized_embedding")

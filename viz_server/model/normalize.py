@@ -4,6 +4,7 @@ Passes (each returns a note for the conversion report when it changed something)
 - ``name_nodes``: every node gets a unique, non-empty name (layer names must be stable handles).
 - ``compute_in_float32``: a float16/bfloat16 (or float64) model becomes the same graph in float32 (``precision``).
 - ``keep_main_output``: only the first graph output is kept; nodes feeding nothing else are dropped.
+- ``isolate_outputs``: an output that is one of several of its node's gets an Identity of its own.
 - ``fold_constants``: Constant, Identity-of-initializer, ConstantOfShape and any deterministic node whose
   inputs are all constant become initializers (PaddlePaddle exports and torch's de-duplicated weights).
 - ``strip_softmax``: a final Softmax/LogSoftmax is removed so the model returns pre-softmax scores.
@@ -45,7 +46,7 @@ def normalize(model: onnx.ModelProto, *, in_float32: bool = True) -> tuple[onnx.
     against)."""
     model = _copy(model)
     notes: list[str] = []
-    steps = (name_nodes, compute_in_float32, keep_main_output, fold_constants, strip_softmax, fuse_gelu, fuse_silu, fuse_linear, infer_shapes)
+    steps = (name_nodes, compute_in_float32, keep_main_output, isolate_outputs, fold_constants, strip_softmax, fuse_gelu, fuse_silu, fuse_linear, infer_shapes)
     for step in steps:
         if step is compute_in_float32 and not in_float32:
             continue
@@ -81,6 +82,25 @@ def name_nodes(model: onnx.ModelProto) -> str | None:
             renamed += 1
         seen[node.name] += 1
     return f"named {renamed} unnamed or duplicate nodes" if renamed else None
+
+
+def isolate_outputs(model: onnx.ModelProto) -> str | None:
+    """A graph output that is one of several outputs of its node goes through an Identity of its own (the
+    converter returns a multi-output node's results together)."""
+    graph = model.graph
+    producers = {name: node for node in graph.node for name in node.output if name}
+    isolated = []
+    for output in graph.output:
+        node = producers.get(output.name)
+        if node is None or len(node.output) < 2:
+            continue
+        inner = f"{output.name}__value"
+        node.output[list(node.output).index(output.name)] = inner
+        for consumer in graph.node:
+            consumer.input[:] = [inner if name == output.name else name for name in consumer.input]
+        graph.node.append(helper.make_node("Identity", [inner], [output.name], name=f"{node.name}__output"))
+        isolated.append(output.name)
+    return f"gave output(s) {', '.join(isolated[:3])} an Identity of their own" if isolated else None
 
 
 def keep_main_output(model: onnx.ModelProto) -> str | None:

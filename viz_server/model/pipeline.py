@@ -150,7 +150,8 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any], name: str) -> cache.C
 
     started = time.perf_counter()
     normalized, passes = normalize_stage.normalize(model)
-    original = normalize_stage.normalize(model, in_float32=False)[0] if model_precision(model) else None
+    kind = model_precision(model)
+    original = normalize_stage.normalize(model, in_float32=False)[0] if kind else None
     metadata = {prop.key: prop.value for prop in model.metadata_props}
     exported_final_op = final_op(model)
     decoder, output = _decoder_for(normalized, metadata, overrides, exported_final_op)
@@ -162,7 +163,7 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any], name: str) -> cache.C
     seconds["convert"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    verified = verify(normalized, graph, module_names, spec, original)
+    verified = verify(normalized, graph, module_names, spec, original, kind)
     seconds["verify"] = time.perf_counter() - started
 
     report = ConversionReport(

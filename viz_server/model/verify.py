@@ -220,10 +220,12 @@ def _note_parity(parity: Parity, report: ParityReport) -> None:
         report.warnings.append(f"parity on {parity.probe} is {parity.max_rel_error:.2g} relative, above {WARN_TOLERANCE:g}.")
 
 
-def verify(normalized: onnx.ModelProto, graph: nn.Module, module_names: dict[str, str], spec, original: onnx.ModelProto | None = None) -> Verified:
+def verify(
+    normalized: onnx.ModelProto, graph: nn.Module, module_names: dict[str, str], spec, original: onnx.ModelProto | None = None, kind: str | None = None
+) -> Verified:
     """Parity at batch 1 and 2 against onnxruntime on ``normalized``, the batch proposal, the precision checks
-    (``original``: the model before it was computed in float32), the gradient check; raises ``UserError`` with
-    one sentence when the graph cannot be trusted."""
+    (``original``: the model before it was computed in float32, in precision ``kind``), the gradient check;
+    raises ``UserError`` with one sentence when the graph cannot be trusted."""
     report = ParityReport()
     notes: list[str] = []
     probe = ParityProbe(normalized, module_names, spec.input_name)
@@ -259,7 +261,7 @@ def verify(normalized: onnx.ModelProto, graph: nn.Module, module_names: dict[str
     if operations:
         _quantization_caveats(result, probe, operations, first[:1] if result.max_batch in (None, 1) else first, spec)
     if original is not None:
-        _precision_caveats(result, probe, original, first, spec)
+        _precision_caveats(result, probe, original, kind or "float16", first, spec)
     report.gradient_norm = gradient_norm(result.graph, noise(spec, result.max_batch or 1, seed=2))
     if not report.gradient_norm > 0:
         report.warnings.append("the scores have no usable gradient with respect to the input; gradient techniques will show blank maps.")
@@ -338,9 +340,8 @@ def _quantization_caveats(result: Verified, probe: ParityProbe, operations: list
     )
 
 
-def _precision_caveats(result: Verified, probe: ParityProbe, original: onnx.ModelProto, batch: np.ndarray, spec) -> None:
+def _precision_caveats(result: Verified, probe: ParityProbe, original: onnx.ModelProto, kind: str, batch: np.ndarray, spec) -> None:
     """A model computed in float32 instead of its own precision: compared with onnxruntime on the original."""
-    kind = precision.model_precision(original) or "float16"
     try:
         reference_probe = ParityProbe(result.onnx_model, result.module_names, spec.input_name, session_model=original)
         expected = reference_probe.reference(batch, feed=precision.original_inputs(original, spec.input_name, batch))
