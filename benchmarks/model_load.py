@@ -16,7 +16,7 @@ import warnings
 import torchvision
 
 from benchmarks.common import export_native, software_line
-from viz_server.model import pipeline
+from viz_server.model import cache, pipeline
 
 
 def main() -> None:
@@ -32,15 +32,15 @@ def main() -> None:
         data = export_native(torchvision.models.get_model(name, weights=None).eval(), 224)
         first, cached, stages = [], [], []
         for _ in range(args.repeats):
-            with tempfile.TemporaryDirectory() as cache:
+            with tempfile.TemporaryDirectory() as folder:
                 cache.clear_memory()
                 started = time.perf_counter()
-                model = pipeline.load_model(data, cache_dir=cache)
+                model = pipeline.load_model(data, cache_dir=folder)
                 first.append(time.perf_counter() - started)
                 stages.append(model.conversion.seconds)
                 cache.clear_memory()
                 started = time.perf_counter()
-                again = pipeline.load_model(data, cache_dir=cache)
+                again = pipeline.load_model(data, cache_dir=folder)
                 cached.append(time.perf_counter() - started)
                 assert again.conversion.from_cache
         stage = " / ".join(f"{statistics.median(s.get(key, 0.0) for s in stages):.2f}" for key in ("guard", "normalize", "convert", "verify"))

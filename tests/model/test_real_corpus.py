@@ -163,3 +163,18 @@ def test_models_made_elsewhere_convert_with_parity(name, exporter, opset, varian
     assert np.isfinite(conversion.gradient_norm) and conversion.gradient_norm > 0
     if variant != "float32":
         assert precision, conversion.caveats
+
+
+def test_a_variable_size_segmenter_is_verified_at_each_size_it_is_used_at(tmp_path):
+    module, _ = build("lraspp_mobilenet_v3_large")
+    buffer = io.BytesIO()
+    axes = {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch", 2: "height", 3: "width"}}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(), (torch.rand(1, 3, 224, 224),), buffer, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"], dynamic_axes=axes
+        )
+    for count, size in enumerate(["224,224", "160,288", "97,131"], start=1):
+        model = load_model(buffer.getvalue(), cache_dir=tmp_path, image_size=size)
+        assert len(model.conversion.verified) == count  # the new size was verified (Resize to computed sizes included)
+        assert all(check["max_rel_error"] < 1e-4 for checks in model.conversion.verified.values() for check in checks)

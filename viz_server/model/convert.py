@@ -111,10 +111,23 @@ def _our_lookup(model: onnx.ModelProto):
         onnx2torch_converter.get_converter = lambda operation_type, version, domain=onnx.defs.ONNX_DOMAIN: find_converter(operation_type, version, domain)
         if len(model.graph.value_info):
             onnx2torch_converter.safe_shape_inference = lambda proto: proto
+        initializers = [(cls, cls.reset_parameters) for cls in WEIGHTED_MODULES]
+        for cls, _ in initializers:  # the ONNX weights replace them at once: skip drawing random ones (a third of a cached load)
+            cls.reset_parameters = _keep_parameters
         try:
             yield
         finally:
             onnx2torch_converter.get_converter, onnx2torch_converter.safe_shape_inference = original_lookup, original_inference
+            for cls, method in initializers:
+                cls.reset_parameters = method
+
+
+WEIGHTED_MODULES = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
+"""Modules onnx2torch builds and then fills with the model's weights."""
+
+
+def _keep_parameters(module: torch.nn.Module) -> None:
+    """``reset_parameters`` while converting: the parameters are allocated and about to be overwritten."""
 
 
 def unsupported_ops(model: onnx.ModelProto) -> list[str]:

@@ -174,9 +174,11 @@ class ParityProbe:
         absolute, relative = relative_error(ours, expected)
         return Parity(len(batch), absolute, relative, label)
 
-    def require(self, graph: nn.Module, batch: np.ndarray, label: str, module_names: dict[str, str] | None = None) -> Parity:
+    def require(
+        self, graph: nn.Module, batch: np.ndarray, label: str, module_names: dict[str, str] | None = None, reference: np.ndarray | None = None
+    ) -> Parity:
         """``compare``, refusing the model (naming the first diverging layer) above its tolerance."""
-        parity = self.compare(graph, batch, label)
+        parity = self.compare(graph, batch, label, reference)
         if parity.max_rel_error > self.tolerance:
             where = first_divergence(self.model, _inner(graph), module_names or self.module_names, batch[:1], self.input_name, self.tolerance)
             raise UserError(
@@ -239,22 +241,24 @@ def verify(
     notes: list[str] = []
     probe = ParityProbe(normalized, module_names, spec.input_name)
     fixed = fixed_batch(normalized)
-    batches = probe_batches(spec)
-    first = batches.get("pictures", batches["noise"])[:1]
+    probes = probe_batches(spec)
+    pictures = probes.get("pictures", probes["noise"])
+    first = pictures[:1]
     if fixed and fixed > 1:
         first = np.concatenate([first] * fixed)
+    batches = {"a sample picture and noise": np.concatenate([pictures[1:2], probes["noise"][:1]])}  # the batch-2 probe
     try:
-        reference_two = {name: np.concatenate([probe.reference(batch[i : i + 1]) for i in range(2)]) for name, batch in batches.items()}
+        reference_first = probe.reference(first)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        if fixed not in (None, 1):
-            reference_two = {}
-        else:
-            raise UserError(_cannot_run(exc, spec)) from None
-    try:
-        probe.reference(first)
-    except Exception as exc:  # noqa: BLE001
         raise UserError(_cannot_run(exc, spec)) from None
-    _note_parity(probe.require(graph, first, f"{'a sample picture' if 'pictures' in batches else 'noise'} at batch {len(first)}"), report)
+    reference_two = {}
+    if fixed in (None, 1):
+        try:
+            reference_two = {name: np.concatenate([probe.reference(batch[i : i + 1]) for i in range(2)]) for name, batch in batches.items()}
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(_cannot_run(exc, spec)) from None
+    label = f"{'a sample picture' if 'pictures' in probes else 'noise'} at batch {len(first)}"
+    _note_parity(probe.require(graph, first, label, reference=reference_first), report)
 
     result = Verified(normalized, graph, module_names, fixed, report, notes, spec_key(spec))
     operations = quantized_ops(normalized)
@@ -320,7 +324,7 @@ def _propose_dynamic_batch(result: Verified, probe: ParityProbe, batches, refere
             candidate_graph, candidate_names = convert(candidate)
             accepted = _batch_parity(probe, candidate_graph, batches, reference_two, None)
             if accepted:
-                make_session(candidate).run(None, {spec.input_name: batches["noise"]})
+                make_session(candidate).run(None, {spec.input_name: next(iter(batches.values()))})
                 _batch_parity(probe, candidate_graph, batches, reference_two, result.parity)
         except Exception:  # noqa: BLE001 - any failure of the proposal means: keep the fixed batch
             accepted = False
