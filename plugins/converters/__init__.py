@@ -1,15 +1,19 @@
-"""The built-in converter plugin: ONNX op versions onnx2torch (pinned, unmaintained since 2024-08) lacks.
+"""The built-in converter plugin: ONNX ops onnx2torch (pinned, unmaintained since 2024-08) lacks or gets wrong.
 
 Two kinds, each a ``viz_server.model.convert.Converter`` returned by ``register_converters``:
 
 - version bumps whose only change is new element types (bfloat16, float8, int4 ...) reuse onnx2torch's
   newest converter for that op (``TYPE_ONLY_OPS``);
-- real converters, one small module per family: reductions with axes as an input, Reshape ``allowzero``,
-  Pad-18+, Split-18, CastLike (``tensors``), Resize-18/19, AveragePool-19, GlobalMaxPool (``resampling``),
-  Gelu-20, Mish, Clip-11+ with absent or computed bounds (``activations``), GroupNormalization-18/21 (``normalization``).
+- real converters, one small module per family: ``resampling`` (Resize and Upsample, every mode),
+  ``pooling`` (Max/Average/Lp/GlobalMax pools with ONNX's window rules), ``convolution`` (Conv SAME,
+  ConvTranspose), ``recurrent`` (LSTM, GRU, RNN), ``quantization`` (QDQ, dynamic and QLinear ops),
+  ``normalization`` (BatchNorm at any rank, LayerNorm statistics, GroupNorm), ``layout`` (DepthToSpace,
+  SpaceToDepth, Flatten), ``indexing`` (TopK, CumSum, GatherElements), ``reductions``, ``tensors`` (Reshape,
+  Pad, Split, CastLike, Dropout) and ``activations``; ``windows`` holds the sliding-window geometry Conv and the
+  pools share.
 
-Every converted model is checked numerically against onnxruntime by ``verify``, so a wrong converter cannot
-pass silently.
+Every converted model is checked numerically against onnxruntime by ``verify``, and ONNX's node tests check
+every converter (``tests/model/test_node_cases.py``), so a wrong converter cannot pass silently.
 """
 
 from __future__ import annotations

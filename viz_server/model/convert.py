@@ -113,13 +113,13 @@ def _our_lookup(model: onnx.ModelProto):
             onnx2torch_converter.safe_shape_inference = lambda proto: proto
         initializers = [(cls, cls.reset_parameters) for cls in WEIGHTED_MODULES]
         for cls, _ in initializers:  # the ONNX weights replace them at once: skip drawing random ones (a third of a cached load)
-            cls.reset_parameters = _keep_parameters
+            cls.reset_parameters = _keep_parameters  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:
             onnx2torch_converter.get_converter, onnx2torch_converter.safe_shape_inference = original_lookup, original_inference
             for cls, method in initializers:
-                cls.reset_parameters = method
+                cls.reset_parameters = method  # type: ignore[method-assign]
 
 
 WEIGHTED_MODULES = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
