@@ -18,7 +18,7 @@ import torch
 import torchvision
 
 from viz_server.errors import UserError
-from viz_server.model import pipeline
+from viz_server.model import cache, pipeline
 
 DEFAULT_MODELS = (
     "resnet18",
@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     print("| model | exporter | opset | worst rel error | batch | first load s | cached load s |")
     print("|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as folder:
         for name in args.models.split(","):
             for exporter in args.exporters.split(","):
                 try:
@@ -74,14 +74,14 @@ def main() -> None:
                     continue
                 started = time.perf_counter()
                 try:
-                    model = pipeline.load_model(data, cache_dir=cache)
+                    model = pipeline.load_model(data, cache_dir=folder)
                 except UserError as exc:
                     print(f"| {name} | {exporter} | {opset} | refused: {exc} | | | |", flush=True)
                     continue
                 first = time.perf_counter() - started
                 cache.clear_memory()
                 started = time.perf_counter()
-                pipeline.load_model(data, cache_dir=cache)
+                pipeline.load_model(data, cache_dir=folder)
                 cached = time.perf_counter() - started
                 batch = "any" if model.max_batch is None else f"{model.max_batch} at a time"
                 print(f"| {name} | {exporter} | {opset} | {model.conversion.worst_rel_error:.1e} | {batch} | {first:.2f} | {cached:.2f} |", flush=True)

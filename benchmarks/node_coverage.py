@@ -26,7 +26,7 @@ import onnx.numpy_helper
 IMAGE_OPS = frozenset(
     """Abs Add And ArgMax ArgMin AveragePool BatchNormalization Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv
     ConvInteger ConvTranspose CumSum DepthToSpace DequantizeLinear Div Dropout DynamicQuantizeLinear Einsum Elu Equal Erf Exp Expand
-    Flatten Floor GRU Gather GatherElements Gelu Gemm GlobalAveragePool GlobalMaxPool Greater GreaterOrEqual GroupNormalization
+    Flatten Floor GRU Gather GatherElements Gelu Gemm GridSample GlobalAveragePool GlobalMaxPool Greater GreaterOrEqual GroupNormalization
     HardSigmoid HardSwish Identity InstanceNormalization LRN LSTM LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax LpPool
     MatMul MatMulInteger Max MaxPool Mean Min Mish Mul Neg Not Or PRelu Pad Pow QLinearConv QLinearMatMul QuantizeLinear RNN Range
     Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu

@@ -126,6 +126,7 @@ OWN = [(op, 18, reductions.convert_reduce_axes_input) for op in reductions.REDUC
     ("Upsample", 9, resampling.convert_upsample_9),
     ("Resize", 10, resampling.convert_resize_10),
     ("Resize", 11, resampling.convert_resize),
+    ("GridSample", 16, resampling.convert_grid_sample),
     ("DepthToSpace", 1, layout.convert_depth_to_space),
     ("SpaceToDepth", 1, layout.convert_space_to_depth),
     ("Flatten", 1, layout.convert_flatten),

@@ -275,3 +275,27 @@ def convert_upsample_7(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRe
 
 def convert_upsample_9(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return _resize(node, 9, ("scales",))
+
+
+class GridSample(nn.Module, OnnxToTorchModule):
+    """ONNX GridSample on 4-D inputs (5-D without cubic): ``F.grid_sample`` implements the same modes, padding
+    modes and corners."""
+
+    def __init__(self, mode: str, padding: str, align_corners: bool):
+        super().__init__()
+        self.mode, self.padding, self.align_corners = mode, padding, align_corners
+
+    def forward(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        if x.dim() not in (4, 5) or (x.dim() == 5 and self.mode == "bicubic"):
+            raise ValueError(f"GridSample is converted for 4-D inputs (and 5-D ones without cubic mode), not {x.dim()}-D {self.mode}")
+        return torch.nn.functional.grid_sample(x, grid.to(x.dtype), mode=self.mode, padding_mode=self.padding, align_corners=self.align_corners)
+
+
+def convert_grid_sample(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    attrs = node.attributes
+    mode = {"linear": "bilinear", "cubic": "bicubic"}.get(attrs.get("mode", "bilinear"), attrs.get("mode", "bilinear"))
+    padding = attrs.get("padding_mode", "zeros")
+    if mode not in ("bilinear", "nearest", "bicubic") or padding not in ("zeros", "border", "reflection"):
+        raise NotImplementedError(f"GridSample with mode {mode!r} and padding_mode {padding!r} is not supported")
+    module = GridSample(mode, padding, bool(attrs.get("align_corners", 0)))
+    return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=node.input_values[:2], outputs=node.output_values[:1]))
