@@ -135,6 +135,15 @@ def test_a_ctc_recognizer_is_explained_through_its_decoded_text(exporter):
         run_technique("saliency", model, pictures, {"target": "step:40"})
 
 
+def test_a_paddleocr_character_dictionary_becomes_the_ctc_labels():
+    """PaddleOCR exports keep their characters in the metadata key ``character`` (blank first, space last)."""
+    model = load_model(export_task_model("ctc", metadata=(("character", "a\nb\nc\nd"),)), use_cache=False)
+    assert model.spec.labels == ("a", "b", "c", "d", " ") and "labels" not in model.spec.guessed
+    pictures = sample_inputs(2)
+    images = model.spec.preprocess([Image.open(io.BytesIO(data)) for _, data in pictures])
+    assert set(model.decode(model.predict(images))[0]["text"]) <= set("abcd ")
+
+
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_a_crnn_with_a_bidirectional_lstm_converts_and_is_explained_through_its_text(exporter):
     model = load_model(export_task_model("crnn", exporter), labels="a,b,c,d,e", use_cache=False)

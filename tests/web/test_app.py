@@ -60,6 +60,12 @@ def test_api_run_saliency_and_download_everything(client, shapes_id, sample_ids)
     assert exported.data.count(b"data:image/png;base64,") == len(pictures) >= 8 and b'src="/' not in exported.data
 
 
+def test_an_inspection_job_exports_without_a_result_view(client):
+    inspection = next(job for job in client.get("/api/jobs").get_json() if job["kind"] != "technique" and job["status"] == "done")
+    exported = client.get(f"/jobs/{inspection['id']}/export.html")
+    assert exported.status_code == 200 and b"Provenance" not in exported.data
+
+
 def test_form_run_with_upload_redirects_to_job(client, shapes_id):
     token = csrf(client, f"/run?model={shapes_id}")
     picture = png_bytes(np.full((20, 30, 3), 120, np.uint8))

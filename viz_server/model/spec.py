@@ -171,6 +171,18 @@ def spec_metadata(metadata: dict[str, str]) -> dict[str, str]:
     return found
 
 
+def _paddle_characters(text: str, num_classes: int) -> dict[str, tuple[str, ...]]:
+    """PaddleOCR recognizers carry their character dictionary in the metadata key ``character``, one per line;
+    their CTC classes are the blank, those characters and, by default, a space. Labels only when the count fits."""
+    characters = text.split("\n")
+    if not num_classes:  # a sequence decoder counts its classes itself (and falls back to indices on a mismatch)
+        return {"labels": (*characters, " ")}
+    for labels in (characters + [" "], characters):
+        if len(labels) == num_classes:
+            return {"labels": tuple(labels)}
+    return {}
+
+
 def parse_field(key: str, raw: Any) -> Any:
     """Parse one spec field from metadata text, a CLI flag or a sidecar value; one sentence if it is wrong."""
     value = raw
@@ -275,6 +287,8 @@ def build_spec(
                 given[key] = parse_field(key, metadata[key])
             except UserError:
                 pass  # a malformed metadata value falls back to a guess, recorded below
+    if "labels" not in given and "character" in metadata:
+        given.update(_paddle_characters(metadata["character"], num_classes))
     for key, raw in overrides.items():
         if raw is not None:
             given[key] = parse_field(key, raw)
