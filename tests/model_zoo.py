@@ -146,6 +146,26 @@ class PadResizeSplit(nn.Module):
         return self.head((first * torch.sigmoid(second)).mean((2, 3)))
 
 
+class HandHardSwish(nn.Module):
+    """MobileNetV3-style: ReLU, then a hard-swish and a squeeze-excite hard-sigmoid written out with relu6
+    (``x * relu6(x + 3) / 6``), which exports as Add -> Clip(0, 6) -> Mul -> Div, as PaddlePaddle exports do."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.squeeze, self.excite = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+        self.project = nn.Conv2d(8, 16, 1)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = self.depthwise(self.stem(x))
+        x = x * F.relu6(x + 3.0) / 6.0
+        scale = F.relu6(self.excite(torch.relu(self.squeeze(x.mean((2, 3), keepdim=True)))) + 3.0) / 6.0
+        x = torch.relu(self.project(x * scale))
+        return self.head(x.mean((2, 3)))
+
+
 ZOO = {
     "residual": Residual,
     "depthwise": Depthwise,
@@ -156,6 +176,7 @@ ZOO = {
     "fixed_batch": FixedBatchFlatten,
     "flatten_all": FlattenAll,
     "pad_resize_split": PadResizeSplit,
+    "hand_hard_swish": HandHardSwish,
 }
 EXPORTS = (("torchscript", 13), ("torchscript", 17), ("dynamo", 18), ("dynamo", 20))
 

@@ -23,7 +23,7 @@ from viz_server.techniques import TARGET, Artifact, Context, Param, Result, Tech
 from viz_server_plugins.toolkit import faithfulness, localization, sanity
 from viz_server_plugins.toolkit.degenerate import degenerate_caveat, why_degenerate
 from viz_server_plugins.toolkit.gradients import REDUCE, class_gradient
-from viz_server_plugins.toolkit.relu_rules import relu_rule, uncovered_units
+from viz_server_plugins.toolkit.relu_rules import RULE_UNITS, relu_rule, rule_caveat
 
 TARGET_PARAMS = (
     TARGET,
@@ -205,20 +205,18 @@ class AttributionTechnique(Technique):
 
 class RuleAttribution(AttributionTechnique):
     """A class attribution that back-propagates the class score through ``rule`` (``"guided"`` or
-    ``"deconvnet"``): subclasses set ``rule`` and their names; the caveats name the units the rule skips."""
+    ``"deconvnet"``): subclasses set ``rule`` and their names; the caveat says where the rule was applied."""
 
     rule: str = "guided"
-    extra_params = (REDUCE,)
+    extra_params = (REDUCE, RULE_UNITS)
 
     def attribute(self, model, images, objective, params):
-        with relu_rule(model, self.rule):
+        with relu_rule(model, self.rule, params.get("rule_units", "rectifiers")):
             return class_gradient(model, images, objective)
 
     def run(self, ctx, params):
         result = super().run(ctx, params)
-        uncovered = uncovered_units(ctx.model)
-        if uncovered:
-            result.caveats.append(f"The {self.rule} rule covers relu-like units only; these units pass ordinary gradients: {', '.join(uncovered)}.")
+        result.caveats.append(rule_caveat(ctx.model, self.rule, params["rule_units"]))
         return result
 
 

@@ -1,14 +1,16 @@
-"""Modified backward passes through relu-like units, shared by the guided techniques.
+"""Modified backward passes through rectifiers, shared by the guided techniques.
 
 - guided backprop (Springenberg et al. 2015, "Striving for Simplicity"): pass only positive gradients, and only
   where the unit's forward input was positive: ``relu(grad) * (x > 0)``.
 - deconvnet (Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks"): pass only
   positive gradients, ignoring the forward mask: ``relu(grad)``.
 
-Relu-like units are the layers the model frontend marks ``kind == "relu"``: Relu, LeakyRelu, PRelu and
-Clip(0, .) (ReLU6 included). The forward pass is unchanged; each such unit's output is routed through an
-autograd function whose backward applies the rule. Units the rules cannot cover (HardSwish, GELU, SiLU,
-Sigmoid ...) are reported so the result can name them in its caveats.
+By default a rule applies to the standalone rectifiers the model frontend marks ``kind == "relu"``: Relu,
+LeakyRelu, PRelu and a Clip(0, .) such as ReLU6. The Clip inside a hand-written hard-swish or hard-sigmoid
+(``x * Clip(x + 3, 0, 6) / 6``) is part of a smooth activation, not a rectifier, and passes the ordinary
+gradient, as every other unit does (HardSwish, GELU, SiLU, Sigmoid ...), which is what Captum's
+``GuidedBackprop`` does for modules that are not ``nn.ReLU``. ``RULE_UNITS`` lets a user opt in to applying
+the rule at every Clip too. ``rule_caveat`` says where the rule was and was not applied.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from contextlib import contextmanager
 
 import torch
 
+from viz_server.techniques import Param
+
 UNCOVERED_KINDS = ("activation",)
+RULE_UNITS = Param(
+    "rule_units",
+    "choice",
+    "rectifiers",
+    "Where the backward rule applies: standalone rectifiers (Relu, LeakyRelu, PRelu, ReLU6-style Clip), or also "
+    "every Clip, including those inside hard-swish and hard-sigmoid.",
+    choices=("rectifiers", "rectifiers_and_clips"),
+)
 
 
 class _Guided(torch.autograd.Function):
@@ -49,15 +61,27 @@ class _Deconv(torch.autograd.Function):
 RULES = {"guided": _Guided, "deconvnet": _Deconv}
 
 
+def rule_layers(model, units: str = "rectifiers") -> tuple[list, list]:
+    """(layers the rule applies to, non-linear layers that pass the ordinary gradient) for ``units``."""
+    applied, skipped = [], []
+    for layer in model.layers:
+        if layer.kind == "relu" or (units == "rectifiers_and_clips" and layer.op == "Clip"):
+            applied.append(layer)
+        elif layer.kind in UNCOVERED_KINDS:
+            skipped.append(layer)
+    return applied, skipped
+
+
 @contextmanager
-def relu_rule(model, rule: str):
-    """Within the block, every relu-like unit of ``model`` back-propagates with ``rule``."""
+def relu_rule(model, rule: str, units: str = "rectifiers"):
+    """Within the block, the units ``rule_layers`` picks back-propagate with ``rule``."""
     function = RULES[rule]
 
     def hook(_module, inputs, output):
         return function.apply(inputs[0], output.detach())
 
-    handles = [model.submodule(layer.name).register_forward_hook(hook) for layer in model.layers if layer.kind == "relu"]
+    applied, _ = rule_layers(model, units)
+    handles = [model.submodule(layer.name).register_forward_hook(hook) for layer in applied]
     try:
         yield
     finally:
@@ -65,6 +89,20 @@ def relu_rule(model, rule: str):
             handle.remove()
 
 
-def uncovered_units(model) -> list[str]:
-    """Op types of non-linear units the relu rules leave untouched (for the result's caveats)."""
-    return sorted({layer.op for layer in model.layers if layer.kind in UNCOVERED_KINDS})
+def rule_caveat(model, rule: str, units: str = "rectifiers") -> str:
+    """One sentence on where ``rule`` was applied and which non-linear units passed the ordinary gradient."""
+    applied, skipped = rule_layers(model, units)
+
+    def listing(layers) -> str:
+        counts: dict[str, int] = {}
+        for layer in layers:
+            what = "Clip in a hard activation" if layer.op == "Clip" and layer.kind != "relu" else layer.op
+            counts[what] = counts.get(what, 0) + 1
+        return ", ".join(f"{count} {what}" for what, count in sorted(counts.items()))
+
+    if not applied:
+        return f"The {rule} rule found no rectifier in this model, so the map is the ordinary gradient."
+    sentence = f"The {rule} rule was applied at {len(applied)} rectifier{'s' if len(applied) != 1 else ''} ({listing(applied)})"
+    if skipped:
+        return f"{sentence}; these units passed the ordinary gradient: {listing(skipped)} (rule_units chooses)."
+    return f"{sentence}; no other non-linear unit is in the model."

@@ -26,9 +26,13 @@ def relative_error(ours, reference) -> float:
     return float(np.abs(ours - reference).max() / max(np.abs(reference).max(), 1e-12))
 
 
-@pytest.fixture(scope="module", params=["shapes_cnn", "residual-dynamo20", "pad_resize_split-dynamo18"])
+@pytest.fixture(
+    scope="module", params=["shapes_cnn", "residual-dynamo20", "pad_resize_split-dynamo18", "hand_hard_swish-torchscript13", "hand_hard_swish-dynamo18"]
+)
 def case(request, shape_pictures):
-    """(model, images, targets) for the shipped shapes CNN and two zoo networks whose relu units are nn.ReLU."""
+    """(model, images, targets) for the shipped shapes CNN and zoo networks whose rectifiers are nn.ReLU: the
+    MobileNetV3-style one also holds hard-swish and hard-sigmoid written out with Clip(0, 6), which the guided
+    rules must leave alone, as Captum does."""
     if request.param == "shapes_cnn":
         from viz_server_models import shipped_models
 
@@ -36,6 +40,7 @@ def case(request, shape_pictures):
     else:
         name, exporter = request.param.split("-")
         model = load_model(export(name, exporter[:-2], int(exporter[-2:])))
+        assert not model.spec.task or model.spec.task == "classification"
     images = torch.from_numpy(model.spec.preprocess([decode_image(data) for _, data, _, _ in shape_pictures]))
     with torch.no_grad():
         targets = model.module(images).argmax(1)
@@ -99,3 +104,22 @@ def test_gradcam_plus_plus_follows_its_formula(case):
     weights = (alpha * g.clamp(min=0)).sum((2, 3))
     expected = (weights[:, :, None, None] * a).sum(1).clamp(min=0)
     assert relative_error(class_activation_map(model, images, objective_for(model, classes=targets), layer, "gradcam++"), expected) <= 1e-5
+
+
+def test_the_guided_rule_skips_clips_inside_hard_activations_unless_asked(shape_pictures):
+    """ReLU6 is a rectifier; the Clip(0, 6) of a hand-written hard-swish is not (Captum leaves it alone too)."""
+    from viz_server_plugins.toolkit.relu_rules import rule_caveat
+
+    model = load_model(export("hand_hard_swish", "torchscript", 13))
+    kinds = [(layer.op, layer.kind) for layer in model.layers if layer.op in ("Relu", "Clip")]
+    assert kinds == [("Relu", "relu"), ("Clip", "activation"), ("Relu", "relu"), ("Clip", "activation"), ("Relu", "relu")]
+    relu6 = load_model(export("depthwise", "torchscript", 13))
+    assert [layer.kind for layer in relu6.layers if layer.op == "Clip"] == ["relu", "relu"]
+    assert rule_caveat(model, "guided") == (
+        "The guided rule was applied at 3 rectifiers (3 Relu); these units passed the ordinary gradient: 2 Clip in a hard activation (rule_units chooses)."
+    )
+    images = torch.from_numpy(model.spec.preprocess([decode_image(data) for _, data, _, _ in shape_pictures]))
+    targets = model.module(images).argmax(1)
+    reference = GuidedBackprop(model.module).attribute(images.clone(), target=targets)
+    opted_in = OurGuidedBackprop().attribute(model, images, objective_for(model, classes=targets), {**PLAIN, "rule_units": "rectifiers_and_clips"})
+    assert relative_error(opted_in, reference) > 1e-2

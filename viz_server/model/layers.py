@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -100,10 +101,27 @@ class LayerTable:
         }
 
 
-def layer_kind(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> str:
+ARITHMETIC = frozenset({"Add", "Sub", "Mul", "Div"})
+
+
+def layer_kind(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto], producers: dict[str, onnx.NodeProto] | None = None) -> str:
+    """The layer's kind. A ``Clip(0, .)`` is a rectifier (``relu``: ReLU6 and the like) unless it is the clipping
+    step of a hard-swish or hard-sigmoid written out by hand (``Clip(x + 3, 0, 6)``, ``Clip(x / 6 + 0.5, 0, 1)``,
+    as PaddlePaddle and old TensorFlow exports do): then it is part of a smooth-ish activation (``activation``)."""
     if node.op_type == "Clip":
-        return "relu" if _clip_min(node, constants) == 0.0 else "activation"
+        if _clip_min(node, constants) != 0.0:
+            return "activation"
+        producer = (producers or {}).get(node.input[0]) if node.input else None
+        return "activation" if producer is not None and _shifts_by_a_scalar(producer, constants) else "relu"
     return KIND_BY_OP.get(node.op_type, "other")
+
+
+def _shifts_by_a_scalar(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
+    """An Add/Sub/Mul/Div with a one-element constant operand (the ``+ 3`` of hard-swish; a per-channel bias, many
+    elements, does not count)."""
+    if node.op_type not in ARITHMETIC:
+        return False
+    return any(name in constants and int(np.prod(constants[name].dims)) == 1 for name in node.input)
 
 
 def _clip_min(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> float | None:
@@ -127,11 +145,16 @@ def build_layer_table(model: onnx.ModelProto, module_names: dict[str, str], shap
     """Every node as a layer; ``shapes`` (tensor name -> shape) overrides the shapes the graph declares (for
     variable-size models, the shapes at the image size in use: ``shapes_at_size``)."""
     constants = {tensor.name: tensor for tensor in model.graph.initializer}
+    folded = dict(constants)  # initializers and Constant nodes, for reading the operands of arithmetic
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            folded[node.output[0]] = node.attribute[0].t
+    producers = {output: node for node in model.graph.node for output in node.output}
     shapes = {**_shapes(model), **(shapes or {})}
     layers = []
     for node in model.graph.node:
         shape = shapes.get(node.output[0], ())
-        kind = layer_kind(node, constants)
+        kind = layer_kind(node, folded, producers)
         spatial = len(shape) == 4 and all(d is not None and d > 1 for d in shape[2:])
         weight = node.input[1] if kind in ("conv", "linear") and len(node.input) > 1 and node.input[1] in constants else None
         layers.append(Layer(node.name, node.op_type, kind, shape, module_names.get(node.name, ""), spatial, weight))
