@@ -19,6 +19,7 @@ PLUGINS = (
     "viz_server_plugins.deconvnet",
     "viz_server_plugins.gradcam",
     "viz_server_plugins.guided_gradcam",
+    "viz_server_plugins.attribution_ranking",
     "viz_server_plugins.neuron_gradient",
     "viz_server_plugins.layer_view",
     # network

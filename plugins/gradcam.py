@@ -25,6 +25,7 @@ class GradCAM(AttributionTechnique):
         Param("weighting", "choice", "gradcam", "Channel weights: Grad-CAM's mean gradient or Grad-CAM++'s alphas.", choices=WEIGHTINGS),
         upsample_param("bilinear"),
     )
+    ranking_variants = (("Grad-CAM++", {"weighting": "gradcam++"}),)
     caveats = ("Grad-CAM is only as sharp as its layer: at the last spatial layer each map cell covers a large patch of the image.",)
 
     def attribute(self, model, images, objective, params):

@@ -1,7 +1,7 @@
 """The built-in report section (the ``report_sections`` hook): which parts of a report can be trusted.
 
 For every class attribution in the report it lists the sanity check's verdict (Adebayo et al. 2018) and the
-faithfulness areas; every robustness result with a sign of gradient masking is named; every job that failed
+faithfulness areas; a method ranking's verdict and table are shown as they are; every robustness result with a sign of gradient masking is named; every job that failed
 is named with its sentence. An auditor reads this before any picture.
 """
 
@@ -51,6 +51,23 @@ def report_sections(report):
             masked.append(f"{job['technique']} on {job['model']['name']}: robustness cannot be claimed ({next(f for f in groups if f)[0]})")
     if masked:
         sections.append(Section("Robustness results that cannot be trusted", sentences=masked, level="warning"))
+    for job in report["jobs"]:
+        metrics = (job.get("result") or {}).get("metrics") or {}
+        if job["status"] != "done" or not isinstance(metrics.get("ranking"), list) or not metrics.get("verdict"):
+            continue
+        table = [["method", "sanity check", "ROAD gap (higher is more faithful)", "energy on object / area"]]
+        for entry in metrics["ranking"]:
+            sanity = {"baseline": "model-free", "reference": "reference"}.get(entry.get("role"), entry.get("sanity_check"))
+            table.append([entry.get("method"), sanity, _mean([entry.get("road_gap")]), _mean([entry.get("energy_ratio")])])
+        recommended = metrics.get("recommended")
+        sections.append(
+            Section(
+                f"Which explanation to believe on {job['model']['name']}",
+                sentences=list(metrics["verdict"]),
+                rows=table,
+                level="info" if recommended else "warning",
+            )
+        )
     if len(rows) > 1:
         failing = [row[0] for row in rows[1:] if row[2] != "passed"]
         sentences = (

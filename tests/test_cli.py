@@ -71,6 +71,27 @@ def test_run_saliency_writes_result(tmp_path, shape_pictures):
     assert arrays["saliency"].shape == (1, 64, 64)
 
 
+def test_the_method_ranking_reads_masks_beside_the_pictures(tmp_path, viz_inprocess):
+    """``--image FILE`` finds ``FILE-stem.mask.png`` beside it; the ranking then scores localization too."""
+    from pictures import png_bytes
+
+    from viz_server_models import shapes
+
+    data = shapes.make_dataset(2, seed=11, congruent_fraction=1.0)
+    arguments = []
+    for index, (picture, mask) in enumerate(zip(data.images, data.masks)):
+        (tmp_path / f"p{index}.png").write_bytes(png_bytes(picture))
+        (tmp_path / f"p{index}.mask.png").write_bytes(png_bytes((mask * 255).astype("uint8")))
+        arguments += ["--image", tmp_path / f"p{index}.png"]
+    options = ["--methods", "saliency", "--smooth-samples", "0", "--sanity-images", "1", "--sensitivity-samples", "0", "--road-steps", "2"]
+    completed = viz_inprocess("run", "attribution_ranking", "shapes_cnn", *arguments, *options, "--out", tmp_path / "out")
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["metrics"]["masks"] is True and result["provenance"]["masks"] == [True, True]
+    assert (tmp_path / "out" / "ranking.png").read_bytes()[:4] == b"\x89PNG"
+    assert "ROAD" in completed.stdout
+
+
 def test_run_help_lists_technique_params():
     completed = viz("run", "saliency", "--help")
     assert completed.returncode == 0

@@ -39,7 +39,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
     """Images, parameters and seed: shared by `run` and `compare`."""
     parser.add_argument("--image", action="append", default=[], metavar="FILE", help="input image (repeat for a batch)")
-    parser.add_argument("--image-set", metavar="DIR_OR_ZIP", help="labeled image set: a folder or .zip with one sub-folder per class")
+    parser.add_argument(
+        "--image-set",
+        metavar="DIR_OR_ZIP",
+        help="labeled image set: a folder or .zip with one sub-folder per class (NAME.mask.png beside NAME.png: its object mask)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set a technique parameter")
     parser.add_argument("--seed", type=int, default=0, help="random seed, recorded in the result (default 0)")
 
@@ -220,7 +224,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
     technique = get_technique(args.technique)
     raw_params = _raw_params(technique, args, extra)
-    images, labels = _gather_inputs(args)
+    images, labels, masks = _gather_inputs(args)
     second = _read_image(args.second_image) if args.second_image else None
     model = _load(args)
 
@@ -228,7 +232,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         if not args.json:
             print(f"  [{done}/{total}] {message}", file=sys.stderr)
 
-    result = run_technique(technique.name, model, images, raw_params, seed=args.seed, second_image=second, labels=labels, on_progress=report)
+    result = run_technique(technique.name, model, images, raw_params, seed=args.seed, second_image=second, labels=labels, masks=masks, on_progress=report)
     path = write_result(result, args.out)
     if args.json:
         summary = result.to_json()
@@ -243,16 +247,19 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def _gather_inputs(args: argparse.Namespace) -> tuple[list[tuple[str, bytes]], list[str | None]]:
+def _gather_inputs(args: argparse.Namespace) -> tuple[list[tuple[str, bytes]], list[str | None], list[bytes | None]]:
+    """Images, their labels and their object masks (``NAME.mask.png`` beside ``NAME.png``)."""
+    from viz_server.image_sets import MASK_MARK, pair_masks, read_image_set
+
     images = [_read_image(path) for path in args.image]
     labels: list[str | None] = [None] * len(images)
+    masks = [_read_image(str(mask))[1] if (mask := Path(path).with_name(Path(path).stem + MASK_MARK + ".png")).is_file() else None for path in args.image]
     if args.image_set:
-        from viz_server.image_sets import read_image_set
-
-        labeled = read_image_set(args.image_set)
-        images += [(name, data) for name, data, _ in labeled]
-        labels += [label for _, _, label in labeled]
-    return images, labels
+        labeled = pair_masks(read_image_set(args.image_set))
+        images += [(name, data) for name, data, _, _ in labeled]
+        labels += [label for _, _, label, _ in labeled]
+        masks += [mask for _, _, _, mask in labeled]
+    return images, labels, masks
 
 
 def _raw_params(technique, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
@@ -283,12 +290,12 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     if len(args.models) < 2:
         raise UserError("give at least two models to compare.")
     raw = _raw_params(technique, args, extra)
-    images, labels = _gather_inputs(args)
+    images, labels, masks = _gather_inputs(args)
     results = {}
     for source in args.models:
         model = load_model(_resolve_model_path(source))
         name = model.name if model.name not in results else f"{model.name}-{len(results)}"
-        results[name] = run_technique(technique.name, model, images, raw, seed=args.seed, labels=labels)
+        results[name] = run_technique(technique.name, model, images, raw, seed=args.seed, labels=labels, masks=masks)
         write_result(results[name], Path(args.out) / name)
     table = comparison_table(results)
     out = Path(args.out)

@@ -69,6 +69,30 @@ def read_archive(name: str, data: bytes) -> list[LabeledImage]:
     return list(iter_archive(name, data))
 
 
+MASK_MARK = ".mask"
+"""``NAME.mask.png`` beside ``NAME.png`` (same folder) is that picture's object mask: white on the object."""
+
+
+def pair_masks(pictures: list[LabeledImage]) -> list[tuple[str, bytes, str | None, bytes | None]]:
+    """(name, bytes, label, mask bytes or None) for every picture of a set, its mask (``MASK_MARK``) paired from the
+    same folder; a mask with no picture of its name beside it is refused with one sentence."""
+    masks = {}
+    for name, data, label in pictures:
+        stem = PurePosixPath(name).stem
+        if stem.endswith(MASK_MARK):
+            masks[(label, stem[: -len(MASK_MARK)])] = (name, data)
+    paired = []
+    for name, data, label in pictures:
+        if PurePosixPath(name).stem.endswith(MASK_MARK):
+            continue
+        mask = masks.pop((label, PurePosixPath(name).stem), None)
+        paired.append((name, data, label, mask[1] if mask else None))
+    if masks:
+        orphan = next(iter(masks.values()))[0]
+        raise UserError(f"{orphan[:80]} is a mask with no picture of its name beside it; put NAME.mask.png next to NAME.png.")
+    return paired
+
+
 def read_image_set(source: str | Path) -> list[LabeledImage]:
     """A folder (sub-folders = classes, or loose pictures = unlabeled) or a .zip archive of one."""
     path = Path(source)

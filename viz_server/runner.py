@@ -33,6 +33,7 @@ def run_technique(
     seed: int = 0,
     second_image: tuple[str, bytes] | None = None,
     labels: Sequence[str | None] | None = None,
+    masks: Sequence[bytes | None] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
 ) -> Result:
@@ -47,6 +48,8 @@ def run_technique(
         raise UserError(f"{technique.name} needs at least one image; give one with --image (or a labeled set with --image-set).")
     if labels is not None and len(labels) != len(images):
         raise UserError("give one label per image (or none).")
+    if masks is not None and len(masks) != len(images):
+        raise UserError("give one object mask (or None) per image.")
     if len(images) > MAX_IMAGES_PER_RUN:
         raise UserError(f"{len(images)} images were given; at most {MAX_IMAGES_PER_RUN} fit in one run.")
     if "second_image" in technique.inputs and second_image is None:
@@ -58,6 +61,9 @@ def run_technique(
         pictures = [decode_image(data, name) for name, data in images]
         batch = torch.from_numpy(spec.preprocess(pictures))
         check_inputs(model, batch.numpy())
+    object_masks = [
+        spec.picture_to_mask(decode_image(data, f"mask of {name}")) if data else None for (name, _), data in zip(images, masks or [None] * len(images))
+    ]
     second = None
     if second_image is not None:
         second = torch.from_numpy(spec.preprocess([decode_image(second_image[1], second_image[0])]))
@@ -69,6 +75,7 @@ def run_technique(
         images=batch,
         image_names=[name for name, _ in images],
         image_labels=list(labels) if labels is not None else [None] * len(images),
+        image_masks=object_masks,
         second_image=second,
         seed=int(seed),
         on_progress=on_progress,
@@ -90,6 +97,7 @@ def run_technique(
         "spec": model.spec.to_json(),
         "images": ctx.image_names,
         "labels": ctx.image_labels,
+        "masks": [mask is not None for mask in object_masks],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 4),
     }

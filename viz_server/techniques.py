@@ -226,6 +226,7 @@ class Context:
     images: torch.Tensor | None = None  # N x (model input shape), float32, model space
     image_names: list[str] = field(default_factory=list)
     image_labels: list[str | None] = field(default_factory=list)  # class of each image, for labeled image sets
+    image_masks: list[np.ndarray | None] = field(default_factory=list)  # H x W bool object mask per image, when given
     second_image: torch.Tensor | None = None
     seed: int = 0
     on_progress: Callable[[int, int, str], None] | None = None

@@ -12,6 +12,8 @@ a third-party plugin gets exactly the same pieces (see ``docs/plugins.md``). One
 - ``relu_rules``: guided backpropagation and deconvnet backward rules through relu-like units;
 - ``layers``: the one ``layer`` parameter, default layers, layer outputs and weights;
 - ``sanity``, ``faithfulness``, ``localization``: the checks every map gets;
+- ``road`` (remove-and-debias curves), ``baselines`` (model-free maps), ``stability`` (input invariance,
+  max-sensitivity): what the method ranking scores maps with;
 - ``optimization``: input optimization loops (pixel and Fourier parameterizations);
 - ``attacks``: FGSM, PGD and fooling-image loops in image space; ``image_transforms``: corruptions;
 - ``pictures``: grids, scaling and signed pictures (heatmaps and PNGs are ``viz_server.rendering``'s).
@@ -23,6 +25,7 @@ from viz_server_plugins.toolkit.attribution import (
     TRUST_PARAMS,
     AttributionTechnique,
     RuleAttribution,
+    class_attributions,
     smoothed,
 )
 from viz_server_plugins.toolkit.gradients import REDUCE, class_gradient, neuron_gradient
@@ -35,6 +38,7 @@ __all__ = [
     "TRUST_PARAMS",
     "AttributionTechnique",
     "RuleAttribution",
+    "class_attributions",
     "class_gradient",
     "default_layers",
     "layer_output",

@@ -61,6 +61,8 @@ class AttributionTechnique(Technique):
     extra_params: tuple[Param, ...] = ()
     map_kind = "input"  # "input": shaped like the input; "map": N x H x W already
     caveats: tuple[str, ...] = ()
+    ranking_variants: tuple[tuple[str, dict], ...] = ()
+    """(title, params) of variants the method ranking scores beside the defaults, e.g. Grad-CAM++ for Grad-CAM."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -218,6 +220,13 @@ class RuleAttribution(AttributionTechnique):
         result = super().run(ctx, params)
         result.caveats.append(rule_caveat(ctx.model, self.rule, params["rule_units"]))
         return result
+
+
+def class_attributions(task: str | None = None) -> list[AttributionTechnique]:
+    """The installed class attributions (every plugin's, built-in or not) that apply to ``task``."""
+    from viz_server.plugins import techniques
+
+    return [technique for technique in techniques().values() if isinstance(technique, AttributionTechnique) and (task is None or technique.supports(task))]
 
 
 def smoothed(attribute, model, images: torch.Tensor, objective: Objective | None, params: dict, seed: int) -> torch.Tensor:

@@ -125,6 +125,41 @@ def test_upload_zip_image_set_with_labels(client):
     assert sorted((image["set"], image["label"], image["name"]) for image in stored) == [("toy", "circle", "a.png"), ("toy", "square", "b.png")]
 
 
+def test_a_set_with_object_masks_gets_a_method_ranking_with_localization(client, shapes_id):
+    from viz_server_models import shapes
+
+    data = shapes.make_dataset(3, seed=5, congruent_fraction=1.0)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index, (picture, mask, label) in enumerate(zip(data.images, data.masks, data.shape_labels)):
+            folder = shapes.CLASSES[label]
+            archive.writestr(f"{folder}/{index}.png", png_bytes(picture))
+            archive.writestr(f"{folder}/{index}.mask.png", png_bytes((mask * 255).astype(np.uint8)))
+    stored = client.post(
+        "/api/images", data={"images": (io.BytesIO(buffer.getvalue()), "masked.zip")}, headers=API, content_type="multipart/form-data"
+    ).get_json()
+    assert len(stored) == 3 and all(image["has_mask"] for image in stored)
+    params = {"methods": "gradcam", "smooth_samples": 0, "sanity_images": 1, "sensitivity_samples": 0, "road_steps": 3}
+    response = client.post(
+        "/api/jobs", json={"technique": "attribution_ranking", "model_id": shapes_id, "image_ids": [i["id"] for i in stored], "params": params}, headers=API
+    )
+    job = wait_for(client, f"/api/jobs/{response.get_json()['id']}")
+    assert job["status"] == "done", job
+    metrics = job["result"]["metrics"]
+    assert metrics["masks"] and all(row["pointing_game"] is not None for row in metrics["ranking"])
+    assert [row["method"] for row in metrics["ranking"]][-1] == "the object mask (a perfect map)"
+    assert "ROAD gap" in client.get(job["url"]).get_data(as_text=True)
+
+    orphan = io.BytesIO()
+    with zipfile.ZipFile(orphan, "w") as archive:
+        archive.writestr("circle/a.png", png_bytes(np.zeros((8, 8, 3), np.uint8)))
+        archive.writestr("circle/b.mask.png", png_bytes(np.zeros((8, 8), np.uint8)))
+    before = len(client.get("/api/images").get_json())
+    refused = client.post("/api/images", data={"images": (io.BytesIO(orphan.getvalue()), "orphan.zip")}, headers=API, content_type="multipart/form-data")
+    assert refused.status_code == 400 and "b.mask.png is a mask with no picture" in refused.get_json()["error"]
+    assert len(client.get("/api/images").get_json()) == before
+
+
 def test_zip_bomb_is_refused(client):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -113,6 +113,7 @@ def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:
         seed=job.seed,
         second_image=second,
         labels=[record.label for record in records],
+        masks=[store.blobs.read(record.mask_sha256) if record.mask_sha256 else None for record in records],
         on_progress=on_progress,
         is_cancelled=is_cancelled,
     )

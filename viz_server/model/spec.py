@@ -75,6 +75,11 @@ class ModelSpec:
             pixels = np.concatenate([pixels, np.ones_like(pixels[..., :1])], axis=-1)
         return np.ascontiguousarray(pixels)
 
+    def picture_to_mask(self, picture: Image.Image) -> np.ndarray:
+        """An object mask picture (white on the object) -> H x W bool at the model's size, resized as images are."""
+        grey = picture.convert("L").resize((self.width, self.height), Image.Resampling.NEAREST)
+        return np.asarray(grey) > 127
+
     def unit_to_model(self, unit: np.ndarray) -> np.ndarray:
         """N,H,W,C images in [0, 1] -> model space (range, normalization, layout)."""
         low, high = self.value_range

@@ -86,15 +86,19 @@ class Store:
         """Check that the bytes are a safe picture (header only, no model code), then store them."""
         return self.add_images([(name, data, image_set, label)])[0]
 
-    def add_images(self, pictures: Iterable[tuple[str, bytes, str, str | None]]) -> list[ImageRecord]:
-        """Check and store (name, bytes, set, label) pictures all or nothing: each is checked and its bytes kept
-        as it comes (so a stream of them needs memory for one), and the records are written in one transaction
-        only when every one passed; a refusal leaves no record behind."""
+    def add_images(self, pictures: Iterable[tuple]) -> list[ImageRecord]:
+        """Check and store (name, bytes, set, label[, mask bytes]) pictures all or nothing: each is checked and its
+        bytes kept as it comes (so a stream of them needs memory for one), and the records are written in one
+        transaction only when every one passed; a refusal leaves no record behind."""
         from viz_server.model.images import decode_image
 
         records = []
-        for name, data, image_set, label in pictures:
+        for name, data, image_set, label, *mask in pictures:
             picture = decode_image(data, clean_name(name, "image"))
+            mask_digest = None
+            if mask and mask[0] is not None:
+                decode_image(mask[0], clean_name(name, "image") + " (its mask)")
+                mask_digest = self.blobs.put(mask[0])
             digest = self.blobs.put(data)
             records.append(
                 ImageRecord(
@@ -104,6 +108,7 @@ class Store:
                     label=clean_name(label, "")[:200] or None if label else None,
                     width=picture.width,
                     height=picture.height,
+                    mask_sha256=mask_digest,
                 )
             )
         with self.db.session() as session:

@@ -71,6 +71,7 @@ class ImageRecord(Base):
     label: Mapped[str | None] = mapped_column(String(200), nullable=True)
     width: Mapped[int] = mapped_column(Integer, default=0)
     height: Mapped[int] = mapped_column(Integer, default=0)
+    mask_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the object mask, when the set gave one
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 

@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from viz_server.errors import UserError
-from viz_server.image_sets import iter_archive
+from viz_server.image_sets import iter_archive, pair_masks
 from viz_server.plugins import get_technique, techniques
 from viz_server.store import ImageRecord, JobRecord, ModelRecord, ModelStatus, ReportRecord, Store
 from viz_server.techniques import validate_params
@@ -53,13 +53,16 @@ def upload_images(store: Store, files: list[tuple[str, bytes]], image_set: str =
         raise UserError("no pictures were uploaded; choose PNG or JPEG files or a .zip of class folders.")
 
     def pictures():
+        loose = []
         for name, data in files:
             if name.lower().endswith(".zip") or data[:4] == b"PK\x03\x04":
                 set_name = image_set if image_set != "uploads" else PurePosixPath(name).stem
-                for file_name, content, folder in iter_archive(name, data):
-                    yield file_name, content, set_name, folder
+                for file_name, content, folder, mask in pair_masks(list(iter_archive(name, data))):
+                    yield file_name, content, set_name, folder, mask
             else:
-                yield name, data, image_set, label
+                loose.append((name, data, label))
+        for name, data, picture_label, mask in pair_masks(loose):
+            yield name, data, image_set, picture_label, mask
 
     stored = store.add_images(pictures())
     if not stored:

@@ -39,6 +39,7 @@ def image_json(record: ImageRecord) -> dict:
         "width": record.width,
         "height": record.height,
         "sha256": record.sha256,
+        "has_mask": bool(record.mask_sha256),
         "thumbnail": url_for("pages.image_thumbnail", image_id=record.id),
     }
 

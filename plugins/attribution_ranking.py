@@ -1,0 +1,251 @@
+"""Which explanation to believe on this model: every installed class attribution, and maps that never look at
+the model, scored side by side on the user's images (see ``toolkit.ranking`` for the scores and the verdict).
+
+Methods come from every plugin (``class_attributions``), each with its default parameters, the variants it
+declares (``ranking_variants``, e.g. Grad-CAM++) and, for gradient methods, SmoothGrad (Smilkov et al. 2017).
+Baselines: a random map, a centre Gaussian and the image's edges. When the image set gives object masks
+(``NAME.mask.png`` beside ``NAME.png``), the mask itself is scored as the reference a perfect map would reach,
+and every ranking signal is checked against it: a signal that cannot tell the mask from a random map is not
+used to rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from viz_server import hookimpl
+from viz_server.errors import UserError
+from viz_server.rendering import COLORMAP, figure_png, normalize_map
+from viz_server.rendering import pyplot as plotting
+from viz_server.techniques import Artifact, Context, Param, Result, Technique, validate_params
+from viz_server_plugins.toolkit import faithfulness, localization, ranking, road, sanity, stability
+from viz_server_plugins.toolkit.attribution import TARGET_PARAMS, AttributionTechnique, class_attributions
+from viz_server_plugins.toolkit.baselines import BASELINES, baseline_maps
+from viz_server_plugins.toolkit.degenerate import why_degenerate
+
+
+@dataclass
+class Candidate:
+    label: str
+    role: str  # ranking.METHOD | BASELINE | REFERENCE
+    maps: Callable[..., np.ndarray]  # (model, images, objective) -> N x H x W
+    technique: AttributionTechnique | None = None
+    params: dict[str, Any] | None = None
+
+
+class AttributionRanking(Technique):
+    name = "attribution_ranking"
+    title = "Attribution method ranking"
+    family = "attribution"
+    summary = "Which explanation to believe: every class attribution and model-free baselines scored by the sanity check, ROAD, localization and stability."
+    suites = ("attribution",)
+    params = (
+        *TARGET_PARAMS,
+        Param("methods", "str", "", "Comma-separated technique names to rank; empty = every installed class attribution."),
+        Param(
+            "smooth_samples",
+            "int",
+            16,
+            "Also rank each gradient method with SmoothGrad over this many noisy copies (0 = no SmoothGrad variants).",
+            minimum=0,
+            maximum=64,
+        ),
+        Param("sanity_images", "int", 2, "Images (from the first) each method's sanity check runs on.", minimum=0, maximum=32),
+        Param("sanity_layers", "int", 3, "Weight layers, from the top, randomized one after another in the sanity check.", minimum=1, maximum=20),
+        Param("road_steps", "int", 5, "Fractions of pixels removed on the ROAD curves, spread over 10-90 %.", minimum=2, maximum=19),
+        Param("sensitivity_samples", "int", 4, "Perturbations per image for max-sensitivity (0 = skip).", minimum=0, maximum=50),
+        Param("sensitivity_radius", "float", 0.02, "Max-sensitivity's L-inf radius, as a fraction of the input's value range.", minimum=0.0, maximum=0.5),
+    )
+
+    def run(self, ctx: Context, params: dict) -> Result:
+        model = ctx.model
+        images = ctx.images.detach().clone().to(ctx.device)
+        objective = ctx.objective(params["target"], params["region"])
+        with torch.inference_mode():
+            objective.resolve(model.module(images))
+        masks = list(ctx.image_masks) or [None] * len(images)
+        with_masks = all(mask is not None and mask.any() for mask in masks)
+        candidates = self._candidates(ctx, params, with_masks)
+        scores, first_maps, skipped = [], [], []
+        for step, candidate in enumerate(candidates):
+            ctx.progress(step, len(candidates), f"scoring {candidate.label}")
+            try:
+                maps = np.asarray(candidate.maps(model, images, objective), np.float32)
+            except UserError as refusal:  # a method that does not apply to this model (e.g. Grad-CAM without a spatial layer)
+                skipped.append(f"{candidate.label} was not ranked: {refusal}")
+                continue
+            scores.append(self._score(ctx, candidate, maps, images, objective, params, masks if with_masks else None))
+            first_maps.append(maps[0])
+        ordered = ranking.order(scores)
+        sentences = ranking.verdict(scores)
+        recommended = ranking.recommended(scores)
+        result = Result(
+            artifacts=[
+                Artifact(
+                    "ranking.csv", "attribution methods and model-free baselines, scored on these images", kind="table", rows=ranking.table(ordered, with_masks)
+                ),
+                Artifact("ranking.png", "ROAD gap (LeRF - MoRF, higher is more faithful) by method", kind="plot", data=_gap_plot(ordered), array="road_gap"),
+                Artifact(
+                    "maps.png",
+                    f"every map for the first image ({ctx.image_names[0] if ctx.image_names else 'image 0'})",
+                    kind="plot",
+                    data=_map_grid([item.label for item in scores], first_maps, ctx.display_images()[0]),
+                    array="first_maps",
+                ),
+            ],
+            arrays={
+                "first_maps": np.stack(first_maps),
+                "road_gap": np.stack([item.road_gap for item in ordered]),
+                "road_fractions": _fractions(params),
+            },
+            metrics={
+                "task": model.spec.task,
+                "targets": objective.captions(),
+                "verdict": sentences,
+                "recommended": recommended.label if recommended else None,
+                "metric_checks": ranking.metric_checks(scores),
+                "ranking": [item.to_json() for item in ordered],
+                "masks": with_masks,
+            },
+            caveats=[
+                *sentences,
+                *skipped,
+                "Deletion and insertion curves are shown for comparison only: their constant-filled holes take the image out of the "
+                "data the model knows, so the ranking uses ROAD (Rong et al. 2022) instead.",
+            ],
+        )
+        given = sum(mask is not None for mask in masks)
+        if not with_masks:
+            result.caveats.append(
+                f"{given} of {len(masks)} images came with an object mask, so localization was not scored; give NAME.mask.png beside every NAME.png."
+            )
+        if len(images) < 8:
+            result.caveats.append(f"Scores rest on {len(images)} image{'s' if len(images) != 1 else ''}; differences within the ± errors are not evidence.")
+        ctx.progress(len(candidates), len(candidates), "ranking done")
+        return result
+
+    # ---- candidates ---------------------------------------------------------------------------------
+    def _candidates(self, ctx: Context, params: dict, with_masks: bool) -> list[Candidate]:
+        installed = class_attributions(ctx.model.spec.task)
+        wanted = [name.strip() for name in params["methods"].split(",") if name.strip()]
+        unknown = sorted(set(wanted) - {technique.name for technique in installed})
+        if unknown:
+            names = ", ".join(technique.name for technique in installed)
+            raise UserError(f"{unknown[0]} is not an installed class attribution for this model; choose among {names}.")
+        chosen = [technique for technique in installed if not wanted or technique.name in wanted]
+        candidates = []
+        for technique in chosen:
+            base = validate_params(
+                technique.params, {"target": params["target"], "region": params["region"], "sanity_check": False, "faithfulness": False, "smooth_samples": 0}
+            )
+            variants = [(technique.title, base), *((title, {**base, **overrides}) for title, overrides in technique.ranking_variants)]
+            if params["smooth_samples"] and technique.map_kind == "input":
+                variants.append((f"{technique.title} + SmoothGrad", {**base, "smooth_samples": params["smooth_samples"]}))
+            for title, settings in variants:
+                candidates.append(Candidate(title, ranking.METHOD, _method_maps(technique, settings, ctx.seed), technique, settings))
+        for name, title in BASELINES.items():
+            candidates.append(Candidate(title, ranking.BASELINE, _baseline_maps(name, ctx.seed)))
+        if with_masks:
+            stacked = np.stack(ctx.image_masks).astype(np.float32)
+            candidates.append(Candidate("the object mask (a perfect map)", ranking.REFERENCE, lambda model, images, objective: stacked))
+        return candidates
+
+    # ---- scores -------------------------------------------------------------------------------------
+    def _score(self, ctx, candidate: Candidate, maps, images, objective, params, masks) -> ranking.Scores:
+        model = ctx.model
+        usable = np.array([why_degenerate(values) is None for values in maps])
+        curves = road.road(model, images, objective, maps, _fractions(params), seed=ctx.seed)
+        classic = faithfulness.deletion_insertion(model, images, objective, maps, steps=8)
+        scores = ranking.Scores(
+            candidate.label,
+            candidate.role,
+            curves.gap,
+            curves.morf,
+            curves.lerf,
+            np.trapezoid(classic.deletion, classic.fractions, axis=1),
+            np.trapezoid(classic.insertion, classic.fractions, axis=1),
+            usable,
+        )
+        if masks is not None:
+            scores.pointing = np.array([localization.pointing_game(values, mask) for values, mask in zip(maps, masks)])
+            scores.energy_ratio = np.array([localization.energy_in_mask(values, mask) / mask.mean() for values, mask in zip(maps, masks)])
+        if candidate.role != ranking.METHOD:
+            return scores
+        settings = {**candidate.params, "sanity_layers": params["sanity_layers"]}
+        for index in range(min(params["sanity_images"], len(images))):
+            check = sanity.cascading_randomization(
+                candidate.technique, model, images[index : index + 1], objective.take([index]), settings, maps[index : index + 1], ctx.seed, ctx.check_cancelled
+            )
+            scores.sanity.append(check.passed)
+        # stability on a sub-batch, its reference map recomputed on the same sub-batch (SmoothGrad's noise depends on the batch)
+        count = min(len(images), max(1, params["sanity_images"]))
+        reference = np.asarray(candidate.maps(model, images[:count], objective.take(range(count))), np.float64)
+        scores.invariance = float(stability.input_invariance(candidate.maps, model, images[:count], objective.take(range(count)), reference).max())
+        if params["sensitivity_samples"]:
+            noise = stability.uniform_noise(model, images[:count], params["sensitivity_samples"], params["sensitivity_radius"], ctx.seed)
+            scores.sensitivity = float(stability.max_sensitivity(candidate.maps, model, images[:count], objective.take(range(count)), noise, reference).mean())
+        return scores
+
+
+def _fractions(params: dict) -> np.ndarray:
+    return np.linspace(0.1, 0.9, params["road_steps"])
+
+
+def _method_maps(technique: AttributionTechnique, settings: dict, seed: int):
+    def maps(model, images, objective):
+        return technique.maps(model, images, objective, settings, seed)
+
+    return maps
+
+
+def _baseline_maps(name: str, seed: int):
+    def maps(model, images, objective):
+        return baseline_maps(name, model.spec.model_to_unit(images.detach().cpu().numpy()), seed)
+
+    return maps
+
+
+# ---- pictures -----------------------------------------------------------------------------------------
+STATUS_COLOURS = {"passed": "#2a7d3f", "FAILED": "#b3261e", "cannot judge": "#8a8a8a", "n/a": "#4a6fa5"}
+
+
+def _gap_plot(ordered: list[ranking.Scores]) -> bytes:
+    pyplot = plotting()
+    labels = [item.label for item in ordered]
+    means = [item.gap()[0] for item in ordered]
+    errors = [item.gap()[1] for item in ordered]
+    colours = [STATUS_COLOURS[item.sanity_status] if item.role != ranking.REFERENCE else "#c9a227" for item in ordered]
+    figure, axis = pyplot.subplots(figsize=(6.4, 0.32 * len(labels) + 1.2), dpi=100)
+    positions = np.arange(len(labels))[::-1]
+    axis.barh(positions, np.nan_to_num(means), xerr=np.nan_to_num(errors), color=colours)
+    axis.set_yticks(positions, labels, fontsize=8)
+    axis.axvline(0, color="#333", linewidth=0.8)
+    axis.set_xlabel("ROAD gap: LeRF - MoRF (higher is more faithful)")
+    handles = [pyplot.Rectangle((0, 0), 1, 1, color=colour) for colour in (*STATUS_COLOURS.values(), "#c9a227")]
+    axis.legend(handles, ["sanity passed", "sanity FAILED", "cannot judge", "model-free baseline", "object mask"], fontsize=7, loc="lower right")
+    return figure_png(figure)
+
+
+def _map_grid(labels: list[str], maps: list[np.ndarray], picture: np.ndarray) -> bytes:
+    pyplot = plotting()
+    columns = min(6, len(maps) + 1)
+    rows = -(-(len(maps) + 1) // columns)
+    figure, axes = pyplot.subplots(rows, columns, figsize=(1.7 * columns, 1.9 * rows), dpi=100, squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    axes.ravel()[0].imshow(picture)
+    axes.ravel()[0].set_title("image", fontsize=7)
+    for axis, label, values in zip(axes.ravel()[1:], labels, maps):
+        axis.imshow(normalize_map(values), cmap=COLORMAP, vmin=0, vmax=1)
+        axis.set_title(label if len(label) <= 26 else label[:25] + "…", fontsize=7)
+    return figure_png(figure)
+
+
+@hookimpl
+def register_techniques():
+    return [AttributionRanking()]

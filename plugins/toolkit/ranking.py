@@ -1,0 +1,242 @@
+"""Scoring attribution methods side by side and saying which one to believe.
+
+Each candidate (an installed method with some parameters, a model-free baseline, or the object mask itself when
+the image set gives one) is scored on the same images and targets with:
+
+- the sanity check (model-parameter randomization, Adebayo et al. 2018), methods only: a map that survives the
+  destruction of the weights explains the image, not the model;
+- ROAD (Rong et al. 2022), the ranking signal for faithfulness: ``gap`` = LeRF - MoRF, higher is better;
+- deletion and insertion (Petsiuk et al. 2018), shown but not ranked on: their constant-filled holes take the
+  image out of distribution;
+- with object masks: the pointing game (Zhang et al. 2016) and the map's energy on the object divided by the
+  object's area (1 = no better than a uniform map);
+- input invariance (Kindermans et al. 2019) and max-sensitivity (Yeh et al. 2019).
+
+``verdict`` turns the scores into plain sentences and never names a method as the one to trust unless it passed
+the sanity check on every image it was checked on and beats the random map by more than the noise between images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from viz_server_plugins.toolkit.stability import INVARIANT_BELOW
+
+METHOD, BASELINE, REFERENCE = "method", "baseline", "reference"
+
+
+@dataclass
+class Scores:
+    label: str
+    role: str  # METHOD | BASELINE | REFERENCE
+    road_gap: np.ndarray  # per image
+    road_morf: np.ndarray
+    road_lerf: np.ndarray
+    deletion_auc: np.ndarray
+    insertion_auc: np.ndarray
+    usable: np.ndarray  # bool per image: the map can support a conclusion (not empty, constant or non-finite)
+    sanity: list[bool | None] = field(default_factory=list)  # per checked image; None = cannot judge
+    pointing: np.ndarray | None = None  # bool per image with a mask
+    energy_ratio: np.ndarray | None = None  # energy on the object / object's share of the image
+    invariance: float | None = None  # relative L1 change under a constant input shift
+    sensitivity: float | None = None  # max-sensitivity, mean over the checked images
+
+    # ---- summaries ---------------------------------------------------------------------------------
+    @staticmethod
+    def _mean_and_error(values) -> tuple[float, float]:
+        values = np.asarray([v for v in np.ravel(values) if np.isfinite(v)], np.float64)
+        if values.size == 0:
+            return float("nan"), float("nan")
+        error = float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
+        return float(values.mean()), error
+
+    def gap(self) -> tuple[float, float]:
+        """Mean ROAD gap over the usable maps and its standard error."""
+        return self._mean_and_error(self.road_gap[self.usable])
+
+    def localization(self) -> tuple[float, float]:
+        return self._mean_and_error(self.energy_ratio[self.usable] if self.energy_ratio is not None else [])
+
+    @property
+    def sanity_status(self) -> str:
+        """passed (on every judged image) | FAILED (on any) | cannot judge | n/a (baselines)."""
+        if self.role != METHOD:
+            return "n/a"
+        judged = [passed for passed in self.sanity if passed is not None]
+        if not judged:
+            return "cannot judge"
+        return "passed" if all(judged) else "FAILED"
+
+    @property
+    def trusted(self) -> bool:
+        return self.role == METHOD and self.sanity_status == "passed" and bool(self.usable.all())
+
+    def to_json(self) -> dict:
+        gap, gap_error = self.gap()
+        energy, energy_error = self.localization()
+
+        def rounded(value):
+            return None if value is None or not np.isfinite(value) else round(float(value), 4)
+
+        def mean(values):
+            values = np.asarray(values, np.float64)[self.usable] if values is not None else np.array([])
+            return rounded(values.mean()) if values.size else None
+
+        return {
+            "method": self.label,
+            "role": self.role,
+            "sanity_check": self.sanity_status,
+            "sanity_passed": sum(1 for passed in self.sanity if passed),
+            "sanity_judged": sum(1 for passed in self.sanity if passed is not None),
+            "road_gap": rounded(gap),
+            "road_gap_error": rounded(gap_error),
+            "road_morf": mean(self.road_morf.mean(1) if self.road_morf.ndim == 2 else self.road_morf),
+            "road_lerf": mean(self.road_lerf.mean(1) if self.road_lerf.ndim == 2 else self.road_lerf),
+            "deletion_auc": mean(self.deletion_auc),
+            "insertion_auc": mean(self.insertion_auc),
+            "pointing_game": mean(self.pointing.astype(np.float64)) if self.pointing is not None else None,
+            "energy_ratio": rounded(energy),
+            "energy_ratio_error": rounded(energy_error),
+            "input_invariance": rounded(self.invariance),
+            "input_invariant": None if self.invariance is None else bool(self.invariance < INVARIANT_BELOW),
+            "max_sensitivity": rounded(self.sensitivity),
+            "usable_maps": int(self.usable.sum()),
+            "maps": int(self.usable.size),
+        }
+
+
+def order(scores: list[Scores]) -> list[Scores]:
+    """Trusted methods by ROAD gap, then the other methods, then baselines, then the reference mask."""
+
+    def key(item: Scores):
+        gap = item.gap()[0]
+        group = 0 if item.trusted else 1 if item.role == METHOD else 2 if item.role == BASELINE else 3
+        return group, -(gap if np.isfinite(gap) else -np.inf)
+
+    return sorted(scores, key=key)
+
+
+def beats(first: tuple[float, float], second: tuple[float, float]) -> bool:
+    """Is the first mean above the second by more than twice their combined standard error?"""
+    (mean_a, error_a), (mean_b, error_b) = first, second
+    if not (np.isfinite(mean_a) and np.isfinite(mean_b)):
+        return False
+    return mean_a - mean_b > 2 * np.hypot(error_a, error_b)
+
+
+def metric_checks(scores: list[Scores]) -> dict[str, bool | None]:
+    """Whether each ranking signal can tell a perfect map from a random one on these images: the object mask (when
+    given) must beat the random map. None when there is no mask to check with."""
+    reference = next((item for item in scores if item.role == REFERENCE), None)
+    random = next((item for item in scores if item.label.startswith("random")), None)
+    if reference is None or random is None:
+        return {"road": None, "localization": None}
+    return {"road": bool(beats(reference.gap(), random.gap())), "localization": bool(beats(reference.localization(), random.localization()))}
+
+
+def recommended(scores: list[Scores]) -> Scores | None:
+    """The method to believe: the most faithful (ROAD) of those that pass the sanity check, provided ROAD can tell
+    the object mask from a random map (when masks are given) and the method beats the random map; else None."""
+    trusted = [item for item in scores if item.trusted]
+    random = next((item for item in scores if item.role == BASELINE and item.label.startswith("random")), None)
+    if not trusted or metric_checks(scores)["road"] is False:
+        return None
+    best = max(trusted, key=lambda item: item.gap()[0])
+    return best if random is None or beats(best.gap(), random.gap()) else None
+
+
+def verdict(scores: list[Scores]) -> list[str]:
+    """Plain sentences: which method to believe on this model, which not to, and how they compare with maps that
+    never look at the model."""
+    methods = [item for item in scores if item.role == METHOD]
+    baselines = [item for item in scores if item.role == BASELINE]
+    random = next((item for item in baselines if item.label.startswith("random")), None)
+    checks = metric_checks(scores)
+    sentences = []
+    failing = [item.label for item in methods if item.sanity_status == "FAILED"]
+    unjudged = [item.label for item in methods if item.sanity_status == "cannot judge"]
+    trusted = [item for item in methods if item.trusted]
+    if checks["road"] is False:
+        sentences.append(
+            "ROAD cannot tell the object mask from a random map on these images, so no method is ranked by faithfulness; read the pictures with care."
+        )
+    elif not trusted:
+        sentences.append("No method passes the sanity check on every image with a usable map, so none can be recommended on this model.")
+    else:
+        best = max(trusted, key=lambda item: item.gap()[0])
+        gap, error = best.gap()
+        if random is not None and not beats(best.gap(), random.gap()):
+            sentences.append(
+                f"No method that passes the sanity check is more faithful than a random map (best: {best.label}, ROAD gap {gap:.3f} ± {error:.3f}); "
+                "these maps cannot support a conclusion on this model."
+            )
+        else:
+            sentences.append(f"On this model {best.label} is the most faithful method that passes the sanity check (ROAD gap {gap:.3f} ± {error:.3f}).")
+            model_free = [item for item in baselines if not item.label.startswith("random") and not beats(best.gap(), item.gap())]
+            if model_free:
+                which = "which never looks" if len(model_free) == 1 else "which never look"
+                sentences.append(f"But it is not more faithful than {' or '.join(item.label for item in model_free)}, {which} at the model.")
+    if failing:
+        sentences.append(
+            f"{', '.join(failing)} fail{'s' if len(failing) == 1 else ''} the sanity check: the map barely changes when the weights are destroyed; do not trust it."
+        )
+    if unjudged:
+        sentences.append(
+            f"The sanity check cannot judge {', '.join(unjudged)}: the map, or the map after randomizing the weights, is empty or "
+            "constant, so no correlation can be measured; not recommended without a verdict."
+        )
+    edges = next((item for item in baselines if item.label.startswith("edges")), None)
+    if checks["localization"] is False:
+        sentences.append("The object masks do not beat a random map by energy on the object; localization is not evidence here.")
+    elif checks["localization"] and edges is not None:
+        candidates = trusted or methods
+        best = max(candidates, key=lambda item: item.localization()[0])
+        energy = best.localization()[0]
+        if beats(best.localization(), edges.localization()):
+            sentences.append(
+                f"{best.label} localizes best (energy on the object {energy:.2f} times a uniform map's; edges reach {edges.localization()[0]:.2f})."
+            )
+        else:
+            sentences.append(
+                f"No {'trusted ' if trusted else ''}method localizes better than an edge detector (best: {best.label}, {energy:.2f}; edges {edges.localization()[0]:.2f})."
+            )
+    variant = [item.label for item in methods if item.invariance is not None and item.invariance >= INVARIANT_BELOW]
+    if variant:
+        sentences.append(f"{', '.join(variant)} change{'s' if len(variant) == 1 else ''} when a constant is added to the input (Kindermans et al. 2019).")
+    return sentences
+
+
+def table(scores: list[Scores], with_masks: bool) -> list[list]:
+    """Rows for a table artifact; the first row is the header."""
+    header = ["method", "sanity check", "ROAD gap ↑", "ROAD MoRF ↓", "ROAD LeRF ↑", "deletion AUC ↓", "insertion AUC ↑"]
+    if with_masks:
+        header += ["pointing game ↑", "energy on object / area ↑"]
+    header += ["input invariant", "max-sensitivity ↓"]
+    rows = [header]
+
+    def cell(value, error=None):
+        if value is None:
+            return "—"
+        return f"{value:.3f} ± {error:.3f}" if error is not None else f"{value:.3f}"
+
+    for item in scores:
+        data = item.to_json()
+        sanity = data["sanity_check"]
+        if data["sanity_judged"]:
+            sanity = f"{sanity} ({data['sanity_passed']}/{data['sanity_judged']})"
+        row = [
+            item.label + ("" if data["usable_maps"] == data["maps"] else f" ({data['maps'] - data['usable_maps']} unusable maps)"),
+            "model-free" if item.role == BASELINE else "reference" if item.role == REFERENCE else sanity,
+            cell(data["road_gap"], data["road_gap_error"]),
+            cell(data["road_morf"]),
+            cell(data["road_lerf"]),
+            cell(data["deletion_auc"]),
+            cell(data["insertion_auc"]),
+        ]
+        if with_masks:
+            row += [cell(data["pointing_game"]), cell(data["energy_ratio"], data["energy_ratio_error"])]
+        row += ["—" if data["input_invariant"] is None else "yes" if data["input_invariant"] else "NO", cell(data["max_sensitivity"])]
+        rows.append(row)
+    return rows

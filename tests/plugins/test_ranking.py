@@ -1,0 +1,258 @@
+"""The method ranking: its metrics checked against known truth and against Quantus, and its verdict.
+
+Known truth: a model wired to read one patch only (the perfect map is that patch) and the shipped shapes model
+with its object masks. A metric that cannot rank the perfect map above a random one must not rank methods.
+"""
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from viz_server import load_model
+from viz_server.presentation import report_sections
+from viz_server.runner import run_technique
+from viz_server.testing import objective_for
+from viz_server_models import shapes
+from viz_server_plugins.saliency import Saliency
+from viz_server_plugins.toolkit import localization, ranking, road, stability
+from viz_server_plugins.toolkit.baselines import baseline_maps
+
+quantus = pytest.importorskip("quantus", reason="Quantus parity needs quantus (README command 2 installs it)")
+
+SIZE = 48
+PATCH = (slice(8, 24), slice(26, 42))
+
+
+def export(net: nn.Module, channels: int, size: int) -> bytes:
+    buffer = io.BytesIO()
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(
+            net.eval(),
+            (torch.rand(1, channels, size, size),),
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "b"}},
+        )
+    return buffer.getvalue()
+
+
+class PatchReader(nn.Module):
+    """Class 0 when the patch ``PATCH`` is bright, class 1 otherwise; no other pixel reaches the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.smooth = nn.Conv2d(3, 4, 3, padding=1)
+        window = torch.zeros(1, 1, SIZE, SIZE)
+        window[..., PATCH[0], PATCH[1]] = 1.0
+        self.register_buffer("window", window)
+        self.head = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.smooth.weight.fill_(1 / 27)
+            self.smooth.bias.zero_()
+            self.head.weight.copy_(torch.tensor([[10.0] * 4, [-10.0] * 4]))
+            self.head.bias.copy_(torch.tensor([-22.0, 22.0]))
+
+    def forward(self, x):
+        features = torch.relu(self.smooth(x * self.window))  # the window is a constant, not a weight
+        return self.head(features.sum((2, 3)) / (16 * 16))
+
+
+def patch_pictures(count: int, seed: int = 0) -> np.ndarray:
+    """Dark noisy backgrounds with a bright noisy patch at ``PATCH`` (N x H x W x 3 in [0, 1])."""
+    rng = np.random.default_rng(seed)
+    pictures = rng.uniform(0.0, 0.5, (count, SIZE, SIZE, 3))
+    pictures[:, PATCH[0], PATCH[1]] = rng.uniform(0.75, 1.0, (count, 16, 16, 3))
+    return pictures.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def patch_case():
+    model = load_model(export(PatchReader(), 3, SIZE), mean="0", std="1", labels="bright,dark")
+    pictures = patch_pictures(12)
+    images = torch.from_numpy(model.spec.unit_to_model(pictures))
+    objective = objective_for(model, classes=torch.zeros(len(images), dtype=torch.long))
+    perfect = np.zeros((len(images), SIZE, SIZE), np.float32)
+    perfect[:, PATCH[0], PATCH[1]] = 1.0
+    return model, images, objective, pictures, perfect
+
+
+def scored(model, images, objective, maps, masks, role=ranking.METHOD, label="map"):
+    curves = road.road(model, images, objective, maps, fractions=np.linspace(0.1, 0.9, 5))
+    empty = np.zeros(len(images))
+    scores = ranking.Scores(label, role, curves.gap, curves.morf, curves.lerf, empty, empty, np.ones(len(images), bool))
+    scores.energy_ratio = np.array([localization.energy_in_mask(values, mask) / mask.mean() for values, mask in zip(maps, masks)])
+    return scores
+
+
+def test_on_a_model_that_reads_one_patch_the_metrics_rank_the_known_order(patch_case):
+    model, images, objective, pictures, perfect = patch_case
+    masks = perfect.astype(bool)
+    saliency = Saliency().maps(model, images, objective, {"smooth_samples": 0, "reduce": "max"})
+    perfect_scores = scored(model, images, objective, perfect, masks, ranking.REFERENCE)
+    random_scores = scored(model, images, objective, baseline_maps("random", pictures), masks, ranking.BASELINE, "random")
+    edge_scores = scored(model, images, objective, baseline_maps("edges", pictures), masks, ranking.BASELINE, "edges")
+    saliency_scores = scored(model, images, objective, saliency, masks)
+    assert perfect_scores.gap()[0] > 0.8 and abs(random_scores.gap()[0]) < 0.1
+    for metric in ("gap", "localization"):
+        perfect_value, saliency_value, edge_value, random_value = (
+            getattr(item, metric)() for item in (perfect_scores, saliency_scores, edge_scores, random_scores)
+        )
+        assert ranking.beats(perfect_value, random_value) and ranking.beats(perfect_value, edge_value), metric
+        assert ranking.beats(saliency_value, random_value) and ranking.beats(saliency_value, edge_value), metric
+        assert saliency_value[0] >= 0.85 * perfect_value[0], metric  # the gradient is confined to the patch (and its 1-pixel rim)
+    assert ranking.metric_checks([perfect_scores, random_scores]) == {"road": True, "localization": True}
+
+
+def test_a_metric_that_cannot_tell_the_mask_from_random_ranks_nothing(patch_case):
+    """On a model whose output ignores the input, every map scores alike: the verdict must say so, not pick one."""
+    model, images, objective, pictures, perfect = patch_case
+    blind = load_model(export(nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten(), nn.Linear(2 * SIZE * SIZE, 2)), 3, SIZE), mean="0", std="1")
+    with torch.no_grad():
+        blind.module.apply(lambda layer: layer.weight.zero_() if isinstance(layer, nn.Linear) else None)
+    blind.predict = lambda batch: np.tile(np.array([[2.0, 0.0]], np.float32), (len(batch), 1))  # the same answer for any input
+    masks = perfect.astype(bool)
+    blind_objective = objective_for(blind, classes=torch.zeros(len(images), dtype=torch.long))
+    method = scored(blind, images, blind_objective, baseline_maps("edges", pictures), masks, label="a method")
+    method.sanity = [True, True]
+    entries = [method, scored(blind, images, blind_objective, baseline_maps("random", pictures, 1), masks, ranking.BASELINE, "random map")]
+    entries.append(scored(blind, images, blind_objective, perfect, masks, ranking.REFERENCE, "mask"))
+    assert ranking.metric_checks(entries)["road"] is False
+    assert ranking.recommended(entries) is None
+    assert ranking.verdict(entries)[0].startswith("ROAD cannot tell the object mask from a random map")
+
+
+def test_the_ranking_on_the_shapes_model_with_masks(shapes_model):
+    """The shipped model, fresh images with their object masks, through the runner as every front end calls it."""
+    data = shapes.make_dataset(8, seed=7, congruent_fraction=1.0)
+    images = [(f"{index}.png", png(picture)) for index, picture in enumerate(data.images)]
+    masks = [png((mask * 255).astype(np.uint8)) for mask in data.masks]
+    params = {"methods": "saliency,gradcam,guided_backprop", "smooth_samples": 0, "sanity_images": 1, "sensitivity_samples": 2}
+    result = run_technique("attribution_ranking", shapes_model, images, params, masks=masks)
+    by_label = {row["method"]: row for row in result.metrics["ranking"]}
+    assert set(by_label) >= {"Gradient saliency", "Grad-CAM", "Grad-CAM++", "Guided backpropagation", "edges of the image (Sobel, no model)"}
+    mask_row, random_row = by_label["the object mask (a perfect map)"], by_label["random map (uniform noise)"]
+    assert mask_row["energy_ratio"] > by_label["edges of the image (Sobel, no model)"]["energy_ratio"] > random_row["energy_ratio"]
+    assert mask_row["road_gap"] > random_row["road_gap"] + 0.2
+    assert result.metrics["metric_checks"] == {"road": True, "localization": True}
+    top = result.metrics["recommended"]
+    assert top is None or by_label[top]["sanity_check"] == "passed"
+    verdict = " ".join(result.metrics["verdict"])
+    assert ("most faithful method that passes the sanity check" in verdict) == (top is not None)
+    assert "localizes" in verdict
+    table = next(artifact for artifact in result.artifacts if artifact.kind == "table")
+    assert table.rows[0][:3] == ["method", "sanity check", "ROAD gap ↑"] and len(table.rows) == len(by_label) + 1
+    assert result.provenance["masks"] == [True] * 8
+    job = {"technique": "attribution_ranking", "status": "done", "error": None, "model": {"name": "shapes_cnn"}, "result": result.to_json()}
+    (section,) = [s for s in report_sections({"kind": "audit", "title": "t", "status": "done", "jobs": [job]}) if "believe" in s.title]
+    assert section.sentences == result.metrics["verdict"] and len(section.rows) == len(by_label) + 1
+
+
+def png(picture: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ---- parity with Quantus -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grey_case():
+    """A 1-channel two-layer classifier (Quantus' ROAD indexes pixels as if the image had one channel)."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16, 32), nn.ReLU(), nn.Linear(32, 3))
+    with torch.no_grad():
+        net[1].weight.mul_(8.0)
+    model = load_model(export(net, 1, 16), mean="0", std="1")
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 1, 16, 16)).astype(np.float32)
+    y = net(torch.from_numpy(x)).argmax(1).numpy()
+    maps = rng.random((12, 16, 16)).astype(np.float32)
+    return net, model, x, y, maps
+
+
+def test_noisy_linear_imputation_matches_quantus():
+    from quantus.functions.perturb_func import noisy_linear_imputation
+
+    rng = np.random.default_rng(0)
+    for height, width, fraction in ((16, 16, 0.1), (24, 40, 0.5), (31, 17, 0.95)):
+        picture = rng.random((height, width, 3))
+        removed = rng.permutation(height * width)[: int(fraction * height * width)]
+        reference = noisy_linear_imputation(picture.transpose(2, 0, 1), removed, noise=0.0).transpose(1, 2, 0)
+        assert np.abs(road.impute(picture, removed, noise=0.0) - reference).max() < 1e-12
+
+
+def test_road_most_relevant_first_matches_quantus(grey_case):
+    net, model, x, y, maps = grey_case
+    percentages = [25, 50, 75]
+    metric = quantus.ROAD(noise=0.0, percentages=percentages, normalise=False, abs=False, disable_warnings=True, display_progressbar=False)
+    reference = metric(model=net, x_batch=x, y_batch=y, a_batch=maps[:, None], device="cpu", softmax=False)
+    kept = np.zeros((len(x), len(percentages)))
+    for index, picture in enumerate(x):
+        most, _ = road.removal_orders(maps[index])
+        batch = road.road_images(picture.transpose(1, 2, 0), most, [p / 100 for p in percentages], 0.0, np.random.default_rng(0))
+        kept[index] = model.predict(model.spec.unit_to_model(batch)).argmax(1) == y[index]
+    assert np.allclose(kept.mean(0), [reference[p] for p in percentages])
+    assert len(set(kept.mean(0))) > 1  # the curve moves, so the comparison says something
+
+
+def test_pointing_game_and_energy_match_quantus(grey_case):
+    net, model, x, y, maps = grey_case
+    masks = np.zeros((len(x), 1, 16, 16))
+    masks[:, :, 3:9, 5:12] = 1
+    masks[1::2, :, 10:14, 2:6] = 1
+    kwargs = {"model": net, "x_batch": x, "y_batch": y, "a_batch": maps[:, None], "s_batch": masks, "device": "cpu"}
+    pointing = quantus.PointingGame(disable_warnings=True, abs=False, normalise=False)(**kwargs)
+    mass = quantus.RelevanceMassAccuracy(disable_warnings=True, abs=False, normalise=False)(**kwargs)
+    assert [localization.pointing_game(m, s[0].astype(bool)) for m, s in zip(maps, masks)] == [bool(v) for v in pointing]
+    assert np.allclose([localization.energy_in_mask(m, s[0].astype(bool)) for m, s in zip(maps, masks)], mass, atol=1e-6)
+
+
+def test_max_sensitivity_matches_quantus(grey_case):
+    net, model, x, y, maps = grey_case
+    images = torch.from_numpy(x)
+    objective = objective_for(model, classes=torch.from_numpy(y))
+    technique = Saliency()
+
+    def map_fn(model_, batch, objective_):
+        return technique.maps(model_, batch, objective_, {"smooth_samples": 0, "reduce": "max"})
+
+    noise = stability.uniform_noise(model, images, 5, 0.05, seed=1)
+    ours = stability.max_sensitivity(map_fn, model, images, objective, noise)
+    draws = iter(noise)
+
+    def perturb(arr, **_):  # Quantus hands the batch flattened to N x features
+        return arr + next(draws).reshape(arr.shape)
+
+    def explain(model, inputs, targets, **_):
+        return map_fn(model_converted, torch.from_numpy(np.asarray(inputs, np.float32)), objective_for(model_converted, classes=torch.as_tensor(targets)))[
+            :, None
+        ]
+
+    model_converted = model
+    metric = quantus.MaxSensitivity(nr_samples=5, perturb_func=perturb, normalise=False, abs=False, disable_warnings=True, display_progressbar=False)
+    reference = metric(model=net, x_batch=x, y_batch=y, a_batch=map_fn(model, images, objective)[:, None], explain_func=explain, device="cpu")
+    assert np.allclose(ours, reference, rtol=1e-5)
+    assert ours.max() > 0
+
+
+def test_input_invariance_catches_a_method_that_multiplies_by_the_input(patch_case):
+    model, images, objective, pictures, perfect = patch_case
+    technique = Saliency()
+
+    def gradient(model_, batch, objective_):
+        return technique.attribute(model_, batch, objective_, {}).abs().amax(1).numpy()
+
+    def gradient_times_input(model_, batch, objective_):
+        return (technique.attribute(model_, batch, objective_, {}) * batch).abs().amax(1).detach().numpy()
+
+    assert stability.input_invariance(gradient, model, images[:2], objective.take([0, 1])).max() < stability.INVARIANT_BELOW
+    assert stability.input_invariance(gradient_times_input, model, images[:2], objective.take([0, 1])).min() > 0.05
