@@ -22,7 +22,7 @@ from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.rendering import COLORMAP, figure_png, normalize_map
 from viz_server.rendering import pyplot as plotting
-from viz_server.techniques import Artifact, Context, Param, Result, Technique, validate_params
+from viz_server.techniques import Artifact, Context, Param, Result, Technique, headline, validate_params
 from viz_server_plugins.toolkit import faithfulness, localization, ranking, road, sanity, stability
 from viz_server_plugins.toolkit.attribution import TARGET_PARAMS, AttributionTechnique, class_attributions
 from viz_server_plugins.toolkit.baselines import BASELINES, baseline_maps
@@ -111,6 +111,11 @@ class AttributionRanking(Technique):
                 "metric_checks": ranking.metric_checks(scores),
                 "ranking": [item.to_json() for item in ordered],
                 "masks": with_masks,
+                "headline": {
+                    "recommended_explanation": headline(
+                        recommended.label if recommended else None, "the explanation method to believe", None, "" if recommended else sentences[0]
+                    )
+                },
             },
             caveats=[
                 *sentences,

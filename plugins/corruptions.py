@@ -9,7 +9,7 @@ import torch
 from viz_server import hookimpl
 from viz_server.rendering import figure_png
 from viz_server.rendering import pyplot as plotting
-from viz_server.techniques import Artifact, Context, Param, Result, Technique
+from viz_server.techniques import Artifact, Context, Param, Result, Technique, headline
 from viz_server_plugins.toolkit.image_transforms import SEVERITIES, corrupt
 from viz_server_plugins.toolkit.objectives import reference_labels
 
@@ -69,6 +69,7 @@ class Corruptions(Technique):
                 "labels": source,
                 "clean_accuracy": round(clean_accuracy, 4),
                 "mean_corruption_accuracy": round(float(table.mean()), 4),
+                "headline": {"corruption_accuracy": headline(round(float(table.mean()), 4), "mean accuracy over corruptions and severities", "higher")},
                 "accuracy": {k: [round(float(v), 4) for v in table[i]] for i, k in enumerate(kinds)},
             },
             caveats=["Severities follow ImageNet-C; on small images blur is scaled to the image size, the others are not."],

@@ -18,9 +18,40 @@ def _mean(values) -> str:
     return f"{mean(numbers):.3f}" if numbers else "-"
 
 
+def _shown(entry: dict) -> str:
+    value = entry.get("value")
+    if value is None:
+        return entry.get("note") or "cannot be claimed"
+    if isinstance(value, float):
+        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
+    return str(value)
+
+
+def summary_card(report) -> Section | None:
+    """The first screen of an audit: the model, its conversion, and every headline figure with where it came from."""
+    headlines = report.get("headline") or {}
+    if not report.get("models"):
+        return None
+    sentences, rows = [], [["model", "figure", "value", "better", "from"]]
+    for model in report["models"]:
+        conversion, spec = model.get("conversion") or {}, model.get("spec") or {}
+        sentences.append(
+            f"{model['name']} (sha256 {str(model.get('sha256'))[:12]}…, {conversion.get('producer') or 'unknown producer'}, opset "
+            f"{conversion.get('opset', '?')}, task {spec.get('task', '?')})"
+        )
+        for key, entry in (headlines.get(model["name"]) or {}).items():
+            rows.append([model["name"], entry.get("label") or key, _shown(entry), entry.get("better") or "", entry.get("technique") or "conversion"])
+    failed = [job for job in report["jobs"] if job["status"] in ("failed", "cancelled")]
+    if failed:
+        sentences.append(f"{len(failed)} part{'s' if len(failed) != 1 else ''} of this report did not run; see below.")
+    withheld = [row for row in rows[1:] if row[2].startswith("cannot")]
+    return Section("Summary", sentences=sentences, rows=rows, level="warning" if failed or withheld else "info")
+
+
 @hookimpl
 def report_sections(report):
-    sections = []
+    card = summary_card(report)
+    sections = [card] if card else []
     failed = [job for job in report["jobs"] if job["status"] in ("failed", "cancelled")]
     if failed:
         sections.append(

@@ -20,7 +20,7 @@ from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.rendering import figure_png
 from viz_server.rendering import pyplot as plotting
-from viz_server.techniques import Artifact, Context, Param, Result, Technique
+from viz_server.techniques import Artifact, Context, Param, Result, Technique, headline
 from viz_server_plugins.toolkit import attacks, robust_evaluation
 from viz_server_plugins.toolkit.objectives import reference_labels
 
@@ -127,9 +127,30 @@ class RobustnessCurve(Technique):
                 "large_epsilon": round(large, 6),
                 "masking_findings": findings,
                 "masking_free": {a: not found for a, found in findings.items()},
+                "headline": self._headline(epsilons, accuracy, smallest, findings, correct, chosen[0]),
             },
             caveats=caveats,
         )
+
+    @staticmethod
+    def _headline(epsilons, accuracy, smallest, findings, correct, attack) -> dict:
+        """Clean accuracy, accuracy at the standard budget (8/255 when measured, else the largest), and the median
+        epsilon that flips a correct prediction; robustness figures are withheld when masking was found."""
+        budget = min(epsilons, key=lambda e: abs(e - 8 / 255)) if any(abs(e - 8 / 255) < 1e-9 for e in epsilons) else max(epsilons)
+        masked = bool(findings[attack])
+        note = f"cannot be claimed: {findings[attack][0]}" if masked else ""
+        flips = smallest[attack][correct]
+        median = None if masked or flips.size == 0 or np.isnan(flips).all() else round(float(np.nanmedian(flips)), 6)
+        return {
+            "accuracy": headline(round(float(correct.mean()), 4), "accuracy on the labeled images", "higher"),
+            "robust_accuracy": headline(
+                None if masked else round(accuracy[attack][epsilons.index(budget)], 4),
+                f"accuracy under attack ({attack}, epsilon {budget:.4f})",
+                "higher",
+                note,
+            ),
+            "median_flip_epsilon": headline(median, "median epsilon that flips a correct prediction", "higher", note),
+        }
 
     @staticmethod
     def _plot(epsilons: list[float], accuracy: dict[str, list[float]]) -> bytes:

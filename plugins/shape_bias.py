@@ -18,7 +18,7 @@ import numpy as np
 
 from viz_server import hookimpl
 from viz_server.errors import UserError
-from viz_server.techniques import Artifact, Context, Param, Result, Technique
+from viz_server.techniques import Artifact, Context, Param, Result, Technique, headline
 
 
 def parse_mapping(text: str, spec) -> dict[str, list[int]]:
@@ -124,7 +124,12 @@ class ShapeBias(Technique):
         return Result(
             artifacts=[Artifact("cue_conflict.csv", "decisions per (shape, texture) pair", kind="table", rows=rows, group="shape bias")],
             arrays={"category_probabilities": per_category.astype(np.float32)},
-            metrics={**figures, "stimuli": len(decisions), "source": params["stimuli"]},
+            metrics={
+                **figures,
+                "stimuli": len(decisions),
+                "source": params["stimuli"],
+                "headline": {"shape_bias": headline(figures["shape_bias"], "shape bias on cue-conflict images (1 = always shape)", None)},
+            },
             caveats=[
                 "Shape bias is defined on cue-conflict stimuli only; it says which cue wins when they disagree, "
                 "not how well the model recognizes either cue alone."

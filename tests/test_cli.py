@@ -203,3 +203,25 @@ def test_compare_writes_one_table_and_plot(tmp_path, viz_inprocess):
     assert (tmp_path / "out" / "shapes_cnn" / "result.json").is_file()
     one = viz_inprocess("compare", "robustness_curve", "shapes_cnn", "--out", tmp_path / "x")
     assert one.returncode == 2 and "at least two models" in one.stderr
+
+
+def test_audit_from_the_command_line_writes_the_report_and_gates_on_its_figures(tmp_path, viz_inprocess):
+    from viz_server_models.shapes import write_image_set
+
+    write_image_set(tmp_path / "set", per_class=1, seed=4)
+    out = tmp_path / "audit"
+    passed = viz_inprocess("audit", "shapes_cnn", "--image-set", tmp_path / "set", "--technique", "saliency", "--fail-over", "parity=1e-4", "--out", out)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "done" and report["sections"][0]["title"] == "Summary"
+    assert report["headline"]["shapes_cnn"]["parity"]["value"] < 1e-4
+    html = (out / "report.html").read_text()
+    assert "Summary" in html and html.count("data:image/png;base64,") >= 4 and 'src="/' not in html
+    assert "parity:" in passed.stdout and "4/4" not in passed.stderr and "1/1 saliency: done" in passed.stderr
+
+    gated = viz_inprocess("audit", "shapes_cnn", "--image-set", tmp_path / "set", "--technique", "saliency", "--fail-under", "accuracy=0.5", "--out", out)
+    assert gated.returncode == 1 and "FAILED: accuracy was not measured by this audit" in gated.stdout
+    strict = viz_inprocess("audit", "shapes_cnn", "--image-set", tmp_path / "set", "--technique", "saliency", "--fail-over", "parity=0", "--out", out)
+    assert strict.returncode == 1 and "FAILED: parity = " in strict.stdout and "above the threshold 0" in strict.stdout
+    assert_one_sentence_exit_2(viz_inprocess("audit", "shapes_cnn", "--fail-under", "accuracy", "--out", out))
+    assert_one_sentence_exit_2(viz_inprocess("audit", "shapes_cnn", "--suite", "nonsense", "--image-set", tmp_path / "set", "--out", out))

@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="print the comparison table as JSON")
     compare.set_defaults(handler=cmd_compare, technique_options=True)
 
+    audit = commands.add_parser("audit", allow_abbrev=False, help="audit a model as the web does; write report.html and report.json; gate with thresholds")
+    _add_model_options(audit)
+    audit.add_argument("--image", action="append", default=[], metavar="FILE", help="input image (repeat); FILE-stem.mask.png beside it is its object mask")
+    audit.add_argument("--image-set", metavar="DIR_OR_ZIP", help="labeled image set: one sub-folder per class (NAME.mask.png: object masks)")
+    audit.add_argument("--suite", action="append", default=[], metavar="NAME", help="audit suite to run (repeat; default: attribution)")
+    audit.add_argument("--technique", action="append", default=[], metavar="NAME", help="also run this technique with its defaults (repeat)")
+    audit.add_argument("--fail-under", action="append", default=[], metavar="KEY=VALUE", help="exit 1 when a headline figure is below VALUE (repeat)")
+    audit.add_argument("--fail-over", action="append", default=[], metavar="KEY=VALUE", help="exit 1 when a headline figure is above VALUE, e.g. parity=1e-4")
+    audit.add_argument("--out", metavar="DIR", required=True, help="folder for report.html and report.json")
+    audit.set_defaults(handler=cmd_audit)
+
     serve = commands.add_parser("serve", allow_abbrev=False, help="start the web UI (embedded job runner unless VIZ_SERVER_BROKER_URL is set)")
     serve.add_argument(
         "--host",
@@ -275,6 +286,40 @@ def _raw_params(technique, args: argparse.Namespace, extra: list[str]) -> dict[s
         raw[key.strip()] = value
     raw.update({name: value for name, value in vars(options).items() if value is not None})
     return raw
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Exit 0 when the audit ran in full and every gate holds; 1 when a gate fails or a part did not run."""
+    from viz_server.audit import Gate, audit_techniques, run_audit
+    from viz_server.model.spec import read_sidecar
+    from viz_server.techniques import DEFAULT_AUDIT_SUITES
+
+    gates = [Gate.parse(text, True) for text in args.fail_under] + [Gate.parse(text, False) for text in args.fail_over]
+    images, labels, masks = _gather_inputs(args)
+    overrides = {**(dict(read_sidecar(args.spec)) if args.spec else {}), **_spec_overrides(args)}
+    suites = args.suite or ([] if args.technique else list(DEFAULT_AUDIT_SUITES))
+
+    def progress(done: int, total: int, technique: str, status: str, seconds: float) -> None:
+        bar = "#" * round(20 * done / total)
+        print(f"\r[{bar:<20}] {done}/{total} {technique}: {status} ({seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    pictures = [(name, data, label, mask) for (name, data), label, mask in zip(images, labels, masks)]
+    report, html = run_audit(_resolve_model_path(args.model), overrides, pictures, lambda task: audit_techniques(task, suites, args.technique), progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.html").write_text(html, encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    figures = next(iter(report["headline"].values()), {})
+    for key, entry in figures.items():
+        value = entry["value"]
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value) if value is not None else f"cannot be claimed ({entry.get('note')})"
+        print(f"{key}: {shown}")
+    failures = [failure for gate in gates if (failure := gate.failure(figures))]
+    failures += [f"{job['technique']} did not run: {job['error'] or job['status']}" for job in report["jobs"] if job["status"] != "done"]
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    print(f"report: {out / 'report.html'}")
+    return 1 if failures else 0
 
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:

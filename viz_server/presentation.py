@@ -98,6 +98,29 @@ class Section:
         return {"title": self.title, "sentences": self.sentences, "rows": self.rows, "level": self.level}
 
 
+def report_headlines(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The headline figures of a report, per model name: the conversion's parity from the model, then every done
+    job's ``metrics["headline"]`` (see ``viz_server.techniques.headline``), each with the technique it came from."""
+    figures: dict[str, dict[str, Any]] = {}
+    for model in report.get("models", []):
+        worst = (model.get("conversion") or {}).get("worst_rel_error")
+        figures.setdefault(model["name"], {})["parity"] = {
+            "value": worst,
+            "label": "worst relative difference from onnxruntime",
+            "better": "lower",
+            "note": "",
+            "technique": None,
+        }
+    for job in report.get("jobs", []):
+        metrics = (job.get("result") or {}).get("metrics") or {}
+        if job.get("status") != "done" or not isinstance(metrics.get("headline"), dict):
+            continue
+        for key, entry in metrics["headline"].items():
+            if isinstance(entry, dict) and "value" in entry:
+                figures.setdefault(job["model"]["name"], {})[str(key)] = {**entry, "technique": job.get("technique")}
+    return figures
+
+
 def report_sections(report: dict[str, Any]) -> list[Section]:
     """Every plugin's sections for a report (a dict with ``kind``, ``title`` and ``jobs`` with their results)."""
     from viz_server.plugins import collected

@@ -200,6 +200,13 @@ class Result:
         )
 
 
+def headline(value: Any, label: str, better: str | None = None, note: str = "") -> dict[str, Any]:
+    """One headline figure for ``Result.metrics["headline"][key]``: what an audit's summary card shows and what
+    ``viz-server audit --fail-under KEY=VALUE`` gates on. ``value`` None means "cannot be claimed" (``note`` says
+    why); ``better`` is ``higher``, ``lower`` or None (not a score)."""
+    return {"value": value, "label": label, "better": better, "note": note}
+
+
 def json_ready(value: Any) -> Any:
     """Recursively turn numpy scalars/arrays and tuples into JSON-ready Python values."""
     if isinstance(value, dict):

@@ -178,6 +178,9 @@ def test_the_robustness_curve_reaches_all_images_and_finds_no_masking_on_a_plain
     assert success[0] == 0 and success[-1] >= 0.95 and success == sorted(success)
     assert result.metrics["masking_free"] == {"ensemble": True} and result.metrics["masking_findings"]["ensemble"] == []
     assert "No sign of gradient masking" in result.caveats[0] and "robust" not in result.caveats[0].replace("robustness", "")
+    headline = result.metrics["headline"]
+    assert headline["accuracy"]["value"] == result.metrics["clean_accuracy"]
+    assert headline["robust_accuracy"]["value"] == result.metrics["accuracy"]["ensemble"][-1] and "epsilon 0.2510" in headline["robust_accuracy"]["label"]
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +200,8 @@ def test_a_non_differentiable_input_quantizer_triggers_the_masking_checks(quanti
     found = " ".join(curve.metrics["masking_findings"]["pgd"])
     assert "exactly zero gradient" in found and "very large epsilon" in found
     assert curve.metrics["masking_free"] == {"pgd": False} and curve.caveats[0].startswith("pgd: Robustness cannot be claimed")
+    withheld = curve.metrics["headline"]["robust_accuracy"]  # an audit gate on it fails rather than passing on a masked figure
+    assert withheld["value"] is None and withheld["note"].startswith("cannot be claimed")
 
 
 def test_square_breaks_what_gradients_cannot_see(quantized_model, pictures):

@@ -6,9 +6,9 @@ import base64
 
 from flask import render_template
 
-from viz_server.presentation import media_type, report_sections
-from viz_server.store import JobStatus, ReportRecord, Store
-from viz_server.web.views import artifact_groups, job_json
+from viz_server.presentation import media_type, report_headlines, report_sections
+from viz_server.store import JobStatus, ModelRecord, ReportRecord, Store
+from viz_server.web.views import artifact_groups, job_json, model_json
 
 
 def report_json(store: Store, report: ReportRecord) -> dict:
@@ -23,6 +23,9 @@ def report_json(store: Store, report: ReportRecord) -> dict:
         "status": "done" if done == len(jobs) else "running" if any(j["status"] in (JobStatus.QUEUED, JobStatus.RUNNING) for j in jobs) else "partial",
         "jobs": jobs,
     }
+    model_ids = sorted({job["model"]["id"] for job in jobs})
+    data["models"] = [model_json(record) for record in (store.db.get(ModelRecord, model_id) for model_id in model_ids) if record is not None]
+    data["headline"] = report_headlines(data)
     data["sections"] = [section.to_json() for section in report_sections(data)]
     return data
 
