@@ -33,9 +33,17 @@ class Picture(ArtifactRenderer):
     def html(self, artifact, links):
         caption = escape(artifact.get("caption", ""))
         return (
-            f'<figure><img class="{escape(self.kind)}" src="{escape(links.src or "")}" alt="{caption}">'
+            f'<figure><img class="{escape(self.kind)}" src="{escape(links.src or "")}" alt="{caption}">{_colour_bar(artifact.get("scale"))}'
             f"<figcaption>{caption}{_downloads(links, 'PNG', 'array (.npy)')}</figcaption></figure>"
         )
+
+
+def _colour_bar(scale) -> str:
+    """The colour map with the values its ends stand for (brighter = larger; values above the top are clipped)."""
+    if not (isinstance(scale, (list, tuple)) and len(scale) == 2 and all(isinstance(v, (int, float)) for v in scale)):
+        return ""
+    low, high = (f"{float(v):.3g}" for v in scale)
+    return f'<div class="colorbar" title="colour scale: {low} to {high} (99.5th percentile; higher values clipped)"><span>{low}</span><i></i><span>≥ {high}</span></div>'
 
 
 class Table(ArtifactRenderer):

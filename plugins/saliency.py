@@ -24,6 +24,10 @@ class Saliency(AttributionTechnique):
         "Raw gradients are noisy; SmoothGrad (smooth_samples) and Grad-CAM give steadier pictures.",
     )
 
+    def caveats_for(self, params):
+        sensitivity, noisy = self.caveats
+        return [sensitivity] if params.get("smooth_samples") else [sensitivity, noisy]
+
     def attribute(self, model, images, objective, params):
         return class_gradient(model, images, objective)
 

@@ -9,9 +9,10 @@ the web layer turns it into a 4xx page or JSON error. Anything else that escapes
 class UserError(Exception):
     """Bad input, explained in one sentence for the person who supplied it."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.message = message
+        self.field = field  # the form field (a parameter's name) the sentence is about, when there is one
 
     def __str__(self) -> str:
         return self.message

@@ -22,6 +22,13 @@ def _lookup_table(name: str = COLORMAP) -> np.ndarray:
     return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
 
 
+def map_scale(values: np.ndarray, percentile: float = 99.5) -> tuple[float, float]:
+    """The values the colour map's ends stand for in ``normalize_map``'s picture: 0 and the high percentile."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float32))
+    top = float(np.percentile(values, percentile)) if values.size else 0.0
+    return 0.0, top if top > 0 else float(values.max(initial=0.0))
+
+
 def normalize_map(values: np.ndarray, percentile: float = 99.5) -> np.ndarray:
     """Scale a non-negative map to [0, 1] (float32) by its high percentile (so one hot pixel cannot wash it out)."""
     values = np.nan_to_num(np.asarray(values, dtype=np.float32))
@@ -102,8 +109,15 @@ def map_artifacts(ctx, maps: np.ndarray, array: str, what: str, subjects: list[s
         group = f"{index}: {name}"
         return [
             Artifact(f"input_{index}.png", f"{name} as the model sees it", data=png_bytes(picture, 128), array="inputs", group=group),
-            Artifact(f"{array}_{index}.png", f"{what} for {subjects[index]}", data=heatmap_png(values, 128), array=array, group=group),
-            Artifact(f"{array}_overlay_{index}.png", f"{what} over the image", data=png_bytes(overlay(picture, values), 128), array=array, group=group),
+            Artifact(f"{array}_{index}.png", f"{what} for {subjects[index]}", data=heatmap_png(values, 128), array=array, group=group, scale=map_scale(values)),
+            Artifact(
+                f"{array}_overlay_{index}.png",
+                f"{what} over the image",
+                data=png_bytes(overlay(picture, values), 128),
+                array=array,
+                group=group,
+                scale=map_scale(values),
+            ),
         ]
 
     return [artifact for group in render_each(render, range(min(len(pictures), len(maps)))) for artifact in group]

@@ -75,18 +75,18 @@ class Param:
         try:
             value = self._convert(raw)
         except (TypeError, ValueError, OverflowError):
-            raise UserError(f"parameter {self.name}={str(raw)[:40]!r} is not {self._expected()}.") from None
+            raise UserError(f"parameter {self.name}={str(raw)[:40]!r} is not {self._expected()}.", field=self.name) from None
         if self.kind == "int" and not -(2**53) <= value <= 2**53:
-            raise UserError(f"parameter {self.name} is out of range; give a number between -2^53 and 2^53.")
+            raise UserError(f"parameter {self.name} is out of range; give a number between -2^53 and 2^53.", field=self.name)
         if self.kind in ("int", "float"):
             if not math.isfinite(value):
-                raise UserError(f"parameter {self.name} must be a finite number.")
+                raise UserError(f"parameter {self.name} must be a finite number.", field=self.name)
             if self.minimum is not None and value < self.minimum:
-                raise UserError(f"parameter {self.name}={value} is below its minimum {self.minimum:g}.")
+                raise UserError(f"parameter {self.name}={value} is below its minimum {self.minimum:g}.", field=self.name)
             if self.maximum is not None and value > self.maximum:
-                raise UserError(f"parameter {self.name}={value} is above its maximum {self.maximum:g}.")
+                raise UserError(f"parameter {self.name}={value} is above its maximum {self.maximum:g}.", field=self.name)
         if self.kind == "choice" and value not in self.choices:
-            raise UserError(f"parameter {self.name}={value!r} is not one of {', '.join(self.choices)}.")
+            raise UserError(f"parameter {self.name}={value!r} is not one of {', '.join(self.choices)}.", field=self.name)
         return value
 
     def _convert(self, raw: Any) -> Any:
@@ -151,7 +151,7 @@ def validate_params(schema: tuple[Param, ...], raw: dict[str, Any]) -> dict[str,
     unknown = sorted(set(raw) - set(known))
     if unknown:
         names = ", ".join(known) or "none"
-        raise UserError(f"unknown parameter {unknown[0]!r}; this technique takes: {names}.")
+        raise UserError(f"unknown parameter {unknown[0]!r}; this technique takes: {names}.", field=unknown[0])
     return {name: (param.parse(raw[name]) if name in raw else param.default) for name, param in known.items()}
 
 
@@ -169,11 +169,14 @@ class Artifact:
     array: str | None = None  # key in Result.arrays
     group: str = ""  # artifacts of one group are shown side by side (e.g. one input image)
     rows: list[list[Any]] = field(default_factory=list)  # tables and other row-based kinds; first row is the header
+    scale: tuple[float, float] | None = None  # a heatmap's colour scale: the values its darkest and brightest colours stand for
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "caption": self.caption, "kind": self.kind, "array": self.array, "group": self.group}
         if self.rows:
             data["rows"] = self.rows
+        if self.scale is not None:
+            data["scale"] = [float(self.scale[0]), float(self.scale[1])]
         return data
 
 

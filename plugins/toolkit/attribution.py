@@ -73,6 +73,10 @@ class AttributionTechnique(Technique):
         """Attribution of ``objective`` (``viz_server.objectives``: one differentiable scalar per image, e.g.
         ``objective.total(model.module(x))``) for ``images`` in model space."""
 
+    def caveats_for(self, params: dict) -> list[str]:
+        """The caveats that hold for these parameters (by default ``caveats``, whatever the parameters)."""
+        return list(self.caveats)
+
     # ---- maps ------------------------------------------------------------------------------------
     def maps(self, model, images: torch.Tensor, objective: Objective, params: dict, seed: int = 0) -> np.ndarray:
         """N x H x W non-negative maps at input resolution (SmoothGrad applied when asked)."""
@@ -114,7 +118,7 @@ class AttributionTechnique(Technique):
                 "predicted": objective.predicted(outputs),
                 "objective": objective.to_json()["details"],
             },
-            caveats=list(self.caveats),
+            caveats=self.caveats_for(params),
         )
         self._draw_targets(ctx, objective, result)
         usable = self._name_degenerate_maps(ctx, maps, what, result)

@@ -91,3 +91,12 @@ def test_an_attribution_takes_its_targets_from_its_own_forward_pass(shapes_model
     assert len(calls) == passes + 1  # the one more is the runner's parity check on the run's first image
     batch = torch.from_numpy(shapes_model.spec.preprocess([decode_image(d) for _, d in images]))
     np.testing.assert_array_equal(chosen_classes(result), shapes_model.module(batch).argmax(1).numpy())
+
+
+def test_caption_and_caveats_follow_smoothgrad(shapes_model, shape_pictures):
+    image = [(shape_pictures[0][0], shape_pictures[0][1])]
+    plain = run_technique("saliency", shapes_model, image, {"sanity_check": False, "faithfulness": False})
+    smooth = run_technique("saliency", shapes_model, image, {"sanity_check": False, "faithfulness": False, "smooth_samples": 4})
+    assert any("SmoothGrad (smooth_samples)" in caveat for caveat in plain.caveats)
+    assert not any("SmoothGrad (smooth_samples)" in caveat for caveat in smooth.caveats)
+    assert "with SmoothGrad" in next(a.caption for a in smooth.artifacts if a.name == "saliency_0.png")

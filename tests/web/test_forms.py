@@ -159,3 +159,49 @@ def test_the_audit_offers_only_what_applies_to_the_task(client):
     offered = set(re.findall(r'name="techniques" value="([^"]+)"', page))
     assert offered and not any(name in offered for name, t in techniques().items() if not t.supports("detection"))
     assert set(re.findall(r'name="techniques" value="([^"]+)" checked', page)) <= offered
+
+
+def test_a_refused_value_comes_back_beside_its_field_with_the_input_kept(client):
+    by_name = models(client)
+    page = client.get(f"/run?model={by_name['shapes_cnn']['id']}&technique=saliency").get_data(as_text=True)
+    form = FormFields()
+    form.feed(page)
+    data = {**form.fields, "image_ids": form.images[0], "param_smooth_samples": "-5", "param_smooth_noise": "0.3"}
+    response = client.post("/run", data=data)
+    assert response.status_code == 400
+    again = FormFields()
+    again.feed(response.get_data(as_text=True))
+    assert again.fields["param_smooth_samples"] == "-5" and again.fields["param_smooth_noise"] == "0.3"
+    field = re.search(
+        r'<label class="param invalid">\s*<span class="param-name">(\w+)</span>.*?<strong class="field-error"[^>]*>([^<]+)',
+        response.get_data(as_text=True),
+        re.S,
+    )
+    assert field and field.group(1) == "smooth_samples" and "below its minimum" in field.group(2)
+
+
+def test_a_job_page_shows_its_parameters_and_offers_edit_and_rerun(app, client):
+    by_name = models(client)
+    page = client.get(f"/run?model={by_name['shapes_cnn']['id']}&technique=saliency").get_data(as_text=True)
+    form = FormFields()
+    form.feed(page)
+    chosen = form.images[1]
+    response = client.post("/run", data={**form.fields, "image_ids": chosen, "param_smooth_samples": "3", "seed": "7"})
+    job = run(app, client, int(response.headers["Location"].rstrip("/").split("/")[-1]))
+    assert job["status"] == "done", job
+    shown = client.get(job["url"]).get_data(as_text=True)
+    assert 'id="job-parameters"' in shown and "smooth_samples" in shown and f'href="/run?rerun={job["id"]}"' in shown
+    assert "{&#39;" not in shown and "{'" not in shown  # metrics are tables, not Python's repr
+    assert shown.count('class="colorbar"') >= 2  # every heatmap with its value scale
+    rerun = client.get(f"/run?rerun={job['id']}").get_data(as_text=True)
+    refilled = FormFields()
+    refilled.feed(rerun)
+    assert refilled.fields["param_smooth_samples"] == "3" and refilled.fields["seed"] == "7"
+    assert re.search(rf'name="image_ids" value="{chosen}" checked', rerun)
+
+
+def test_the_plugins_page_is_grouped_by_family_with_folded_parameters(client):
+    page = client.get("/plugins").get_data(as_text=True)
+    assert 'aria-label="techniques by family"' in page and 'href="#technique-attribution_ranking"' in page
+    assert page.index('id="family-attribution"') < page.index('id="family-robustness"')
+    assert page.count("<details><summary>") == len(techniques()) and "needs: ·" not in page

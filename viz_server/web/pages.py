@@ -67,7 +67,13 @@ def index():
 
 @blueprint.get("/plugins")
 def plugins_page():
-    return render_template("plugins.html", plugins=describe_plugins())
+    from viz_server.techniques import FAMILIES
+
+    plugins = describe_plugins()
+    entries = [(plugin["name"], technique) for plugin in plugins for technique in plugin["techniques"]]
+    families = list(FAMILIES) + sorted({t["family"] for _, t in entries} - set(FAMILIES))
+    by_family = [(family, [(name, t) for name, t in entries if t["family"] == family]) for family in families]
+    return render_template("plugins.html", plugins=plugins, by_family=[(family, found) for family, found in by_family if found])
 
 
 # ---- models ------------------------------------------------------------------------------------------
@@ -140,18 +146,32 @@ def image_thumbnail(image_id: int):
 
 @blueprint.get("/run")
 def run_page():
+    """The run form; ``rerun=JOB`` fills it with that job's technique, model, parameters, seed and images."""
+    previous = store().db.get(JobRecord, _ids([request.args.get("rerun", "")])[0]) if _ids([request.args.get("rerun", "")]) else None
+    if previous is not None and previous.kind == "technique":
+        values = {**(previous.params or {}), "seed": previous.seed}
+        return _run_form(previous.technique or "", str(previous.model_id), values, list(previous.image_ids or []), rerun=previous.id)
+    return _run_form(request.args.get("technique", ""), request.args.get("model"), {}, [])
+
+
+def _run_form(technique_name: str, model_id: str | None, values: dict, chosen_images: list[int], error: UserError | None = None, rerun: int | None = None):
     available = techniques()
-    technique = available.get(request.args.get("technique", "")) or next(iter(available.values()))
+    technique = available.get(technique_name) or next(iter(available.values()))
     models = [m for m in store().models() if m.status == ModelStatus.READY]
-    chosen = next((m for m in models if str(m.id) == request.args.get("model")), models[0] if models else None)
-    return render_template(
+    chosen = next((m for m in models if str(m.id) == model_id), models[0] if models else None)
+    page = render_template(
         "run.html",
         techniques=sorted(available.values(), key=lambda t: t.name),
         technique=technique,
         models=[model_json(m) for m in models],
         model=model_json(chosen) if chosen else None,
         images=[image_json(i) for i in store().images()],
+        values=values,
+        chosen_images=chosen_images,
+        error=error,
+        rerun=rerun,
     )
+    return (page, 400) if error else page
 
 
 def _params_from_form(technique) -> dict:
@@ -183,16 +203,21 @@ def submit_run():
     if not model_id:
         raise UserError("choose a model to analyse.")
     second = _ids([request.form.get("second_image_id", "")])
-    job = actions.submit_job(
-        store(),
-        dispatcher(),
-        technique.name,
-        model_id[0],
-        _chosen_images(),
-        _params_from_form(technique),
-        seed=_form_seed(),
-        second_image_id=second[0] if second else None,
-    )
+    raw = _params_from_form(technique)
+    try:
+        job = actions.submit_job(
+            store(),
+            dispatcher(),
+            technique.name,
+            model_id[0],
+            _chosen_images(),
+            raw,
+            seed=_form_seed(),
+            second_image_id=second[0] if second else None,
+        )
+    except UserError as refusal:  # the same form again, the typed values kept, the sentence beside its field
+        kept = {**raw, "seed": request.form.get("seed", "0")}
+        return _run_form(technique.name, str(model_id[0]), kept, _ids(request.form.getlist("image_ids")), error=refusal)
     return redirect(url_for("pages.job_page", job_id=job.id))
 
 

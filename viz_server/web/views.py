@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from flask import url_for
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from viz_server.presentation import ArtifactLinks, render_artifact
 from viz_server.store import JobRecord, JobStatus, ModelRecord, Store
@@ -115,6 +118,37 @@ def target_choices(model: dict | None) -> list[tuple[str, str]]:
         return [("top1", "top1")]
     shape = ((model.get("outputs") or [{}])[0]).get("shape") or []
     return decoder.suggested_targets(model["spec"], shape)
+
+
+def metric_html(value: Any, depth: int = 0) -> Markup:
+    """A metric value as readable HTML (a template global): numbers to 4 significant digits, None as a dash,
+    booleans as yes/no, short lists inline, lists of records and mappings as small tables; never Python's repr."""
+    if value is None:
+        return Markup("—")
+    if isinstance(value, bool):
+        return Markup("yes" if value else "no")
+    if isinstance(value, float):
+        return Markup(escape(f"{value:.4g}"))
+    if isinstance(value, (int, str)):
+        return Markup(escape(str(value)))
+    if depth >= 3:
+        return Markup(escape(json.dumps(value)[:300]))
+    if isinstance(value, dict):
+        if not value:
+            return Markup("—")
+        rows = "".join(f"<tr><th>{escape(str(key))}</th><td>{metric_html(item, depth + 1)}</td></tr>" for key, item in value.items())
+        return Markup(f'<table class="data nested">{rows}</table>')
+    if isinstance(value, list):
+        if value and all(isinstance(item, dict) for item in value):
+            keys = list(dict.fromkeys(key for item in value for key in item))
+            header = "".join(f"<th>{escape(str(key))}</th>" for key in keys)
+            rows = "".join("<tr>" + "".join(f"<td>{metric_html(item.get(key), depth + 1)}</td>" for key in keys) + "</tr>" for item in value)
+            return Markup(f'<table class="data nested"><tr>{header}</tr>{rows}</table>')
+        if len(value) > 64:
+            shown = ", ".join(str(metric_html(item, depth + 1)) for item in value[:64])
+            return Markup(f"{shown} … ({len(value)} values)")
+        return Markup(", ".join(str(metric_html(item, depth + 1)) for item in value) or "—")
+    return Markup(escape(str(value)))
 
 
 def artifact_html(artifact: dict, image_ids: list[int], inline: bool = False) -> Markup:

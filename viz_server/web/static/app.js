@@ -130,4 +130,31 @@
       });
     });
   });
+
+  // Forms that only choose (the run page's model and technique): follow the choice at once.
+  document.querySelectorAll("form[data-submit-on-change]").forEach(function (form) {
+    form.querySelectorAll("select").forEach(function (select) {
+      select.addEventListener("change", function () { form.submit(); });
+    });
+  });
+
+  // Click a picture to see it enlarged (pixels kept sharp); click again or press Escape to close.
+  var viewer = null;
+  function closeViewer() { if (viewer) { viewer.remove(); viewer = null; } }
+  document.addEventListener("keydown", function (event) { if (event.key === "Escape") { closeViewer(); } });
+  document.querySelectorAll(".pictures img, img.zoomable").forEach(function (picture) {
+    picture.classList.add("zoomable");
+    picture.addEventListener("click", function (event) {
+      event.preventDefault();
+      closeViewer();
+      viewer = document.createElement("div");
+      viewer.className = "viewer";
+      var big = document.createElement("img");
+      big.src = picture.currentSrc || picture.src;
+      big.alt = picture.alt;
+      viewer.appendChild(big);
+      viewer.addEventListener("click", closeViewer);
+      document.body.appendChild(viewer);
+    });
+  });
 })();
