@@ -99,7 +99,7 @@ def run_audit(
                 job = store.db.get(JobRecord, job_id)
                 on_job(done, len(dispatcher.queued), job.technique or "", job.status, time.perf_counter() - started)
             report_data = export.report_json(store, report)
-            html = export.render_html(store, report.title, store.jobs(report_id=report.id), report_data["sections"])
+            html = export.render_html(store, report.title, store.jobs(report_id=report.id), report_data["sections"], "audit")
         store.db.engine.dispose()
     return report_data, html
 

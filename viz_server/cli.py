@@ -342,12 +342,12 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
         name = model.name if model.name not in results else f"{model.name}-{len(results)}"
         results[name] = run_technique(technique.name, model, images, raw, seed=args.seed, labels=labels, masks=masks)
         write_result(results[name], Path(args.out) / name)
-    table = comparison_table(results)
+    table = comparison_table({name: result.metrics for name, result in results.items()})
     out = Path(args.out)
     with open(out / "comparison.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([[json.dumps(cell) if isinstance(cell, (list, dict)) else cell for cell in row] for row in table])
     (out / "comparison.json").write_text(json.dumps(table, indent=2))
-    plot = comparison_plot(results)
+    plot = comparison_plot({name: result.metrics for name, result in results.items()})
     if plot:
         (out / "comparison.png").write_bytes(plot)
     if args.json:

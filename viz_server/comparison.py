@@ -7,7 +7,7 @@ from typing import Any
 
 from viz_server.rendering import figure_png
 from viz_server.rendering import pyplot as plotting
-from viz_server.techniques import Result, json_ready
+from viz_server.techniques import json_ready
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -26,16 +26,17 @@ def is_series(value: Any) -> bool:
     return isinstance(value, list) and len(value) >= 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
 
 
-def comparison_table(results: dict[str, Result]) -> list[list[Any]]:
-    """Rows: one per metric (series shown as lists), one column per model; header first."""
-    flat = {model: flatten(json_ready(result.metrics)) for model, result in results.items()}
-    keys = list(dict.fromkeys(key for metrics in flat.values() for key in metrics))
-    return [["metric", *results]] + [[key, *(flat[model].get(key) for model in results)] for key in keys]
+def comparison_table(metrics: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    """Rows: one per metric (series shown as lists), one column per model (``metrics``: model name -> a result's
+    metrics); header first."""
+    flat = {model: flatten(json_ready(values)) for model, values in metrics.items()}
+    keys = list(dict.fromkeys(key for values in flat.values() for key in values))
+    return [["metric", *metrics]] + [[key, *(flat[model].get(key) for model in metrics)] for key in keys]
 
 
-def comparison_plot(results: dict[str, Result]) -> bytes | None:
+def comparison_plot(metrics: dict[str, dict[str, Any]]) -> bytes | None:
     """One panel per series metric, one line per model; None when no metric is a series."""
-    flat = {model: flatten(json_ready(result.metrics)) for model, result in results.items()}
+    flat = {model: flatten(json_ready(values)) for model, values in metrics.items()}
     keys = [key for key in dict.fromkeys(k for metrics in flat.values() for k in metrics) if any(is_series(metrics.get(key)) for metrics in flat.values())]
     if not keys:
         return None

@@ -92,9 +92,11 @@ def test_audit_report_and_exports(client, shapes_id, sample_ids):
     assert response.status_code == 202
     report = wait_for(client, f"/api/reports/{response.get_json()['id']}")
     assert report["status"] == "done" and len(report["jobs"]) == 1
-    assert "Export HTML" in client.get(f"/reports/{report['id']}").get_data(as_text=True)
+    page = client.get(f"/reports/{report['id']}").get_data(as_text=True)
+    assert "Export HTML" in page and 'aria-label="contents"' in page and f'href="#job-{report["jobs"][0]["id"]}"' in page
+    assert page.index(">Summary<") < page.index('aria-label="contents"') < page.index('class="card job-section"')
     html = client.get(f"/reports/{report['id']}/export.html").data
-    assert b"data:image/png;base64," in html
+    assert b"data:image/png;base64," in html and b'aria-label="contents"' in html and b"<details" in html
     exported = json.loads(client.get(f"/reports/{report['id']}/export.json").data)
     assert exported["jobs"][0]["result"]["metrics"]["targets"]
 
@@ -109,7 +111,12 @@ def test_compare_two_models(client, sample_ids):
     report = wait_for(client, f"/api/reports/{response.get_json()['id']}")
     assert {job["model"]["name"] for job in report["jobs"]} == {"shapes_cnn", "digits_linear"}
     assert all(job["status"] == "done" for job in report["jobs"])
-    assert "compare-grid" in client.get(f"/reports/{report['id']}").get_data(as_text=True)
+    page = client.get(f"/reports/{report['id']}").get_data(as_text=True)
+    assert "Metrics across models" in page and page.count('<th class="group-name">') >= 1
+    header = page[page.index('<table class="compare-rows">') :].split("</tr>")[0]
+    assert "shapes_cnn" in header and "digits_linear" in header  # one column per model, artifacts of a group in one row
+    exported = client.get(f"/reports/{report['id']}/export.html").data
+    assert b"Metrics across models" in exported and b'src="/' not in exported
 
 
 def test_upload_zip_image_set_with_labels(client):

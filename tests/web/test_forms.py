@@ -205,3 +205,66 @@ def test_the_plugins_page_is_grouped_by_family_with_folded_parameters(client):
     assert 'aria-label="techniques by family"' in page and 'href="#technique-attribution_ranking"' in page
     assert page.index('id="family-attribution"') < page.index('id="family-robustness"')
     assert page.count("<details><summary>") == len(techniques()) and "needs: ·" not in page
+
+
+def test_deleting_a_model_says_what_goes_with_it_and_takes_nothing_else(app, client):
+    from viz_server.store import JobRecord
+    from viz_server_models import shipped_models
+
+    store = app.extensions["viz_store"]
+    data = shipped_models()["shapes_cnn"].read_bytes()
+    uploaded = client.post("/api/models", data={"model": (io.BytesIO(data), "copy.onnx"), "name": "copy"}, headers=API, content_type="multipart/form-data")
+    model_id, inspection = uploaded.get_json()["model"]["id"], uploaded.get_json()["job"]["id"]
+    assert run(app, client, inspection)["status"] == "done"
+    image_id = client.get("/api/images").get_json()[0]["id"]
+    audit = client.post("/api/audits", json={"model_id": model_id, "techniques": ["saliency"], "image_ids": [image_id]}, headers=API).get_json()
+    job_id = audit["jobs"][0]["id"]
+
+    blocked = client.delete(f"/api/models/{model_id}", headers=API)  # the audit's job is still queued
+    assert blocked.status_code == 400 and "still run" in blocked.get_json()["error"]
+    assert client.get(f"/api/models/{model_id}").status_code == 200 and client.get(f"/api/jobs/{job_id}").status_code == 200
+    assert run(app, client, job_id)["status"] == "done"
+
+    confirm = client.get(f"/models/{model_id}/delete").get_data(as_text=True)
+    assert "the 2 jobs made from it" in confirm and f'href="/reports/{audit["id"]}"' in confirm and 'id="confirm-delete"' in confirm
+    others = {model["id"] for model in client.get("/api/models").get_json()} - {model_id}
+    deleted = client.delete(f"/api/models/{model_id}", headers=API)
+    assert deleted.status_code == 200 and deleted.get_json()["jobs"] == sorted([inspection, job_id]) and deleted.get_json()["reports"] == [audit["id"]]
+    assert client.get(f"/api/models/{model_id}").status_code == 404 and client.get(f"/api/reports/{audit['id']}").status_code == 404
+    assert {model["id"] for model in client.get("/api/models").get_json()} == others
+    assert store.db.get(JobRecord, job_id) is None
+    store.collect_garbage(grace_seconds=0)  # the copy shares its bytes with the shipped model: they stay
+    assert store.blobs.exists(store.db.get(type(store.models()[0]), store.models()[0].id).sha256)
+    shipped = client.delete(f"/api/models/{min(others)}", headers=API)
+    assert shipped.status_code == 400 and "shipped model" in shipped.get_json()["error"]
+
+
+def test_deleting_an_image_takes_the_jobs_made_from_it_and_its_unused_bytes(app, client):
+    store = app.extensions["viz_store"]
+    picture = Image.fromarray(np.full((9, 9, 3), 77, np.uint8))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    stored = client.post(
+        "/api/images", data={"images": (io.BytesIO(buffer.getvalue()), "grey.png")}, headers=API, content_type="multipart/form-data"
+    ).get_json()
+    image = stored[0]
+    shapes_id = models(client)["shapes_cnn"]["id"]
+    job = client.post(
+        "/api/jobs", json={"technique": "saliency", "model_id": shapes_id, "image_ids": [image["id"]], "params": {"sanity_check": False}}, headers=API
+    ).get_json()
+    done = run(app, client, job["id"])
+    assert done["status"] == "done"
+    confirm = client.get(f"/images/{image['id']}/delete").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', confirm).group(1)
+    page = client.post(f"/images/{image['id']}/delete", data={"csrf_token": token})
+    assert page.status_code == 302
+    assert client.get(f"/api/jobs/{job['id']}").status_code == 404 and image["id"] not in {i["id"] for i in client.get("/api/images").get_json()}
+    assert store.collect_garbage(grace_seconds=0) >= 1 and not store.blobs.exists(image["sha256"])
+
+
+def test_an_empty_upload_says_so_on_its_own_page(client):
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/models").get_data(as_text=True)).group(1)
+    response = client.post("/models", data={"name": "x", "csrf_token": token})
+    assert response.status_code == 400 and 'id="upload-error"' in response.get_data(as_text=True) and "no file was chosen" in response.get_data(as_text=True)
+    assert 'action="/models"' in response.get_data(as_text=True)
+    assert client.get("/favicon.ico").status_code == 200

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import defer
 
 from viz_server.config import Settings
@@ -193,6 +194,76 @@ class Store:
             if name not in arrays.files:
                 raise KeyError(name)
             return arrays[name]
+
+    # ---- deleting ---------------------------------------------------------------------------------------
+    DELETABLE = ("model", "image", "report")
+
+    def deletion(self, kind: str, record_id: int) -> dict:
+        """What deleting a model, image or report takes with it: the record, every job made from it (a result
+        holds the pictures and figures derived from it) and the reports left empty; ``blocking`` names jobs
+        still queued or running, which must be cancelled first."""
+        record_type = {"model": ModelRecord, "image": ImageRecord, "report": ReportRecord}[kind]
+        record = self.db.require(record_type, record_id, kind)
+        if kind == "model" and record.shipped:
+            raise UserError(f"{record.name} is a shipped model; it comes back at every start, so it cannot be deleted.")
+        with self.db.session() as session:
+            every = list(session.scalars(select(JobRecord).options(defer(JobRecord.result, raiseload=True))))
+        if kind == "model":
+            jobs = [job for job in every if job.model_id == record_id]
+        elif kind == "image":
+            jobs = [job for job in every if record_id in (job.image_ids or []) or job.second_image_id == record_id]
+        else:
+            jobs = [job for job in every if job.report_id == record_id]
+        doomed = {job.id for job in jobs}
+        touched = {job.report_id for job in jobs if job.report_id is not None}
+        emptied = [report_id for report_id in touched if all(job.id in doomed for job in every if job.report_id == report_id)]
+        if kind == "report":
+            emptied = [record_id]
+        return {
+            "kind": kind,
+            "name": getattr(record, "name", None) or getattr(record, "title", ""),
+            "jobs": sorted(doomed),
+            "reports": sorted(set(emptied)),
+            "blocking": sorted(job.id for job in jobs if job.status in (JobStatus.QUEUED, JobStatus.RUNNING)),
+        }
+
+    def delete(self, kind: str, record_id: int) -> dict:
+        """Delete a model, image or report with what ``deletion`` lists, all in one transaction, then the blobs
+        nothing refers to any more. Refused (nothing changes) while one of those jobs is queued or running."""
+        plan = self.deletion(kind, record_id)
+        if plan["blocking"]:
+            raise UserError(
+                f"job{'s' if len(plan['blocking']) > 1 else ''} {', '.join(map(str, plan['blocking']))} on this {kind} still run; cancel them or wait, then delete."
+            )
+        record_type = {"model": ModelRecord, "image": ImageRecord, "report": ReportRecord}[kind]
+        with self.db.session() as session:
+            if plan["jobs"]:
+                session.execute(delete(JobRecord).where(JobRecord.id.in_(plan["jobs"])))
+            if plan["reports"]:
+                session.execute(delete(ReportRecord).where(ReportRecord.id.in_(plan["reports"])))
+            if kind != "report":
+                session.execute(delete(record_type).where(record_type.id == record_id))
+            session.commit()
+        self.collect_garbage()
+        return plan
+
+    def collect_garbage(self, grace_seconds: float = 600.0) -> int:
+        """Remove the blobs no model, image or job refers to (older than ``grace_seconds``, so a blob written just
+        before its record is never taken); return how many went."""
+        with self.db.session() as session:
+            used = {digest for (digest,) in session.execute(select(ModelRecord.sha256))}
+            for digest, mask in session.execute(select(ImageRecord.sha256, ImageRecord.mask_sha256)):
+                used.update(d for d in (digest, mask) if d)
+            for arrays, result in session.execute(select(JobRecord.arrays_sha256, JobRecord.result)):
+                used.update([arrays] if arrays else [])
+                used.update(a["sha256"] for a in ((result or {}).get("artifacts") or []) if isinstance(a, dict) and a.get("sha256"))
+        limit = time.time() - grace_seconds
+        removed = 0
+        for digest, modified in self.blobs.stored():
+            if digest not in used and modified < limit:
+                self.blobs.remove(digest)
+                removed += 1
+        return removed
 
     # ---- reports ---------------------------------------------------------------------------------------
     def reports(self, limit: int | None = None, offset: int = 0) -> list[ReportRecord]:

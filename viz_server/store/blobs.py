@@ -37,6 +37,13 @@ class BlobStore:
     def read(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
 
+    def stored(self) -> list[tuple[str, float]]:
+        """(digest, modification time) of every stored blob."""
+        return [(path.name, path.stat().st_mtime) for path in self.folder.glob("??/*") if SHA256.match(path.name)]
+
+    def remove(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)
+
     def exists(self, digest: str) -> bool:
         try:
             return self.path(digest).is_file()

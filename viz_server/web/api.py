@@ -63,6 +63,22 @@ def model(model_id: int):
     return jsonify(model_json(actions.model_or_404(store(), model_id)))
 
 
+@blueprint.delete("/models/<int:model_id>")
+def delete_model(model_id: int):
+    """Delete a model with the jobs made from it (see ``Store.deletion``); 400 while one of them runs."""
+    return jsonify(store().delete("model", model_id))
+
+
+@blueprint.delete("/images/<int:image_id>")
+def delete_image(image_id: int):
+    return jsonify(store().delete("image", image_id))
+
+
+@blueprint.delete("/reports/<int:report_id>")
+def delete_report(report_id: int):
+    return jsonify(store().delete("report", report_id))
+
+
 @blueprint.post("/models/<int:model_id>/spec")
 def model_spec(model_id: int):
     job = actions.update_spec(store(), model_id, _body())

@@ -30,7 +30,30 @@ def report_json(store: Store, report: ReportRecord) -> dict:
     return data
 
 
-def render_html(store: Store, title: str, jobs, sections: list[dict] | None = None) -> str:
+def comparison_view(jobs: list[dict]) -> dict:
+    """A comparison laid out for reading across models: the artifacts of each group (e.g. each input image) in one
+    row with a column per model, one metrics table with a column per model, and one chart per series metric."""
+    from viz_server.comparison import comparison_plot, comparison_table
+
+    done = [job for job in jobs if job["status"] == JobStatus.DONE and job.get("result")]
+    names = [
+        f"{job['model']['name']}" if [j["model"]["name"] for j in done].count(job["model"]["name"]) == 1 else f"{job['model']['name']} (job {job['id']})"
+        for job in done
+    ]
+    order = list(dict.fromkeys(group for job in done for group, _ in job.get("groups", [])))
+    rows = [(group, [dict(job.get("groups", [])).get(group, []) for job in done]) for group in order]
+    metrics = {name: job["result"].get("metrics") or {} for name, job in zip(names, done)}
+    plot = comparison_plot(metrics) if metrics else None
+    return {
+        "jobs": done,
+        "names": names,
+        "rows": rows,
+        "table": comparison_table(metrics) if metrics else [],
+        "plot": f"data:image/png;base64,{base64.b64encode(plot).decode('ascii')}" if plot else None,
+    }
+
+
+def render_html(store: Store, title: str, jobs, sections: list[dict] | None = None, kind: str = "job") -> str:
     """A single HTML file a reviewer can archive or mail: every picture is a data: URI, no external links."""
     rendered = []
     for job in jobs:
@@ -44,4 +67,5 @@ def render_html(store: Store, title: str, jobs, sections: list[dict] | None = No
         else:
             data["groups"] = []
         rendered.append(data)
-    return render_template("export.html", title=title, jobs=rendered, sections=sections or [])
+    compared = comparison_view(rendered) if kind == "compare" else None
+    return render_template("export.html", title=title, jobs=rendered, sections=sections or [], compared=compared, contents=kind == "audit")

@@ -41,6 +41,14 @@ SPEC_FIELDS = {
 }
 
 
+def _deletion(parameter: str, what: str) -> dict[str, Any]:
+    return {
+        "summary": f"delete {what}; refused (400, nothing changes) while one of those jobs is queued or running",
+        "parameters": [_id_parameter(parameter)],
+        "responses": {**_ok("what was deleted: kind, name, jobs, reports"), "400": {"description": "one sentence"}, "404": NOT_FOUND},
+    }
+
+
 def openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/api/openapi.json": {"get": {"summary": "this description", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
@@ -54,8 +62,10 @@ def openapi() -> dict[str, Any]:
             },
         },
         "/api/models/{model_id}": {
-            "get": {"summary": "one model", "parameters": [_id_parameter("model_id")], "responses": {**_ok("the model"), "404": NOT_FOUND}}
+            "get": {"summary": "one model", "parameters": [_id_parameter("model_id")], "responses": {**_ok("the model"), "404": NOT_FOUND}},
+            "delete": _deletion("model_id", "a model (not a shipped one), with its jobs and the reports they leave empty"),
         },
+        "/api/images/{image_id}": {"delete": _deletion("image_id", "an image, with the jobs made from it and the reports they leave empty")},
         "/api/models/{model_id}/spec": {
             "post": {
                 "summary": "save spec overrides and re-inspect",
@@ -137,7 +147,8 @@ def openapi() -> dict[str, Any]:
                 "summary": "a report with its jobs and summary sections",
                 "parameters": [_id_parameter("report_id")],
                 "responses": {**_ok("the report"), "404": NOT_FOUND},
-            }
+            },
+            "delete": _deletion("report_id", "a report with its jobs"),
         },
     }
     return {

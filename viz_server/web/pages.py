@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 
-from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, Response, current_app, redirect, render_template, request, send_file, url_for
 
 from viz_server.errors import NotFound, UserError
 from viz_server.plugins import describe_plugins, suite, techniques
@@ -87,10 +87,13 @@ def models_page():
 @blueprint.post("/models")
 def upload_model():
     files = _uploaded_files("model")
-    if not files:
-        raise UserError("choose an .onnx file to upload.")
-    name = request.form.get("name") or files[0][0].rsplit(".", 1)[0]
-    record, job = actions.upload_model(store(), name, files[0][1])
+    try:
+        if not files:
+            raise UserError("no file was chosen; choose an exported .onnx file to upload.")
+        name = request.form.get("name") or files[0][0].rsplit(".", 1)[0]
+        record, job = actions.upload_model(store(), name, files[0][1])
+    except UserError as refusal:  # the same page, the sentence above the form
+        return render_template("models.html", models=[model_json(m) for m in store().models()], error=str(refusal)), 400
     dispatcher().submit(job.id)
     return redirect(url_for("pages.model_page", model_id=record.id))
 
@@ -129,7 +132,11 @@ def images_page():
 
 @blueprint.post("/images")
 def upload_images():
-    actions.upload_images(store(), _uploaded_files("images"), request.form.get("image_set") or "uploads", request.form.get("label") or None)
+    try:
+        actions.upload_images(store(), _uploaded_files("images"), request.form.get("image_set") or "uploads", request.form.get("label") or None)
+    except UserError as refusal:
+        page = render_template("images.html", images=[image_json(i) for i in store().images()], sets=store().image_sets(), error=str(refusal))
+        return page, 400
     return redirect(url_for("pages.images_page"))
 
 
@@ -360,13 +367,14 @@ def report_page(report_id: int):
     data = export.report_json(store(), report)
     for job in data["jobs"]:
         job["groups"] = artifact_groups(job["result"]) if job["result"] and job["kind"] == "technique" else []
-    return render_template("report.html", report=report, jobs=data["jobs"], sections=data["sections"])
+    compared = export.comparison_view(data["jobs"]) if report.kind == "compare" else None
+    return render_template("report.html", report=report, jobs=data["jobs"], sections=data["sections"], compared=compared)
 
 
 @blueprint.get("/reports/<int:report_id>/export.html")
 def report_export_html(report_id: int):
     report = _report_or_404(report_id)
-    html = export.render_html(store(), report.title, store().jobs(report_id=report.id), export.report_json(store(), report)["sections"])
+    html = export.render_html(store(), report.title, store().jobs(report_id=report.id), export.report_json(store(), report)["sections"], report.kind)
     return Response(html, mimetype="text/html", headers={"Content-Disposition": f'attachment; filename="report-{report.id}.html"'})
 
 
@@ -377,6 +385,28 @@ def report_export_json(report_id: int):
     return Response(json.dumps(data, indent=2), mimetype="application/json", headers={"Content-Disposition": f'attachment; filename="report-{report.id}.json"'})
 
 
+# ---- deleting ----------------------------------------------------------------------------------------------
+DELETABLE = {"models": "model", "images": "image", "reports": "report"}
+
+
+@blueprint.get("/models/<int:record_id>/delete", defaults={"plural": "models"})
+@blueprint.get("/images/<int:record_id>/delete", defaults={"plural": "images"})
+@blueprint.get("/reports/<int:record_id>/delete", defaults={"plural": "reports"})
+def confirm_delete(plural: str, record_id: int):
+    """What a deletion takes with it, said before anything changes; the button posts the deletion."""
+    plan = store().deletion(DELETABLE[plural], record_id)
+    return render_template("delete.html", plan=plan, plural=plural, record_id=record_id)
+
+
+@blueprint.post("/models/<int:record_id>/delete", defaults={"plural": "models"})
+@blueprint.post("/images/<int:record_id>/delete", defaults={"plural": "images"})
+@blueprint.post("/reports/<int:record_id>/delete", defaults={"plural": "reports"})
+def delete_record(plural: str, record_id: int):
+    store().delete(DELETABLE[plural], record_id)
+    return redirect(url_for(f"pages.{plural}_page"))
+
+
 @blueprint.get("/favicon.ico")
 def favicon():
-    abort(404)
+    """Browsers ask for /favicon.ico whatever the page links; answer with the SVG icon."""
+    return current_app.send_static_file("favicon.svg")
