@@ -171,3 +171,61 @@ def test_explain_a_detection_picked_from_the_form(server, page, shots, tmp_path)
     assert page.locator("figcaption", has_text="grad-cam for detection 0:").count() == 1
     assert page.locator("img[alt^='what is explained: detection 0']").count() == 1
     page.screenshot(path=str(shots / "job-detection.png"), full_page=True)
+
+
+def test_the_report_answers_first_and_every_result_reads_well(server, page, shots):
+    """An audit's first screen, a result you can enlarge with its colour scale, edit and re-run, a refused value
+    beside its field, and deleting a report after a confirmation."""
+    failed_requests = []
+    page.on("response", lambda response: failed_requests.append(response.url) if response.status >= 400 else None)
+    shapes_id = next(model["id"] for model in page.request.get(server + "/api/models").json() if model["name"] == "shapes_cnn")
+    page.goto(f"{server}/models/{shapes_id}/audit")
+    for box in page.locator("input[name=techniques]").all():
+        box.uncheck()
+    page.check("input[name=techniques][value=saliency]")
+    page.check("input[name=techniques][value=gradcam]")
+    page.check("input[name=image_ids] >> nth=0")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/reports/*")
+    page.wait_for_function("() => !document.querySelector('[data-poll-url]')", timeout=180_000)
+    assert page.locator("main section.card").first.locator("h2").inner_text() == "Summary"
+    first_screen = page.evaluate("() => document.querySelector('nav.contents').getBoundingClientRect().top") < 900 * 2
+    assert first_screen and page.locator("nav.contents li").count() >= 3 and page.locator("details.job-section").count() == 2
+    assert "worst relative difference from onnxruntime" in page.inner_text("main section.card >> nth=0")
+    page.screenshot(path=str(shots / "report-first-screen.png"))
+    report_url = page.url
+
+    page.locator("details.job-section >> nth=0").locator("summary a").click()
+    page.wait_for_url("**/jobs/*")
+    heatmap = page.locator(".pictures img[alt^='gradient saliency for']").first
+    assert page.locator(".colorbar").count() >= 2
+    heatmap.click()
+    page.wait_for_selector(".viewer img")
+    assert page.evaluate("() => document.querySelector('.viewer img').getBoundingClientRect().width") > 500
+    page.screenshot(path=str(shots / "job-enlarged.png"))
+    page.keyboard.press("Escape")
+    assert page.locator(".viewer").count() == 0
+    assert page.locator("#job-parameters").count() == 1
+
+    page.click("#rerun")
+    page.wait_for_url("**/run?rerun=*")
+    assert page.input_value("input[name=param_smooth_samples]") == "0" and page.locator("input[name=image_ids]:checked").count() == 1
+    page.evaluate("() => { document.getElementById('run-form').noValidate = true; }")
+    page.fill("input[name=param_smooth_samples]", "-5")
+    page.click("#run-form button[type=submit]")
+    page.wait_for_selector(".field-error")
+    assert "below its minimum" in page.inner_text("label.param.invalid") and page.input_value("input[name=param_smooth_samples]") == "-5"
+    page.screenshot(path=str(shots / "run-refused.png"), full_page=True)
+    page.select_option("form[data-submit-on-change] select[name=technique]", "gradcam")
+    page.wait_for_url("**technique=gradcam**")
+    assert page.locator("select[name=param_layer]").count() == 1  # the form follows the technique at once
+
+    page.goto(report_url)
+    page.click("a.delete")
+    page.wait_for_selector("#confirm-delete")
+    assert "2 jobs made from it" in page.inner_text("main")
+    page.screenshot(path=str(shots / "delete-confirm.png"))
+    page.click("#confirm-delete")
+    page.wait_for_url("**/reports")
+    assert page.request.get(report_url.replace("/reports/", "/api/reports/")).status == 404
+    assert not [url for url in failed_requests if "favicon" in url or "/static/" in url], failed_requests
