@@ -52,7 +52,7 @@ class ActivationMaps(Technique):
                 Artifact(
                     f"maps_{index}.png",
                     f"{len(top)} channel maps of {name}, most active first",
-                    data=png_bytes(grid(tiles, min(8, len(tiles)), gap=2), 256),
+                    data=png_bytes(grid(tiles, gap=2, most=8), 256),
                     array="activations",
                     group=group,
                 )

@@ -17,10 +17,13 @@ def scale(values: np.ndarray, low: float | None = None, high: float | None = Non
     return np.clip((values - low) / (high - low) * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def grid(tiles: list[np.ndarray], columns: int, gap: int = 1) -> np.ndarray:
-    """Tiles (H x W or H x W x 3, uint8) laid out on a white grid."""
+def grid(tiles: list[np.ndarray], columns: int | None = None, gap: int = 1, most: int = 16) -> np.ndarray:
+    """Tiles (H x W or H x W x 3, uint8) laid out on a white grid; without ``columns``, as many (at most ``most``)
+    as make the grid about square, so wide maps (a 48 x 192 text line) wrap instead of becoming a strip."""
     tiles = [tile if tile.ndim == 3 else np.repeat(tile[..., None], 3, axis=2) for tile in tiles]
     height, width = tiles[0].shape[:2]
+    if columns is None:
+        columns = int(min(most, len(tiles), max(1, round(np.sqrt(len(tiles) * height / width)))))
     rows = -(-len(tiles) // columns)
     canvas = np.full((rows * (height + gap) + gap, columns * (width + gap) + gap, 3), 255, np.uint8)
     for index, tile in enumerate(tiles):

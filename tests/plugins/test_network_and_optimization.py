@@ -92,3 +92,12 @@ def test_embeddings_separate_classes_better_with_depth(shapes_model, tmp_path):
     points = next(a for a in result.artifacts if a.kind == "points")
     assert points.rows[0] == ["x", "y", "label", "image"] and len(points.rows) == 49
     assert result.arrays["pca_0"].shape == (48, 2)
+
+
+def test_grids_of_wide_maps_wrap_into_a_square_ish_picture():
+    from viz_server_plugins.toolkit.pictures import grid
+
+    wide = grid([np.zeros((48, 192), np.uint8)] * 64, gap=0)
+    assert wide.shape[:2] == (48 * 16, 192 * 4)
+    square = grid([np.zeros((8, 8), np.uint8)] * 64, gap=0, most=8)
+    assert square.shape[:2] == (64, 64)
