@@ -1,5 +1,6 @@
 """The embedded runner: crash isolation with bounded retries, timeouts, and restarts that lose nothing."""
 
+import os
 import time
 
 import pytest
@@ -153,3 +154,23 @@ def test_standby_can_be_turned_off(ready_data):
         assert runner.standbys == []
     finally:
         runner.stop()
+
+
+def test_a_job_process_takes_its_share_of_the_cores_for_torch_and_onnxruntime():
+    """Two concurrent jobs on this machine's cores: each process sets cores // 2 threads, once, in both runtimes."""
+    import subprocess
+    import sys
+
+    from viz_server.jobs.threads import share
+
+    probe = (
+        "from viz_server.jobs import threads; threads.fit(2);"
+        "import torch; from viz_server.model.loaded import make_session; from viz_server_models import shipped_models; import onnx;"
+        "session = make_session(onnx.load(str(shipped_models()['digits_linear'])));"
+        "print(torch.get_num_threads(), session.get_session_options().intra_op_num_threads, session.get_session_options().inter_op_num_threads)"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "VIZ_SERVER_THREADS"}
+    printed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120, check=True).stdout.split()
+    assert printed == [str(share(2)), str(share(2)), "1"]
+    forced = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={**env, "VIZ_SERVER_THREADS": "1"}, timeout=120, check=True)
+    assert forced.stdout.split()[:2] == ["1", "1"]

@@ -10,12 +10,14 @@ queues them again, within ``job_retries``.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
 from celery import Celery
 
 from viz_server.config import Settings, load_settings
+from viz_server.jobs import threads
 from viz_server.jobs.execute import execute_job
 from viz_server.jobs.leases import reap
 from viz_server.store import JobRecord, JobStatus, Store
@@ -38,6 +40,7 @@ def make_celery(settings: Settings) -> Celery:
 
     @app.task(name=TASK_NAME)
     def run_job(job_id: int) -> str:
+        threads.fit(1)  # the share the worker set for its pool (VIZ_SERVER_THREADS)
         current = load_settings()
         store = Store(current)
         job = store.db.get(JobRecord, job_id)
@@ -98,4 +101,5 @@ def run_worker(concurrency: int = 1) -> None:
     settings = load_settings()
     if not settings.broker_url:
         raise SystemExit("viz-server worker needs VIZ_SERVER_BROKER_URL (e.g. redis://127.0.0.1:6379/0).")
+    os.environ.setdefault(threads.ENVIRONMENT, str(threads.share(concurrency)))  # each pool process: its share of the cores
     make_celery(settings).worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "--pool=prefork", "-Q", "viz_server"])

@@ -15,6 +15,7 @@ import sys
 import warnings
 
 from viz_server.config import load_settings
+from viz_server.jobs import threads
 from viz_server.jobs.execute import execute_job
 from viz_server.store import FINISHED, Store
 
@@ -59,6 +60,7 @@ def main() -> int:
     os.umask(0o077)  # results and logs: readable by the server's user only
     die_with_parent()
     settings = load_settings()
+    threads.fit(settings.max_jobs)  # before any model work: this job's share of the cores
     if sys.argv[1:] == ["--standby"]:
         preload()
         line = sys.stdin.readline().strip()

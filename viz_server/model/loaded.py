@@ -201,8 +201,13 @@ def make_session(model: onnx.ModelProto, *, exact: bool = False):
 
     available = ort.get_available_providers()
     providers = ["CPUExecutionProvider"] if exact else [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    from viz_server.jobs.threads import session_threads
+
     options = ort.SessionOptions()
     options.log_severity_level = 4  # errors surface as exceptions, turned into one sentence
+    if session_threads():  # a job process's share of the cores (see viz_server.jobs.threads)
+        options.intra_op_num_threads = session_threads()
+        options.inter_op_num_threads = 1
     if exact:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
