@@ -99,7 +99,8 @@ class Embeddings(Technique):
         for name in names:
             model.layer(name)
         labels = [label or "unlabeled" for label in ctx.image_labels] or ["unlabeled"] * len(ctx.images)
-        labeled = len(set(labels)) > 1
+        counts = {label: labels.count(label) for label in set(labels)}
+        labeled = len(counts) > 1 and min(counts.values()) >= 2  # silhouette and leave-one-out k-NN need two of each class
         features = pooled_activations(model, ctx.images, names)
         methods = ["pca", "tsne"] if params["method"] == "both" else [params["method"]]
         result = Result(
@@ -149,8 +150,13 @@ class Embeddings(Technique):
             "classes": sorted(set(labels)),
             "separation": [dict(zip(rows[0], row)) for row in rows[1:]],
         }
-        if not labeled:
+        if len(counts) <= 1:
             result.caveats.append("The set has no class labels, so no separation figures were computed.")
+        elif not labeled:
+            alone = sorted(label for label, count in counts.items() if count < 2)
+            result.caveats.append(
+                f"Separation figures need at least two images of every class; {', '.join(alone[:5])} {'has' if len(alone) == 1 else 'have'} one, so none were computed."
+            )
         return result
 
 

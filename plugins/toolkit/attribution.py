@@ -51,7 +51,7 @@ TRUST_PARAMS = (
     Param("sanity_check", "bool", True, "Model-parameter randomization test on the first image (Adebayo et al. 2018)."),
     Param("sanity_layers", "int", 3, "How many weight layers, from the top, to randomize one after another.", minimum=1, maximum=20),
     Param("faithfulness", "bool", True, "Deletion and insertion curves with their area under the curve (Petsiuk et al. 2018)."),
-    Param("faithfulness_steps", "int", 16, "Points on the deletion and insertion curves.", minimum=4, maximum=100),
+    Param("faithfulness_steps", "int", 8, "Steps on the deletion and insertion curves (each costs two forward passes per image).", minimum=4, maximum=100),
 )
 
 

@@ -101,3 +101,11 @@ def test_grids_of_wide_maps_wrap_into_a_square_ish_picture():
     assert wide.shape[:2] == (48 * 16, 192 * 4)
     square = grid([np.zeros((8, 8), np.uint8)] * 64, gap=0, most=8)
     assert square.shape[:2] == (64, 64)
+
+
+def test_embeddings_of_one_image_per_class_say_why_there_is_no_separation(shapes_model, shape_pictures):
+    images = [(name, data) for name, data, _, _ in shape_pictures]
+    labels = [label for _, _, label, _ in shape_pictures]
+    result = run_technique("embeddings", shapes_model, images, {"method": "pca"}, labels=labels)
+    assert all(row["k-NN accuracy (full)"] is None for row in result.metrics["separation"])
+    assert any("at least two images of every class" in caveat for caveat in result.caveats)
