@@ -10,6 +10,7 @@ VIZ_SERVER_MAX_UPLOAD_MB largest upload accepted (default 256)
 VIZ_SERVER_STANDBY       1 = keep a job process warm per job slot (imports done) so jobs start at once; 0 = start each cold
 VIZ_SERVER_JOB_LEASE     seconds without a heartbeat after which a running job's process is taken for dead (default 15)
 VIZ_SERVER_ALLOWED_HOSTS host names (comma-separated) the server answers to besides the loopback names; * = any
+VIZ_SERVER_THREADS       threads per job process for torch and onnxruntime (default: cores // VIZ_SERVER_MAX_JOBS)
 """
 
 from __future__ import annotations
