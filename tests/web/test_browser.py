@@ -118,6 +118,7 @@ def test_every_page_renders(server, page, shots):
     page.goto(server + "/models/1/audit")
     page.click("button[type=submit]")  # no images chosen: a clear 400 page, not a crash
     assert "needs at least one image" in page.inner_text("#error-message")
+    assert page.locator("input[name=techniques]:checked").count() >= 1  # the same form, the choices kept
     page.screenshot(path=str(shots / "error.png"), full_page=True)
 
     page.goto(server + "/models/2/audit")  # shapes_cnn: an audit from the browser ends in a report

@@ -268,3 +268,25 @@ def test_an_empty_upload_says_so_on_its_own_page(client):
     assert response.status_code == 400 and 'id="upload-error"' in response.get_data(as_text=True) and "no file was chosen" in response.get_data(as_text=True)
     assert 'action="/models"' in response.get_data(as_text=True)
     assert client.get("/favicon.ico").status_code == 200
+
+
+def test_a_refused_audit_comes_back_with_its_choices_kept(client):
+    shapes_id = models(client)["shapes_cnn"]["id"]
+    page = client.get(f"/models/{shapes_id}/audit").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    response = client.post(f"/models/{shapes_id}/audit", data={"csrf_token": token, "techniques": ["gradcam", "filters"]})
+    shown = response.get_data(as_text=True)
+    assert response.status_code == 400 and 'id="error-message"' in shown and "needs at least one image" in shown
+    assert set(re.findall(r'name="techniques" value="([^"]+)" checked', shown)) == {"gradcam", "filters"}
+
+
+def test_a_refused_comparison_comes_back_with_its_choices_kept(client):
+    by_name = models(client)
+    page = client.get("/compare?technique=saliency").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    chosen = [str(by_name["shapes_cnn"]["id"]), str(by_name["digits_linear"]["id"])]
+    data = {"csrf_token": token, "technique": "saliency", "model_ids": chosen, "param_smooth_samples": "999"}
+    response = client.post("/compare", data=data)
+    shown = response.get_data(as_text=True)
+    assert response.status_code == 400 and "above its maximum" in shown and 'class="field-error"' in shown and 'value="999"' in shown
+    assert set(re.findall(r'name="model_ids" value="(\d+)" checked', shown)) == set(chosen)

@@ -296,34 +296,54 @@ def job_export_html(job_id: int):
 
 
 @blueprint.get("/models/<int:model_id>/audit")
-def audit_page(model_id: int):
+def audit_page(model_id: int, checked: set[str] | None = None, chosen_images: list[int] = (), error: str | None = None):
+    """The audit form: the task's techniques (the default suites checked), the images; after a refusal, the same
+    form with the choices kept and the sentence above it."""
     record = actions.model_or_404(store(), model_id)
     task = (record.description or {}).get("spec", {}).get("task") or "classification"
     image_techniques = [t for t in techniques().values() if "second_image" not in t.inputs and t.supports(task)]
-    checked = {name for suite_name in DEFAULT_AUDIT_SUITES for name in suite(suite_name) if techniques()[name].supports(task)}
-    return render_template(
-        "audit.html", model=model_json(record), techniques=image_techniques, checked=checked, images=[image_json(i) for i in store().images()]
+    if checked is None:
+        checked = {name for suite_name in DEFAULT_AUDIT_SUITES for name in suite(suite_name) if techniques()[name].supports(task)}
+    page = render_template(
+        "audit.html",
+        model=model_json(record),
+        techniques=image_techniques,
+        checked=checked,
+        images=[image_json(i) for i in store().images()],
+        chosen_images=list(chosen_images),
+        error=error,
     )
+    return (page, 400) if error else page
 
 
 @blueprint.post("/models/<int:model_id>/audit")
 def start_audit(model_id: int):
-    report = actions.start_audit(store(), dispatcher(), model_id, request.form.getlist("techniques"), _chosen_images())
+    chosen = request.form.getlist("techniques")
+    try:
+        report = actions.start_audit(store(), dispatcher(), model_id, chosen, _chosen_images())
+    except UserError as refusal:
+        return audit_page(model_id, set(chosen), _ids(request.form.getlist("image_ids")), str(refusal))
     return redirect(url_for("pages.report_page", report_id=report.id))
 
 
 @blueprint.get("/compare")
-def compare_page():
+def compare_page(technique_name: str | None = None, values: dict | None = None, chosen: tuple = ((), ()), error: UserError | None = None):
+    """The comparison form; after a refusal, the same form with every choice kept and the sentence by its field."""
     available = techniques()
-    technique = available.get(request.args.get("technique", "")) or next(iter(available.values()))
+    technique = available.get(technique_name or request.args.get("technique", "")) or next(iter(available.values()))
     models = [model_json(m) for m in store().models() if m.status == ModelStatus.READY]
-    return render_template(
+    page = render_template(
         "compare.html",
         techniques=sorted(available.values(), key=lambda t: t.name),
         technique=technique,
         models=models,
         images=[image_json(i) for i in store().images()],
+        values=values or {},
+        chosen_models=list(chosen[0]),
+        chosen_images=list(chosen[1]),
+        error=error,
     )
+    return (page, 400) if error else page
 
 
 @blueprint.post("/compare")
@@ -331,9 +351,12 @@ def start_compare():
     from viz_server.plugins import get_technique
 
     technique = get_technique(request.form.get("technique", ""))
-    report = actions.start_comparison(
-        store(), dispatcher(), _ids(request.form.getlist("model_ids")), technique.name, _chosen_images(), _params_from_form(technique)
-    )
+    raw = _params_from_form(technique)
+    model_ids = _ids(request.form.getlist("model_ids"))
+    try:
+        report = actions.start_comparison(store(), dispatcher(), model_ids, technique.name, _chosen_images(), raw)
+    except UserError as refusal:
+        return compare_page(technique.name, raw, (model_ids, _ids(request.form.getlist("image_ids"))), refusal)
     return redirect(url_for("pages.report_page", report_id=report.id))
 
 
