@@ -180,7 +180,12 @@ def verdict(scores: list[Scores]) -> list[str]:
                 sentences.append(f"But it is not more faithful than {' or '.join(item.label for item in model_free)}, {which} at the model.")
     if failing:
         sentences.append(
-            f"{', '.join(failing)} fail{'s' if len(failing) == 1 else ''} the sanity check: the map barely changes when the weights are destroyed; do not trust it."
+            f"{', '.join(failing)} fail{'s' if len(failing) == 1 else ''} the sanity check: "
+            + (
+                "the map barely changes when the weights are destroyed; do not trust it."
+                if len(failing) == 1
+                else "their maps barely change when the weights are destroyed; do not trust them."
+            )
         )
     if unjudged:
         sentences.append(
