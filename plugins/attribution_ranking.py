@@ -183,9 +183,14 @@ class AttributionRanking(Technique):
             return scores
         settings = {**candidate.params, "sanity_layers": params["sanity_layers"]}
         for index in range(min(params["sanity_images"], len(images))):
-            check = sanity.cascading_randomization(
-                candidate.technique, model, images[index : index + 1], objective.take([index]), settings, maps[index : index + 1], ctx.seed, ctx.check_cancelled
+            image, chosen = images[index : index + 1], objective.take([index])
+            # the reference map on the same one-image batch the randomized maps use (SmoothGrad's noise depends on the batch)
+            reference = (
+                maps[index : index + 1]
+                if not settings.get("smooth_samples") or len(images) == 1
+                else np.asarray(candidate.maps(model, image, chosen), np.float32)
             )
+            check = sanity.cascading_randomization(candidate.technique, model, image, chosen, settings, reference, ctx.seed, ctx.check_cancelled)
             scores.sanity.append(check.passed)
         # stability on a sub-batch, its reference map recomputed on the same sub-batch (SmoothGrad's noise depends on the batch)
         count = min(len(images), max(1, params["sanity_images"]))

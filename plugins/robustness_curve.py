@@ -127,27 +127,26 @@ class RobustnessCurve(Technique):
                 "large_epsilon": round(large, 6),
                 "masking_findings": findings,
                 "masking_free": {a: not found for a, found in findings.items()},
-                "headline": self._headline(epsilons, accuracy, smallest, findings, correct, chosen[0]),
+                "headline": self._headline(epsilons, accuracy, smallest, findings, correct),
             },
             caveats=caveats,
         )
 
     @staticmethod
-    def _headline(epsilons, accuracy, smallest, findings, correct, attack) -> dict:
-        """Clean accuracy, accuracy at the standard budget (8/255 when measured, else the largest), and the median
-        epsilon that flips a correct prediction; robustness figures are withheld when masking was found."""
+    def _headline(epsilons, accuracy, smallest, findings, correct) -> dict:
+        """Clean accuracy, the worst accuracy over every chosen attack at the standard budget (8/255 when measured,
+        else the largest), and the median of each image's smallest flipping epsilon over all attacks; robustness
+        figures are withheld when any attack shows gradient masking."""
         budget = min(epsilons, key=lambda e: abs(e - 8 / 255)) if any(abs(e - 8 / 255) < 1e-9 for e in epsilons) else max(epsilons)
-        masked = bool(findings[attack])
-        note = f"cannot be claimed: {findings[attack][0]}" if masked else ""
-        flips = smallest[attack][correct]
+        masked = [attack for attack, found in findings.items() if found]
+        note = f"cannot be claimed: {masked[0]}: {findings[masked[0]][0]}" if masked else ""
+        worst, weakest = min((accuracy[attack][epsilons.index(budget)], attack) for attack in accuracy)
+        flips = np.nanmin(np.stack([smallest[attack] for attack in smallest]), axis=0)[correct] if correct.any() else np.array([])
         median = None if masked or flips.size == 0 or np.isnan(flips).all() else round(float(np.nanmedian(flips)), 6)
         return {
             "accuracy": headline(round(float(correct.mean()), 4), "accuracy on the labeled images", "higher"),
             "robust_accuracy": headline(
-                None if masked else round(accuracy[attack][epsilons.index(budget)], 4),
-                f"accuracy under attack ({attack}, epsilon {budget:.4f})",
-                "higher",
-                note,
+                None if masked else round(worst, 4), f"accuracy under the strongest attack ({weakest}, epsilon {budget:.4f})", "higher", note
             ),
             "median_flip_epsilon": headline(median, "median epsilon that flips a correct prediction", "higher", note),
         }

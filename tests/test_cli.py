@@ -225,3 +225,10 @@ def test_audit_from_the_command_line_writes_the_report_and_gates_on_its_figures(
     assert strict.returncode == 1 and "FAILED: parity = " in strict.stdout and "above the threshold 0" in strict.stdout
     assert_one_sentence_exit_2(viz_inprocess("audit", "shapes_cnn", "--fail-under", "accuracy", "--out", out))
     assert_one_sentence_exit_2(viz_inprocess("audit", "shapes_cnn", "--suite", "nonsense", "--image-set", tmp_path / "set", "--out", out))
+
+
+def test_an_audit_gate_on_a_figure_that_is_not_a_number_fails():
+    from viz_server.audit import Gate
+
+    assert "cannot be claimed" in Gate.parse("parity=1e-4", under=False).failure({"parity": {"value": float("nan"), "note": ""}})
+    assert Gate.parse("accuracy=0.5", under=True).failure({"accuracy": {"value": 0.75}}) is None

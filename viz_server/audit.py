@@ -45,7 +45,7 @@ class Gate:
             known = ", ".join(sorted(figures)) or "none"
             return f"{self.key} was not measured by this audit (figures measured: {known})."
         value = entry.get("value")
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value or value in (float("inf"), float("-inf")):
             return f"{self.key} cannot be claimed: {entry.get('note') or 'no value'}."
         if (value < self.limit) if self.under else (value > self.limit):
             return f"{self.key} = {value:g} is {'below' if self.under else 'above'} the threshold {self.limit:g}."

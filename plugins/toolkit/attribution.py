@@ -126,7 +126,10 @@ class AttributionTechnique(Technique):
         done = 1
         ctx.progress(done, steps, "attribution done")
         if params["sanity_check"]:
-            check = sanity.cascading_randomization(self, model, images[:1], objective.take([0]), params, maps[:1], ctx.seed, ctx.check_cancelled)
+            first = objective.take([0])
+            # compare with the map of the same one-image batch the randomized maps use (SmoothGrad's noise depends on the batch)
+            reference = maps[:1] if not params["smooth_samples"] or len(images) == 1 else self.maps(model, images[:1], first, params, ctx.seed)
+            check = sanity.cascading_randomization(self, model, images[:1], first, params, reference, ctx.seed, ctx.check_cancelled)
             result.metrics["sanity_check"] = check.to_json()
             result.caveats.insert(0, check.verdict)
             result.artifacts.append(

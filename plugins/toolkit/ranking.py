@@ -196,17 +196,15 @@ def verdict(scores: list[Scores]) -> list[str]:
     if checks["localization"] is False:
         sentences.append("The object masks do not beat a random map by energy on the object; localization is not evidence here.")
     elif checks["localization"] and edges is not None:
-        candidates = trusted or methods
-        best = max(candidates, key=lambda item: item.localization()[0])
-        energy = best.localization()[0]
-        if beats(best.localization(), edges.localization()):
-            sentences.append(
-                f"{best.label} localizes best (energy on the object {energy:.2f} times a uniform map's; edges reach {edges.localization()[0]:.2f})."
-            )
+        if not trusted:
+            sentences.append("Localization is not reported for methods that did not pass the sanity check.")
         else:
-            sentences.append(
-                f"No {'trusted ' if trusted else ''}method localizes better than an edge detector (best: {best.label}, {energy:.2f}; edges {edges.localization()[0]:.2f})."
-            )
+            best = max(trusted, key=lambda item: item.localization()[0])
+            energy, edge_energy = best.localization()[0], edges.localization()[0]
+            if beats(best.localization(), edges.localization()):
+                sentences.append(f"{best.label} localizes best (energy on the object {energy:.2f} times a uniform map's; edges reach {edge_energy:.2f}).")
+            else:
+                sentences.append(f"No trusted method localizes better than an edge detector (best: {best.label}, {energy:.2f}; edges {edge_energy:.2f}).")
     variant = [item.label for item in methods if item.invariance is not None and item.invariance >= INVARIANT_BELOW]
     if variant:
         sentences.append(f"{', '.join(variant)} change{'s' if len(variant) == 1 else ''} when a constant is added to the input (Kindermans et al. 2019).")

@@ -256,3 +256,20 @@ def test_input_invariance_catches_a_method_that_multiplies_by_the_input(patch_ca
 
     assert stability.input_invariance(gradient, model, images[:2], objective.take([0, 1])).max() < stability.INVARIANT_BELOW
     assert stability.input_invariance(gradient_times_input, model, images[:2], objective.take([0, 1])).min() > 0.05
+
+
+def test_the_verdict_never_praises_an_untrusted_method_and_survives_having_none():
+    count = 6
+
+    def entry(label, role, gap, energy, sanity=()):
+        spread = np.linspace(0.0, 0.01, count)
+        item = ranking.Scores(label, role, gap + spread, np.zeros((count, 2)), np.zeros((count, 2)), np.zeros(count), np.zeros(count), np.ones(count, bool))
+        item.energy_ratio, item.sanity = energy + spread, list(sanity)
+        return item
+
+    mask, random = entry("the mask", ranking.REFERENCE, 0.8, 6.0), entry("random map", ranking.BASELINE, 0.0, 1.0)
+    edges, failing = entry("edges of the image", ranking.BASELINE, 0.2, 2.0), entry("Bad", ranking.METHOD, 0.9, 5.0, [False])
+    sentences = ranking.verdict([failing, random, edges, mask])
+    assert ranking.recommended([failing, random, edges, mask]) is None
+    assert not any(sentence.startswith("Bad localizes") for sentence in sentences) and "Localization is not reported" in " ".join(sentences)
+    assert ranking.verdict([random, edges, mask])  # no method could be scored: still sentences, no error

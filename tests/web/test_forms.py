@@ -290,3 +290,14 @@ def test_a_refused_comparison_comes_back_with_its_choices_kept(client):
     shown = response.get_data(as_text=True)
     assert response.status_code == 400 and "above its maximum" in shown and 'class="field-error"' in shown and 'value="999"' in shown
     assert set(re.findall(r'name="model_ids" value="(\d+)" checked', shown)) == set(chosen)
+
+
+def test_a_blob_written_again_starts_its_grace_period_again(app):
+    import os
+
+    store = app.extensions["viz_store"]
+    digest = store.blobs.put(b"the same bytes twice")
+    os.utime(store.blobs.path(digest), (0, 0))  # long unreferenced
+    store.blobs.put(b"the same bytes twice")  # a new record is about to refer to it
+    store.collect_garbage()
+    assert store.blobs.exists(digest)

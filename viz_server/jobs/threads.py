@@ -23,7 +23,7 @@ def fit(concurrent_jobs: int) -> int:
     """Set this process's torch threads to its share (``VIZ_SERVER_THREADS`` wins when set); return the count."""
     import torch
 
-    count = int(os.environ.get(ENVIRONMENT) or share(concurrent_jobs))
+    count = session_threads() or share(concurrent_jobs)  # a malformed VIZ_SERVER_THREADS is ignored
     os.environ[ENVIRONMENT] = str(count)
     torch.set_num_threads(count)
     try:

@@ -237,6 +237,12 @@ class Store:
             )
         record_type = {"model": ModelRecord, "image": ImageRecord, "report": ReportRecord}[kind]
         with self.db.session() as session:
+            # in the deleting transaction: nothing of the plan started meanwhile, and no job was added to the record
+            active = select(JobRecord.id).where(JobRecord.id.in_(plan["jobs"]), JobRecord.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+            owner = {"model": JobRecord.model_id, "report": JobRecord.report_id}.get(kind)
+            added = select(JobRecord.id).where(owner == record_id, JobRecord.id.not_in(plan["jobs"])) if owner is not None else None
+            if session.execute(active).first() or (added is not None and session.execute(added).first()):
+                raise UserError(f"this {kind} gained or started a job while it was being deleted; nothing was deleted, try again.")
             if plan["jobs"]:
                 session.execute(delete(JobRecord).where(JobRecord.id.in_(plan["jobs"])))
             if plan["reports"]:

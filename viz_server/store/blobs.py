@@ -25,7 +25,12 @@ class BlobStore:
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
-        if not target.exists():
+        if target.exists():  # written again: it is in use now, so garbage collection's grace period starts again
+            try:
+                os.utime(target)
+            except OSError:
+                pass
+        else:
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             temporary = target.with_name(f"{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
