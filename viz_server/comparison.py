@@ -34,10 +34,16 @@ def comparison_table(metrics: dict[str, dict[str, Any]]) -> list[list[Any]]:
     return [["metric", *metrics]] + [[key, *(flat[model].get(key) for model in metrics)] for key in keys]
 
 
+def series_keys(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """The metrics that are a series for at least one model (what ``comparison_plot`` draws)."""
+    flat = [flatten(json_ready(values)) for values in metrics.values()]
+    return [key for key in dict.fromkeys(k for values in flat for k in values) if any(is_series(values.get(key)) for values in flat)]
+
+
 def comparison_plot(metrics: dict[str, dict[str, Any]]) -> bytes | None:
     """One panel per series metric, one line per model; None when no metric is a series."""
     flat = {model: flatten(json_ready(values)) for model, values in metrics.items()}
-    keys = [key for key in dict.fromkeys(k for metrics in flat.values() for k in metrics) if any(is_series(metrics.get(key)) for metrics in flat.values())]
+    keys = series_keys(metrics)
     if not keys:
         return None
     pyplot = plotting()

@@ -117,6 +117,9 @@ def test_compare_two_models(client, sample_ids):
     assert "shapes_cnn" in header and "digits_linear" in header  # one column per model, artifacts of a group in one row
     exported = client.get(f"/reports/{report['id']}/export.html").data
     assert b"Metrics across models" in exported and b'src="/' not in exported
+    chart = client.get(f"/reports/{report['id']}/comparison.png")  # drawn only when asked for
+    assert (chart.status_code, chart.mimetype) in ((200, "image/png"), (404, "application/json"), (404, "text/html"))
+    assert (chart.status_code == 200) == (f'src="/reports/{report["id"]}/comparison.png"' in page)
 
 
 def test_upload_zip_image_set_with_labels(client):

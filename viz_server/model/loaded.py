@@ -205,8 +205,9 @@ def make_session(model: onnx.ModelProto, *, exact: bool = False):
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # errors surface as exceptions, turned into one sentence
-    if session_threads():  # a job process's share of the cores (see viz_server.jobs.threads)
-        options.intra_op_num_threads = session_threads()
+    threads = session_threads()
+    if threads:  # a job process's share of the cores (see viz_server.jobs.threads)
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     if exact:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

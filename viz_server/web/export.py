@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections import Counter
 
 from flask import render_template
 
@@ -30,27 +31,30 @@ def report_json(store: Store, report: ReportRecord) -> dict:
     return data
 
 
-def comparison_view(jobs: list[dict]) -> dict:
+def compared_metrics(jobs: list[dict]) -> dict[str, dict]:
+    """Model name -> metrics of each done job of a comparison (the job id added where a model appears twice)."""
+    done = [job for job in jobs if job["status"] == JobStatus.DONE and job.get("result")]
+    names = Counter(job["model"]["name"] for job in done)
+    return {
+        job["model"]["name"] if names[job["model"]["name"]] == 1 else f"{job['model']['name']} (job {job['id']})": job["result"].get("metrics") or {}
+        for job in done
+    }
+
+
+def comparison_view(jobs: list[dict], plot_url: str | None = None) -> dict:
     """A comparison laid out for reading across models: the artifacts of each group (e.g. each input image) in one
-    row with a column per model, one metrics table with a column per model, and one chart per series metric."""
-    from viz_server.comparison import comparison_plot, comparison_table
+    row with a column per model, one metrics table with a column per model, and one chart per series metric (at
+    ``plot_url`` in a page, which draws it only when the browser asks; embedded in an export)."""
+    from viz_server.comparison import comparison_plot, comparison_table, series_keys
 
     done = [job for job in jobs if job["status"] == JobStatus.DONE and job.get("result")]
-    names = [
-        f"{job['model']['name']}" if [j["model"]["name"] for j in done].count(job["model"]["name"]) == 1 else f"{job['model']['name']} (job {job['id']})"
-        for job in done
-    ]
+    metrics = compared_metrics(jobs)
     order = list(dict.fromkeys(group for job in done for group, _ in job.get("groups", [])))
     rows = [(group, [dict(job.get("groups", [])).get(group, []) for job in done]) for group in order]
-    metrics = {name: job["result"].get("metrics") or {} for name, job in zip(names, done)}
-    plot = comparison_plot(metrics) if metrics else None
-    return {
-        "jobs": done,
-        "names": names,
-        "rows": rows,
-        "table": comparison_table(metrics) if metrics else [],
-        "plot": f"data:image/png;base64,{base64.b64encode(plot).decode('ascii')}" if plot else None,
-    }
+    plot = None
+    if metrics and series_keys(metrics):
+        plot = plot_url or f"data:image/png;base64,{base64.b64encode(comparison_plot(metrics) or b'').decode('ascii')}"
+    return {"jobs": done, "names": list(metrics), "rows": rows, "table": comparison_table(metrics) if metrics else [], "plot": plot}
 
 
 def render_html(store: Store, title: str, jobs, sections: list[dict] | None = None, kind: str = "job") -> str:

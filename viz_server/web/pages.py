@@ -154,7 +154,8 @@ def image_thumbnail(image_id: int):
 @blueprint.get("/run")
 def run_page():
     """The run form; ``rerun=JOB`` fills it with that job's technique, model, parameters, seed and images."""
-    previous = store().db.get(JobRecord, _ids([request.args.get("rerun", "")])[0]) if _ids([request.args.get("rerun", "")]) else None
+    rerun = _ids([request.args.get("rerun", "")])
+    previous = store().db.get(JobRecord, rerun[0]) if rerun else None
     if previous is not None and previous.kind == "technique":
         values = {**(previous.params or {}), "seed": previous.seed}
         return _run_form(previous.technique or "", str(previous.model_id), values, list(previous.image_ids or []), rerun=previous.id)
@@ -390,8 +391,20 @@ def report_page(report_id: int):
     data = export.report_json(store(), report)
     for job in data["jobs"]:
         job["groups"] = artifact_groups(job["result"]) if job["result"] and job["kind"] == "technique" else []
-    compared = export.comparison_view(data["jobs"]) if report.kind == "compare" else None
+    plot_url = url_for("pages.report_comparison_plot", report_id=report.id)
+    compared = export.comparison_view(data["jobs"], plot_url) if report.kind == "compare" else None
     return render_template("report.html", report=report, jobs=data["jobs"], sections=data["sections"], compared=compared)
+
+
+@blueprint.get("/reports/<int:report_id>/comparison.png")
+def report_comparison_plot(report_id: int):
+    """The comparison's chart, drawn only when a page shows it (never on every page view of the report)."""
+    from viz_server.comparison import comparison_plot
+
+    plot = comparison_plot(export.compared_metrics(export.report_json(store(), _report_or_404(report_id))["jobs"]))
+    if plot is None:
+        raise NotFound(f"report {report_id} has no series metric to chart.")
+    return Response(plot, mimetype="image/png")
 
 
 @blueprint.get("/reports/<int:report_id>/export.html")
