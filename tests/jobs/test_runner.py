@@ -52,13 +52,21 @@ def _wait(store: Store, job_id: int, states=("done", "failed", "cancelled"), tim
         time.sleep(0.05)
 
 
+def _wait_idle(runner: EmbeddedRunner, count: int) -> None:
+    """Until ``count`` workers are idle (the runner sees a job finish at its next poll)."""
+    deadline = time.monotonic() + 10
+    while len(runner.idle) < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def _kill_when_running(runner: EmbeddedRunner, store: Store, job_id: int) -> None:
     _wait(store, job_id, states=("running",))
     deadline = time.monotonic() + 30
     while job_id not in runner.running:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    runner.running[job_id][0].kill()
+    runner.running[job_id].process.kill()
 
 
 def test_killed_job_is_failed_and_the_next_job_runs(ready_data):
@@ -120,27 +128,48 @@ def test_restart_keeps_results_and_requeues_interrupted_jobs(ready_data):
         app.extensions["viz_dispatcher"].stop()
 
 
-def test_jobs_start_in_a_warm_standby_process_and_a_new_one_waits(ready_data):
+def test_jobs_start_in_warm_workers_that_stay_warm_for_the_next_job(ready_data):
     store, runner = _runner(ready_data, max_jobs=2)
     try:
-        assert len(runner.standbys) == 2  # one per job slot
-        first, second = runner.standbys
+        assert len(runner.idle) == 2  # one per job slot
+        first, second = (worker.process for worker in runner.idle)
         jobs = [_job(store), _job(store)]  # a burst: both start warm
         runner.submit(jobs[0])
         assert all(_wait(store, job_id).status == "done" for job_id in jobs)
-        assert first.wait(timeout=30) == 0 and second.wait(timeout=30) == 0  # the standbys ran the jobs and exited
-        assert len(runner.standbys) == 2 and all(s.poll() is None and s.pid not in (first.pid, second.pid) for s in runner.standbys)
         assert all((ready_data / "logs" / f"job-{job_id}.log").exists() for job_id in jobs)  # output moved to the job logs
+        _wait_idle(runner, 2)
+        assert {worker.process.pid for worker in runner.idle} == {first.pid, second.pid}  # the same processes wait for more
+        assert all(worker.process.poll() is None for worker in runner.idle)
+
+        following = _job(store)  # the same model again: a worker that holds it takes it and does not load it again
+        assert _wait(store, following).status == "done"
+        assert "kept in memory from this process's previous job" in (ready_data / "logs" / f"job-{following}.log").read_text()
+        _wait_idle(runner, 2)
+        assert {worker.process.pid for worker in runner.idle} == {first.pid, second.pid}  # no process was started meanwhile
     finally:
         runner.stop()
-    assert all(standby.poll() is not None for standby in runner.standbys)  # stop() leaves no standby behind
+    assert all(worker.process.poll() is not None for worker in runner.idle)  # stop() leaves no worker behind
+
+
+def test_idle_workers_never_outnumber_the_job_slots_and_retire_after_their_share(ready_data, monkeypatch):
+    from viz_server.jobs import embedded
+
+    monkeypatch.setattr(embedded, "JOBS_PER_WORKER", 1)
+    store, runner = _runner(ready_data, max_jobs=1)
+    try:
+        worker = runner.idle[0].process
+        assert _wait(store, _job(store)).status == "done"
+        assert worker.wait(timeout=30) == 0  # it did its share and exited by itself
+        assert len(runner.idle) == 1 and runner.idle[0].process.pid != worker.pid
+    finally:
+        runner.stop()
 
 
 def test_a_dead_standby_falls_back_to_a_fresh_process(ready_data):
     store, runner = _runner(ready_data, max_jobs=1)
     try:
-        runner.standbys[0].kill()
-        runner.standbys[0].wait(timeout=10)
+        runner.idle[0].process.kill()
+        runner.idle[0].process.wait(timeout=10)
         assert _wait(store, _job(store)).status == "done"
     finally:
         runner.stop()
@@ -149,9 +178,9 @@ def test_a_dead_standby_falls_back_to_a_fresh_process(ready_data):
 def test_standby_can_be_turned_off(ready_data):
     store, runner = _runner(ready_data, standby=False)
     try:
-        assert runner.standbys == []
+        assert runner.idle == []
         assert _wait(store, _job(store)).status == "done"
-        assert runner.standbys == []
+        assert runner.idle == []
     finally:
         runner.stop()
 

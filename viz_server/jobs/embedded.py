@@ -1,9 +1,13 @@
-"""The embedded job runner: no external service; each job runs in its own process.
+"""The embedded job runner: no external service; jobs run in job processes, never in the server.
 
-A thread in the server claims queued jobs (up to ``max_jobs`` at once) and gives each to a process of its own:
-a warm standby process (``python -m viz_server.jobs.process --standby``, started ahead with everything
+A thread in the server claims queued jobs (up to ``max_jobs`` at once) and gives each to an idle worker
+process: a warm worker (``python -m viz_server.jobs.process --standby``, started ahead with everything
 imported; one per job slot, so a burst such as an audit starts warm too) when one is alive, else a fresh
-``python -m viz_server.jobs.process JOB_ID``; then it tops the standbys up again. It kills a job whose job time (from
+``python -m viz_server.jobs.process JOB_ID``. A worker that finishes a job stays warm and waits for the next
+one: the next job of the same model goes to it first, so the techniques of an audit or comparison run in
+processes that already hold the model (converted and loaded once per process, see ``model_memory``), and
+nothing is imported again. A worker retires after ``JOBS_PER_WORKER`` jobs (memory does not creep); idle
+workers beyond one per job slot are let go, and a new one is started only when a worker is gone. A crash still takes down only its process. It kills a job whose job time (from
 the moment the process starts working on it, imports excluded) outlives ``job_timeout`` or that ignores a cancel
 request, and when a process dies without recording an outcome (a segfault inside onnxruntime, the OOM killer)
 it retries the job ``job_retries`` times, then marks it failed; a timed-out inspection fails its model.
@@ -20,11 +24,12 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC
 
 from viz_server.config import Settings
 from viz_server.jobs.leases import reap
-from viz_server.store import JobRecord, JobStatus, ModelStatus, Store
+from viz_server.store import FINISHED, JobRecord, JobStatus, ModelStatus, Store
 from viz_server.store.database import now
 
 POLL_SECONDS = 0.1
@@ -32,13 +37,45 @@ CANCEL_GRACE_SECONDS = 10.0
 REAP_SECONDS = 2.0
 STARTUP_SECONDS = 120.0
 """How long a job process may take to start working (imports) before its time counts anyway."""
+JOBS_PER_WORKER = 50
+"""Jobs one worker process runs before it retires."""
+
+
+@dataclass
+class Worker:
+    """A job process: running a job (``EmbeddedRunner.running``) or idle, waiting on stdin for the next job id."""
+
+    process: subprocess.Popen
+    handed_over: float = 0.0  # monotonic time its current job was handed to it
+    model_id: int | None = None  # the model its last job used (still in its memory)
+    jobs: int = 0
+
+    def hand(self, job_id: int) -> bool:
+        """Give the worker ``job_id``; False if it died meanwhile."""
+        try:
+            self.process.stdin.write(f"{job_id}\n".encode())
+            self.process.stdin.flush()
+        except (OSError, ValueError, AttributeError):  # it died, or it was started for one job only
+            self.process.kill()
+            return False
+        self.handed_over, self.jobs = time.monotonic(), self.jobs + 1
+        return True
+
+    def retire(self) -> None:
+        """Close its stdin: an idle worker then exits by itself."""
+        try:
+            if self.process.stdin:
+                self.process.stdin.close()
+        except OSError:
+            self.process.kill()
 
 
 class EmbeddedRunner:
     def __init__(self, store: Store, settings: Settings):
         self.store, self.settings = store, settings
-        self.running: dict[int, tuple[subprocess.Popen, float]] = {}
-        self.standbys: list[subprocess.Popen] = []
+        self.running: dict[int, Worker] = {}
+        self.idle: list[Worker] = []
+        self.retired: list[Worker] = []  # closed, waited for until they exit
         self.cancel_seen: dict[int, float] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -54,7 +91,7 @@ class EmbeddedRunner:
     # ---- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         self._reap()
-        self._start_standbys()
+        self._top_up()
         self._thread = threading.Thread(target=self._loop, name="viz-server-jobs", daemon=True)
         self._thread.start()
 
@@ -63,11 +100,11 @@ class EmbeddedRunner:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        for process, _ in self.running.values():
-            process.kill()
-        for standby in self.standbys:
-            standby.kill()
-            standby.wait(timeout=10)
+        for worker in self.running.values():
+            worker.process.kill()
+        for worker in (*self.idle, *self.retired):
+            worker.process.kill()
+            worker.process.wait(timeout=10)
 
     def submit(self, job_id: int) -> None:
         """A job was queued: look now instead of at the next poll."""
@@ -93,37 +130,54 @@ class EmbeddedRunner:
             for job_id in self.store.db.queued_job_ids(free):
                 if self.store.db.claim_job(job_id):
                     self._spawn(job_id)
+        self.retired = [worker for worker in self.retired if worker.process.poll() is None]
+        self._top_up()  # replaces a worker that retired, crashed or was killed
 
     def _spawn(self, job_id: int) -> None:
-        process = self._take_standby(job_id)
-        if process is None:
+        job = self.store.db.get(JobRecord, job_id)
+        worker = self._take_idle(job.model_id if job else None, job_id)
+        if worker is None:
             with open(self._log_dir() / f"job-{job_id}.log", "ab") as log:
-                process = self._start([str(job_id)], stdin=subprocess.DEVNULL, stdout=log)
-        self.running[job_id] = (process, time.monotonic())
-        self._start_standbys()
+                worker = Worker(self._start([str(job_id)], stdin=subprocess.DEVNULL, stdout=log), time.monotonic(), jobs=1)
+        worker.model_id = job.model_id if job else None
+        self.running[job_id] = worker
 
-    def _take_standby(self, job_id: int) -> subprocess.Popen | None:
-        """Hand ``job_id`` to a standby process that is alive; None if there is none to take."""
-        self.standbys = [standby for standby in self.standbys if standby.poll() is None]
-        if not self.standbys:
-            return None
-        process = self.standbys.pop(0)  # the oldest: the most likely to have finished its imports
-        try:
-            process.stdin.write(f"{job_id}\n".encode())
-            process.stdin.close()
-        except OSError:  # it died between the poll and the write
-            process.kill()
-            return None
-        return process
+    def _take_idle(self, model_id: int | None, job_id: int) -> Worker | None:
+        """Hand ``job_id`` to a live idle worker, one that holds ``model_id`` first, else the oldest (the most likely
+        to have finished its imports); None if there is none."""
+        self.idle = [worker for worker in self.idle if worker.process.poll() is None]
+        while self.idle:
+            worker = next((worker for worker in self.idle if worker.model_id == model_id), self.idle[0])
+            self.idle.remove(worker)
+            if worker.hand(job_id):
+                return worker
+        return None
 
-    def _start_standbys(self) -> None:
-        """Keep one live standby per job slot (none when ``standby`` is off)."""
+    def _rest(self, worker: Worker) -> None:
+        """A worker finished its job and is alive: keep it idle and warm, unless it has done its share or the idle
+        workers would outnumber the job slots."""
+        if self._stop.is_set() or not self.settings.standby or worker.process.stdin is None or worker.jobs >= JOBS_PER_WORKER:
+            self._retire(worker)
+            return
+        self.idle.append(worker)
+        while len(self.idle) + len(self.running) > self.settings.max_jobs:
+            self._retire(min(self.idle, key=lambda idle: idle.model_id is not None))  # a fresh standby goes first
+
+    def _retire(self, worker: Worker) -> None:
+        if worker in self.idle:
+            self.idle.remove(worker)
+        worker.retire()
+        self.retired.append(worker)
+
+    def _top_up(self) -> None:
+        """Keep one live worker per job slot, idle or running (none when ``standby`` is off): a worker that finishes
+        its job is the next job's warm process, so no new one is started (and imports) while jobs run."""
         if not self.settings.standby or self._stop.is_set():
             return
-        self.standbys = [standby for standby in self.standbys if standby.poll() is None]
-        while len(self.standbys) < self.settings.max_jobs:
+        self.idle = [worker for worker in self.idle if worker.process.poll() is None]
+        while len(self.idle) + len(self.running) < self.settings.max_jobs:
             with open(self._log_dir() / "standby.log", "ab") as log:
-                self.standbys.append(self._start(["--standby"], stdin=subprocess.PIPE, stdout=log))
+                self.idle.append(Worker(self._start(["--standby"], stdin=subprocess.PIPE, stdout=log)))
 
     def _start(self, arguments: list[str], stdin, stdout) -> subprocess.Popen:
         env = {
@@ -143,10 +197,16 @@ class EmbeddedRunner:
         return log_dir
 
     def _watch(self, job_id: int) -> None:
-        process, handed_over = self.running[job_id]
+        worker = self.running[job_id]
+        process, handed_over = worker.process, worker.handed_over
         code = process.poll()
         if code is None:
             job = self.store.db.get(JobRecord, job_id)
+            if job is None or job.status in FINISHED:  # the worker recorded the outcome and waits for the next job
+                del self.running[job_id]
+                self.cancel_seen.pop(job_id, None)
+                self._rest(worker)
+                return
             working = job.started_at if job is not None else None  # set by the process once its imports are done
             elapsed = (now() - _aware(working)).total_seconds() if working else 0.0
             if elapsed > self.settings.job_timeout or time.monotonic() - handed_over > self.settings.job_timeout + STARTUP_SECONDS:
@@ -185,7 +245,7 @@ class EmbeddedRunner:
         return time.monotonic() - first_seen > CANCEL_GRACE_SECONDS
 
     def _kill(self, job_id: int, status: str, message: str | None) -> None:
-        process, _ = self.running.pop(job_id)
+        process = self.running.pop(job_id).process
         process.kill()
         process.wait(timeout=10)
         self.cancel_seen.pop(job_id, None)

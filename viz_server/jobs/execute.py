@@ -13,9 +13,12 @@ PROGRESS_INTERVAL = 0.25  # seconds between progress writes / cancellation check
 
 
 def load_stored_model(store: Store, record: ModelRecord):
+    """The stored model, loaded (or kept from this process's previous job on it, see ``model_memory``)."""
+    from viz_server.jobs import model_memory
     from viz_server.model.pipeline import load_model
 
-    return load_model(store.blobs.read(record.sha256), name=record.name, **(record.spec_overrides or {}))
+    overrides = record.spec_overrides or {}
+    return model_memory.recall(record.sha256, record.name, overrides, lambda: load_model(store.blobs.read(record.sha256), name=record.name, **overrides))
 
 
 def execute_job(store: Store, job_id: int) -> str:

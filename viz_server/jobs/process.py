@@ -3,8 +3,9 @@
 The embedded runner starts one of these per job, so a model that crashes onnxruntime or torch takes down
 only this process. Settings come from the environment the runner passes on.
 
-``--standby`` is the warm spare: it imports torch, onnxruntime and every plugin first (seconds of work), then
-waits for its job id on stdin, so a job starts in milliseconds instead. It still runs exactly one job.
+``--standby`` is the warm worker: it imports torch, onnxruntime and every plugin first (seconds of work), then
+runs the job ids it reads on stdin, one after another, until stdin closes, so a job starts in milliseconds
+and the model of the previous job is still loaded (``model_memory``).
 """
 
 from __future__ import annotations
@@ -61,18 +62,16 @@ def main() -> int:
     die_with_parent()
     settings = load_settings()
     threads.fit(settings.max_jobs)  # before any model work: this job's share of the cores
-    if sys.argv[1:] == ["--standby"]:
-        preload()
-        line = sys.stdin.readline().strip()
-        if not line:  # the runner stopped before it had a job for us
-            return 0
+    if sys.argv[1:] != ["--standby"]:
+        preload()  # the imports are not the job's time: its timeout starts when it starts working
+        return 0 if execute_job(Store(settings), int(sys.argv[1])) in FINISHED else 1
+    preload()
+    store = Store(settings)
+    while line := sys.stdin.readline().strip():  # an empty read: the runner closed stdin, we are done
         job_id = int(line)
         log_to(settings.data_dir / "logs" / f"job-{job_id}.log")
-    else:
-        job_id = int(sys.argv[1])
-        preload()  # the imports are not the job's time: its timeout starts when it starts working
-    status = execute_job(Store(settings), job_id)
-    return 0 if status in FINISHED else 1
+        execute_job(store, job_id)
+    return 0
 
 
 if __name__ == "__main__":
