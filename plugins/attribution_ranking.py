@@ -20,7 +20,7 @@ import torch
 
 from viz_server import hookimpl
 from viz_server.errors import UserError
-from viz_server.rendering import COLORMAP, figure_png, normalize_map
+from viz_server.rendering import captioned_grid, figure_png, heatmap
 from viz_server.rendering import pyplot as plotting
 from viz_server.techniques import Artifact, Context, Param, Result, Technique, headline, validate_params
 from viz_server_plugins.toolkit import faithfulness, localization, ranking, road, sanity, stability
@@ -192,9 +192,12 @@ class AttributionRanking(Technique):
             )
             check = sanity.cascading_randomization(candidate.technique, model, image, chosen, settings, reference, ctx.seed, ctx.check_cancelled)
             scores.sanity.append(check.passed)
-        # stability on a sub-batch, its reference map recomputed on the same sub-batch (SmoothGrad's noise depends on the batch)
+        # stability on a sub-batch; SmoothGrad's noise depends on the batch, so its reference is recomputed on the sub-batch
         count = min(len(images), max(1, params["sanity_images"]))
-        reference = np.asarray(candidate.maps(model, images[:count], objective.take(range(count))), np.float64)
+        reference = np.asarray(
+            maps[:count] if not settings.get("smooth_samples") or count == len(images) else candidate.maps(model, images[:count], objective.take(range(count))),
+            np.float64,
+        )
         scores.invariance = float(stability.input_invariance(candidate.maps, model, images[:count], objective.take(range(count)), reference).max())
         if params["sensitivity_samples"]:
             noise = stability.uniform_noise(model, images[:count], params["sensitivity_samples"], params["sensitivity_radius"], ctx.seed)
@@ -242,18 +245,7 @@ def _gap_plot(ordered: list[ranking.Scores]) -> bytes:
 
 
 def _map_grid(labels: list[str], maps: list[np.ndarray], picture: np.ndarray) -> bytes:
-    pyplot = plotting()
-    columns = min(6, len(maps) + 1)
-    rows = -(-(len(maps) + 1) // columns)
-    figure, axes = pyplot.subplots(rows, columns, figsize=(1.7 * columns, 1.9 * rows), dpi=100, squeeze=False)
-    for axis in axes.ravel():
-        axis.axis("off")
-    axes.ravel()[0].imshow(picture)
-    axes.ravel()[0].set_title("image", fontsize=7)
-    for axis, label, values in zip(axes.ravel()[1:], labels, maps):
-        axis.imshow(normalize_map(values), cmap=COLORMAP, vmin=0, vmax=1)
-        axis.set_title(label if len(label) <= 26 else label[:25] + "…", fontsize=7)
-    return figure_png(figure)
+    return captioned_grid([(picture, "image"), *((heatmap(values), label) for label, values in zip(labels, maps))])
 
 
 @hookimpl

@@ -30,6 +30,13 @@ def _check_rank(window: Window, x: torch.Tensor) -> None:
         raise ValueError(f"a {window.rank}-d pooling window needs an input of rank {window.rank + 2}, not {x.dim()}")
 
 
+def _padded(x: torch.Tensor, plan, value: float) -> torch.Tensor:
+    """``x`` padded as ``plan`` says (no copy when it says nothing)."""
+    if not any(begin or end for begin, end, _ in plan):
+        return x
+    return F.pad(x, torch_pad_list([(begin, end) for begin, end, _ in plan]), value=value)
+
+
 def window_sums(x: torch.Tensor, window: Window) -> torch.Tensor:
     """Sum over every window of an already padded N x C x spatial tensor (stride and dilation applied)."""
     batch, channels, *spatial = x.shape
@@ -50,7 +57,7 @@ class MaxPool(nn.Module, OnnxToTorchModule):
         _check_rank(self.window, x)
         spatial = tuple(x.shape[2:])
         plan = self.window.padding(spatial)
-        padded = F.pad(x, torch_pad_list([(begin, end) for begin, end, _ in plan]), value=float("-inf"))
+        padded = _padded(x, plan, float("-inf"))
         pool = MAX_POOLS[self.window.rank - 1]
         if not self.indices:
             return pool(padded, self.window.kernel, self.window.strides, 0, self.window.dilations)
@@ -77,7 +84,7 @@ class AveragePool(nn.Module, OnnxToTorchModule):
         _check_rank(self.window, x)
         spatial = tuple(x.shape[2:])
         plan = self.window.padding(spatial)
-        sums = window_sums(F.pad(x, torch_pad_list([(begin, end) for begin, end, _ in plan])), self.window)
+        sums = window_sums(_padded(x, plan, 0.0), self.window)
         counted = torch.ones((1, 1, *spatial), dtype=x.dtype, device=x.device)
         if self.count_include_pad:
             counted = F.pad(counted, torch_pad_list([(begin, onnx_end) for begin, _, onnx_end in plan]), value=1.0)

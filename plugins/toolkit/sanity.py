@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from viz_server.rendering import COLORMAP, figure_png, normalize_map
-from viz_server.rendering import pyplot as plotting
+from viz_server.rendering import captioned_grid, heatmap
 from viz_server_plugins.toolkit.degenerate import why_degenerate
 
 PASS_BELOW = 0.5
@@ -42,15 +41,8 @@ class SanityCheck:
         }
 
     def plot(self) -> bytes:
-        pyplot = plotting()
-        count = len(self.maps)
-        figure, axes = pyplot.subplots(1, count, figsize=(1.9 * count, 2.3), dpi=100)
         titles = ["original"] + [f"{step}\nrho={'n/a' if np.isnan(rho) else f'{rho:.2f}'}" for step, rho in zip(self.steps, self.correlations)]
-        for axis, values, title in zip(np.atleast_1d(axes), self.maps, titles):
-            axis.imshow(normalize_map(values), cmap=COLORMAP, vmin=0, vmax=1)
-            axis.set_title(title, fontsize=7)
-            axis.axis("off")
-        return figure_png(figure)
+        return captioned_grid([(heatmap(values), title) for values, title in zip(self.maps, titles)], columns=len(titles), tile_side=130)
 
 
 def randomize(module: torch.nn.Module, generator: torch.Generator) -> bool:
