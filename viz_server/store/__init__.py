@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import statistics
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -135,8 +136,9 @@ class Store:
         self.save_jobs([job])
         return job
 
-    def save_jobs(self, jobs: list[JobRecord], report: ReportRecord | None = None) -> None:
-        """Store jobs (and the report they belong to) in one transaction."""
+    def save_jobs(self, jobs: list[JobRecord], report: ReportRecord | None = None, queue_order: list[int] | None = None) -> None:
+        """Store jobs (and the report they belong to) in one transaction. ``queue_order`` (indices into ``jobs``)
+        is the order they leave the queue in, within the range of their own ids; by default, their order."""
         with self.db.session() as session:
             if report is not None:
                 session.add(report)
@@ -144,7 +146,29 @@ class Store:
                 for job in jobs:
                     job.report_id = report.id
             session.add_all(jobs)
+            if queue_order is not None:
+                session.flush()
+                for position, index in zip(sorted(job.id for job in jobs), queue_order):
+                    jobs[index].queue_position = position
             session.commit()
+
+    def typical_seconds(self, techniques: list[str], model_id: int, recent: int = 5) -> dict[str, float]:
+        """Technique -> the median seconds of its latest ``recent`` finished runs on this model (on any model when
+        it has none); techniques never run are left out."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(JobRecord.technique, JobRecord.model_id, JobRecord.seconds)
+                .where(JobRecord.status == JobStatus.DONE, JobRecord.seconds.is_not(None), JobRecord.technique.in_(techniques))
+                .order_by(JobRecord.id.desc())
+                .limit(50 * max(1, len(techniques)))
+            ).all()
+        typical = {}
+        for name in techniques:
+            runs = [seconds for technique, _, seconds in rows if technique == name]
+            here = [seconds for technique, model, seconds in rows if technique == name and model == model_id]
+            if runs:
+                typical[name] = statistics.median((here or runs)[:recent])
+        return typical
 
     def jobs(self, limit: int = 200, report_id: int | None = None, with_results: bool = True) -> list[JobRecord]:
         """The newest ``limit`` jobs, or every job of a report in order; ``with_results=False`` leaves the

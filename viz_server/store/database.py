@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, inspect, or_, select, text, update
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, or_, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from viz_server.errors import NotFound
@@ -108,6 +108,8 @@ class JobRecord(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # the running process's lease
+    # place in the queue (None: its id); a report's jobs keep their ids' range, reordered longest-expected first
+    queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Database:
@@ -177,7 +179,8 @@ class Database:
 
     def queued_job_ids(self, limit: int) -> list[int]:
         with self.session() as session:
-            rows = session.execute(select(JobRecord.id).where(JobRecord.status == JobStatus.QUEUED).order_by(JobRecord.id).limit(limit))
+            place = func.coalesce(JobRecord.queue_position, JobRecord.id)
+            rows = session.execute(select(JobRecord.id).where(JobRecord.status == JobStatus.QUEUED).order_by(place, JobRecord.id).limit(limit))
             return [row[0] for row in rows]
 
     def update_running(self, job_id: int, **values: Any) -> bool:

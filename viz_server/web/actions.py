@@ -183,10 +183,14 @@ def start_comparison(store: Store, dispatcher, model_ids: list[int], technique_n
 
 
 def _queue_report(store: Store, dispatcher, report: ReportRecord, jobs: list[JobRecord]) -> ReportRecord:
-    """Store a report and its checked jobs in one transaction, then queue the jobs: a refused request stores nothing."""
-    store.save_jobs(jobs, report)
-    for job in jobs:
-        dispatcher.submit(job.id)
+    """Store a report and its checked jobs in one transaction, then queue the jobs: a refused request stores nothing.
+    The jobs keep their order on the page but leave the queue longest-expected first (by the seconds their
+    techniques took before), so the longest one does not start last and hold up the whole report."""
+    expected = store.typical_seconds(sorted({job.technique for job in jobs if job.technique}), jobs[0].model_id) if jobs else {}
+    order = sorted(range(len(jobs)), key=lambda index: -expected.get(jobs[index].technique or "", 0.0))
+    store.save_jobs(jobs, report, queue_order=order)
+    for index in order:
+        dispatcher.submit(jobs[index].id)
     return report
 
 
