@@ -65,9 +65,11 @@ def deletion_insertion(model, images, objective, maps: np.ndarray, steps: int = 
         for step, fraction in enumerate(fractions):
             masks[step, order[: int(round(fraction * height * width))]] = 1.0
         masks = masks.reshape(steps + 1, height, width, 1)
-        deleted = picture * (1 - masks) + mean_colour * masks
-        inserted = blurred * (1 - masks) + picture * masks
-        batch = spec.unit_to_model(np.concatenate([deleted, inserted]).astype(np.float32))
+        deleted = picture * (1 - masks[1:]) + mean_colour * masks[1:]
+        inserted = blurred * (1 - masks[:-1]) + picture * masks[:-1]
+        # nothing deleted and everything inserted are both the picture itself: one forward pass serves both ends
+        batch = spec.unit_to_model(np.concatenate([picture[None], deleted, inserted]).astype(np.float32))
         probabilities = objective.probability(model.predict(batch), [objective.choices[index]] * len(batch))
-        deletion[index], insertion[index] = probabilities[: steps + 1], probabilities[steps + 1 :]
+        deletion[index] = probabilities[: steps + 1]
+        insertion[index] = np.append(probabilities[steps + 1 :], probabilities[0])
     return Curves(fractions, deletion, insertion)
