@@ -165,6 +165,42 @@ def test_idle_workers_never_outnumber_the_job_slots_and_retire_after_their_share
         runner.stop()
 
 
+def test_a_worker_whose_job_failed_is_not_given_another(ready_data):
+    """A failure may leave the process broken (out of memory, a runtime fault): it retires, a fresh one waits."""
+    store, runner = _runner(ready_data, max_jobs=1)
+    try:
+        worker = runner.idle[0].process
+        model = next(model for model in store.models() if model.name == "shapes_cnn")
+        failing = store.create_job("saliency", model.id, [10**6], {}).id  # its image does not exist
+        assert _wait(store, failing).status == "failed"
+        assert worker.wait(timeout=30) == 0
+        assert _wait(store, _job(store)).status == "done"
+    finally:
+        runner.stop()
+
+
+def test_workers_that_die_before_their_first_job_are_restarted_with_a_growing_pause(ready_data, monkeypatch):
+    import subprocess
+    import sys
+
+    settings = load_settings(data_dir=ready_data, max_jobs=1)
+    runner = EmbeddedRunner(Store(settings), settings)
+    started = []
+
+    def broken_start(arguments, stdin, stdout):  # a worker whose imports fail
+        started.append(time.monotonic())
+        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"], stdin=stdin, stdout=stdout)
+
+    monkeypatch.setattr(runner, "_start", broken_start)
+    runner.start()
+    try:
+        time.sleep(4)
+    finally:
+        runner.stop()
+    assert 2 <= len(started) <= 4  # at 0 s, then after pauses of 1 s and 2 s: not 40 restarts at every poll
+    assert all(later - earlier >= 0.9 for earlier, later in zip(started, started[1:]))
+
+
 def test_a_dead_standby_falls_back_to_a_fresh_process(ready_data):
     store, runner = _runner(ready_data, max_jobs=1)
     try:

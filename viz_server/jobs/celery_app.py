@@ -18,6 +18,7 @@ from celery import Celery
 
 from viz_server.config import Settings, load_settings
 from viz_server.jobs import threads
+from viz_server.jobs.embedded import JOBS_PER_WORKER
 from viz_server.jobs.execute import execute_job
 from viz_server.jobs.leases import reap
 from viz_server.store import JobRecord, JobStatus, Store
@@ -36,6 +37,7 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue="viz_server",
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        worker_max_tasks_per_child=JOBS_PER_WORKER,  # a pool process keeps its last model (model_memory); it retires like ours
     )
 
     @app.task(name=TASK_NAME)

@@ -39,6 +39,10 @@ STARTUP_SECONDS = 120.0
 """How long a job process may take to start working (imports) before its time counts anyway."""
 JOBS_PER_WORKER = 50
 """Jobs one worker process runs before it retires."""
+RETIRE_GRACE_SECONDS = 30.0
+"""How long a retired worker may take to exit by itself before it is killed."""
+RESTART_BACKOFF_SECONDS = (1.0, 60.0)
+"""Waiting before starting workers again after one died without running a job (first, longest)."""
 
 
 @dataclass
@@ -49,6 +53,7 @@ class Worker:
     handed_over: float = 0.0  # monotonic time its current job was handed to it
     model_id: int | None = None  # the model its last job used (still in its memory)
     jobs: int = 0
+    retired_at: float | None = None
 
     def hand(self, job_id: int) -> bool:
         """Give the worker ``job_id``; False if it died meanwhile."""
@@ -57,6 +62,7 @@ class Worker:
             self.process.stdin.flush()
         except (OSError, ValueError, AttributeError):  # it died, or it was started for one job only
             self.process.kill()
+            self.process.wait(timeout=10)
             return False
         self.handed_over, self.jobs = time.monotonic(), self.jobs + 1
         return True
@@ -75,7 +81,9 @@ class EmbeddedRunner:
         self.store, self.settings = store, settings
         self.running: dict[int, Worker] = {}
         self.idle: list[Worker] = []
-        self.retired: list[Worker] = []  # closed, waited for until they exit
+        self.retired: list[Worker] = []  # closed, waited for until they exit (killed after RETIRE_GRACE_SECONDS)
+        self._backoff = 0.0  # seconds to wait before starting workers again after one died unused
+        self._start_after = 0.0
         self.cancel_seen: dict[int, float] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -100,9 +108,7 @@ class EmbeddedRunner:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        for worker in self.running.values():
-            worker.process.kill()
-        for worker in (*self.idle, *self.retired):
+        for worker in [*self.running.values(), *self.idle, *self.retired]:
             worker.process.kill()
             worker.process.wait(timeout=10)
 
@@ -130,7 +136,7 @@ class EmbeddedRunner:
             for job_id in self.store.db.queued_job_ids(free):
                 if self.store.db.claim_job(job_id):
                     self._spawn(job_id)
-        self.retired = [worker for worker in self.retired if worker.process.poll() is None]
+        self._bury_retired()
         self._top_up()  # replaces a worker that retired, crashed or was killed
 
     def _spawn(self, job_id: int) -> None:
@@ -145,7 +151,7 @@ class EmbeddedRunner:
     def _take_idle(self, model_id: int | None, job_id: int) -> Worker | None:
         """Hand ``job_id`` to a live idle worker, one that holds ``model_id`` first, else the oldest (the most likely
         to have finished its imports); None if there is none."""
-        self.idle = [worker for worker in self.idle if worker.process.poll() is None]
+        self._prune_idle()
         while self.idle:
             worker = next((worker for worker in self.idle if worker.model_id == model_id), self.idle[0])
             self.idle.remove(worker)
@@ -153,10 +159,13 @@ class EmbeddedRunner:
                 return worker
         return None
 
-    def _rest(self, worker: Worker) -> None:
-        """A worker finished its job and is alive: keep it idle and warm, unless it has done its share or the idle
-        workers would outnumber the job slots."""
-        if self._stop.is_set() or not self.settings.standby or worker.process.stdin is None or worker.jobs >= JOBS_PER_WORKER:
+    def _rest(self, worker: Worker, status: str | None) -> None:
+        """A worker finished its job and is alive: keep it idle and warm, unless its job failed (the process may be
+        broken: out of memory, a runtime fault), it has done its share, or the idle workers would outnumber the
+        job slots."""
+        self._backoff = 0.0  # workers do start and work
+        spent = worker.process.stdin is None or worker.jobs >= JOBS_PER_WORKER or status == JobStatus.FAILED
+        if self._stop.is_set() or not self.settings.standby or spent:
             self._retire(worker)
             return
         self.idle.append(worker)
@@ -167,14 +176,35 @@ class EmbeddedRunner:
         if worker in self.idle:
             self.idle.remove(worker)
         worker.retire()
+        worker.retired_at = time.monotonic()
         self.retired.append(worker)
+
+    def _bury_retired(self) -> None:
+        """Forget retired workers that exited; kill one that outstays its grace (it hangs on exit)."""
+        for worker in self.retired:
+            if worker.process.poll() is None and time.monotonic() - (worker.retired_at or 0.0) > RETIRE_GRACE_SECONDS:
+                worker.process.kill()
+                worker.process.wait(timeout=10)
+        self.retired = [worker for worker in self.retired if worker.process.poll() is None]
+
+    def _prune_idle(self) -> None:
+        """Drop idle workers that exited; when one exited before its first job (e.g. a plugin that fails at import),
+        wait before starting workers again, longer each time, instead of restarting them at every poll."""
+        dead = [worker for worker in self.idle if worker.process.poll() is not None]
+        self.idle = [worker for worker in self.idle if worker not in dead]
+        if any(worker.jobs == 0 for worker in dead):
+            self._backoff = min(RESTART_BACKOFF_SECONDS[1], max(RESTART_BACKOFF_SECONDS[0], 2 * self._backoff))
+            self._start_after = time.monotonic() + self._backoff
+            print(f"viz-server job runner: a worker exited before its first job; starting again in {self._backoff:g} s", file=sys.stderr)
 
     def _top_up(self) -> None:
         """Keep one live worker per job slot, idle or running (none when ``standby`` is off): a worker that finishes
         its job is the next job's warm process, so no new one is started (and imports) while jobs run."""
         if not self.settings.standby or self._stop.is_set():
             return
-        self.idle = [worker for worker in self.idle if worker.process.poll() is None]
+        self._prune_idle()
+        if time.monotonic() < self._start_after:
+            return
         while len(self.idle) + len(self.running) < self.settings.max_jobs:
             with open(self._log_dir() / "standby.log", "ab") as log:
                 self.idle.append(Worker(self._start(["--standby"], stdin=subprocess.PIPE, stdout=log)))
@@ -205,7 +235,7 @@ class EmbeddedRunner:
             if job is None or job.status in FINISHED:  # the worker recorded the outcome and waits for the next job
                 del self.running[job_id]
                 self.cancel_seen.pop(job_id, None)
-                self._rest(worker)
+                self._rest(worker, job.status if job else None)
                 return
             working = job.started_at if job is not None else None  # set by the process once its imports are done
             elapsed = (now() - _aware(working)).total_seconds() if working else 0.0

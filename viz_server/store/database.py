@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, or_, select, text, update
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from viz_server.errors import NotFound
@@ -133,8 +134,12 @@ class Database:
             for column in table.columns:
                 if column.name not in present:
                     kind = column.type.compile(dialect=self.engine.dialect)
-                    with self.engine.begin() as connection:
-                        connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                    try:
+                        with self.engine.begin() as connection:
+                            connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                    except (OperationalError, ProgrammingError):  # another process (a worker, a second server) added it first
+                        if column.name not in {found["name"] for found in inspect(self.engine).get_columns(table.name)}:
+                            raise
 
     def get(self, record_type, record_id: int):
         """The record with this id, or None (also for ids no database column can hold: SQLite raises on them)."""
