@@ -44,6 +44,7 @@ class AttributionRanking(Technique):
     family = "attribution"
     summary = "Which explanation to believe: every class attribution and model-free baselines scored by the sanity check, ROAD, localization and stability."
     suites = ("attribution",)
+    expected_cost = 40.0
     params = (
         *TARGET_PARAMS,
         Param("methods", "str", "", "Comma-separated technique names to rank; empty = every installed class attribution."),

@@ -82,6 +82,7 @@ class Embeddings(Technique):
     title = "Embeddings (PCA / t-SNE)"
     family = "network"
     suites = ("network",)
+    expected_cost = 4.0
     summary = "A layer's activations over an image set reduced to 2-D, with how well the classes separate, layer by layer."
     params = (
         Param("layers", "str", "", "Comma-separated layers (ONNX nodes); empty = up to 4 spatial layers plus the scores."),

@@ -41,6 +41,7 @@ class RobustnessCurve(Technique):
     family = "robustness"
     tasks = ("classification",)
     suites = ("robustness",)
+    expected_cost = 10.0
     version = "2"
     summary = "Accuracy against the attack budget over an image set (the APGD/Square ensemble by default), checked for gradient masking."
     params = (

@@ -298,6 +298,9 @@ class Technique(ABC):
     inputs: ClassVar[tuple[str, ...]] = ("image",)
     suites: ClassVar[tuple[str, ...]] = ()  # audit suites (see SUITES) this technique runs in, with default params
     tasks: ClassVar[tuple[str, ...] | None] = None  # model tasks it applies to (see viz_server.tasks); None = every task
+    # rough cost of a run with default params, relative to one class attribution's (1.0): a report's jobs leave
+    # the queue longest first, by this until every technique of the report has run on the server before
+    expected_cost: ClassVar[float] = 1.0
 
     @abstractmethod
     def run(self, ctx: Context, params: dict[str, Any]) -> Result:

@@ -27,13 +27,23 @@ def test_an_audit_starts_its_longest_technique_first(tmp_path):
     earlier = _job(other.id, "quick")  # another user's job, queued before the audit
     store.save_jobs([earlier])
 
-    jobs = [_job(model.id, name) for name in ("quick", "never_run", "middling", "slow")]
+    jobs = [_job(model.id, name) for name in ("quick", "middling", "slow")]
     dispatcher = Submitted()
     report = _queue_report(store, dispatcher, ReportRecord(kind="audit", title="audit"), jobs)
 
     by_name = {job.technique: job.id for job in store.jobs(report_id=report.id)}
-    assert [job.technique for job in store.jobs(report_id=report.id)] == ["quick", "never_run", "middling", "slow"]  # the page's order
-    expected = [earlier.id, by_name["slow"], by_name["middling"], by_name["quick"], by_name["never_run"]]
-    assert store.db.queued_job_ids(10) == expected  # 12 s on this model; 3 s elsewhere; 0.5 s; unknown last
+    assert [job.technique for job in store.jobs(report_id=report.id)] == ["quick", "middling", "slow"]  # the page's order
+    expected = [earlier.id, by_name["slow"], by_name["middling"], by_name["quick"]]
+    assert store.db.queued_job_ids(10) == expected  # 12 s on this model (not 1 s elsewhere); 3 s on another model; 0.5 s
     assert dispatcher.ids == expected[1:]
     assert store.typical_seconds(["slow", "middling", "never_run"], model.id) == {"slow": 12.0, "middling": 3.0}
+
+
+def test_before_a_technique_has_run_its_declared_cost_orders_the_queue(tmp_path):
+    store = Store(load_settings(data_dir=tmp_path))
+    model = store.db.add(ModelRecord(name="m", sha256="0" * 64))
+    store.save_jobs([_job(model.id, "saliency", status="done", seconds=0.3)])  # one measured, the rest not: costs decide
+    names = ("saliency", "embeddings", "attribution_ranking", "robustness_curve")
+    report = _queue_report(store, Submitted(), ReportRecord(kind="audit", title="audit"), [_job(model.id, name) for name in names])
+    by_id = {job.id: job.technique for job in store.jobs(report_id=report.id)}
+    assert [by_id[job_id] for job_id in store.db.queued_job_ids(10)] == ["attribution_ranking", "robustness_curve", "embeddings", "saliency"]

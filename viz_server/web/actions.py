@@ -185,8 +185,12 @@ def start_comparison(store: Store, dispatcher, model_ids: list[int], technique_n
 def _queue_report(store: Store, dispatcher, report: ReportRecord, jobs: list[JobRecord]) -> ReportRecord:
     """Store a report and its checked jobs in one transaction, then queue the jobs: a refused request stores nothing.
     The jobs keep their order on the page but leave the queue longest-expected first (by the seconds their
-    techniques took before), so the longest one does not start last and hold up the whole report."""
-    expected = store.typical_seconds(sorted({job.technique for job in jobs if job.technique}), jobs[0].model_id) if jobs else {}
+    techniques took on this server before, else by their declared ``expected_cost``), so the longest one does
+    not start last and hold up the whole report."""
+    names = sorted({job.technique for job in jobs if job.technique})
+    expected: dict[str, float] = store.typical_seconds(names, jobs[0].model_id) if jobs else {}
+    if set(expected) != set(names):  # seconds and declared costs do not mix: all measured, or all declared
+        expected = {name: techniques()[name].expected_cost for name in names if name in techniques()}
     order = sorted(range(len(jobs)), key=lambda index: -expected.get(jobs[index].technique or "", 0.0))
     store.save_jobs(jobs, report, queue_order=order)
     for index in order:
