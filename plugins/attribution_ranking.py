@@ -191,7 +191,9 @@ class AttributionRanking(Technique):
                 if not settings.get("smooth_samples") or len(images) == 1
                 else np.asarray(candidate.maps(model, image, chosen), np.float32)
             )
-            check = sanity.cascading_randomization(candidate.technique, model, image, chosen, settings, reference, ctx.seed, ctx.check_cancelled)
+            check = sanity.cascading_randomization(
+                candidate.technique, model, image, chosen, settings, reference, ctx.seed, ctx.check_cancelled, every_layer=False
+            )  # only the verdict is used here
             scores.sanity.append(check.passed)
         # stability on a sub-batch; SmoothGrad's noise depends on the batch, so its reference is recomputed on the sub-batch
         count = min(len(images), max(1, params["sanity_images"]))

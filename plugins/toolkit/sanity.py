@@ -76,9 +76,12 @@ def reaching_layers(model, image, objective) -> list:
     return [layer for layer, group in zip(layers, parameters) if any(id(p) in reached for p in group)][::-1]
 
 
-def cascading_randomization(technique, model, image, objective, params, original: np.ndarray, seed: int, check_cancelled) -> SanityCheck:
+def cascading_randomization(
+    technique, model, image, objective, params, original: np.ndarray, seed: int, check_cancelled, every_layer: bool = True
+) -> SanityCheck:
     """Re-draw the top ``sanity_layers`` weight layers one after another (then all the rest) and compare the map
-    of ``objective`` (already chosen on the original model) with ``original`` after each step."""
+    of ``objective`` (already chosen on the original model) with ``original`` after each step. The verdict rests
+    on the top layers; ``every_layer=False`` leaves out the last, shown-only step (all weight layers)."""
     steps, correlations, maps = [], [], [original[0]]
     reason = why_degenerate(original[0])
     if reason is not None:
@@ -110,9 +113,9 @@ def cascading_randomization(technique, model, image, objective, params, original
     for position, layer in enumerate(weight_layers[:count], start=1):
         randomize(randomized.submodule(layer.name), generator)
         measure(f"top {position}: {layer.name}")
-    for layer in weight_layers[count:]:
-        randomize(randomized.submodule(layer.name), generator)
-    if len(weight_layers) > count:
+    if every_layer and len(weight_layers) > count:
+        for layer in weight_layers[count:]:
+            randomize(randomized.submodule(layer.name), generator)
         measure("all weight layers")
     judged = correlations[count - 1]  # after the top `count` layers: the bounded cascade the verdict rests on
     where = f"the top {count} weight layer{'s' if count > 1 else ''}"
