@@ -73,6 +73,7 @@ class AttributionRanking(Technique):
         with_masks = all(mask is not None and mask.any() for mask in masks)
         candidates = self._candidates(ctx, params, with_masks)
         scores, first_maps, skipped = [], [], []
+        cascades: dict[int, sanity.RandomizedCascade] = {}  # image index -> the randomized models of its sanity checks
         for step, candidate in enumerate(candidates):
             ctx.progress(step, len(candidates), f"scoring {candidate.label}")
             try:
@@ -80,7 +81,7 @@ class AttributionRanking(Technique):
             except UserError as refusal:  # a method that does not apply to this model (e.g. Grad-CAM without a spatial layer)
                 skipped.append(f"{candidate.label} was not ranked: {refusal}")
                 continue
-            scores.append(self._score(ctx, candidate, maps, images, objective, params, masks if with_masks else None))
+            scores.append(self._score(ctx, candidate, maps, images, objective, params, masks if with_masks else None, cascades))
             first_maps.append(maps[0])
         ordered = ranking.order(scores)
         sentences = ranking.verdict(scores)
@@ -162,7 +163,7 @@ class AttributionRanking(Technique):
         return candidates
 
     # ---- scores -------------------------------------------------------------------------------------
-    def _score(self, ctx, candidate: Candidate, maps, images, objective, params, masks) -> ranking.Scores:
+    def _score(self, ctx, candidate: Candidate, maps, images, objective, params, masks, cascades) -> ranking.Scores:
         model = ctx.model
         usable = np.array([why_degenerate(values) is None for values in maps])
         curves = road.road(model, images, objective, maps, _fractions(params), seed=ctx.seed)
@@ -184,6 +185,7 @@ class AttributionRanking(Technique):
             return scores
         settings = {**candidate.params, "sanity_layers": params["sanity_layers"]}
         for index in range(min(params["sanity_images"], len(images))):
+            cascade = cascades.setdefault(index, sanity.RandomizedCascade(ctx.seed))  # every method meets the same randomized models
             image, chosen = images[index : index + 1], objective.take([index])
             # the reference map on the same one-image batch the randomized maps use (SmoothGrad's noise depends on the batch)
             reference = (
@@ -192,7 +194,7 @@ class AttributionRanking(Technique):
                 else np.asarray(candidate.maps(model, image, chosen), np.float32)
             )
             check = sanity.cascading_randomization(
-                candidate.technique, model, image, chosen, settings, reference, ctx.seed, ctx.check_cancelled, every_layer=False
+                candidate.technique, model, image, chosen, settings, reference, ctx.seed, ctx.check_cancelled, every_layer=False, cascade=cascade
             )  # only the verdict is used here
             scores.sanity.append(check.passed)
         # stability on a sub-batch; SmoothGrad's noise depends on the batch, so its reference is recomputed on the sub-batch

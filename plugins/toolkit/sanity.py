@@ -45,16 +45,51 @@ class SanityCheck:
         return captioned_grid([(heatmap(values), title) for values, title in zip(self.maps, titles)], columns=len(titles), tile_side=130)
 
 
+def _own_tensors(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """A layer's own floating-point weights, biases and buffers (not its children's), in a fixed order."""
+    named = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+    return [(name, tensor) for name, tensor in named if tensor.is_floating_point() and tensor.numel() > 1]
+
+
 def randomize(module: torch.nn.Module, generator: torch.Generator) -> bool:
     """Re-draw a layer's own weights and biases from a normal with the original spread; False if it has none."""
-    changed = False
+    tensors = _own_tensors(module)
     with torch.no_grad():
-        for tensor in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
-            if tensor.is_floating_point() and tensor.numel() > 1:
-                spread = float(tensor.std()) or 1e-2
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * spread)
-                changed = True
-    return changed
+        for _, tensor in tensors:
+            spread = float(tensor.std()) or 1e-2
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * spread)
+    return bool(tensors)
+
+
+class RandomizedCascade:
+    """The randomized models of one cascade: the weight layers that reach one image's target, re-drawn top down
+    once and replayed into a fresh copy for every method checked on that image and target, so every method
+    meets the very same randomized models and the reaching layers and draws are computed once. Keep one per
+    image and target (the attribution ranking keeps one per image for all its methods)."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator(device="cpu").manual_seed(seed + 1)
+        self.layers: list | None = None
+        self.draws: list[dict[str, torch.Tensor]] = []
+
+    def copy_of(self, model, image, objective):
+        """A deep copy of ``model`` to randomize; the first call also finds the layers that reach the target."""
+        randomized = dataclasses.replace(model, module=copy.deepcopy(model.module))
+        if self.layers is None:
+            self.layers = reaching_layers(randomized, image, objective)
+        return randomized
+
+    def randomize(self, randomized, position: int) -> None:
+        """Re-draw layer ``position`` (0 = the top) of ``randomized`` as this cascade drew it the first time."""
+        assert self.layers is not None
+        module = randomized.submodule(self.layers[position].name)
+        if position == len(self.draws):
+            randomize(module, self.generator)
+            self.draws.append({name: tensor.detach().clone() for name, tensor in _own_tensors(module)})
+            return
+        with torch.no_grad():
+            for name, tensor in _own_tensors(module):
+                tensor.copy_(self.draws[position][name])
 
 
 def reaching_layers(model, image, objective) -> list:
@@ -77,11 +112,21 @@ def reaching_layers(model, image, objective) -> list:
 
 
 def cascading_randomization(
-    technique, model, image, objective, params, original: np.ndarray, seed: int, check_cancelled, every_layer: bool = True
+    technique,
+    model,
+    image,
+    objective,
+    params,
+    original: np.ndarray,
+    seed: int,
+    check_cancelled,
+    every_layer: bool = True,
+    cascade: RandomizedCascade | None = None,
 ) -> SanityCheck:
     """Re-draw the top ``sanity_layers`` weight layers one after another (then all the rest) and compare the map
     of ``objective`` (already chosen on the original model) with ``original`` after each step. The verdict rests
-    on the top layers; ``every_layer=False`` leaves out the last, shown-only step (all weight layers)."""
+    on the top layers; ``every_layer=False`` leaves out the last, shown-only step (all weight layers). ``cascade``
+    shares the randomized models with other checks on the same image and target."""
     steps, correlations, maps = [], [], [original[0]]
     reason = why_degenerate(original[0])
     if reason is not None:
@@ -90,12 +135,12 @@ def cascading_randomization(
             "randomizing the weights; this map cannot support a conclusion either way."
         )
         return SanityCheck([], [], np.stack(maps).astype(np.float32), verdict, None)
-    randomized = dataclasses.replace(model, module=copy.deepcopy(model.module))
-    weight_layers = reaching_layers(randomized, image, objective)
+    cascade = cascade if cascade is not None else RandomizedCascade(seed)
+    randomized = cascade.copy_of(model, image, objective)
+    weight_layers = cascade.layers or []
     if not weight_layers:
         verdict = "Sanity check cannot judge: no conv or linear weights reach this target to randomize."
         return SanityCheck([], [], np.stack(maps).astype(np.float32), verdict, None)
-    generator = torch.Generator(device="cpu").manual_seed(seed + 1)
     settings = {**params, "sanity_check": False}
     count = min(params.get("sanity_layers", 3), len(weight_layers))
 
@@ -110,12 +155,12 @@ def cascading_randomization(
         correlations.append(float(rho))
         maps.append(values)
 
-    for position, layer in enumerate(weight_layers[:count], start=1):
-        randomize(randomized.submodule(layer.name), generator)
-        measure(f"top {position}: {layer.name}")
+    for position, layer in enumerate(weight_layers[:count]):
+        cascade.randomize(randomized, position)
+        measure(f"top {position + 1}: {layer.name}")
     if every_layer and len(weight_layers) > count:
-        for layer in weight_layers[count:]:
-            randomize(randomized.submodule(layer.name), generator)
+        for position in range(count, len(weight_layers)):
+            cascade.randomize(randomized, position)
         measure("all weight layers")
     judged = correlations[count - 1]  # after the top `count` layers: the bounded cascade the verdict rests on
     where = f"the top {count} weight layer{'s' if count > 1 else ''}"

@@ -56,6 +56,36 @@ def test_sanity_verdict_flips_between_gradient_and_guided_backprop(deep_relu_net
     assert verdicts["guided_backprop"].correlations[2] > verdicts["saliency"].correlations[2] + 0.3
 
 
+def test_methods_checked_on_one_image_meet_the_same_randomized_models(deep_relu_net, monkeypatch):
+    """A shared cascade finds the reaching layers and draws the weights once; every check comes out as if alone."""
+    model, image = deep_relu_net
+    target = objective_for(model, classes=[0])
+    alone = {}
+    for technique in (Saliency(), GuidedBackprop()):
+        original = technique.maps(model, image, target, defaults(technique))
+        alone[technique.name] = sanity.cascading_randomization(technique, model, image, target, defaults(technique), original, 0, lambda: None)
+    searches = []
+    real_reaching_layers = sanity.reaching_layers
+    monkeypatch.setattr(sanity, "reaching_layers", lambda *args: searches.append(1) or real_reaching_layers(*args))
+    cascade = sanity.RandomizedCascade(0)
+    for technique in (Saliency(), GuidedBackprop(), Saliency()):
+        original = technique.maps(model, image, target, defaults(technique))
+        shared = sanity.cascading_randomization(technique, model, image, target, defaults(technique), original, 0, lambda: None, cascade=cascade)
+        assert shared.correlations == alone[technique.name].correlations and shared.passed == alone[technique.name].passed
+        np.testing.assert_array_equal(shared.maps, alone[technique.name].maps)
+    assert len(searches) == 1 and len(cascade.draws) == len(cascade.layers)
+
+    partial_first = sanity.RandomizedCascade(0)  # the top layers drawn for one check, the rest later for another
+    technique = Saliency()
+    original = technique.maps(model, image, target, defaults(technique))
+    top = sanity.cascading_randomization(
+        technique, model, image, target, defaults(technique), original, 0, lambda: None, every_layer=False, cascade=partial_first
+    )
+    assert top.correlations == alone["saliency"].correlations[:-1]
+    full = sanity.cascading_randomization(technique, model, image, target, defaults(technique), original, 0, lambda: None, cascade=partial_first)
+    assert full.correlations == alone["saliency"].correlations
+
+
 def test_randomization_leaves_the_model_untouched(shapes_model, shape_pictures):
     from viz_server.model.images import decode_image
 
