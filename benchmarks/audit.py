@@ -11,17 +11,16 @@ Run: ``python -m benchmarks.audit [--repeats 2]``.
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-from PIL import Image
-
 from benchmarks.common import software_line
 from benchmarks.server import get, post, server
+from viz_server.rendering import png_bytes
 
 JOB_SLOTS = 2  # the embedded runner's default VIZ_SERVER_MAX_JOBS
 
@@ -39,8 +38,6 @@ def upload_picture(base: str, name: str, data: bytes, image_set: str, label: str
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "X-Requested-With": "benchmark"}
     request = urllib.request.Request(base + "/api/images", data=body, method="POST", headers=headers)
     with urllib.request.urlopen(request, timeout=60) as response:
-        import json
-
         return json.loads(response.read())[0]["id"]
 
 
@@ -51,9 +48,7 @@ def four_pictures(base: str) -> list[int]:
     data = shapes.make_dataset(4, seed=3, congruent_fraction=1.0)
     ids = []
     for index, (picture, label) in enumerate(zip(data.images, data.shape_labels)):
-        buffer = io.BytesIO()
-        Image.fromarray(picture).save(buffer, format="PNG")
-        ids.append(upload_picture(base, f"{index}.png", buffer.getvalue(), "audit-benchmark", shapes.CLASSES[int(label)]))
+        ids.append(upload_picture(base, f"{index}.png", png_bytes(picture), "audit-benchmark", shapes.CLASSES[int(label)]))
     return ids
 
 

@@ -17,6 +17,7 @@ import torchvision
 
 from benchmarks.common import export_native, median_seconds, software_line
 from benchmarks.gradients import forward_backward, shape_pictures
+from viz_server.model.images import decode_image
 from viz_server.model.pipeline import load_model
 from viz_server.runner import run_technique
 
@@ -59,7 +60,7 @@ def main() -> None:
         model = load_model(export_native(native, args.size), use_cache=False)
         for count in (int(b) for b in args.batches.split(",")):
             pictures = shape_pictures(count, args.size)
-            batch = torch.from_numpy(model.spec.preprocess([__import__("viz_server.model.images", fromlist=["x"]).decode_image(d) for _, d in pictures]))
+            batch = torch.from_numpy(model.spec.preprocess([decode_image(data) for _, data in pictures]))
             bare = median_seconds(forward_backward(model.module, batch), max(7, args.repeats))  # short and noisy: more repeats
             cells = []
             for technique in TECHNIQUES:

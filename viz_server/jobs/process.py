@@ -62,11 +62,10 @@ def main() -> int:
     die_with_parent()
     settings = load_settings()
     threads.fit(settings.max_jobs)  # before any model work: this job's share of the cores
-    if sys.argv[1:] != ["--standby"]:
-        preload()  # the imports are not the job's time: its timeout starts when it starts working
-        return 0 if execute_job(Store(settings), int(sys.argv[1])) in FINISHED else 1
-    preload()
+    preload()  # the imports are not a job's time: its timeout starts when it starts working
     store = Store(settings)
+    if sys.argv[1:] != ["--standby"]:
+        return 0 if execute_job(store, int(sys.argv[1])) in FINISHED else 1
     while line := sys.stdin.readline().strip():  # an empty read: the runner closed stdin, we are done
         job_id = int(line)
         log_to(settings.data_dir / "logs" / f"job-{job_id}.log")

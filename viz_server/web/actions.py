@@ -190,7 +190,8 @@ def _queue_report(store: Store, dispatcher, report: ReportRecord, jobs: list[Job
     names = sorted({job.technique for job in jobs if job.technique})
     expected: dict[str, float] = store.typical_seconds(names, jobs[0].model_id) if jobs else {}
     if set(expected) != set(names):  # seconds and declared costs do not mix: all measured, or all declared
-        expected = {name: techniques()[name].expected_cost for name in names if name in techniques()}
+        available = techniques()
+        expected = {name: available[name].expected_cost for name in names if name in available}
     order = sorted(range(len(jobs)), key=lambda index: -expected.get(jobs[index].technique or "", 0.0))
     store.save_jobs(jobs, report, queue_order=order)
     for index in order:
