@@ -48,7 +48,7 @@ def summary_card(report) -> Section | None:
     return Section("Summary", sentences=sentences, rows=rows, level="warning" if failed or withheld else "info")
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # the summary card leads the report, before any other plugin's sections
 def report_sections(report):
     card = summary_card(report)
     sections = [card] if card else []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import viz_server_plugins
-from viz_server import hookspecs, plugins
+from viz_server import hookspecs, installed, plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = (ROOT / "docs" / "plugins.md").read_text()
@@ -45,7 +45,7 @@ def test_every_hook_has_a_builtin_implementation(hook):
     assert implementations & builtin, f"no built-in plugin implements {hook}"
 
 
-@pytest.mark.parametrize("name", sorted(plugins.techniques()))
+@pytest.mark.parametrize("name", sorted(installed.techniques()))
 def test_every_technique_is_in_the_readme(name):
     assert f"`{name}`" in README, f"README's technique table does not list {name}"
 
@@ -58,7 +58,7 @@ def test_every_toolkit_module_is_in_the_guide():
 
 def test_no_technique_name_in_the_core():
     """Audits, defaults and pages come from technique metadata; the core never names a technique."""
-    names = sorted(plugins.techniques())
+    names = sorted(installed.techniques())
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
     found = []
     for path in (ROOT / "viz_server").rglob("*"):

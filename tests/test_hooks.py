@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from model_zoo import tiny_model
 
-from viz_server import hookimpl, load_model, plugins
+from viz_server import hookimpl, installed, load_model, plugins
 from viz_server.cli import main
 from viz_server.errors import UserError
 from viz_server.presentation import Section, report_sections
@@ -127,7 +127,9 @@ def test_a_plugin_command_runs_from_the_cli(registered, capsys):
 
 
 def test_the_builtin_models_command_comes_from_the_models_plugin(capsys):
-    assert "register_commands" in {hook for plugin in plugins.describe_plugins() if plugin["name"] == "viz_server_models" for hook in plugin["hooks"]}
+    assert "register_commands" in {
+        hook for plugin in installed.describe_plugins() if plugin["name"] == "viz_server_models.commands" for hook in plugin["hooks"]
+    }
     assert main(["models"]) == 0
     assert "shapes_cnn" in capsys.readouterr().out
 
@@ -150,8 +152,8 @@ def test_a_raising_technique_hook_is_reported_and_the_rest_still_load(registered
             raise ImportError("missing dependency")
 
     registered(Broken(), "broken_techniques")
-    assert "saliency" in plugins.techniques()
-    described = {plugin["name"]: plugin for plugin in plugins.describe_plugins()}
+    assert "saliency" in installed.techniques()
+    described = {plugin["name"]: plugin for plugin in installed.describe_plugins()}
     assert "missing dependency" in described["broken_techniques"]["problems"]["plugin"][0]
 
 
@@ -168,9 +170,9 @@ def test_a_plugin_that_fails_to_import_is_reported(monkeypatch):
     monkeypatch.setattr(metadata, "entry_points", lambda group: [*real(group=group), BrokenEntryPoint()])
     plugins.reset_plugin_manager()
     try:
-        assert "saliency" in plugins.techniques()
+        assert "saliency" in installed.techniques()
         assert "ghost_plugin" in plugins.problems()["ghost"][0]
-        assert any(plugin["name"] == "ghost" and plugin["source"] == "not loaded" for plugin in plugins.describe_plugins())
+        assert any(plugin["name"] == "ghost" and plugin["source"] == "not loaded" for plugin in installed.describe_plugins())
     finally:
         monkeypatch.undo()
         plugins.reset_plugin_manager()

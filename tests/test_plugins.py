@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from model_zoo import tiny_model
 
-from viz_server import plugins
+from viz_server import installed, plugins
 from viz_server.testing import check_plugin
 
 EXAMPLE = Path(__file__).parent / "data" / "example_plugin"
@@ -46,7 +46,7 @@ def test_builtins_are_registered_through_pm_register():
     manager = plugins.plugin_manager()
     names = {manager.get_name(plugin) for plugin in manager.get_plugins()}
     assert set(plugins.DEFAULT_PLUGINS) | set(viz_server_plugins.PLUGINS) <= names
-    assert "saliency" in plugins.techniques()
+    assert "saliency" in installed.techniques()
     assert not plugins.problems()
 
 
@@ -64,7 +64,7 @@ def test_builtin_plugins_pass_the_contract_test(module_name, shapes_model, digit
 
 @pytest.mark.slow  # pip-installs the example plugin
 def test_installed_plugin_is_listed_with_every_hook(installed_example):
-    described = {plugin["name"]: plugin for plugin in plugins.describe_plugins()}
+    described = {plugin["name"]: plugin for plugin in installed.describe_plugins()}
     technique_module = described["viz_example_plugin.gradient_x_input"]
     assert technique_module["source"] == "viz-example-plugin" and technique_module["version"] == "0.4.0"
     assert [t["name"] for t in technique_module["techniques"]] == ["gradient_x_input"]
@@ -81,7 +81,7 @@ def test_third_party_attribution_gets_the_toolkit_checks(installed_example, shap
     from viz_server.runner import run_technique
     from viz_server.testing import sample_inputs
 
-    technique = plugins.get_technique("gradient_x_input")
+    technique = installed.get_technique("gradient_x_input")
     assert {"smooth_samples", "sanity_check", "faithfulness", "target", "absolute"} <= {param.name for param in technique.params}
     (result,) = check_plugin(importlib.import_module("viz_example_plugin.gradient_x_input"), shapes_model)
     assert result.metrics["sanity_check"]["verdict"].startswith("Sanity check")
@@ -190,8 +190,8 @@ def test_broken_technique_is_reported_not_loaded():
     plugin = BrokenPlugin()
     manager.register(plugin, name="broken")
     try:
-        assert "broken one" not in plugins.techniques()
-        problems = next(p for p in plugins.describe_plugins() if p["name"] == "broken")["problems"]
+        assert "broken one" not in installed.techniques()
+        problems = next(p for p in installed.describe_plugins() if p["name"] == "broken")["problems"]
         assert any("family" in problem for problem in problems["broken one"])
     finally:
         manager.unregister(plugin)

@@ -18,7 +18,7 @@ from task_models import export_task_model
 
 from viz_server import load_model
 from viz_server.errors import UserError
-from viz_server.plugins import techniques
+from viz_server.installed import techniques
 from viz_server.runner import run_technique
 from viz_server.testing import check_objective, sample_inputs
 from viz_server_models import shapes, shipped_models

@@ -2,7 +2,7 @@
 
 import pluggy
 
-__version__ = "0.1.0"
+from viz_server.version import __version__
 
 hookimpl = pluggy.HookimplMarker("viz_server")
 """Marker for plugin hook implementations: ``from viz_server import hookimpl``."""

@@ -111,7 +111,7 @@ def _run(store, job_id: int, execute_job) -> None:
 
 def audit_techniques(task: str, suites: list[str], extra: list[str]) -> list[str]:
     """The techniques of ``suites`` that apply to ``task`` and take no second image, plus ``extra`` by name."""
-    from viz_server.plugins import get_technique, suite, techniques
+    from viz_server.installed import get_technique, suite, techniques
     from viz_server.techniques import SUITES
 
     for name in suites:

@@ -14,26 +14,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from viz_server.config import setting
 from viz_server.errors import UserError
-
-SPEC_FLAGS = {
-    "layout": "input layout: NCHW or NHWC",
-    "value_range": "pixel range before normalization, e.g. 0,1 or 0,255",
-    "mean": "per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406",
-    "std": "per-channel std divided by after scaling, e.g. 0.229,0.224,0.225",
-    "labels": "class names: a file with one per line, or comma-separated names",
-    "channel_order": "RGB or BGR",
-    "image_size": "HEIGHT,WIDTH for models with a dynamic input size",
-    "task": "what the output means: classification, dense, detection, sequence, embedding (or a plugin's task)",
-}
+from viz_server.model.spec import SPEC_FIELDS
+from viz_server.version import __version__
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path of an .onnx file, or the name of a shipped model (see `viz-server models`)")
     group = parser.add_argument_group("model spec (overrides what the model's metadata says or what is guessed)")
     group.add_argument("--spec", metavar="FILE", help="JSON or TOML file with spec fields")
-    for name, help_text in SPEC_FLAGS.items():
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"spec_{name}", metavar="VALUE", help=help_text)
+    for field in SPEC_FIELDS.values():
+        group.add_argument(field.flag, dest=f"spec_{field.name}", metavar="VALUE", help=field.help)
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -91,12 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(handler=cmd_audit)
 
     serve = commands.add_parser("serve", allow_abbrev=False, help="start the web UI (embedded job runner unless VIZ_SERVER_BROKER_URL is set)")
-    serve.add_argument(
-        "--host",
-        default=os.environ.get("VIZ_SERVER_HOST", "127.0.0.1"),
-        help="address to bind (default 127.0.0.1; any other address requires the access token)",
-    )
-    serve.add_argument("--port", type=int, default=int(os.environ.get("VIZ_SERVER_PORT", "8000")))
+    serve.add_argument("--host", help="address to bind (default VIZ_SERVER_HOST or 127.0.0.1; any other address requires the access token)")
+    serve.add_argument("--port", type=int, help="port to listen on (default VIZ_SERVER_PORT or 8000)")
     serve.set_defaults(handler=cmd_serve)
 
     worker = commands.add_parser("worker", allow_abbrev=False, help="run a Celery worker (needs VIZ_SERVER_BROKER_URL, a shared database and data folder)")
@@ -135,7 +123,7 @@ def _resolve_model_path(value: str) -> str:
 
 def _spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {}
-    for name in SPEC_FLAGS:
+    for name in SPEC_FIELDS:
         value = getattr(args, f"spec_{name}", None)
         if value is None:
             continue
@@ -167,7 +155,7 @@ def _read_image(path: str) -> tuple[str, bytes]:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from viz_server.plugins import describe_plugins
+    from viz_server.installed import describe_plugins
 
     described = describe_plugins()
     if args.json:
@@ -229,7 +217,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
-    from viz_server.plugins import get_technique
+    from viz_server.installed import get_technique
     from viz_server.result_files import write_result
     from viz_server.runner import run_technique
 
@@ -326,8 +314,8 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     import csv
 
     from viz_server.comparison import comparison_plot, comparison_table
+    from viz_server.installed import get_technique
     from viz_server.model.pipeline import load_model
-    from viz_server.plugins import get_technique
     from viz_server.result_files import write_result
     from viz_server.runner import run_technique
 
@@ -365,14 +353,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.umask(0o077)  # the database, blobs, logs and token: readable by this user only
     from viz_server.web import create_app
 
-    app = create_app(host=args.host)
+    host, port = args.host or setting("VIZ_SERVER_HOST"), args.port or setting("VIZ_SERVER_PORT")
+    app = create_app(host=host)
     token = app.extensions["viz_token"]
     settings = app.extensions["viz_settings"]
-    link = f"http://{args.host}:{args.port}/" + (f"?token={token}" if token else "")
+    link = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
     print(f"viz-server: serving on {link}  (data in {settings.data_dir})", file=sys.stderr)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the cleanup below: job processes are stopped too
     try:
-        serve(app, host=args.host, port=args.port, threads=16, ident="viz-server", _quiet=True)
+        serve(app, host=host, port=port, threads=16, ident="viz-server", _quiet=True)
     finally:
         app.extensions["viz_dispatcher"].stop()
     return 0
@@ -388,16 +377,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not os.environ.get("VIZ_SERVER_DEBUG"):
+    if argv == ["--version"]:  # before any plugin loads
+        print(__version__)
+        return 0
+    debug = setting("VIZ_SERVER_DEBUG")
+    if not debug:
         warnings.simplefilter("ignore")  # library warnings are not the user's business; stderr stays one sentence
-    parser = build_parser()
     try:
+        parser = build_parser()
         if len(argv) >= 2 and argv[0] == "run" and any(a in ("-h", "--help") for a in argv[2:]) and not argv[1].startswith("-"):
             return _technique_help(parser, argv[1])
         args, extra = parser.parse_known_args(argv)
         if args.version:
-            from viz_server import __version__
-
             print(__version__)
             return 0
         if args.command is None:
@@ -414,14 +405,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - last line of defence: one sentence, no traceback
-        if os.environ.get("VIZ_SERVER_DEBUG"):
+        if debug:
             raise
         print(f"viz-server: internal error: {type(exc).__name__}: {str(exc)[:300]} (set VIZ_SERVER_DEBUG=1 for details and please report it).", file=sys.stderr)
         return 1
 
 
 def _technique_help(parser: argparse.ArgumentParser, name: str) -> int:
-    from viz_server.plugins import get_technique
+    from viz_server.installed import get_technique
 
     technique = get_technique(name)
     run_parser = parser._subparsers._group_actions[0].choices["run"]  # noqa: SLF001

@@ -1,27 +1,96 @@
-"""Server settings, read once from the environment (no config file needed for the embedded default).
+"""Every setting viz-server reads from the environment, in one table, and the one place they are read.
 
-VIZ_SERVER_DATA          folder for the database, blobs and the access token (default ~/.viz-server)
-VIZ_SERVER_DATABASE_URL  SQLAlchemy URL (default: SQLite in the data folder; postgresql://... to scale out)
-VIZ_SERVER_BROKER_URL    Celery broker (e.g. redis://host:6379/0); unset = embedded job runner
-VIZ_SERVER_TOKEN         access token (required for non-loopback binds; generated on first start if unset)
-VIZ_SERVER_MAX_JOBS      jobs run at once by the embedded runner (default 2)
-VIZ_SERVER_JOB_TIMEOUT   seconds before a job is killed (default 900)
-VIZ_SERVER_MAX_UPLOAD_MB largest upload accepted (default 256)
-VIZ_SERVER_STANDBY       1 = keep a job process warm per job slot (imports done) so jobs start at once; 0 = start each cold
-VIZ_SERVER_JOB_LEASE     seconds without a heartbeat after which a running job's process is taken for dead (default 15)
-VIZ_SERVER_ALLOWED_HOSTS host names (comma-separated) the server answers to besides the loopback names; * = any
-VIZ_SERVER_THREADS       threads per job process for torch and onnxruntime (default: cores // VIZ_SERVER_MAX_JOBS)
+``SETTINGS`` names each environment variable with its default and what it does (the README's "Settings" table
+is checked against it by a docs test). ``load_settings`` reads the server's settings; ``setting`` reads one,
+for the few that are not the server's (the model cache, ``serve``'s address, debugging).
+No configuration file is needed for the embedded default.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from viz_server.errors import UserError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its default (text, as it would be set; "" = unset) and what it does."""
+
+    variable: str
+    default: str
+    help: str
+    parse: Callable[[str], Any] = str
+    internal: bool = False  # set by viz-server for its own processes, not by users
+
+
+def _positive_int(text: str) -> int | None:
+    return int(text) if text.strip().isdigit() and int(text) > 0 else None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip().lower() for name in text.split(",") if name.strip())
+
+
+SETTINGS = {
+    setting.variable: setting
+    for setting in (
+        Setting("VIZ_SERVER_DATA", "~/.viz-server", "folder for the database, blobs, logs and the access token", lambda text: Path(text).expanduser()),
+        Setting("VIZ_SERVER_DATABASE_URL", "", "SQLAlchemy URL (unset: SQLite in the data folder; postgresql+psycopg://... to scale out)"),
+        Setting("VIZ_SERVER_BROKER_URL", "", "Celery broker, e.g. redis://host:6379/0 (unset: the embedded job runner)"),
+        Setting("VIZ_SERVER_TOKEN", "", "access token (required for non-loopback binds; generated on first start when unset)"),
+        Setting("VIZ_SERVER_MAX_JOBS", "2", "jobs the embedded runner runs at once", int),
+        Setting("VIZ_SERVER_JOB_TIMEOUT", "900", "seconds before a job is stopped", float),
+        Setting("VIZ_SERVER_MAX_UPLOAD_MB", "256", "largest upload accepted, in MiB", lambda text: int(float(text) * 2**20)),
+        Setting(
+            "VIZ_SERVER_STANDBY",
+            "1",
+            "1: keep a warm job process per job slot (imports done, last model loaded); 0: start each job cold",
+            lambda text: text != "0",
+        ),
+        Setting("VIZ_SERVER_JOB_LEASE", "15", "seconds without a heartbeat after which a running job's process is taken for dead", float),
+        Setting("VIZ_SERVER_ALLOWED_HOSTS", "", "host names (comma-separated) the server answers to besides the loopback names; * = any", _names),
+        Setting(
+            "VIZ_SERVER_THREADS",
+            "",
+            "threads per job process for torch and onnxruntime (unset: cores // jobs at once; a malformed value is ignored)",
+            _positive_int,
+        ),
+        Setting(
+            "VIZ_SERVER_CACHE",
+            "~/.cache/viz-server/models",
+            "folder of the conversion cache (converted models by content hash)",
+            lambda text: Path(text).expanduser(),
+        ),
+        Setting("VIZ_SERVER_HOST", "127.0.0.1", "address `viz-server serve` binds (any other than loopback requires the access token)"),
+        Setting("VIZ_SERVER_PORT", "8000", "port `viz-server serve` listens on", int),
+        Setting("VIZ_SERVER_DEBUG", "", "1: the command line shows tracebacks and library warnings instead of one sentence", lambda text: bool(text)),
+        Setting("VIZ_SERVER_PARENT_PID", "", "the server's process id, given to its job processes so that they die with it", _positive_int, internal=True),
+    )
+}
+
+
+def setting(variable: str) -> Any:
+    """The parsed value of one setting: from the environment when set there, else its default (None when it
+    has none). A value that does not parse is refused in one sentence."""
+    entry = SETTINGS[variable]
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return entry.parse(entry.default) if entry.default else None
+    try:
+        return entry.parse(text)
+    except ValueError:
+        raise UserError(f"the environment variable {variable}={text[:40]!r} is not valid; it sets the {entry.help}.") from None
 
 
 @dataclass(frozen=True)
 class Settings:
+    """The server's settings (web process, job runner and workers)."""
+
     data_dir: Path
     database_url: str
     broker_url: str | None
@@ -33,6 +102,7 @@ class Settings:
     standby: bool = True
     allowed_hosts: tuple[str, ...] = ()
     job_lease: float = 15.0
+    threads: int | None = None  # per job process; None: cores // max_jobs
 
     @property
     def blob_dir(self) -> Path:
@@ -41,19 +111,19 @@ class Settings:
 
 def load_settings(**overrides) -> Settings:
     """Settings from the environment; keyword arguments win (tests and the CLI use them)."""
-    env = os.environ
-    data_dir = Path(overrides.pop("data_dir", None) or env.get("VIZ_SERVER_DATA") or Path.home() / ".viz-server")
+    data_dir = Path(overrides.pop("data_dir", None) or setting("VIZ_SERVER_DATA"))
     values = {
         "data_dir": data_dir,
-        "database_url": env.get("VIZ_SERVER_DATABASE_URL") or f"sqlite:///{data_dir / 'viz.db'}",
-        "broker_url": env.get("VIZ_SERVER_BROKER_URL") or None,
-        "token": env.get("VIZ_SERVER_TOKEN") or None,
-        "max_jobs": int(env.get("VIZ_SERVER_MAX_JOBS", "2")),
-        "job_timeout": float(env.get("VIZ_SERVER_JOB_TIMEOUT", "900")),
-        "max_upload_bytes": int(float(env.get("VIZ_SERVER_MAX_UPLOAD_MB", "256")) * 2**20),
-        "standby": env.get("VIZ_SERVER_STANDBY", "1") != "0",
-        "job_lease": float(env.get("VIZ_SERVER_JOB_LEASE", "15")),
-        "allowed_hosts": tuple(name.strip().lower() for name in env.get("VIZ_SERVER_ALLOWED_HOSTS", "").split(",") if name.strip()),
+        "database_url": setting("VIZ_SERVER_DATABASE_URL") or f"sqlite:///{data_dir / 'viz.db'}",
+        "broker_url": setting("VIZ_SERVER_BROKER_URL"),
+        "token": setting("VIZ_SERVER_TOKEN"),
+        "max_jobs": setting("VIZ_SERVER_MAX_JOBS"),
+        "job_timeout": setting("VIZ_SERVER_JOB_TIMEOUT"),
+        "max_upload_bytes": setting("VIZ_SERVER_MAX_UPLOAD_MB"),
+        "standby": setting("VIZ_SERVER_STANDBY"),
+        "job_lease": setting("VIZ_SERVER_JOB_LEASE"),
+        "allowed_hosts": setting("VIZ_SERVER_ALLOWED_HOSTS") or (),
+        "threads": setting("VIZ_SERVER_THREADS"),
     }
     values.update(overrides)
     return Settings(**values)

@@ -1,4 +1,4 @@
-"""The plugin manager: built-in plugins and installed ones, registered the same way.
+"""The plugin registry: built-in plugins and installed ones, registered the same way, called as pluggy calls them.
 
 Built-ins are listed once in ``DEFAULT_PLUGINS`` and registered with ``pm.register`` exactly as third-party
 plugins are when their ``viz_server`` entry points load (Datasette's ``DEFAULT_PLUGINS``, pytest's
@@ -6,31 +6,43 @@ plugins are when their ``viz_server`` entry points load (Datasette's ``DEFAULT_P
 ``pytest_plugins``): the built-in package ``viz_server_plugins`` lists its modules that way, and a
 third-party package with several plugins can do the same.
 
-Every hook is called one implementation at a time: a plugin that fails to import or whose hook raises is
-reported (``problems()``, ``viz-server plugins``, the plugins page) and skipped, never allowed to break a
-page or a command.
+Loading happens in two steps, so that ``viz-server --help`` imports no model code: the plugins themselves
+(``DEFAULT_PLUGINS`` and entry points) are imported when the registry is first used; the modules they list in
+``PLUGINS`` when the first hook other than those in ``COMMAND_LINE_HOOKS`` is called.
+
+Hooks are called through pluggy itself, so ``tryfirst``, ``trylast`` and wrappers (``wrapper=True`` and
+old-style ``hookwrapper=True``) behave as pluggy documents them: implementations run last registered first.
+An implementation that raises is reported (``problems()``, ``viz-server plugins``, the plugins page) and
+skipped, never allowed to break a page or a command; ``UserError`` passes through, since a hook raises it on
+purpose (a model check refusing a model). This module knows no contract: what the hooks return is read by
+``viz_server.installed`` and the stages that call them.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import hashlib
 import importlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import pluggy
 
-import viz_server
 from viz_server import hookspecs
 from viz_server.errors import UserError
-from viz_server.techniques import Technique, check_technique
+from viz_server.version import __version__
 
-DEFAULT_PLUGINS = ("viz_server_plugins", "viz_server_models")
+DEFAULT_PLUGINS = ("viz_server_plugins", "viz_server_models.commands")
 """The built-in plugins (packages may list more modules in ``PLUGINS``)."""
 
 ENTRY_POINT_GROUP = "viz_server"
+COMMAND_LINE_HOOKS = frozenset({"register_commands"})
+"""Hooks called before the modules listed in ``PLUGINS`` are imported: implement them in a plugin's own module
+(the one ``DEFAULT_PLUGINS`` or the entry point names)."""
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +50,38 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Registry:
     manager: pluggy.PluginManager
-    builtin: set[str]
-    distributions: dict[str, tuple[str, str]]  # plugin name -> (project, version)
-    problems: dict[str, list[str]]  # plugin name -> sentences
+    builtin: set[str] = field(default_factory=set)
+    distributions: dict[str, tuple[str, str]] = field(default_factory=dict)  # plugin name -> (project, version)
+    problems: dict[str, list[str]] = field(default_factory=dict)  # plugin name -> sentences
+    listed: list[tuple[str, bool, tuple[str, str] | None]] = field(default_factory=list)  # PLUGINS modules not yet imported
 
 
 _lock = threading.RLock()
 _registry: _Registry | None = None
 
 
-def _registry_now() -> _Registry:
+def _registry_now(complete: bool = True) -> _Registry:
+    """The registry, with the modules plugins list in ``PLUGINS`` imported too unless ``complete`` is False."""
     global _registry
     with _lock:
         if _registry is None:
             manager = pluggy.PluginManager("viz_server")
             manager.add_hookspecs(hookspecs)
-            registry = _Registry(manager, set(), {}, {})
+            registry = _Registry(manager)
             for module_name in DEFAULT_PLUGINS:
                 _register_module(registry, module_name, builtin=True)
             for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 _register_entry_point(registry, entry_point)
             _registry = registry
+        if complete:
+            while _registry.listed:
+                module_name, builtin, distribution = _registry.listed.pop(0)
+                _register_module(_registry, module_name, builtin, distribution, listed=True)
         return _registry
 
 
-def _register_module(registry: _Registry, module_name: str, builtin: bool, distribution: tuple[str, str] | None = None) -> None:
-    if registry.manager.has_plugin(module_name):
+def _register_module(registry: _Registry, module_name: str, builtin: bool, distribution: tuple[str, str] | None = None, listed: bool = False) -> None:
+    if registry.manager.has_plugin(module_name) or registry.manager.is_blocked(module_name):
         return
     try:
         module = importlib.import_module(module_name)
@@ -75,8 +93,14 @@ def _register_module(registry: _Registry, module_name: str, builtin: bool, distr
         registry.builtin.add(module_name)
     if distribution:
         registry.distributions[module_name] = distribution
-    for child in getattr(module, "PLUGINS", ()):
-        _register_module(registry, child, builtin, distribution)
+    late = sorted(COMMAND_LINE_HOOKS & {caller.name for caller in registry.manager.get_hookcallers(module) or []}) if listed else []
+    for hook_name in late:
+        _report(
+            registry,
+            module_name,
+            f"implements {hook_name} in a module listed in PLUGINS, which loads after the command line is built; move it to the plugin's own module",
+        )
+    registry.listed.extend((child, builtin, distribution) for child in getattr(module, "PLUGINS", ()))
 
 
 def _register_entry_point(registry: _Registry, entry_point: metadata.EntryPoint) -> None:
@@ -92,8 +116,7 @@ def _register_entry_point(registry: _Registry, entry_point: metadata.EntryPoint)
         return
     if distribution:
         registry.distributions[entry_point.name] = distribution
-    for child in getattr(plugin, "PLUGINS", ()):
-        _register_module(registry, child, builtin=False, distribution=distribution)
+    registry.listed.extend((child, False, distribution) for child in getattr(plugin, "PLUGINS", ()))
 
 
 def _report(registry: _Registry, plugin_name: str, sentence: str) -> None:
@@ -104,7 +127,7 @@ def _report(registry: _Registry, plugin_name: str, sentence: str) -> None:
 
 
 def plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager (built once, on first use)."""
+    """The process-wide plugin manager, every plugin loaded (built once, on first use)."""
     return _registry_now().manager
 
 
@@ -115,34 +138,113 @@ def reset_plugin_manager() -> None:
         _registry = None
 
 
-def call_hook(hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-    """(plugin name, result) of every implementation of a hook, in registration order (built-ins first).
+# ---- calling hooks ----------------------------------------------------------------------------------------
 
-    An implementation that raises is reported under its plugin and skipped; ``UserError`` passes through, since
-    a hook raises it on purpose (a model check refusing a model)."""
-    registry = _registry_now()
-    results = []
-    for implementation in getattr(registry.manager.hook, hook_name).get_hookimpls():
-        try:
-            results.append((implementation.plugin_name, implementation.function(**kwargs)))
-        except UserError:
+_returned: contextvars.ContextVar[list[tuple[str, Any]] | None] = contextvars.ContextVar("viz_server_returned", default=None)
+
+
+def call_hook(hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+    """(plugin name, result) of every implementation of a hook, in pluggy's order: last registered first,
+    ``tryfirst`` before and ``trylast`` after the rest, wrappers around them all. A result a wrapper put in
+    place of the implementations' is credited to the hook's wrappers."""
+    registry = _registry_now(complete=hook_name not in COMMAND_LINE_HOOKS)
+    caller = getattr(registry.manager.hook, hook_name)
+    for implementation in caller.get_hookimpls():
+        _guard(registry, hook_name, implementation)
+    returned: list[tuple[str, Any]] = []
+    token = _returned.set(returned)
+    try:
+        results = caller(**kwargs)
+    finally:
+        _returned.reset(token)
+    credited = {id(result): name for name, result in returned}
+    return [(credited.get(id(result), f"wrappers of {hook_name}"), result) for result in results]
+
+
+def _guard(registry: _Registry, hook_name: str, implementation: pluggy.HookImpl) -> None:
+    """Make one implementation report and skip its own failure instead of raising (once per implementation)."""
+    function = implementation.function
+    if getattr(function, "_viz_server_guarded", False):
+        return
+    name = implementation.plugin_name
+
+    def report(exc: BaseException) -> None:
+        _report(registry, name, f"failed in {hook_name} ({type(exc).__name__}: {exc})")
+
+    if implementation.wrapper or implementation.hookwrapper:
+
+        @functools.wraps(function)
+        def guarded(*args):
+            teardown = function(*args)
+            try:
+                next(teardown)
+            except UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken wrapper is skipped: the call goes on without it
+                report(exc)
+                return (yield)
+            try:
+                outcome = yield
+            except BaseException as exc:  # noqa: BLE001 - what the implementations raised: the wrapper may handle it (and re-raise)
+                return _finish(teardown, report, error=exc)
+            return _finish(teardown, report, outcome=outcome)
+
+    else:
+
+        @functools.wraps(function)
+        def guarded(*args):
+            try:
+                result = function(*args)
+            except UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one plugin's bug must not break every page
+                report(exc)
+                return None
+            returned = _returned.get()
+            if returned is not None and result is not None:
+                returned.append((name, result))
+            return result
+
+    guarded._viz_server_guarded = True  # type: ignore[attr-defined]
+    implementation.function = guarded
+
+
+def _finish(teardown, report, outcome: Any = None, error: BaseException | None = None) -> Any:
+    """Run a wrapper's part after its ``yield``; a wrapper that fails there is reported and the outcome kept."""
+    try:
+        if error is not None:
+            teardown.throw(error)
+        else:
+            teardown.send(outcome)
+    except StopIteration as stop:
+        return stop.value
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if exc is error:
             raise
-        except Exception as exc:  # noqa: BLE001 - one plugin's bug must not break every page
-            _report(registry, implementation.plugin_name, f"failed in {hook_name} ({type(exc).__name__}: {exc})")
-    return results
+        report(exc)
+    else:
+        teardown.close()
+        report(RuntimeError("the wrapper yielded more than once"))
+    if error is not None:
+        raise error
+    return outcome
 
 
 def collected(hook_name: str, kind: type, **kwargs: Any) -> list[tuple[str, Any]]:
     """(plugin name, item) for every ``kind`` instance the implementations of a list-returning hook return."""
-    registry = _registry_now()
     found = []
     for plugin_name, items in call_hook(hook_name, **kwargs):
         for item in items or ():
             if isinstance(item, kind):
                 found.append((plugin_name, item))
             else:
-                _report(registry, plugin_name, f"returned a {type(item).__name__} from {hook_name}, not a {kind.__name__}")
+                _report(_registry_now(), plugin_name, f"returned a {type(item).__name__} from {hook_name}, not a {kind.__name__}")
     return found
+
+
+# ---- what is registered --------------------------------------------------------------------------------
 
 
 def problems() -> dict[str, list[str]]:
@@ -150,81 +252,27 @@ def problems() -> dict[str, list[str]]:
     return {name: list(found) for name, found in _registry_now().problems.items()}
 
 
-# ---- techniques ------------------------------------------------------------------------------------------
-
-
-def techniques() -> dict[str, Technique]:
-    """Every valid technique by name, family by family in registration order; one that breaks the contract is
-    reported under ``describe_plugins()``, not loaded."""
-    from viz_server.techniques import FAMILIES
-
-    found: dict[str, Technique] = {}
-    for _plugin, technique in collected("register_techniques", Technique):
-        if not check_technique(technique):
-            found.setdefault(technique.name, technique)
-    ordered = sorted(found.values(), key=lambda t: FAMILIES.index(t.family))  # stable: registration order within a family
-    return {technique.name: technique for technique in ordered}
-
-
-def get_technique(name: str) -> Technique:
-    available = techniques()
-    if name not in available:
-        raise UserError(f"no technique named '{name}'; installed: {', '.join(sorted(available)) or 'none'}.")
-    return available[name]
-
-
-def suite(name: str) -> list[str]:
-    """Names of the techniques that declare themselves part of audit suite ``name``."""
-    return [technique.name for technique in techniques().values() if name in technique.suites]
-
-
-def describe_plugins() -> list[dict[str, Any]]:
-    """Installed plugins with their source, version, hooks and techniques (what `viz-server plugins` lists)."""
+def registered_plugins() -> list[dict[str, Any]]:
+    """Every registered plugin in registration order (name, source, version, hooks), then those that failed
+    to load (source "not loaded")."""
     registry = _registry_now()
-    by_plugin: dict[str, list[Technique]] = {}
-    for plugin_name, technique in collected("register_techniques", Technique):
-        by_plugin.setdefault(plugin_name, []).append(technique)
-    described = []
+    listed = []
     for name, plugin in registry.manager.list_name_plugin():
         if plugin is None:
             continue
+        project, version = ("built-in", __version__) if name in registry.builtin else registry.distributions.get(name, ("registered", ""))
         hooks = sorted(caller.name for caller in registry.manager.get_hookcallers(plugin) or [])
-        builtin = name in registry.builtin
-        project, version = registry.distributions.get(name, ("registered", ""))
-        valid, problems = [], {}
-        for technique in by_plugin.get(name, []):
-            found = check_technique(technique)
-            if found:
-                label = technique.name if isinstance(getattr(technique, "name", None), str) else type(technique).__name__
-                problems[label] = found
-            else:
-                valid.append(technique.describe())
-        if name in registry.problems:
-            problems["plugin"] = registry.problems[name]
-        if not hooks and not problems:
-            continue  # a package that only lists other plugin modules
-        described.append(
-            {
-                "name": name,
-                "source": "built-in" if builtin else project,
-                "version": viz_server.__version__ if builtin else version,
-                "hooks": hooks,
-                "techniques": valid,
-                "problems": problems,
-            }
-        )
-    for name, sentences in registry.problems.items():
+        listed.append({"name": name, "source": project, "version": version, "hooks": hooks})
+    for name in registry.problems:
         if not registry.manager.has_plugin(name):
-            described.append({"name": name, "source": "not loaded", "version": "", "hooks": [], "techniques": [], "problems": {"plugin": sentences}})
-    return described
+            listed.append({"name": name, "source": "not loaded", "version": "", "hooks": []})
+    return listed
 
 
 def fingerprint(hook_names: tuple[str, ...]) -> str:
     """A short hash of the plugins (name and version) implementing any of these hooks: it changes when such a
     plugin is installed, removed or upgraded (the conversion cache keys on it)."""
-    import hashlib
-
     registry = _registry_now()
     names = sorted({implementation.plugin_name for hook_name in hook_names for implementation in getattr(registry.manager.hook, hook_name).get_hookimpls()})
-    described = [f"{name}={viz_server.__version__ if name in registry.builtin else registry.distributions.get(name, ('', ''))[1]}" for name in names]
+    described = [f"{name}={__version__ if name in registry.builtin else registry.distributions.get(name, ('', ''))[1]}" for name in names]
     return hashlib.sha256("\n".join(described).encode()).hexdigest()[:10]

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 from markupsafe import Markup, escape
 
+from viz_server.plugins import collected
+
 log = logging.getLogger(__name__)
 
 
@@ -58,10 +60,12 @@ class ArtifactRenderer(ABC):
 
 
 def artifact_renderers() -> dict[str, ArtifactRenderer]:
-    """Kind -> renderer; a later-registered plugin's renderer replaces an earlier one for the same kind."""
-    from viz_server.plugins import collected
-
-    return {renderer.kind: renderer for _plugin, renderer in collected("register_artifact_renderers", ArtifactRenderer)}
+    """Kind -> renderer; for a kind several plugins render, the one pluggy calls first wins (the last registered,
+    or a ``tryfirst`` implementation)."""
+    renderers: dict[str, ArtifactRenderer] = {}
+    for _plugin, renderer in collected("register_artifact_renderers", ArtifactRenderer):
+        renderers.setdefault(renderer.kind, renderer)
+    return renderers
 
 
 def render_artifact(artifact: dict[str, Any], links: ArtifactLinks) -> Markup:
@@ -123,6 +127,4 @@ def report_headlines(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def report_sections(report: dict[str, Any]) -> list[Section]:
     """Every plugin's sections for a report (a dict with ``kind``, ``title`` and ``jobs`` with their results)."""
-    from viz_server.plugins import collected
-
     return [section for _plugin, section in collected("report_sections", Section, report=report)]

@@ -94,6 +94,11 @@ def render_each(render, items) -> list:
         return list(pool.map(render, items))
 
 
+def input_artifact(index: int) -> str:
+    """The name of the artifact ``map_artifacts`` makes of input image ``index`` (its group is that image's)."""
+    return f"input_{index}.png"
+
+
 def map_artifacts(ctx, maps: np.ndarray, array: str, what: str, subjects: list[str]) -> list:
     """Input, heatmap and overlay artifacts for one 2-D map per input image, grouped by image.
 
@@ -108,7 +113,7 @@ def map_artifacts(ctx, maps: np.ndarray, array: str, what: str, subjects: list[s
         name = ctx.image_names[index] if index < len(ctx.image_names) else f"image {index}"
         group = f"{index}: {name}"
         return [
-            Artifact(f"input_{index}.png", f"{name} as the model sees it", data=png_bytes(picture, 128), array="inputs", group=group),
+            Artifact(input_artifact(index), f"{name} as the model sees it", data=png_bytes(picture, 128), array="inputs", group=group),
             Artifact(f"{array}_{index}.png", f"{what} for {subjects[index]}", data=heatmap_png(values, 128), array=array, group=group, scale=map_scale(values)),
             Artifact(
                 f"{array}_overlay_{index}.png",

@@ -15,10 +15,10 @@ import torch
 
 import viz_server
 from viz_server.errors import UserError
+from viz_server.installed import get_technique
 from viz_server.model.images import decode_image
 from viz_server.model.loaded import LoadedModel
 from viz_server.model.verify import check_inputs
-from viz_server.plugins import get_technique
 from viz_server.techniques import CONTRACT_VERSION, Context, Result, Technique, validate_params
 
 MAX_IMAGES_PER_RUN = 256

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from viz_server.errors import UserError
+from viz_server.plugins import collected
 
 if TYPE_CHECKING:
     import onnx
@@ -77,9 +78,8 @@ class OutputDecoder(ABC):
 
 
 def output_decoders() -> list[OutputDecoder]:
-    """Every installed decoder, highest priority first (registration order among equals)."""
-    from viz_server.plugins import collected
-
+    """Every installed decoder, highest priority first (pluggy's call order among equals: the last registered plugin
+    first, ``tryfirst`` before the rest)."""
     found = [decoder for _plugin, decoder in collected("register_output_decoders", OutputDecoder)]
     return sorted(found, key=lambda decoder: -decoder.priority)
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from viz_server.errors import Cancelled, UserError
+from viz_server.model.spec import SPEC_FIELDS
 
 if TYPE_CHECKING:
     from viz_server.model.loaded import LoadedModel
@@ -42,6 +43,11 @@ INPUTS = {
     "second_image": "a second image (e.g. the style image)",
 }
 PARAM_KINDS = ("int", "float", "bool", "choice", "str", "target", "layer")
+RESERVED_PARAM_NAMES = frozenset(
+    {"help", "h", "model", "models", "technique", "spec", "seed", "set", "image", "image_set", "second_image", "out", "json", *SPEC_FIELDS}
+)
+"""Names a param may not take: `viz-server run` and `compare` use them for their own options (``--image-set``,
+``--labels`` ...), and a param's option is ``--NAME`` (``_`` written ``-``), so it would never reach the technique."""
 
 
 # ---- params ---------------------------------------------------------------------------------------
@@ -189,6 +195,13 @@ class Result:
     metrics: dict[str, Any] = field(default_factory=dict)
     caveats: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def artifact(self, name: str) -> Artifact:
+        """The artifact with this file name (``KeyError`` naming the ones there are when none has it)."""
+        for artifact in self.artifacts:
+            if artifact.name == name:
+                return artifact
+        raise KeyError(f"no artifact named {name!r}; the result has {', '.join(a.name for a in self.artifacts) or 'none'}")
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (numpy scalars and arrays a plugin left in metrics or rows become numbers and lists)."""
@@ -358,6 +371,9 @@ def check_technique(technique: Technique) -> list[str]:
         problems.append("param names must be unique")
     if "seed" in names:
         problems.append("'seed' is given by the core to every technique (ctx.seed); do not declare it")
+    clashing = sorted(name for name in names if isinstance(name, str) and name.replace("-", "_").lower() in RESERVED_PARAM_NAMES - {"seed"})
+    if clashing:
+        problems.append(f"param names {', '.join(clashing)} are the command line's own options; rename them")
     for param in getattr(technique, "params", ()):
         if not isinstance(param, Param):
             problems.append(f"params must be Param instances, got {type(param).__name__}")

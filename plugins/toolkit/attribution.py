@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from viz_server.objectives import Objective
-from viz_server.rendering import map_artifacts, overlay, png_bytes, render_each
+from viz_server.rendering import input_artifact, map_artifacts, overlay, png_bytes, render_each
 from viz_server.techniques import TARGET, Artifact, Context, Param, Result, Technique
 from viz_server_plugins.toolkit import faithfulness, localization, sanity
 from viz_server_plugins.toolkit.degenerate import degenerate_caveat, why_degenerate
@@ -169,7 +169,7 @@ class AttributionTechnique(Technique):
         for index, choice in enumerate(objective.choices or []):
             drawn = objective.overlay(pictures[index], choice)
             if drawn is not None:
-                group = result.artifacts[3 * index].group
+                group = result.artifact(input_artifact(index)).group
                 result.artifacts.append(
                     Artifact(f"target_{index}.png", f"what is explained: {objective.describe(choice)}", data=png_bytes(drawn, 128), array="inputs", group=group)
                 )
@@ -205,7 +205,7 @@ class AttributionTechnique(Technique):
                     "segmentation from the map with its bounding box",
                     data=picture,
                     array="masks",
-                    group=result.artifacts[3 * index].group,
+                    group=result.artifact(input_artifact(index)).group,
                 )
             )
         result.arrays["masks"] = np.stack([mask for mask, _box, _picture in localized])
@@ -231,7 +231,7 @@ class RuleAttribution(AttributionTechnique):
 
 def class_attributions(task: str | None = None) -> list[AttributionTechnique]:
     """The installed class attributions (every plugin's, built-in or not) that apply to ``task``."""
-    from viz_server.plugins import techniques
+    from viz_server.installed import techniques
 
     return [technique for technique in techniques().values() if isinstance(technique, AttributionTechnique) and (task is None or technique.supports(task))]
 

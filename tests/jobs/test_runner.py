@@ -229,8 +229,8 @@ def test_a_job_process_takes_its_share_of_the_cores_for_torch_and_onnxruntime():
     from viz_server.jobs.threads import share
 
     probe = (
-        "from viz_server.jobs import threads; threads.fit(2);"
-        "import torch; from viz_server.model.loaded import make_session; from viz_server_models import shipped_models; import onnx;"
+        "from viz_server.config import load_settings; from viz_server.jobs import threads; threads.fit(2, load_settings().threads);"
+        "import torch; from viz_server.model.runtime import make_session; from viz_server_models import shipped_models; import onnx;"
         "session = make_session(onnx.load(str(shipped_models()['digits_linear'])));"
         "print(torch.get_num_threads(), session.get_session_options().intra_op_num_threads, session.get_session_options().inter_op_num_threads)"
     )

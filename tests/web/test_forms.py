@@ -14,8 +14,8 @@ from PIL import Image
 from tests_web_helpers import API
 
 from viz_server.config import load_settings
+from viz_server.installed import techniques
 from viz_server.jobs.execute import execute_job
-from viz_server.plugins import techniques
 from viz_server.web import create_app
 from viz_server_models import shapes
 

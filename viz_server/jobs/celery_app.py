@@ -10,7 +10,6 @@ queues them again, within ``job_retries``.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 
@@ -28,7 +27,8 @@ TASK_NAME = "viz_server.run_job"
 REAP_SECONDS = 2.0
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: Settings, job_threads: int | None = None) -> Celery:
+    """The Celery app; ``job_threads``: the threads each pool process gives a job (a worker's share of the cores)."""
     app = Celery("viz_server", broker=settings.broker_url)
     app.conf.update(
         task_acks_late=True,
@@ -42,8 +42,8 @@ def make_celery(settings: Settings) -> Celery:
 
     @app.task(name=TASK_NAME)
     def run_job(job_id: int) -> str:
-        threads.fit(1)  # the share the worker set for its pool (VIZ_SERVER_THREADS)
         current = load_settings()
+        threads.fit(1, job_threads or current.threads)  # the worker's share of the cores for its pool
         store = Store(current)
         job = store.db.get(JobRecord, job_id)
         if job is None:
@@ -103,5 +103,5 @@ def run_worker(concurrency: int = 1) -> None:
     settings = load_settings()
     if not settings.broker_url:
         raise SystemExit("viz-server worker needs VIZ_SERVER_BROKER_URL (e.g. redis://127.0.0.1:6379/0).")
-    os.environ.setdefault(threads.ENVIRONMENT, str(threads.share(concurrency)))  # each pool process: its share of the cores
-    make_celery(settings).worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "--pool=prefork", "-Q", "viz_server"])
+    job_threads = settings.threads or threads.share(concurrency)  # each pool process: its share of the cores
+    make_celery(settings, job_threads).worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "--pool=prefork", "-Q", "viz_server"])

@@ -15,7 +15,7 @@ import signal
 import sys
 import warnings
 
-from viz_server.config import load_settings
+from viz_server.config import load_settings, setting
 from viz_server.jobs import threads
 from viz_server.jobs.execute import execute_job
 from viz_server.store import FINISHED, Store
@@ -28,7 +28,7 @@ def preload() -> None:
 
     import viz_server.model.pipeline  # noqa: F401  (onnx, onnx2torch)
     import viz_server.runner  # noqa: F401
-    from viz_server.plugins import techniques
+    from viz_server.installed import techniques
 
     techniques()  # imports and registers every installed plugin
 
@@ -46,13 +46,13 @@ def log_to(path) -> None:
 def die_with_parent() -> None:
     """Linux: be killed when the server that started us dies (a SIGKILLed server must not leave its jobs running,
     or a restarted one could run them twice)."""
-    parent = os.environ.get("VIZ_SERVER_PARENT_PID")
+    parent = setting("VIZ_SERVER_PARENT_PID")
     if not sys.platform.startswith("linux") or not parent:
         return
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if str(os.getppid()) != parent:  # the server died before the line above: there is nobody to work for
+    if os.getppid() != parent:  # the server died before the line above: there is nobody to work for
         sys.exit(0)
 
 
@@ -61,7 +61,7 @@ def main() -> int:
     os.umask(0o077)  # results and logs: readable by the server's user only
     die_with_parent()
     settings = load_settings()
-    threads.fit(settings.max_jobs)  # before any model work: this job's share of the cores
+    threads.fit(settings.max_jobs, settings.threads)  # before any model work: this job's share of the cores
     preload()  # the imports are not a job's time: its timeout starts when it starts working
     store = Store(settings)
     if sys.argv[1:] != ["--standby"]:

@@ -19,10 +19,12 @@ from pathlib import Path
 import onnx
 from torch import nn
 
+from viz_server.config import setting
 from viz_server.model.convert import convert
 from viz_server.model.loaded import ConversionReport
+from viz_server.plugins import fingerprint
 
-CACHE_FORMAT = "5"
+CACHE_FORMAT = "6"
 MEMORY_CACHE_SIZE = 8
 CONVERSION_HOOKS = ("register_converters", "model_checks")
 
@@ -43,14 +45,12 @@ _memory_lock = threading.Lock()
 
 
 def default_cache_dir() -> Path:
-    configured = os.environ.get("VIZ_SERVER_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "viz-server" / "models"
+    """``VIZ_SERVER_CACHE`` (see ``viz_server.config``)."""
+    return setting("VIZ_SERVER_CACHE")
 
 
 def cache_key(digest: str) -> str:
     """The model's hash plus a fingerprint of the plugins that take part in conversion."""
-    from viz_server.plugins import fingerprint
-
     return f"{digest}-v{CACHE_FORMAT}-{fingerprint(CONVERSION_HOOKS)}"
 
 

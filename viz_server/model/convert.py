@@ -3,7 +3,7 @@
 Converters come from the ``register_converters`` hook (the built-in converter plugin registers ours the same
 way a third-party plugin would) and from the core's own table for the nodes ``normalize`` fuses. For each
 node the converter is chosen by op type, domain and schema version: the plugin converter with the highest
-``since`` that covers the version (later-registered plugins win ties), else onnx2torch's own. onnx2torch's
+``since`` that covers the version (on a tie, the plugin pluggy calls first), else onnx2torch's own. onnx2torch's
 registry is only read, never written.
 """
 
@@ -25,6 +25,7 @@ from onnx2torch.node_converters.registry import get_converter as onnx2torch_conv
 from viz_server.errors import UserError
 from viz_server.model import fused_ops
 from viz_server.model.normalize import FUSED_DOMAIN, opset_version
+from viz_server.plugins import collected, plugin_manager
 
 
 @dataclass(frozen=True)
@@ -74,15 +75,14 @@ _table: tuple[tuple, tuple[Converter, ...]] | None = None
 
 
 def registered_converters() -> tuple[Converter, ...]:
-    """The core's converters, then every plugin's (in registration order), rebuilt when those plugins change."""
-    from viz_server.plugins import collected, plugin_manager
-
+    """Every plugin's converters in pluggy's call order (last registered and ``tryfirst`` first), then the core's;
+    rebuilt when those plugins change."""
     global _table
-    implementations = tuple(id(impl.function) for impl in plugin_manager().hook.register_converters.get_hookimpls())
+    implementations = tuple((impl.plugin_name, id(impl.plugin)) for impl in plugin_manager().hook.register_converters.get_hookimpls())
     with _table_lock:
         if _table is None or _table[0] != implementations:
             plugged = tuple(converter for _plugin, converter in collected("register_converters", Converter))
-            _table = (implementations, CORE_CONVERTERS + plugged)
+            _table = (implementations, plugged + CORE_CONVERTERS)
         return _table[1]
 
 
@@ -92,7 +92,7 @@ def find_converter(op_type: str, opset: int, domain: str = ""):
     version = _schema_version(op_type, opset, domain)
     chosen = None
     for candidate in registered_converters():
-        if candidate.covers(op_type, domain, version) and (chosen is None or candidate.since >= chosen.since):
+        if candidate.covers(op_type, domain, version) and (chosen is None or candidate.since > chosen.since):
             chosen = candidate
     if chosen is not None:
         return chosen.function

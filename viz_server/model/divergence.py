@@ -13,7 +13,7 @@ import onnx
 import torch
 from torch import nn
 
-from viz_server.model.loaded import make_session
+from viz_server.model.runtime import make_session
 
 
 def _as_array(value) -> np.ndarray | None:

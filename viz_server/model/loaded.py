@@ -14,14 +14,15 @@ from typing import Any
 
 import numpy as np
 import onnx
-import torch
 from torch import nn
 
 from viz_server.errors import UserError
 from viz_server.model import guard as guard_stage
 from viz_server.model.layers import Layer, LayerTable
+from viz_server.model.runtime import FixedBatch, make_session
 from viz_server.model.spec import ModelSpec
 from viz_server.model.truncate import LayerOutputs, cut_after
+from viz_server.model.verify import ParityProbe
 from viz_server.tasks import OutputDecoder
 
 
@@ -36,9 +37,10 @@ class ConversionReport:
     max_batch: int | None  # None: any batch in one pass; N: the graph only takes batches of exactly N
     gradient_norm: float
     warnings: list[str] = field(default_factory=list)
-    findings: list[dict] = field(default_factory=list)  # model_checks hook: {"check": plugin, "finding": sentence}
+    findings: list[dict] = field(default_factory=list)  # model_checks at this load's spec: {"check": plugin, "finding": sentence}
     output_op: str = ""  # op type computing the main output as exported (before a final Softmax was stripped)
-    verified: dict[str, list[dict]] = field(default_factory=dict)  # spec key (input size, layout, range, normalization) -> parity there
+    verified: dict[str, list[dict]] = field(default_factory=dict)  # spec.input_key (size, layout, range, normalization ...) -> parity there
+    checked: dict[str, list[dict]] = field(default_factory=dict)  # spec.input_key -> model_checks findings there
     caveats: list[str] = field(default_factory=list)  # what every result on this model must say (precision, quantization)
     seconds: dict[str, float] = field(default_factory=dict)
     from_cache: bool = False
@@ -51,28 +53,6 @@ class ConversionReport:
         data = asdict(self)
         data["worst_rel_error"] = self.worst_rel_error
         return data
-
-
-class FixedBatch(nn.Module):
-    """Runs a graph that only accepts batches of exactly ``size`` on any batch, ``size`` images at a time.
-
-    The graph may return one tensor or a tuple of them (a graph cut after several layers)."""
-
-    def __init__(self, graph: nn.Module, size: int):
-        super().__init__()
-        self.graph, self.size = graph, size
-
-    def forward(self, x: torch.Tensor):
-        chunks = []
-        for chunk in x.split(self.size):
-            count = chunk.shape[0]
-            if count < self.size:  # pad the last chunk by repeating its final image
-                chunk = torch.cat([chunk, chunk[-1:].expand(self.size - count, *chunk.shape[1:])])
-            output = self.graph(chunk)
-            chunks.append([part[:count] for part in output] if isinstance(output, tuple) else output[:count])
-        if isinstance(chunks[0], list):
-            return tuple(torch.cat(parts) for parts in zip(*chunks))
-        return torch.cat(chunks)
 
 
 @dataclass
@@ -99,10 +79,8 @@ class LoadedModel:
         return make_session(self.onnx_model)
 
     @cached_property
-    def parity_probe(self):
+    def parity_probe(self) -> ParityProbe:
         """Compares this graph with onnxruntime on any batch (``verify.check_inputs``)."""
-        from viz_server.model.verify import ParityProbe
-
         return ParityProbe(self.onnx_model, {layer.name: layer.module_name for layer in self.layers}, self.spec.input_name)
 
     @property
@@ -192,26 +170,3 @@ class LoadedModel:
 def _value_json(value: onnx.ValueInfoProto) -> dict:
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in value.type.tensor_type.shape.dim]
     return {"name": value.name, "shape": dims}
-
-
-def make_session(model: onnx.ModelProto, *, exact: bool = False):
-    """An onnxruntime session; ``exact`` runs every node as written, on the CPU (no graph optimizations: no
-    fused kernels, no integer kernels for quantize/dequantize pairs), the reference verification compares with."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    providers = ["CPUExecutionProvider"] if exact else [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    from viz_server.jobs.threads import session_threads
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # errors surface as exceptions, turned into one sentence
-    threads = session_threads()
-    if threads:  # a job process's share of the cores (see viz_server.jobs.threads)
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    if exact:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise UserError(f"onnxruntime cannot run this model ({str(exc).splitlines()[0][:200]}); re-export it.") from None

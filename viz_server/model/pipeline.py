@@ -3,7 +3,8 @@
 One direction, one stage per module: ``guard`` refuses what is unsafe, ``normalize`` rewrites the graph into
 plain form, ``convert`` builds the torch graph, ``verify`` proves it matches onnxruntime, and the plugins'
 ``model_checks`` add their findings. Conversions are cached by content (``cache``); the spec (the user's
-overrides) and the output decoder are settled on every load.
+overrides) and the output decoder are settled on every load, and parity and the model checks are kept per
+``spec.input_key`` (the fields that change what the model is fed), so each holds for the spec it is shown with.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import os
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,12 @@ from viz_server.model import guard as guard_stage
 from viz_server.model import normalize as normalize_stage
 from viz_server.model.convert import convert
 from viz_server.model.layers import LayerTable, build_layer_table, incomplete, shapes_at_size
-from viz_server.model.loaded import ConversionReport, FixedBatch, LoadedModel
+from viz_server.model.loaded import ConversionReport, LoadedModel
 from viz_server.model.precision import model_precision
-from viz_server.model.spec import ModelSpec, build_spec, parse_field, read_sidecar, spec_metadata
-from viz_server.model.verify import spec_key, verify, verify_spec
+from viz_server.model.runtime import FixedBatch
+from viz_server.model.spec import ModelSpec, build_spec, input_key, parse_field, read_sidecar, spec_metadata
+from viz_server.model.verify import verify, verify_spec
+from viz_server.plugins import call_hook
 from viz_server.tasks import OutputDecoder, OutputInfo, choose_decoder
 
 
@@ -52,8 +56,8 @@ def load_model(
 ) -> LoadedModel:
     """Load any exported ONNX image model as a verified, differentiable torch graph.
 
-    ``spec_overrides`` may set ``layout``, ``value_range``, ``mean``, ``std``, ``labels``, ``channel_order``,
-    ``image_size`` and ``task``; ``spec_file`` names a JSON or TOML file with the same fields.
+    ``spec_overrides`` may set any field of ``viz_server.model.spec.SPEC_FIELDS`` (``layout``, ``image_size``,
+    ``labels``, ``task`` ...); ``spec_file`` names a JSON or TOML file with the same fields.
     """
     data = read_model_bytes(source)
     digest = hashlib.sha256(data).hexdigest()
@@ -65,27 +69,37 @@ def load_model(
     key = cache.cache_key(digest)
 
     converted = cache.lookup(key, folder) if use_cache else None
+    fresh = converted is None
     if converted is None:
-        converted = _convert_fresh(data, overrides, name)
-        if use_cache:
-            cache.remember(key, converted, folder)
+        converted = _convert_fresh(data, overrides)
     decoder, output = _decoder_for(converted.onnx_model, converted.metadata, overrides, converted.report.output_op)
     spec = _spec_for(converted.onnx_model, converted.metadata, overrides, decoder, output)
-    _verify_at(spec, converted, key, folder if use_cache else None)
-    return _loaded(digest, name, converted, spec, decoder)
-
-
-def _verify_at(spec: ModelSpec, converted: cache.Converted, key: str, folder: Path | None) -> None:
-    """Parity at the spec in use, once per spec key (the conversion verified the spec it was loaded with)."""
-    where = spec_key(spec)
-    if where in converted.report.verified:
-        return
-    converted.report.verified[where] = verify_spec(converted.onnx_model, converted.graph, converted.module_names, spec)
-    if folder is not None:
+    model = _loaded(digest, name, converted, spec, decoder)
+    if (_settle_at(spec, converted, model) or fresh) and use_cache:
         cache.remember(key, converted, folder)
+    return model
+
+
+def _settle_at(spec: ModelSpec, converted: cache.Converted, model: LoadedModel) -> bool:
+    """Parity and the model checks at the spec in use, once per ``input_key`` (what holds at one input size,
+    layout, range and normalization need not hold at another); True when something was added."""
+    where = input_key(spec)
+    report = converted.report
+    added = False
+    if where not in report.verified:
+        report.verified[where] = verify_spec(converted.onnx_model, converted.graph, converted.module_names, spec)
+        added = True
+    if where not in report.checked:
+        started = time.perf_counter()
+        report.checked[where] = _checks(model)
+        report.seconds["checks"] = round(time.perf_counter() - started, 4)
+        added = True
+    model.conversion.findings = report.checked[where]
+    return added
 
 
 def _loaded(digest: str, name: str, converted: cache.Converted, spec: ModelSpec, decoder: OutputDecoder) -> LoadedModel:
+    """The model at ``spec``, its conversion report showing that spec's findings (a copy: the cached report is shared)."""
     max_batch = converted.report.max_batch
     return LoadedModel(
         sha256=digest,
@@ -94,7 +108,7 @@ def _loaded(digest: str, name: str, converted: cache.Converted, spec: ModelSpec,
         module=converted.graph if max_batch is None else FixedBatch(converted.graph, max_batch),
         spec=spec,
         layers=_layer_table(digest, converted, spec),
-        conversion=converted.report,
+        conversion=replace(converted.report, findings=converted.report.checked.get(input_key(spec), [])),
         metadata=converted.metadata,
         decoder=decoder,
     )
@@ -142,7 +156,7 @@ def _spec_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[
     return build_spec(value.name, dims, decoder.class_count(output) or 0, metadata, overrides, task=decoder.task, task_guessed=not task_given)
 
 
-def _convert_fresh(data: bytes, overrides: dict[str, Any], name: str) -> cache.Converted:
+def _convert_fresh(data: bytes, overrides: dict[str, Any]) -> cache.Converted:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     model = guard_stage.guard(data)
@@ -178,19 +192,12 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any], name: str) -> cache.C
         verified={verified.spec_key: [check.to_json() for check in verified.parity.checks]},
         caveats=verified.parity.caveats,
     )
-    converted = cache.Converted(verified.onnx_model, verified.graph, verified.module_names, report, metadata)
-
-    started = time.perf_counter()
-    report.findings = _checks(_loaded(hashlib.sha256(data).hexdigest(), name, converted, spec, decoder))
-    seconds["checks"] = time.perf_counter() - started
     report.seconds = {key: round(value, 4) for key, value in seconds.items()}
-    return converted
+    return cache.Converted(verified.onnx_model, verified.graph, verified.module_names, report, metadata)
 
 
 def _checks(model: LoadedModel) -> list[dict]:
     """Every plugin's ``model_checks`` findings on the verified model (a check refuses it by raising UserError)."""
-    from viz_server.plugins import call_hook
-
     findings = []
     for plugin_name, sentences in call_hook("model_checks", model=model):
         for sentence in sentences or ():

@@ -4,18 +4,18 @@ A ``ModelSpec`` is read from the ONNX ``metadata_props`` when the exporter wrote
 input shape otherwise (every guess is recorded in ``guessed``), and overridable by the user (keyword
 arguments, CLI flags, or a JSON/TOML sidecar file).
 
-Recognised metadata keys (values are JSON, or comma-separated lists):
-``layout`` (NCHW | NHWC), ``value_range`` ([lo, hi] of a pixel before normalization), ``mean`` and ``std``
-(per channel, applied after scaling to the value range), ``labels`` (class names in output order),
-``channel_order`` (RGB | BGR), ``image_size`` ([height, width], for inputs with dynamic spatial size),
-``task`` (classification | dense | detection | sequence | embedding, or a task a plugin's decoder reads).
+The spec's fields (``SPEC_FIELDS``: name, parser, CLI flag, help, whether it changes what the model is fed)
+are listed once, below; the metadata keys, sidecar keys, CLI flags, web form fields and API fields are theirs.
+Metadata values are JSON, or comma-separated lists.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from viz_server.errors import UserError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_IMAGE_SIZE = 224
-SPEC_FIELDS = ("layout", "value_range", "mean", "std", "labels", "channel_order", "image_size", "task")
 
 
 @dataclass(frozen=True)
@@ -188,74 +187,183 @@ def _paddle_characters(text: str, num_classes: int) -> dict[str, tuple[str, ...]
     return {}
 
 
+# ---- the spec fields ------------------------------------------------------------------------------
+
+
+def _layout(value: Any) -> str:
+    return _one_of(value, ("NCHW", "NHWC"))
+
+
+def _channel_order(value: Any) -> str:
+    return _one_of(value, ("RGB", "BGR"))
+
+
+def _one_of(value: Any, allowed: tuple[str, ...]) -> str:
+    text = str(value).strip().upper()
+    if text not in allowed:
+        raise ValueError
+    return text
+
+
+def _task(value: Any) -> str:
+    text = str(value).strip().lower()
+    if not text or len(text) > 40 or not all(c.isalnum() or c == "_" for c in text):
+        raise ValueError
+    return text
+
+
+def _labels(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in (value.splitlines() if "\n" in value else value.split(",")) if part.strip()]
+    if isinstance(value, dict):  # {"0": "cat", ...}
+        value = [value[k] for k in sorted(value, key=lambda k: int(k))]
+    return tuple(str(item) for item in value)
+
+
+def _numbers(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.replace("x", ",").split(",") if part.strip()]
+    numbers = (float(value),) if isinstance(value, (int, float)) else tuple(float(item) for item in value)
+    if not numbers or not all(math.isfinite(number) for number in numbers):
+        raise ValueError
+    return numbers
+
+
+def _value_range(value: Any) -> tuple[float, float]:
+    low, high = _numbers(value)
+    if high <= low:
+        raise ValueError
+    return (low, high)
+
+
+def _std(value: Any) -> tuple[float, ...]:
+    numbers = _numbers(value)
+    if min(numbers) <= 0:
+        raise ValueError
+    return numbers
+
+
+def _image_size(value: Any) -> tuple[int, int]:
+    sizes = tuple(int(number) if float(number).is_integer() else -1 for number in _numbers(value))
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or not all(1 <= size <= 4096 for size in sizes):
+        raise ValueError
+    return (sizes[0], sizes[1])
+
+
+def _joined(values: Any, separator: str = ",") -> str:
+    return separator.join(f"{value:g}" if isinstance(value, float) else str(value) for value in values)
+
+
+@dataclass(frozen=True)
+class SpecField:
+    """One field of the model spec, read from metadata, a sidecar file, a CLI flag (``flag``), the web form and
+    the API (``name``). ``parse`` turns a JSON value or text into the field's value (``ValueError`` when it is
+    wrong; ``hint`` then says what is expected); ``sets`` are the ``ModelSpec`` attributes it decides;
+    ``changes_input`` says whether it changes what the model is fed, so that verification holds per value (see
+    ``input_key``); ``shown`` writes a spec's current value back as form text; ``lines``: a multi-line form field."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    hint: str
+    help: str
+    sets: tuple[str, ...]
+    changes_input: bool
+    shown: Callable[[dict[str, Any]], str]
+    lines: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SPEC_FIELDS: dict[str, SpecField] = {
+    entry.name: entry
+    for entry in (
+        SpecField("layout", _layout, "NCHW or NHWC", "input layout: NCHW or NHWC", ("layout",), True, lambda spec: spec["layout"]),
+        SpecField(
+            "value_range",
+            _value_range,
+            "two numbers lo,hi with lo < hi, e.g. 0,1 or 0,255",
+            "pixel range before normalization, e.g. 0,1 or 0,255",
+            ("value_range",),
+            True,
+            lambda spec: _joined(spec["value_range"]),
+        ),
+        SpecField(
+            "mean",
+            _numbers,
+            "one number per channel, e.g. 0.485,0.456,0.406",
+            "per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406",
+            ("mean",),
+            True,
+            lambda spec: _joined(spec["mean"]),
+        ),
+        SpecField(
+            "std",
+            _std,
+            "positive numbers, one per channel, e.g. 0.229,0.224,0.225",
+            "per-channel std divided by after scaling, e.g. 0.229,0.224,0.225",
+            ("std",),
+            True,
+            lambda spec: _joined(spec["std"]),
+        ),
+        SpecField("channel_order", _channel_order, "RGB or BGR", "RGB or BGR", ("channel_order",), True, lambda spec: spec["channel_order"]),
+        SpecField(
+            "image_size",
+            _image_size,
+            "HEIGHT,WIDTH between 1 and 4096",
+            "HEIGHT,WIDTH for models with a dynamic input size",
+            ("height", "width"),
+            True,
+            lambda spec: f"{spec['height']},{spec['width']}",
+        ),
+        SpecField(
+            "labels",
+            _labels,
+            "a JSON list of names or comma-separated names",
+            "class names: a file with one per line, or comma-separated names",
+            ("labels",),
+            False,
+            lambda spec: _joined(spec["labels"], ", "),
+            lines=True,
+        ),
+        SpecField(
+            "task",
+            _task,
+            "a task name such as classification, dense, detection, sequence or embedding",
+            "what the output means: classification, dense, detection, sequence, embedding (or a plugin's task)",
+            ("task",),
+            False,
+            lambda spec: spec["task"],
+        ),
+    )
+}
+"""Every spec field, in the order forms and help list them."""
+
+
+def input_key(spec: ModelSpec) -> str:
+    """The values of the spec fields that change what the model is fed: what verification (and everything else
+    measured on the model's input, such as model-check findings) holds for."""
+    return json.dumps([getattr(spec, attribute) for entry in SPEC_FIELDS.values() if entry.changes_input for attribute in entry.sets])
+
+
 def parse_field(key: str, raw: Any) -> Any:
     """Parse one spec field from metadata text, a CLI flag or a sidecar value; one sentence if it is wrong."""
+    entry = SPEC_FIELDS.get(key)
+    if entry is None:
+        raise UserError(f"'{key}' is not a model spec field; use one of {', '.join(SPEC_FIELDS)}.")
     value = raw
     if isinstance(raw, str):
-        text = raw.strip()
         try:
-            value = json.loads(text)
+            value = json.loads(raw.strip())
         except json.JSONDecodeError:
-            if key == "labels":
-                parts = text.splitlines() if "\n" in text else text.split(",")
-                value = [part.strip() for part in parts if part.strip()]
-            elif key in ("value_range", "mean", "std", "image_size"):
-                value = [part.strip() for part in text.replace("x", ",").split(",") if part.strip()]
-            else:
-                value = text
+            value = raw.strip()
     try:
-        if key == "layout":
-            value = str(value).upper()
-            if value not in ("NCHW", "NHWC"):
-                raise ValueError
-            return value
-        if key == "task":
-            value = str(value).strip().lower()
-            if not value or len(value) > 40 or not all(c.isalnum() or c == "_" for c in value):
-                raise ValueError
-            return value
-        if key == "channel_order":
-            value = str(value).upper()
-            if value not in ("RGB", "BGR"):
-                raise ValueError
-            return value
-        if key == "labels":
-            if isinstance(value, dict):  # {"0": "cat", ...}
-                value = [value[k] for k in sorted(value, key=lambda k: int(k))]
-            return tuple(str(item) for item in value)
-        if key == "value_range":
-            low, high = (float(item) for item in value)
-            if not np.isfinite([low, high]).all() or high <= low:
-                raise ValueError
-            return (low, high)
-        if key in ("mean", "std"):
-            numbers = (float(value),) if isinstance(value, (int, float)) else tuple(float(item) for item in value)
-            if not numbers or not np.isfinite(numbers).all() or (key == "std" and min(numbers) <= 0):
-                raise ValueError
-            return numbers
-        if key == "image_size":
-            sizes = (int(value),) * 2 if isinstance(value, (int, float)) else tuple(int(item) for item in value)
-            if len(sizes) == 1:
-                sizes = sizes * 2
-            if len(sizes) != 2 or not all(1 <= size <= 4096 for size in sizes):
-                raise ValueError
-            return sizes
+        return entry.parse(value)
     except (TypeError, ValueError, KeyError, OverflowError):
-        pass
-    hints = {
-        "layout": "NCHW or NHWC",
-        "channel_order": "RGB or BGR",
-        "labels": "a JSON list of names or comma-separated names",
-        "value_range": "two numbers lo,hi with lo < hi, e.g. 0,1 or 0,255",
-        "mean": "one number per channel, e.g. 0.485,0.456,0.406",
-        "std": "positive numbers, one per channel, e.g. 0.229,0.224,0.225",
-        "image_size": "HEIGHT,WIDTH between 1 and 4096",
-        "task": "a task name such as classification, dense, detection, sequence or embedding",
-    }
-    if key not in hints:
-        raise UserError(f"'{key}' is not a model spec field; use one of {', '.join(SPEC_FIELDS)}.")
-    shown = str(raw)[:60]
-    raise UserError(f"spec field {key}={shown!r} is not valid; give {hints[key]}.")
+        raise UserError(f"spec field {key}={str(raw)[:60]!r} is not valid; give {entry.hint}.") from None
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:

@@ -15,14 +15,13 @@
   onnxruntime's fused integer kernels, in output quantization steps; both become caveats of every result;
 - the gradient: the input gradient must be finite and non-zero, since every gradient technique needs it.
 
-Parity is keyed by the spec fields that shape the input (``spec_key``): a changed image size, layout, range or
+Parity is keyed by the spec fields that change the input (``spec.input_key``): a changed image size, layout, range or
 normalization is verified again at load (``verify_spec``), and every technique run checks its own images
 first (``check_inputs``).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -37,8 +36,9 @@ from viz_server.model import guard as guard_stage
 from viz_server.model import precision
 from viz_server.model.convert import convert, quantized_ops
 from viz_server.model.divergence import first_divergence
-from viz_server.model.loaded import FixedBatch, make_session
 from viz_server.model.normalize import infer_shapes
+from viz_server.model.runtime import FixedBatch, make_session
+from viz_server.model.spec import input_key
 
 TOLERANCE = 1e-3
 """Relative error above which a converted model is refused."""
@@ -81,12 +81,6 @@ def relative_error(ours: np.ndarray, reference: np.ndarray) -> tuple[float, floa
         return 0.0, 0.0
     error = float(np.max(np.abs(ours.astype(np.float64) - reference)))
     return error, error / max(float(np.max(np.abs(reference))), 1e-6)
-
-
-def spec_key(spec) -> str:
-    """The spec fields that change what the model is fed: verification holds per value of this key."""
-    fields = (spec.height, spec.width, spec.channels, spec.layout, list(spec.value_range), list(spec.mean), list(spec.std), spec.channel_order)
-    return json.dumps(fields)
 
 
 def noise(spec, count: int, seed: int = 0) -> np.ndarray:
@@ -260,7 +254,7 @@ def verify(
     label = f"{'a sample picture' if 'pictures' in probes else 'noise'} at batch {len(first)}"
     _note_parity(probe.require(graph, first, label, reference=reference_first), report)
 
-    result = Verified(normalized, graph, module_names, fixed, report, notes, spec_key(spec))
+    result = Verified(normalized, graph, module_names, fixed, report, notes, input_key(spec))
     operations = quantized_ops(normalized)
     if "DynamicQuantizeLinear" in operations and fixed in (None, 1):
         result.max_batch = 1

@@ -12,7 +12,7 @@ from typing import Any
 
 from viz_server.errors import UserError
 from viz_server.image_sets import iter_archive, pair_masks
-from viz_server.plugins import get_technique, techniques
+from viz_server.installed import get_technique, techniques
 from viz_server.store import ImageRecord, JobRecord, ModelRecord, ModelStatus, ReportRecord, Store
 from viz_server.techniques import validate_params
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request, url_for
 
 from viz_server.errors import UserError
-from viz_server.plugins import describe_plugins
+from viz_server.installed import describe_plugins
 from viz_server.store import JobRecord, ReportRecord
 from viz_server.store.database import MAX_ID
 from viz_server.web import actions, export

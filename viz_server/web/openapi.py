@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import viz_server
+from viz_server.model.spec import SPEC_FIELDS
 
 ERROR = {"description": "bad input, in one sentence", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 NOT_FOUND = {"description": "no such record", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -29,16 +30,7 @@ def _multipart(properties: dict[str, Any], required: tuple[str, ...] = ()) -> di
     return {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": properties, "required": list(required)}}}}
 
 
-SPEC_FIELDS = {
-    "layout": {"type": "string"},
-    "value_range": {"type": "string"},
-    "mean": {"type": "string"},
-    "std": {"type": "string"},
-    "labels": {"type": "string"},
-    "channel_order": {"type": "string"},
-    "image_size": {"type": "string"},
-    "task": {"type": "string"},
-}
+SPEC_PROPERTIES = {name: {"type": "string", "description": field.help} for name, field in SPEC_FIELDS.items()}
 
 
 def _deletion(parameter: str, what: str) -> dict[str, Any]:
@@ -57,7 +49,7 @@ def openapi() -> dict[str, Any]:
             "get": {"summary": "models with spec, decoder, conversion report and layers", "responses": _ok("models")},
             "post": {
                 "summary": "store a model and queue its inspection",
-                "requestBody": _multipart({"model": {"type": "string", "format": "binary"}, "name": {"type": "string"}, **SPEC_FIELDS}, ("model",)),
+                "requestBody": _multipart({"model": {"type": "string", "format": "binary"}, "name": {"type": "string"}, **SPEC_PROPERTIES}, ("model",)),
                 "responses": _ok("the model and its inspection job", "202"),
             },
         },
@@ -70,7 +62,7 @@ def openapi() -> dict[str, Any]:
             "post": {
                 "summary": "save spec overrides and re-inspect",
                 "parameters": [_id_parameter("model_id")],
-                "requestBody": _json(SPEC_FIELDS),
+                "requestBody": _json(SPEC_PROPERTIES),
                 "responses": {**_ok("the inspection job", "202"), "404": NOT_FOUND},
             }
         },

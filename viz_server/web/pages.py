@@ -9,7 +9,7 @@ import json
 from flask import Blueprint, Response, current_app, redirect, render_template, request, send_file, url_for
 
 from viz_server.errors import NotFound, UserError
-from viz_server.plugins import describe_plugins, suite, techniques
+from viz_server.installed import describe_plugins, suite, techniques
 from viz_server.presentation import media_type
 from viz_server.store import JobRecord, ModelStatus, ReportRecord, Store, thumbnail
 from viz_server.store.database import MAX_ID, ImageRecord
@@ -117,7 +117,7 @@ def model_page(model_id: int):
 def save_spec(model_id: int):
     from viz_server.model.spec import SPEC_FIELDS
 
-    job = actions.update_spec(store(), model_id, {key: request.form.get(key, "") for key in SPEC_FIELDS})
+    job = actions.update_spec(store(), model_id, {name: request.form.get(name, "") for name in SPEC_FIELDS})
     dispatcher().submit(job.id)
     return redirect(url_for("pages.model_page", model_id=model_id))
 
@@ -204,7 +204,7 @@ def _chosen_images() -> list[int]:
 
 @blueprint.post("/run")
 def submit_run():
-    from viz_server.plugins import get_technique
+    from viz_server.installed import get_technique
 
     technique = get_technique(request.form.get("technique", ""))
     model_id = _ids([request.form.get("model_id", "")])
@@ -349,7 +349,7 @@ def compare_page(technique_name: str | None = None, values: dict | None = None, 
 
 @blueprint.post("/compare")
 def start_compare():
-    from viz_server.plugins import get_technique
+    from viz_server.installed import get_technique
 
     technique = get_technique(request.form.get("technique", ""))
     raw = _params_from_form(technique)

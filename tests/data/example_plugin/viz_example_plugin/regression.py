@@ -9,6 +9,7 @@ class RegressedValue(OutputDecoder):
     name = "regressed_value"
     task = "regression"
     summary = "One regressed value per image (N x 1)."
+    priority = -1  # asked after the built-in decoders: an N x 1 output is read as regression only when the task says so
 
     def recognizes(self, output):
         return len(output.shape) == 2 and output.shape[1] == 1
