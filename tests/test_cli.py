@@ -232,3 +232,27 @@ def test_an_audit_gate_on_a_figure_that_is_not_a_number_fails():
 
     assert "cannot be claimed" in Gate.parse("parity=1e-4", under=False).failure({"parity": {"value": float("nan"), "note": ""}})
     assert Gate.parse("accuracy=0.5", under=True).failure({"accuracy": {"value": 0.75}}) is None
+
+
+def test_technique_params_cannot_take_the_command_lines_own_option_names():
+    """Every option of `run` and `compare` is reserved, so a param named like one is refused by the contract
+    check instead of being silently taken by the command line."""
+    from viz_server.cli import build_parser
+    from viz_server.techniques import RESERVED_PARAM_NAMES, Param, Technique, check_technique
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001
+    for command in ("run", "compare"):
+        actions = commands[command]._actions  # noqa: SLF001
+        names = {option.lstrip("-").replace("-", "_") for action in actions for option in action.option_strings}
+        names |= {action.dest for action in actions if not action.option_strings}
+        assert names <= RESERVED_PARAM_NAMES, names - RESERVED_PARAM_NAMES
+
+    class Clashing(Technique):
+        name, title, family, summary = "clashing", "Clashing", "network", "Declares params named like CLI options."
+        params = (Param("labels", "str", "", "clashes with --labels"), Param("image_set", "str", "", "clashes with --image-set"))
+
+        def run(self, ctx, params):
+            raise AssertionError("never run")
+
+    problems = check_technique(Clashing())
+    assert any("image_set, labels" in problem and "command line" in problem for problem in problems), problems

@@ -1,5 +1,6 @@
 """Documentation tests in Datasette's manner: every hook is documented and exercised by a test, every technique
-is in the README, every toolkit module is in the plugin guide, and the core names no technique."""
+is in the README, every toolkit module is in the plugin guide, every setting and spec field is in the README's
+tables (and settings are read in one module only), and the core names no technique."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 import viz_server_plugins
 from viz_server import hookspecs, installed, plugins
+from viz_server.config import SETTINGS
+from viz_server.model.spec import SPEC_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = (ROOT / "docs" / "plugins.md").read_text()
@@ -84,3 +87,44 @@ def test_techniques_import_only_the_toolkit_and_the_contract():
         if len(registered) != 1:
             problems.append(f"{module} registers {len(registered)} techniques")
     assert not problems, problems
+
+
+def markdown_table_rows(document: str, heading: str) -> list[str]:
+    """The first cells (backticks removed) of the table under ``heading``."""
+    section = document.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
+    return [line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")]
+
+
+@pytest.mark.parametrize("variable", [name for name, setting in SETTINGS.items() if not setting.internal])
+def test_every_setting_is_in_the_readmes_table(variable):
+    assert variable in markdown_table_rows(README, "### Settings"), f"README's Settings table lacks {variable}"
+
+
+def test_the_settings_table_names_no_setting_that_does_not_exist():
+    assert set(markdown_table_rows(README, "### Settings")) <= set(SETTINGS)
+
+
+def test_every_setting_the_code_names_is_in_the_table():
+    """A VIZ_SERVER_* name anywhere in the installed code is a setting of ``viz_server.config.SETTINGS``."""
+    named = set()
+    for folder in ("viz_server", "plugins", "models"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".html", ".js"):
+                named |= set(re.findall(r"VIZ_SERVER_[A-Z_]+[A-Z]", path.read_text()))
+    assert named <= set(SETTINGS), sorted(named - set(SETTINGS))
+
+
+def test_settings_are_read_from_the_environment_in_one_module():
+    """Only viz_server/config.py reads the environment (passing it on to a child process is not reading it)."""
+    reading = re.compile(r"os\.environ\.get\(|os\.getenv\(|os\.environ\[|environ\.get\(")
+    found = []
+    for folder in ("viz_server", "plugins", "models"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path != ROOT / "viz_server" / "config.py":
+                found += [f"{path.relative_to(ROOT)}:{number}" for number, line in enumerate(path.read_text().splitlines(), 1) if reading.search(line)]
+    assert not found, found
+
+
+@pytest.mark.parametrize("name", list(SPEC_FIELDS))
+def test_every_spec_field_is_in_the_readmes_table(name):
+    assert name in markdown_table_rows(README, "### The model spec"), f"README's spec table lacks {name}"

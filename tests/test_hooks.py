@@ -4,6 +4,8 @@ also exercised through a real installed entry point in test_plugins.py.)"""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from model_zoo import tiny_model
@@ -185,3 +187,146 @@ def test_builtin_report_section_names_robustness_results_with_masking():
     section = sections["Robustness results that cannot be trusted"]
     assert section.level == "warning" and len(section.sentences) == 1 and "gradient-free" in section.sentences[0]
     assert "Robustness results that cannot be trusted" not in {s.title for s in report_sections(report([clean]))}
+
+
+# ---- hooks are called as pluggy calls them -------------------------------------------------------------
+
+
+def section_plugin(title, **options):
+    """A plugin object whose ``report_sections`` returns one section titled ``title`` (hookimpl ``options``)."""
+
+    class Plugin:
+        @hookimpl(**options)
+        def report_sections(self, report):
+            return [Section(title, [])]
+
+    return Plugin()
+
+
+def called_titles():
+    return [items[0].title for _plugin, items in plugins.call_hook("report_sections", report=report([])) if items and items[0].title.startswith("t-")]
+
+
+def test_hooks_run_in_pluggys_order_tryfirst_and_trylast_included(registered):
+    registered(section_plugin("t-first", tryfirst=True), "first")
+    registered(section_plugin("t-early"), "early")
+    registered(section_plugin("t-late"), "late")
+    registered(section_plugin("t-last", trylast=True), "last")
+    registered(section_plugin("t-also-first", tryfirst=True), "also_first")
+    assert called_titles() == ["t-also-first", "t-first", "t-late", "t-early", "t-last"]
+    direct = [items[0].title for items in plugins.plugin_manager().hook.report_sections(report=report([])) if items and items[0].title.startswith("t-")]
+    assert called_titles() == direct  # exactly pluggy's own order
+    assert [(name, items[0].title) for name, items in plugins.call_hook("report_sections", report=report([])) if items and items[0].title == "t-late"] == [
+        ("late", "t-late")
+    ]
+
+
+def test_a_new_style_wrapper_wraps_every_implementation(registered):
+    seen = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def report_sections(self, report):
+            results = yield
+            seen.append(len(results))
+            return [*results, [Section("t-added by the wrapper", [])]]
+
+    registered(section_plugin("t-plain"), "plain")
+    registered(Wrapper(), "wrapper")
+    called = plugins.call_hook("report_sections", report=report([]))
+    assert seen == [len(called) - 1]
+    assert called[-1] == ("wrappers of report_sections", [Section("t-added by the wrapper", [])])
+    assert [section.title for section in report_sections(report([]))][-1] == "t-added by the wrapper"
+
+
+def test_an_old_style_hookwrapper_sees_and_can_replace_the_outcome(registered):
+    class OldStyle:
+        @hookimpl(hookwrapper=True)
+        def report_sections(self, report):
+            outcome = yield
+            outcome.force_result([items for items in outcome.get_result() if not items or items[0].title != "t-hidden"])
+
+    registered(section_plugin("t-hidden"), "hidden")
+    registered(section_plugin("t-shown"), "shown")
+    registered(OldStyle(), "old_style")
+    assert called_titles() == ["t-shown"]
+
+
+def test_a_raising_wrapper_is_reported_and_the_call_goes_on_without_it(registered):
+    class BrokenSetUp:
+        @hookimpl(wrapper=True)
+        def report_sections(self, report):
+            raise RuntimeError("set-up broke")
+            yield  # noqa: B901 - never reached: a wrapper is a generator
+
+    class BrokenTeardown:
+        @hookimpl(wrapper=True)
+        def report_sections(self, report):
+            yield
+            raise RuntimeError("teardown broke")
+
+    registered(section_plugin("t-plain"), "plain")
+    registered(BrokenSetUp(), "broken_set_up")
+    registered(BrokenTeardown(), "broken_teardown")
+    assert called_titles() == ["t-plain"]
+    found = plugins.problems()
+    assert "set-up broke" in found["broken_set_up"][0] and "teardown broke" in found["broken_teardown"][0]
+
+
+def test_a_user_error_from_an_implementation_passes_through_wrappers(registered):
+    class Refusing:
+        @hookimpl
+        def report_sections(self, report):
+            raise UserError("refused on purpose.")
+
+    caught = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def report_sections(self, report):
+            try:
+                return (yield)
+            except UserError as exc:
+                caught.append(str(exc))
+                raise
+
+    registered(Refusing(), "refusing")
+    registered(Wrapper(), "wrapper")
+    with pytest.raises(UserError, match="refused on purpose"):
+        plugins.call_hook("report_sections", report=report([]))
+    assert caught == ["refused on purpose."] and "refusing" not in plugins.problems()
+
+
+def test_command_line_hooks_are_called_before_listed_modules_load():
+    """`viz-server --help` builds its parser from the plugins themselves; the modules they list in PLUGINS (the
+    techniques) are imported only by the first other hook."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import argparse, sys; from viz_server import plugins;"
+        "commands = argparse.ArgumentParser().add_subparsers(); plugins.call_hook('register_commands', commands=commands);"
+        "print(sorted(commands.choices), 'viz_server_plugins.saliency' in sys.modules);"
+        "plugins.call_hook('register_techniques'); print('viz_server_plugins.saliency' in sys.modules)"
+    )
+    printed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
+    assert printed == ["['models'] False", "True"]
+
+
+def test_a_command_in_a_listed_module_is_reported(monkeypatch):
+    """A register_commands in a module a package lists in PLUGINS would never reach the parser: it is reported."""
+    import types
+
+    package = types.ModuleType("late_commands_package")
+    package.PLUGINS = ("late_commands_package.commands",)
+    commands = types.ModuleType("late_commands_package.commands")
+    commands.register_commands = hookimpl(lambda commands: None)
+    monkeypatch.setitem(sys.modules, "late_commands_package", package)
+    monkeypatch.setitem(sys.modules, "late_commands_package.commands", commands)
+    monkeypatch.setattr(plugins, "DEFAULT_PLUGINS", (*plugins.DEFAULT_PLUGINS, "late_commands_package"))
+    plugins.reset_plugin_manager()
+    try:
+        assert "move it to the plugin's own module" in plugins.problems()["late_commands_package.commands"][0]
+    finally:
+        monkeypatch.undo()
+        plugins.reset_plugin_manager()

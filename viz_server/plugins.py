@@ -26,9 +26,10 @@ import hashlib
 import importlib
 import logging
 import threading
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 
@@ -175,7 +176,7 @@ def _guard(registry: _Registry, hook_name: str, implementation: pluggy.HookImpl)
 
         @functools.wraps(function)
         def guarded(*args):
-            teardown = function(*args)
+            teardown = cast(Generator[None, Any, Any], function(*args))
             try:
                 next(teardown)
             except UserError:
@@ -206,7 +207,7 @@ def _guard(registry: _Registry, hook_name: str, implementation: pluggy.HookImpl)
             return result
 
     guarded._viz_server_guarded = True  # type: ignore[attr-defined]
-    implementation.function = guarded
+    implementation.function = guarded  # type: ignore[misc]  # pluggy calls hookimpl.function; the guard takes its place
 
 
 def _finish(teardown, report, outcome: Any = None, error: BaseException | None = None) -> Any:

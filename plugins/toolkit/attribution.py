@@ -17,6 +17,7 @@ from abc import abstractmethod
 import numpy as np
 import torch
 
+from viz_server.errors import UserError
 from viz_server.objectives import Objective
 from viz_server.rendering import input_artifact, map_artifacts, overlay, png_bytes, render_each
 from viz_server.techniques import TARGET, Artifact, Context, Param, Result, Technique
@@ -94,6 +95,8 @@ class AttributionTechnique(Technique):
     # ---- the run ----------------------------------------------------------------------------------
     def run(self, ctx: Context, params: dict) -> Result:
         model = ctx.model
+        if ctx.images is None:
+            raise UserError(f"{self.title} explains images; give at least one.")
         images = ctx.images.detach().clone().to(ctx.device)
         steps = 1 + int(params["sanity_check"]) + int(params["faithfulness"])
         ctx.progress(0, steps, "attribution")
@@ -104,6 +107,8 @@ class AttributionTechnique(Technique):
             raw = smoothed(self.attribute, model, images, objective, params, ctx.seed)
         else:  # one forward and one backward: the objective chooses on the attribution's own forward
             raw = self.attribute(model, images, objective, params)
+        if objective.seen is None:
+            raise RuntimeError(f"{type(self).__name__}.attribute never evaluated its objective")
         outputs = objective.seen.cpu().numpy()
         maps = self.to_map(raw, model, params)
         explained = objective.captions()
@@ -114,7 +119,7 @@ class AttributionTechnique(Technique):
             metrics={
                 "task": model.spec.task,
                 "targets": explained,
-                "target_probability": [round(float(p), 6) for p in objective.probability(outputs, objective.choices)],
+                "target_probability": [round(float(p), 6) for p in objective.probability(outputs, objective.choices or [])],
                 "predicted": objective.predicted(outputs),
                 "objective": objective.to_json()["details"],
             },

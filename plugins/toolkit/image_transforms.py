@@ -66,4 +66,4 @@ def corrupt(images: np.ndarray, kind: str, severity: int, rng: np.random.Generat
         return contrast(images, value)
     if kind == "brightness":
         return brightness(images, value)
-    return jpeg(images, value)
+    return jpeg(images, int(value))

@@ -49,7 +49,7 @@ def refine_with_grabcut(picture: np.ndarray, mask: np.ndarray, iterations: int =
     if (labels == cv2.GC_BGD).sum() == 0 or (labels == cv2.GC_PR_FGD).sum() == labels.size:
         return mask  # nothing to contrast the object with
     background, foreground = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(np.ascontiguousarray(picture[..., ::-1]), labels, None, background, foreground, iterations, cv2.GC_INIT_WITH_MASK)
+    cv2.grabCut(np.ascontiguousarray(picture[..., ::-1]), labels, None, background, foreground, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]  # rect is ignored with GC_INIT_WITH_MASK
     refined = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
     return refined if refined.any() else mask
 

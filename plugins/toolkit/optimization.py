@@ -125,7 +125,7 @@ def random_transform(image: torch.Tensor, generator: torch.Generator, jitter: in
         [[math.cos(angle) / zoom, -math.sin(angle) / zoom, float(shift[0])], [math.sin(angle) / zoom, math.cos(angle) / zoom, float(shift[1])]],
         dtype=image.dtype,
     )[None]
-    grid = F.affine_grid(theta.expand(len(planes), 2, 3), planes.shape, align_corners=False)
+    grid = F.affine_grid(theta.expand(len(planes), 2, 3), list(planes.shape), align_corners=False)
     return F.grid_sample(planes, grid, mode="bilinear", padding_mode="reflection", align_corners=False).permute(0, 2, 3, 1)
 
 

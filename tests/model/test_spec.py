@@ -67,3 +67,58 @@ def test_dynamic_spatial_size_uses_guess_or_override():
     assert (spec.height, spec.width) == (224, 224) and "image_size" in spec.guessed
     spec = build_spec("x", [None, 3, None, None], 10, {"image_size": "[96, 128]"}, {})
     assert (spec.height, spec.width) == (96, 128)
+
+
+SPEC_VALUES = {
+    "layout": "NHWC",
+    "value_range": "0,255",
+    "mean": "0.1,0.2,0.3",
+    "std": "0.3,0.2,0.1",
+    "channel_order": "BGR",
+    "image_size": "48,96",
+    "labels": "a,b,c",
+    "task": "embedding",
+}
+
+
+def test_every_spec_field_has_a_value_in_this_test():
+    from viz_server.model.spec import SPEC_FIELDS
+
+    assert set(SPEC_VALUES) == set(SPEC_FIELDS)
+
+
+@pytest.mark.parametrize("name", sorted(SPEC_VALUES))
+def test_the_input_key_changes_exactly_with_the_fields_that_change_the_input(name):
+    """Verification and model checks are kept per ``input_key``: a field that changes what the model is fed must
+    change the key (or a new value would never be verified), one that does not must leave it alone."""
+    from viz_server.model.spec import SPEC_FIELDS, input_key
+
+    dims = [None, 3, None, None] if name != "layout" else [None, None, None, 3]
+    plain = build_spec("x", [None, 3, None, None], 3, {}, {})
+    changed = build_spec("x", dims, 3, {}, {name: SPEC_VALUES[name]}, task=SPEC_VALUES["task"] if name == "task" else "classification")
+    assert getattr(changed, SPEC_FIELDS[name].sets[0]) != getattr(plain, SPEC_FIELDS[name].sets[0])
+    assert (input_key(changed) != input_key(plain)) == SPEC_FIELDS[name].changes_input
+
+
+def test_model_check_findings_belong_to_the_spec_they_were_found_at(tmp_path):
+    """A check whose finding depends on the spec (here: the mean) reports at each spec what holds there, also
+    when the conversion comes from the cache of a load under another spec."""
+    from viz_server import hookimpl, plugins
+    from viz_server_models import shipped_models
+
+    class MeanCheck:
+        @hookimpl
+        def model_checks(self, model):
+            return [f"checked at mean {model.spec.mean[0]:g}"]
+
+    plugins.plugin_manager().register(MeanCheck(), name="mean_check")
+    try:
+        path = shipped_models()["shapes_cnn"]
+        first = load_model(path, mean="0.4", cache_dir=tmp_path)
+        second = load_model(path, mean="0.6", cache_dir=tmp_path)
+        again = load_model(path, mean="0.4", cache_dir=tmp_path)
+    finally:
+        plugins.reset_plugin_manager()
+    found = [[f["finding"] for f in model.conversion.findings if f["check"] == "mean_check"] for model in (first, second, again)]
+    assert found == [["checked at mean 0.4"], ["checked at mean 0.6"], ["checked at mean 0.4"]]
+    assert len(again.conversion.checked) == 2  # one entry per spec input key, the third load found its own

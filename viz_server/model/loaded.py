@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
-from torch import nn
+from torch import fx, nn
 
 from viz_server.errors import UserError
 from viz_server.model import guard as guard_stage
@@ -146,7 +146,7 @@ class LoadedModel:
         as far as the deepest of them (differentiable; see ``truncate``)."""
         key = tuple(layers)
         if key not in self._extractors:
-            graph = self.module.graph if isinstance(self.module, FixedBatch) else self.module
+            graph = cast(fx.GraphModule, self.module.graph if isinstance(self.module, FixedBatch) else self.module)
             cut = cut_after(graph, [self.layer(name).module_name for name in layers])
             self._extractors[key] = LayerOutputs(layers, FixedBatch(cut, self.module.size) if isinstance(self.module, FixedBatch) else cut)
         return self._extractors[key]

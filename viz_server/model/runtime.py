@@ -7,6 +7,8 @@ session opened afterwards takes it too (intra-op; inter-op 1).
 
 from __future__ import annotations
 
+from typing import Any
+
 import onnx
 import torch
 from torch import nn
@@ -62,7 +64,7 @@ class FixedBatch(nn.Module):
         self.graph, self.size = graph, size
 
     def forward(self, x: torch.Tensor):
-        chunks = []
+        chunks: list[Any] = []
         for chunk in x.split(self.size):
             count = chunk.shape[0]
             if count < self.size:  # pad the last chunk by repeating its final image

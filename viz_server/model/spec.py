@@ -372,7 +372,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read spec file {path.name}: {exc.strerror or exc}.") from None
+        raise UserError(f"cannot read spec file {path.name}: {getattr(exc, 'strerror', None) or exc}.") from None
     try:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
