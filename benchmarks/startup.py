@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import socket
 import statistics
 import subprocess
@@ -22,8 +23,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-from benchmarks.common import software_line
 
 COMMAND = [sys.executable, "-m", "viz_server"]
 
@@ -90,7 +89,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(software_line())
+    print(
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()} (this script imports no torch: a child's peak memory counts the parent's pages)"
+    )
     print()
     print("| command | seconds (median) | peak MB | imports torch |")
     print("|---|---|---|---|")

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -355,6 +356,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     host, port = args.host or setting("VIZ_SERVER_HOST"), args.port or setting("VIZ_SERVER_PORT")
     app = create_app(host=host)
+    # pages answer at once; the plugins (and torch, which techniques import) load beside them for the pages that list techniques
+    threading.Thread(target=_load_plugins, name="viz-server-plugins", daemon=True).start()
     token = app.extensions["viz_token"]
     settings = app.extensions["viz_settings"]
     link = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
@@ -365,6 +368,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         app.extensions["viz_dispatcher"].stop()
     return 0
+
+
+def _load_plugins() -> None:
+    from viz_server.installed import techniques
+
+    techniques()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from viz_server.errors import Cancelled, UserError
 from viz_server.model.spec import SPEC_FIELDS
 
 if TYPE_CHECKING:
+    import torch
+
     from viz_server.model.loaded import LoadedModel
     from viz_server.objectives import Objective
 
@@ -258,6 +259,8 @@ class Context:
     @property
     def device(self) -> torch.device:
         """Where the model's torch graph runs (move tensors you create here)."""
+        import torch
+
         parameter = next(self.model.module.parameters(), None)
         return parameter.device if parameter is not None else torch.device("cpu")
 
@@ -267,6 +270,8 @@ class Context:
         return np.random.default_rng(self.seed)
 
     def torch_generator(self) -> torch.Generator:
+        import torch
+
         return torch.Generator(device="cpu").manual_seed(self.seed)
 
     def progress(self, done: int, total: int, message: str = "") -> None:
