@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SCRIPTS = ("gradients", "attacks", "sweeps", "tsne", "style_transfer", "model_load", "server", "memory")
+SCRIPTS = ("gradients", "attacks", "sweeps", "tsne", "style_transfer", "model_load", "server", "memory", "startup")
 
 
 def main() -> int:

@@ -355,9 +355,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from viz_server.web import create_app
 
     host, port = args.host or setting("VIZ_SERVER_HOST"), args.port or setting("VIZ_SERVER_PORT")
-    app = create_app(host=host)
-    # pages answer at once; the plugins (and torch, which techniques import) load beside them for the pages that list techniques
-    threading.Thread(target=_load_plugins, name="viz-server-plugins", daemon=True).start()
+    app = create_app(host=host, start_jobs=False)
+    dispatcher = app.extensions["viz_dispatcher"]
+    # pages answer at once; the plugins (and torch, which techniques import) load beside them, for the pages that
+    # list techniques, before the job processes start importing the same (on a small machine they would compete)
+    threading.Thread(target=_load_plugins_then, args=(dispatcher.start,), name="viz-server-plugins", daemon=True).start()
     token = app.extensions["viz_token"]
     settings = app.extensions["viz_settings"]
     link = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
@@ -366,14 +368,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         serve(app, host=host, port=port, threads=16, ident="viz-server", _quiet=True)
     finally:
-        app.extensions["viz_dispatcher"].stop()
+        dispatcher.stop()
     return 0
 
 
-def _load_plugins() -> None:
+def _load_plugins_then(start_jobs) -> None:
     from viz_server.installed import techniques
 
-    techniques()
+    try:
+        techniques()
+    finally:
+        start_jobs()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
