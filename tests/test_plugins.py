@@ -71,6 +71,11 @@ def test_installed_plugin_is_listed_with_every_hook(installed_example):
     hooks = {hook for plugin in described.values() if plugin["source"] == "viz-example-plugin" for hook in plugin["hooks"]}
     assert {"register_techniques", "register_artifact_renderers", "register_converters", "register_output_decoders"} <= hooks
     assert not plugins.problems()
+    # registered as an eager load would: every built-in first, so pluggy calls the installed plugin's hooks first
+    sources = [plugin["source"] for plugin in plugins.registered_plugins()]
+    assert sources == sorted(sources, key=lambda source: source != "built-in") and sources[-1] == "viz-example-plugin"
+    callers = [impl.plugin_name for impl in reversed(plugins.plugin_manager().hook.register_techniques.get_hookimpls())]
+    assert callers[0] == "viz_example_plugin.gradient_x_input"
 
 
 @pytest.mark.slow  # pip-installs the example plugin

@@ -74,11 +74,28 @@ def _registry_now(complete: bool = True) -> _Registry:
             for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 _register_entry_point(registry, entry_point)
             _registry = registry
-        if complete:
-            while _registry.listed:
-                module_name, builtin, distribution = _registry.listed.pop(0)
-                _register_module(_registry, module_name, builtin, distribution, listed=True)
+        if complete and _registry.listed:
+            _complete(_registry)
         return _registry
+
+
+def _complete(registry: _Registry) -> None:
+    """Import the modules listed in ``PLUGINS``, keeping pluggy's registration order what an eager load gives:
+    every built-in, then the installed plugins (whose own modules were registered before the built-ins' lists)."""
+    installed = [(name, plugin) for name, plugin in registry.manager.list_name_plugin() if plugin is not None and name not in registry.builtin]
+    for _name, plugin in installed:
+        registry.manager.unregister(plugin)
+    _register_listed(registry, builtin=True)
+    for name, plugin in installed:
+        registry.manager.register(plugin, name=name)
+    _register_listed(registry, builtin=False)
+
+
+def _register_listed(registry: _Registry, builtin: bool) -> None:
+    while chosen := [entry for entry in registry.listed if entry[1] == builtin]:
+        registry.listed.remove(chosen[0])
+        module_name, _builtin, distribution = chosen[0]
+        _register_module(registry, module_name, builtin, distribution, listed=True)
 
 
 def _register_module(registry: _Registry, module_name: str, builtin: bool, distribution: tuple[str, str] | None = None, listed: bool = False) -> None:
