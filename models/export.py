@@ -25,6 +25,8 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, meta
         dynamo=False,
     )
     model = onnx.load_from_string(buffer.getvalue())
+    if example.shape[1] == 3:
+        metadata = {"channel_order": "RGB", **metadata}  # every spec field that changes the input is stated, none guessed
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key = key

@@ -10,6 +10,7 @@ PLUGINS = (
     # what the model frontend and the reports are built from
     "viz_server_plugins.converters",
     "viz_server_plugins.decoders",
+    "viz_server_plugins.conventions",
     "viz_server_plugins.checks",
     "viz_server_plugins.renderers",
     "viz_server_plugins.report_summary",

@@ -120,6 +120,19 @@ class TinySegmenter(nn.Module):
         return self.classify(self.encode(x))
 
 
+class TextDetector(nn.Module):
+    """A DB-style text detector (Liao et al. 2020, as PaddleOCR's): features at a quarter of the input's size,
+    upsampled back by transposed convolutions, one sigmoid text probability map (N x 1 x H x W)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(relu_block(3, 8, 2), relu_block(8, 16, 2))
+        self.head = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(8, 4, 2, 2), nn.ReLU(), nn.ConvTranspose2d(4, 1, 2, 2))
+
+    def forward(self, x):
+        return torch.sigmoid(self.head(self.features(x)))
+
+
 MODELS = {
     "segmenter": (TinySegmenter, (1, 3, 16, 16), {}),
     "yolo_anchors_first": (YoloAnchorsFirst, (1, 3, 32, 32), {}),
@@ -128,7 +141,21 @@ MODELS = {
     "crnn": (CRNN, (1, 3, 16, 48), {}),
     "embedder": (Embedder, (1, 3, 32, 32), {}),
     "variable_size": (VariableSizeClassifier, (1, 3, 32, 64), {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch"}}),
+    "text_detector": (TextDetector, (1, 3, 32, 32), {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch", 2: "height", 3: "width"}}),
 }
+
+
+def paddle2onnx_style(data: bytes) -> bytes:
+    """Name every dynamic axis ``p2o.DynamicDimension.K`` and clear the producer, as paddle2onnx exports look."""
+    model = onnx.load_from_string(data)
+    model.producer_name, model.producer_version = "", ""
+    count = 0
+    for value in [*model.graph.input, *model.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = f"p2o.DynamicDimension.{count}"
+                count += 1
+    return model.SerializeToString()
 
 
 @cache

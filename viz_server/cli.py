@@ -193,6 +193,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"spec       {spec.layout} {spec.channels}x{spec.height}x{spec.width} range {list(spec.value_range)} "
         f"mean {list(spec.mean)} std {list(spec.std)} {spec.channel_order}{guessed}"
     )
+    for field, source in spec.sources:
+        print(f"  source   {field}: {source}")
     labels = ", ".join(spec.labels[:10]) + (" ..." if len(spec.labels) > 10 else "")
     print(f"labels     {spec.num_classes} outputs: {labels or '(none)'}")
     print(f"task       {spec.task} (read by the {model.decoder.name} decoder: {model.decoder.summary})")

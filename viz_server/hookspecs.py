@@ -21,6 +21,11 @@ def register_converters():
 
 
 @hookspec
+def register_input_conventions():
+    """Return ``viz_server.conventions.InputConvention`` instances: how a producer's exports expect their pictures."""
+
+
+@hookspec
 def model_checks(model):
     """Return sentences (findings) about a just-verified ``LoadedModel``; raise ``UserError`` to refuse it."""
 

@@ -83,7 +83,8 @@ def run_technique(
     )
     started = time.perf_counter()
     result = technique.run(ctx, params)
-    result.caveats = [*model.conversion.caveats, *result.caveats]
+    guessed = model.spec.guessed_input()
+    result.caveats = [*([guessed] if guessed else []), *model.conversion.caveats, *result.caveats]
     if batch is not None:
         result.arrays.setdefault("inputs", batch.detach().numpy())  # the model-space images behind every input picture
     result.provenance = {

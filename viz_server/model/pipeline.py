@@ -19,6 +19,7 @@ from typing import Any
 
 import onnx
 
+from viz_server.conventions import ModelFacts, convention_for
 from viz_server.errors import UserError
 from viz_server.model import cache
 from viz_server.model import guard as guard_stage
@@ -153,7 +154,17 @@ def _spec_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[
     value = guard_stage.image_inputs(model)[0]
     dims = guard_stage.input_dims(value)
     task_given = bool(overrides.get("task") or output.metadata.get("task"))
-    return build_spec(value.name, dims, decoder.class_count(output) or 0, metadata, overrides, task=decoder.task, task_guessed=not task_given)
+    convention = convention_for(model_facts(model, metadata, dims, decoder.task))
+    return build_spec(
+        value.name, dims, decoder.class_count(output) or 0, metadata, overrides, task=decoder.task, task_guessed=not task_given, convention=convention
+    )
+
+
+def model_facts(model: onnx.ModelProto, metadata: dict[str, str], dims: list[int | None], task: str) -> ModelFacts:
+    """What input conventions may look at (``viz_server.conventions``)."""
+    values = [*model.graph.input, *model.graph.output]
+    dim_names = tuple(dim.dim_param for value in values for dim in value.type.tensor_type.shape.dim if dim.dim_param)
+    return ModelFacts(model.producer_name, dict(metadata), tuple(dims), dim_names, tuple(node.name for node in model.graph.node), task)
 
 
 def _convert_fresh(data: bytes, overrides: dict[str, Any]) -> cache.Converted:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from viz_server.conventions import Convention
 from viz_server.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,6 +48,29 @@ class ModelSpec:
     num_classes: int = 0
     task: str = "classification"  # what the output means (see viz_server.tasks)
     guessed: tuple[str, ...] = field(default=())
+    sources: tuple[tuple[str, str], ...] = field(default=())  # (spec field, where its value came from)
+
+    def source(self, name: str) -> str:
+        """Where the value of spec field ``name`` came from ("given by you", "the model's metadata", a convention, a guess)."""
+        return dict(self.sources).get(name, "")
+
+    def guessed_input(self) -> str:
+        """One sentence naming the guessed fields that change what the model is fed, with their values and
+        sources (empty when none is guessed): what every result on this model must say."""
+        named = {"normalization": ("mean", "std")}
+        parts = []
+        for guessed in self.guessed:
+            for name in named.get(guessed, (guessed,)):
+                if name in SPEC_FIELDS and SPEC_FIELDS[name].changes_input:
+                    value = SPEC_FIELDS[name].shown(asdict(self))
+                    parts.append(f"{name} {value} ({self.source(name)})")
+        if not parts:
+            return ""
+        return (
+            "The model's input convention is partly guessed, so every figure here describes the model fed this way: "
+            + "; ".join(parts)
+            + ". Set the spec if the model expects otherwise."
+        )
 
     # ---- model space <-> pictures -------------------------------------------------------------
     @property
@@ -382,6 +406,11 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     return data
 
 
+GIVEN_BY_USER = "given by you"
+METADATA = "the model's metadata"
+INPUT_SHAPE = "the model's input shape"
+
+
 def build_spec(
     input_name: str,
     input_dims: list[int | None],
@@ -390,27 +419,37 @@ def build_spec(
     overrides: dict[str, Any],
     task: str = "classification",
     task_guessed: bool = True,
+    convention: Convention | None = None,
 ) -> ModelSpec:
-    """Combine what the model says (metadata), what its shape implies (guesses) and what the user says."""
+    """Combine what the user says, what the model says (metadata), what its producer's convention implies and
+    what its shape suggests, in that order, recording each field's source and what is still a guess."""
     metadata = spec_metadata(metadata)
     given: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    settled: set[str] = set()  # fields the user, the metadata or a certain convention set
+
+    def take(key: str, value: Any, source: str, certain: bool) -> None:
+        given[key], sources[key] = value, source
+        (settled.add if certain else settled.discard)(key)
+
+    if convention is not None:
+        for key, raw in convention.fields.items():
+            take(key, parse_field(key, raw), convention.source if convention.certain else f"{convention.source}, a guess", convention.certain)
     for key in SPEC_FIELDS:
         if key in metadata:
             try:
-                given[key] = parse_field(key, metadata[key])
+                take(key, parse_field(key, metadata[key]), METADATA, True)
             except UserError:
-                pass  # a malformed metadata value falls back to a guess, recorded below
-    if "labels" not in given and "character" in metadata:
-        given.update(_paddle_characters(metadata["character"], num_classes))
+                pass  # a malformed metadata value falls back to a convention or a guess, recorded below
+    if "labels" not in settled and "character" in metadata:
+        for key, value in _paddle_characters(metadata["character"], num_classes).items():
+            take(key, value, f"{METADATA} (character)", True)
     for key, raw in overrides.items():
         if raw is not None:
-            given[key] = parse_field(key, raw)
+            take(key, parse_field(key, raw), GIVEN_BY_USER, True)
 
-    guessed: list[str] = []
-    layout = given.get("layout")
-    if layout is None:
-        layout = guess_layout(input_dims)
-        guessed.append("layout")
+    layout = given.get("layout") or guess_layout(input_dims)
+    sources.setdefault("layout", "a guess from the input's shape")
     channel_axis, height_axis, width_axis = (1, 2, 3) if layout == "NCHW" else (3, 1, 2)
     channels = input_dims[channel_axis]
     if channels not in (1, 3, 4):
@@ -419,31 +458,43 @@ def build_spec(
             "viz-server analyses image models with 1, 3 or 4 channels (set layout if it is guessed wrong)."
         )
     height, width = input_dims[height_axis], input_dims[width_axis]
-    if "image_size" in given:
+    if height and width:
+        if "image_size" in settled and tuple(given["image_size"]) != (height, width):
+            size = given["image_size"]
+            raise UserError(f"image_size {size[0]}x{size[1]} contradicts the model's fixed input size {height}x{width}.")
+        take("image_size", (height, width), INPUT_SHAPE, True)
+    elif "image_size" in given:
         size = given["image_size"]
         if (height and height != size[0]) or (width and width != size[1]):
             raise UserError(f"image_size {size[0]}x{size[1]} contradicts the model's fixed input size {height}x{width}.")
         height, width = size
-    if height is None or width is None:
-        guessed.append("image_size")
-        height = height or DEFAULT_IMAGE_SIZE
-        width = width or DEFAULT_IMAGE_SIZE
+    else:
+        height, width = height or DEFAULT_IMAGE_SIZE, width or DEFAULT_IMAGE_SIZE
+        sources["image_size"] = "a guess: the model's input size is dynamic"
 
-    value_range = given.get("value_range")
-    if value_range is None:
-        value_range = (0.0, 255.0) if layout == "NHWC" else (0.0, 1.0)
-        guessed.append("value_range")
+    value_range = given.get("value_range") or ((0.0, 255.0) if layout == "NHWC" else (0.0, 1.0))
+    sources.setdefault("value_range", "a guess from the layout")
     mean, std = given.get("mean"), given.get("std")
     if mean is None and std is None:
         imagenet_like = layout == "NCHW" and channels == 3 and value_range == (0.0, 1.0)
         mean = IMAGENET_MEAN if imagenet_like else (0.0,)
         std = IMAGENET_STD if imagenet_like else (1.0,)
-        guessed.append("normalization")
+        guess = "a guess: ImageNet statistics" if imagenet_like else "a guess: none"
+        sources["mean"], sources["std"] = guess, guess
     mean = _per_channel(mean or (0.0,), channels, "mean")
     std = _per_channel(std or (1.0,), channels, "std")
+    sources.setdefault("channel_order", "a guess" if channels == 3 else "one colour channel order only")
     labels = given.get("labels", ())
     if labels and num_classes and len(labels) != num_classes:
         raise UserError(f"{len(labels)} labels were given but the model has {num_classes} outputs; give one label per output.")
+    sources.setdefault("labels", "none given: classes are shown by index")
+    sources["task"] = GIVEN_BY_USER if "task" in overrides else (METADATA if not task_guessed else "a guess from the output's layout")
+
+    guessed = [key for key in ("layout", "image_size", "value_range") if key not in settled]
+    if not {"mean", "std"} & settled:
+        guessed.append("normalization")
+    if channels == 3 and "channel_order" not in settled:
+        guessed.append("channel_order")
     if not labels:
         guessed.append("labels")
     if task_guessed:
@@ -462,6 +513,7 @@ def build_spec(
         num_classes=num_classes,
         task=task,
         guessed=tuple(guessed),
+        sources=tuple((key, sources[key]) for key in SPEC_FIELDS if key in sources),
     )
 
 
