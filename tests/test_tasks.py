@@ -306,3 +306,17 @@ def test_the_report_summary_says_cannot_judge_for_an_empty_map(dead_class_model)
 def test_a_classifier_only_technique_refuses_another_task_in_one_sentence(detector, scenes):
     with pytest.raises(UserError, match="applies to classification models; shapes_detector is a detection model"):
         run_technique("robustness_curve", detector, [("scene.png", png(scenes[0].image))])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ctc", "crnn", "segmenter", "embedder", "yolo_anchors_first", "variable_size"])
+def test_smoothgrad_and_the_method_ranking_run_on_every_task(name):
+    """Choices made on clean outputs under inference mode enter SmoothGrad's and the ranking's backward passes
+    (a CTC recognizer's greedy path once failed there with "Inference tensors cannot be saved for backward")."""
+    model = load_model(export_task_model(name), use_cache=False)
+    first, second = sample_inputs(2)
+    pictures, extra = ([first], {"second_image": second}) if name == "embedder" else ([first, second], {})
+    smoothed = run_technique("saliency", model, pictures, {"smooth_samples": 3}, **extra)
+    assert smoothed.metrics["sanity_check"]["passed"] is not None or "cannot judge" in smoothed.caveats[0]
+    ranking = run_technique("attribution_ranking", model, pictures, {}, **extra)
+    assert ranking.metrics["verdict"]

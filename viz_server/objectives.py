@@ -65,10 +65,12 @@ class Objective(ABC):
 
     # ---- shared machinery ---------------------------------------------------------------------------
     def resolve(self, outputs: torch.Tensor) -> list[Any]:
-        """Make the choices on these outputs unless they are made already; return them."""
+        """Make the choices on these outputs unless they are made already; return them. They are made on a normal
+        copy of the outputs, so that choices made under ``torch.inference_mode`` can enter a later backward pass."""
         if self.choices is None:
-            self.seen = outputs.detach()
-            self.choices = list(self.choose(self.seen))
+            with torch.inference_mode(False):
+                self.seen = outputs.detach().clone()
+                self.choices = list(self.choose(self.seen))
         return self.choices
 
     def score(self, outputs: torch.Tensor) -> torch.Tensor:
