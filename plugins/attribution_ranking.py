@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from viz_server import hookimpl
 from viz_server.errors import UserError
@@ -27,6 +26,7 @@ from viz_server_plugins.toolkit import faithfulness, localization, ranking, road
 from viz_server_plugins.toolkit.attribution import TARGET_PARAMS, AttributionTechnique, class_attributions
 from viz_server_plugins.toolkit.baselines import BASELINES, baseline_maps
 from viz_server_plugins.toolkit.degenerate import why_degenerate
+from viz_server_plugins.toolkit.objectives import resolved_without_missing
 
 
 @dataclass
@@ -67,8 +67,7 @@ class AttributionRanking(Technique):
         model = ctx.model
         images = ctx.images.detach().clone().to(ctx.device)
         objective = ctx.objective(params["target"], params["region"])
-        with torch.inference_mode():
-            objective.resolve(model.module(images))
+        ctx, images, objective, left_out = resolved_without_missing(ctx, images, objective)
         masks = list(ctx.image_masks) or [None] * len(images)
         with_masks = all(mask is not None and mask.any() for mask in masks)
         candidates = self._candidates(ctx, params, with_masks)
@@ -120,6 +119,7 @@ class AttributionRanking(Technique):
                 },
             },
             caveats=[
+                *left_out,
                 *sentences,
                 *skipped,
                 "Deletion and insertion curves are shown for comparison only: their constant-filled holes take the image out of the "

@@ -101,6 +101,20 @@ def test_a_scene_without_objects_is_refused_with_a_sentence(detector):
         run_technique("gradcam", detector, [("empty.png", png(empty))])
 
 
+@pytest.mark.parametrize("technique", ["gradcam", "attribution_ranking"])
+def test_a_picture_without_a_detection_is_left_out_with_a_caveat(detector, scenes, technique):
+    """One empty picture among scenes: the others are explained, the caveat names the one left out and why."""
+    rng = np.random.default_rng(3)
+    empty = (shapes.background(rng, shapes.SCENE_SIZE) * 255).astype(np.uint8)
+    pictures = [("scene.png", png(scenes[0].image)), ("empty.png", png(empty)), ("scene2.png", png(scenes[1].image))]
+    result = run_technique(technique, detector, pictures, {"target": "detection:0", **(CHECKS_OFF if technique == "gradcam" else {})})
+    caveat = next(caveat for caveat in result.caveats if "left out" in caveat)
+    assert caveat.startswith("1 of 3 images were left out") and "empty.png: the model detects nothing on image 1" in caveat
+    assert len(result.metrics["targets"]) == 2
+    if technique == "gradcam":
+        assert result.arrays["gradcam"].shape[0] == 2 and [a.group for a in result.artifacts if a.name == "input_1.png"] == ["1: scene2.png"]
+
+
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 @pytest.mark.parametrize("name,decoder", [("yolo_anchors_first", "yolo_anchors_first"), ("boxes_and_scores", "boxes_and_scores")])
 def test_other_detector_layouts(name, decoder, exporter):

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,10 +25,23 @@ import torch
 from viz_server.errors import UserError
 
 
+@dataclass(frozen=True)
+class Missing:
+    """The choice for an image on which the target does not exist (a detector that detects nothing there):
+    ``reason`` says why, in one sentence. ``Objective.resolve`` refuses it unless the caller leaves such images out."""
+
+    reason: str
+
+
 class Objective(ABC):
     """One target on the model's output. Subclasses implement ``choose`` (the per-image choices, from detached
-    outputs), ``selected`` (the differentiable scalars for given choices), ``probability`` (a value in [0, 1] per
-    image, for curves and metrics) and ``describe`` (a caption for one choice)."""
+    outputs; ``Missing(reason)`` for an image without the target, with ``can_miss`` set), ``selected`` (the
+    differentiable scalars for given choices), ``probability`` (a value in [0, 1] per image, for curves and
+    metrics) and ``describe`` (a caption for one choice)."""
+
+    can_miss: ClassVar[bool] = False
+    """Whether ``choose`` may find an image without the target (then a technique resolves it first and leaves such
+    images out: ``viz_server_plugins.toolkit.objectives.without_missing``)."""
 
     def __init__(self, target: str):
         self.target = target
@@ -64,14 +78,23 @@ class Objective(ABC):
         return [""] * len(outputs)
 
     # ---- shared machinery ---------------------------------------------------------------------------
-    def resolve(self, outputs: torch.Tensor) -> list[Any]:
+    def resolve(self, outputs: torch.Tensor, allow_missing: bool = False) -> list[Any]:
         """Make the choices on these outputs unless they are made already; return them. They are made on a normal
-        copy of the outputs, so that choices made under ``torch.inference_mode`` can enter a later backward pass."""
+        copy of the outputs, so that choices made under ``torch.inference_mode`` can enter a later backward pass.
+        An image without the target is refused in one sentence, unless ``allow_missing`` (the caller then leaves
+        the images ``missing()`` names out)."""
         if self.choices is None:
             with torch.inference_mode(False):
                 self.seen = outputs.detach().clone()
                 self.choices = list(self.choose(self.seen))
+        missing = self.missing()
+        if missing and not allow_missing:
+            raise UserError(next(iter(missing.values())))
         return self.choices
+
+    def missing(self) -> dict[int, str]:
+        """Image index -> why the target does not exist there (empty when every image has it)."""
+        return {index: choice.reason for index, choice in enumerate(self.choices or []) if isinstance(choice, Missing)}
 
     def score(self, outputs: torch.Tensor) -> torch.Tensor:
         """N differentiable scalars for a batch of outputs (choices made on the first batch seen)."""

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from torchvision.ops import batched_nms, box_iou
 
 from viz_server.errors import UserError
-from viz_server.objectives import Objective, refuse_target
+from viz_server.objectives import Missing, Objective, refuse_target
 from viz_server.tasks import OutputDecoder, OutputInfo
 
 CONFIDENCE = 0.25
@@ -212,7 +212,9 @@ def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
 
 class DetectionObjective(Objective):
     """One detection's confidence (or one of its box coordinates). A choice is (the detection, every detection on
-    that image, the coordinate or None)."""
+    that image, the coordinate or None); an image without the detection the target means is ``Missing``."""
+
+    can_miss = True
 
     def __init__(self, target: str, layout: DetectionLayout, spec):
         super().__init__(target)
@@ -247,24 +249,27 @@ class DetectionObjective(Objective):
     def choose(self, outputs):
         chosen = []
         for index, found in enumerate(self.layout.detections(outputs, self.spec)):
-            if not found:
-                raise UserError(f"the model detects nothing on image {index} (no confidence reaches {CONFIDENCE}); there is no detection to explain.")
-            if self.rank is not None:
-                if self.rank >= len(found):
-                    raise UserError(f"image {index} has {len(found)} detection(s); detection:{self.rank} does not exist (the first is detection:0).")
-                detection = found[self.rank]
-            elif self.box is not None:
-                overlaps = box_iou(torch.tensor([self.box]), torch.tensor([d.box for d in found]))[0]
-                if float(overlaps.max()) <= 0:
-                    raise UserError(f"no detection on image {index} overlaps the box {list(self.box)}.")
-                detection = found[int(overlaps.argmax())]
-            else:
-                of_class = [d for d in found if d.label == self.label]
-                if not of_class:
-                    raise UserError(f"the model detects no {self.spec.label(self.label)} on image {index}.")
-                detection = of_class[0]
-            chosen.append((detection, found, self.part))
+            detection, missing = self._detection(index, found)
+            chosen.append(Missing(missing) if detection is None else (detection, found, self.part))
         return chosen
+
+    def _detection(self, index, found):
+        """(the detection this target means on image ``index``, None) or (None, why there is none)."""
+        if not found:
+            return None, f"the model detects nothing on image {index} (no confidence reaches {CONFIDENCE}); there is no detection to explain."
+        if self.rank is not None:
+            if self.rank >= len(found):
+                return None, f"image {index} has {len(found)} detection(s); detection:{self.rank} does not exist (the first is detection:0)."
+            return found[self.rank], ""
+        if self.box is not None:
+            overlaps = box_iou(torch.tensor([self.box]), torch.tensor([d.box for d in found]))[0]
+            if float(overlaps.max()) <= 0:
+                return None, f"no detection on image {index} overlaps the box {list(self.box)}."
+            return found[int(overlaps.argmax())], ""
+        of_class = [d for d in found if d.label == self.label]
+        if not of_class:
+            return None, f"the model detects no {self.spec.label(self.label)} on image {index}."
+        return of_class[0], ""
 
     def selected(self, outputs, choices):
         rows = self.layout.rows(outputs)

@@ -24,6 +24,7 @@ from viz_server.techniques import TARGET, Artifact, Context, Param, Result, Tech
 from viz_server_plugins.toolkit import faithfulness, localization, sanity
 from viz_server_plugins.toolkit.degenerate import degenerate_caveat, why_degenerate
 from viz_server_plugins.toolkit.gradients import REDUCE, class_gradient
+from viz_server_plugins.toolkit.objectives import resolved_without_missing
 from viz_server_plugins.toolkit.relu_rules import RULE_UNITS, relu_rule, rule_caveat
 
 TARGET_PARAMS = (
@@ -101,6 +102,9 @@ class AttributionTechnique(Technique):
         steps = 1 + int(params["sanity_check"]) + int(params["faithfulness"])
         ctx.progress(0, steps, "attribution")
         objective = ctx.objective(params["target"], params["region"])
+        left_out: list[str] = []
+        if objective.can_miss:  # an image without the target is left out, with a caveat
+            ctx, images, objective, left_out = resolved_without_missing(ctx, images, objective)
         if params["smooth_samples"]:  # the noisy copies explain the clean image's targets: choose them first
             with torch.inference_mode():
                 objective.resolve(model.module(images))
@@ -123,7 +127,7 @@ class AttributionTechnique(Technique):
                 "predicted": objective.predicted(outputs),
                 "objective": objective.to_json()["details"],
             },
-            caveats=self.caveats_for(params),
+            caveats=[*left_out, *self.caveats_for(params)],
         )
         self._draw_targets(ctx, objective, result)
         usable = self._name_degenerate_maps(ctx, maps, what, result)
