@@ -256,3 +256,24 @@ def test_technique_params_cannot_take_the_command_lines_own_option_names():
 
     problems = check_technique(Clashing())
     assert any("image_set, labels" in problem and "command line" in problem for problem in problems), problems
+
+
+def test_an_embedding_model_is_audited_against_a_second_image(tmp_path, viz_inprocess):
+    """Its explanations show what makes each picture similar to the second image; without one, the audit says so."""
+    from task_models import export_task_model
+
+    from viz_server.testing import sample_inputs
+
+    model = tmp_path / "embedder.onnx"
+    model.write_bytes(export_task_model("embedder"))
+    for name, data in sample_inputs(3):
+        (tmp_path / name).write_bytes(data)
+    first, second, third = (tmp_path / name for name, _ in sample_inputs(3))
+    out = tmp_path / "audit"
+    refused = viz_inprocess("audit", model, "--image", first, "--technique", "saliency", "--out", out)
+    assert_one_sentence_exit_2(refused)
+    assert "embedding model" in refused.stderr and "--second-image" in refused.stderr
+    audited = viz_inprocess("audit", model, "--image", first, "--image", second, "--second-image", third, "--technique", "saliency", "--out", out)
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    job = json.loads((out / "report.json").read_text())["jobs"][0]
+    assert job["status"] == "done" and job["result"]["metrics"]["targets"][0].startswith("similarity to the second image")

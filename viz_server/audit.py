@@ -68,10 +68,11 @@ def run_audit(
     pictures: list[tuple[str, bytes, str | None, bytes | None]],
     choose: Callable[[str], list[str]],
     on_job: Callable[[int, int, str, str, float], None] = lambda *_: None,
+    second_image: tuple[str, bytes] | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Audit the model with the techniques ``choose(task)`` names on ``pictures`` (name, bytes, label, mask);
-    return the report as JSON data and as one self-contained HTML page. ``on_job(done, total, technique, status,
-    seconds)`` reports progress."""
+    """Audit the model with the techniques ``choose(task)`` names on ``pictures`` (name, bytes, label, mask), and
+    ``second_image`` (name, bytes) where a target compares with one (embedding models); return the report as JSON
+    data and as one self-contained HTML page. ``on_job(done, total, technique, status, seconds)`` reports progress."""
     from viz_server.config import load_settings
     from viz_server.jobs.execute import execute_job
     from viz_server.store import JobRecord, JobStatus, ModelRecord
@@ -91,8 +92,9 @@ def run_audit(
             task = (store.db.get(ModelRecord, record.id).description or {}).get("spec", {}).get("task") or "classification"
             technique_names = choose(task)
             images = store.add_images((name, content, "audit", label, mask) for name, content, label, mask in pictures) if pictures else []
+            second = store.add_images([(second_image[0], second_image[1], "second", None, None)])[0].id if second_image else None
             dispatcher = _InlineDispatcher()
-            report = actions.start_audit(store, dispatcher, record.id, technique_names, [image.id for image in images])
+            report = actions.start_audit(store, dispatcher, record.id, technique_names, [image.id for image in images], second)
             for done, job_id in enumerate(dispatcher.queued, start=1):
                 started = time.perf_counter()
                 _run(store, job_id, execute_job)

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(audit)
     audit.add_argument("--image", action="append", default=[], metavar="FILE", help="input image (repeat); FILE-stem.mask.png beside it is its object mask")
     audit.add_argument("--image-set", metavar="DIR_OR_ZIP", help="labeled image set: one sub-folder per class (NAME.mask.png: object masks)")
+    audit.add_argument("--second-image", metavar="FILE", help="embedding models: the picture their explanations compare with")
     audit.add_argument("--suite", action="append", default=[], metavar="NAME", help="audit suite to run (repeat; default: attribution)")
     audit.add_argument("--technique", action="append", default=[], metavar="NAME", help="also run this technique with its defaults (repeat)")
     audit.add_argument("--fail-under", action="append", default=[], metavar="KEY=VALUE", help="exit 1 when a headline figure is below VALUE (repeat)")
@@ -295,7 +296,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"\r[{bar:<20}] {done}/{total} {technique}: {status} ({seconds:.1f} s)", file=sys.stderr, flush=True)
 
     pictures = [(name, data, label, mask) for (name, data), label, mask in zip(images, labels, masks)]
-    report, html = run_audit(_resolve_model_path(args.model), overrides, pictures, lambda task: audit_techniques(task, suites, args.technique), progress)
+    second = _read_image(args.second_image) if args.second_image else None
+    report, html = run_audit(
+        _resolve_model_path(args.model), overrides, pictures, lambda task: audit_techniques(task, suites, args.technique), progress, second_image=second
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.html").write_text(html, encoding="utf-8")

@@ -165,10 +165,20 @@ def _check_model_params(technique, params: dict[str, Any], record: ModelRecord) 
             raise UserError(f"{record.name} has no layer named '{value}'; pick one from the list.")
 
 
-def start_audit(store: Store, dispatcher, model_id: int, technique_names: list[str], image_ids: list[int]) -> ReportRecord:
-    """One report: every chosen technique, with default params, on the same model and images."""
+def start_audit(store: Store, dispatcher, model_id: int, technique_names: list[str], image_ids: list[int], second_image_id: int | None = None) -> ReportRecord:
+    """One report: every chosen technique, with default params, on the same model and images. An embedding model's
+    targets compare with a second image, so auditing its explanations needs one."""
     record = model_or_404(store, model_id)
-    jobs = [prepared_job(store, name, record.id, image_ids, {}) for name in _image_techniques(technique_names)]  # all checked first
+    names = _image_techniques(technique_names)
+    available = techniques()
+    targeted = [name for name in names if any(param.kind == "target" for param in available[name].params)]
+    task = (record.description or {}).get("spec", {}).get("task")
+    if task == "embedding" and targeted and not second_image_id:
+        raise UserError(
+            f"{record.name} is an embedding model: its explanations ({', '.join(targeted[:3])}) show what makes a picture similar to a "
+            "second image; choose one (CLI: --second-image)."
+        )
+    jobs = [prepared_job(store, name, record.id, image_ids, {}, second_image_id=second_image_id) for name in names]  # all checked first
     return _queue_report(store, dispatcher, ReportRecord(kind="audit", title=f"Audit of {record.name}"), jobs)
 
 

@@ -194,6 +194,11 @@ def _params_from_form(technique) -> dict:
     return raw
 
 
+def _second_image() -> int | None:
+    chosen = _ids([request.form.get("second_image_id", "")])
+    return chosen[0] if chosen else None
+
+
 def _chosen_images() -> list[int]:
     image_ids = _ids(request.form.getlist("image_ids"))
     uploads = _uploaded_files("images")
@@ -210,7 +215,6 @@ def submit_run():
     model_id = _ids([request.form.get("model_id", "")])
     if not model_id:
         raise UserError("choose a model to analyse.")
-    second = _ids([request.form.get("second_image_id", "")])
     raw = _params_from_form(technique)
     try:
         job = actions.submit_job(
@@ -221,7 +225,7 @@ def submit_run():
             _chosen_images(),
             raw,
             seed=_form_seed(),
-            second_image_id=second[0] if second else None,
+            second_image_id=_second_image(),
         )
     except UserError as refusal:  # the same form again, the typed values kept, the sentence beside its field
         kept = {**raw, "seed": request.form.get("seed", "0")}
@@ -321,7 +325,7 @@ def audit_page(model_id: int, checked: set[str] | None = None, chosen_images: li
 def start_audit(model_id: int):
     chosen = request.form.getlist("techniques")
     try:
-        report = actions.start_audit(store(), dispatcher(), model_id, chosen, _chosen_images())
+        report = actions.start_audit(store(), dispatcher(), model_id, chosen, _chosen_images(), _second_image())
     except UserError as refusal:
         return audit_page(model_id, set(chosen), _ids(request.form.getlist("image_ids")), str(refusal))
     return redirect(url_for("pages.report_page", report_id=report.id))
