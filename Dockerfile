@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # viz-server on CPU. Build: docker build -t viz-server .   Run: docker run -p 8000:8000 -v viz-data:/data viz-server
 # Binding 0.0.0.0 inside the container requires the access token: set VIZ_SERVER_TOKEN, or open the
 # sign-in link the server prints on its first start (the token is kept in /data).
@@ -17,8 +18,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
     VIZ_SERVER_DATA=/data VIZ_SERVER_CACHE=/data/cache
 # CPU-only torch wheels keep the image small (the default PyPI wheels bundle CUDA).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.2" "torchvision>=0.17"
-COPY --from=wheel /dist /dist
-RUN pip install "$(echo /dist/viz_server-*.whl)[cpu]" && rm -rf /dist \
+RUN --mount=type=bind,from=wheel,source=/dist,target=/dist pip install "$(echo /dist/viz_server-*.whl)[cpu]" \
     && useradd --create-home --uid 1000 viz && mkdir -p /data && chown viz /data
 
 USER viz

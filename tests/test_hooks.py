@@ -235,7 +235,7 @@ def test_a_new_style_wrapper_wraps_every_implementation(registered):
     registered(Wrapper(), "wrapper")
     called = plugins.call_hook("report_sections", report=report([]))
     assert seen == [len(called) - 1]
-    assert called[-1] == ("wrappers of report_sections", [Section("t-added by the wrapper", [])])
+    assert called[-1] == ("wrapper", [Section("t-added by the wrapper", [])])
     assert [section.title for section in report_sections(report([]))][-1] == "t-added by the wrapper"
 
 
@@ -330,3 +330,39 @@ def test_a_command_in_a_listed_module_is_reported(monkeypatch):
     finally:
         monkeypatch.undo()
         plugins.reset_plugin_manager()
+
+
+def test_completing_the_load_keeps_an_eager_loads_order(monkeypatch):
+    """Two installed packages, each listing a module: registered as built-ins, then A, A's module, B, B's module
+    (an eager, depth-first load), so pluggy's call order does not depend on when the lists were read."""
+    import types
+    from importlib import metadata
+
+    for package in ("zz_first", "zz_second"):
+        module = types.ModuleType(package)
+        module.PLUGINS = (f"{package}.child",)
+        child = types.ModuleType(f"{package}.child")
+        child.report_sections = hookimpl(lambda report: [])
+        monkeypatch.setitem(sys.modules, package, module)
+        monkeypatch.setitem(sys.modules, f"{package}.child", child)
+
+    class EntryPoint:
+        dist = None
+
+        def __init__(self, name):
+            self.name = name
+
+        def load(self):
+            return sys.modules[self.name]
+
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [*real(group=group), EntryPoint("zz_first"), EntryPoint("zz_second")])
+    plugins.reset_plugin_manager()
+    try:
+        names = [plugin["name"] for plugin in plugins.registered_plugins()]
+    finally:
+        monkeypatch.undo()
+        plugins.reset_plugin_manager()
+    ours = [name for name in names if name.startswith("zz_")]
+    assert ours == ["zz_first", "zz_first.child", "zz_second", "zz_second.child"]
+    assert names.index("zz_first") > max(names.index(name) for name in names if name.startswith("viz_server_plugins."))

@@ -4,11 +4,13 @@ the web UI.
 
 The fresh environment sees this environment's third-party packages through a ``.pth`` path entry (torch and
 its CUDA libraries are gigabytes; copying them would test pip, not us). A path entry does not run the ``.pth``
-files of the folder it adds, so the editable checkout's import hook stays out, and every test asserts that
-the modules it ran were the installed ones."""
+files of the folder it adds, so the editable checkout's import hook stays out; the commands run from a folder
+outside the checkout, and ``test_installed_modules_are_the_wheels`` checks where the modules come from. That
+the wheel requires every distribution its code imports is checked from its metadata."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -149,3 +151,62 @@ def test_the_installed_server_serves_its_pages_and_files(environment):
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+OPTIONAL_HANDLERS = {"ImportError", "ModuleNotFoundError"}
+TRANSITIVE = {"werkzeug": "flask", "markupsafe": "flask", "protobuf": "onnx"}
+"""Distributions the code imports that come with a declared one (Flask's own, onnx's protobuf)."""
+
+
+def required_imports(source: str) -> set[str]:
+    """Top-level names a module imports outside ``try: ... except ImportError`` (those are optional)."""
+    tree = ast.parse(source)
+    optional = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+            isinstance(handler.type, ast.Name)
+            and handler.type.id in OPTIONAL_HANDLERS
+            or isinstance(handler.type, ast.Tuple)
+            and {getattr(element, "id", "") for element in handler.type.elts} & OPTIONAL_HANDLERS
+            for handler in node.handlers
+        ):
+            optional.update(id(inner) for statement in node.body for inner in ast.walk(statement))
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_wheel_declares_every_distribution_its_code_imports(wheel):
+    """Every third-party module the installed code imports comes from a distribution the wheel requires (in its
+    dependencies or an extra), or from one a required distribution brings (``TRANSITIVE``)."""
+    import importlib.metadata
+    import re
+
+    archive = zipfile.ZipFile(wheel)
+    requires = [
+        line.split(":", 1)[1].strip()
+        for line in archive.read(next(n for n in archive.namelist() if n.endswith("METADATA"))).decode().splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
+    declared = {re.split(r"[\s\[<>=!~;(]", requirement, maxsplit=1)[0].lower().replace("_", "-") for requirement in requires}
+    imported = set()
+    for name in archive.namelist():
+        if name.endswith(".py") and name.split("/")[0] in ("viz_server", "viz_server_plugins", "viz_server_models"):
+            folder_modules = {Path(other).stem for other in archive.namelist() if other.startswith(name.rsplit("/", 1)[0] + "/")}
+            imported |= {module for module in required_imports(archive.read(name).decode()) if module not in folder_modules}
+    third_party = sorted(
+        module for module in imported if module not in sys.stdlib_module_names and not module.startswith("viz_server") and module != "__future__"
+    )
+    owners = importlib.metadata.packages_distributions()
+    missing = []
+    for module in third_party:
+        distributions = {owner.lower().replace("_", "-") for owner in owners.get(module, [module])}
+        if not distributions & declared and not any(TRANSITIVE.get(owner) in declared for owner in distributions):
+            missing.append(f"{module} ({', '.join(sorted(distributions))})")
+    assert third_party and not missing, f"imported but not required by the wheel: {missing}"

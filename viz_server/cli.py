@@ -6,6 +6,7 @@ Bad input prints one sentence on stderr and exits 2; nothing prints a traceback 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -360,7 +361,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.umask(0o077)  # the database, blobs, logs and token: readable by this user only
     from viz_server.web import create_app
 
-    host, port = args.host or setting("VIZ_SERVER_HOST"), args.port or setting("VIZ_SERVER_PORT")
+    host = args.host if args.host is not None else setting("VIZ_SERVER_HOST")
+    port = args.port if args.port is not None else setting("VIZ_SERVER_PORT")
     app = create_app(host=host, start_jobs=False)
     dispatcher = app.extensions["viz_dispatcher"]
     # pages answer at once; the plugins (and torch, which techniques import) load beside them, for the pages that
@@ -400,10 +402,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv == ["--version"]:  # before any plugin loads
         print(__version__)
         return 0
-    debug = setting("VIZ_SERVER_DEBUG")
-    if not debug:
-        warnings.simplefilter("ignore")  # library warnings are not the user's business; stderr stays one sentence
+    debug = False
     try:
+        debug = setting("VIZ_SERVER_DEBUG")
+        if not debug:
+            warnings.simplefilter("ignore")  # library warnings are not the user's business; stderr stays one sentence
         parser = build_parser()
         if len(argv) >= 2 and argv[0] == "run" and any(a in ("-h", "--help") for a in argv[2:]) and not argv[1].startswith("-"):
             return _technique_help(parser, argv[1])
@@ -424,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`viz-server plugins | head`): nothing more to say
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
     except Exception as exc:  # noqa: BLE001 - last line of defence: one sentence, no traceback
         if debug:
             raise

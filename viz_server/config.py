@@ -32,6 +32,13 @@ def _positive_int(text: str) -> int | None:
     return int(text) if text.strip().isdigit() and int(text) > 0 else None
 
 
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError
+    return lowered in ("1", "true", "yes", "on")
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip().lower() for name in text.split(",") if name.strip())
 
@@ -50,7 +57,7 @@ SETTINGS = {
             "VIZ_SERVER_STANDBY",
             "1",
             "1: keep a warm job process per job slot (imports done, last model loaded); 0: start each job cold",
-            lambda text: text != "0",
+            _flag,
         ),
         Setting("VIZ_SERVER_JOB_LEASE", "15", "seconds without a heartbeat after which a running job's process is taken for dead", float),
         Setting("VIZ_SERVER_ALLOWED_HOSTS", "", "host names (comma-separated) the server answers to besides the loopback names; * = any", _names),
@@ -68,7 +75,7 @@ SETTINGS = {
         ),
         Setting("VIZ_SERVER_HOST", "127.0.0.1", "address `viz-server serve` binds (any other than loopback requires the access token)"),
         Setting("VIZ_SERVER_PORT", "8000", "port `viz-server serve` listens on", int),
-        Setting("VIZ_SERVER_DEBUG", "", "1: the command line shows tracebacks and library warnings instead of one sentence", lambda text: bool(text)),
+        Setting("VIZ_SERVER_DEBUG", "", "1: the command line shows tracebacks and library warnings instead of one sentence", _flag),
         Setting("VIZ_SERVER_PARENT_PID", "", "the server's process id, given to its job processes so that they die with it", _positive_int, internal=True),
     )
 }
@@ -84,7 +91,7 @@ def setting(variable: str) -> Any:
     try:
         return entry.parse(text)
     except ValueError:
-        raise UserError(f"the environment variable {variable}={text[:40]!r} is not valid; it sets the {entry.help}.") from None
+        raise UserError(f"the environment variable {variable}={text[:40]!r} is not valid ({entry.help}).") from None
 
 
 @dataclass(frozen=True)

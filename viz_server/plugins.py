@@ -54,7 +54,7 @@ class _Registry:
     builtin: set[str] = field(default_factory=set)
     distributions: dict[str, tuple[str, str]] = field(default_factory=dict)  # plugin name -> (project, version)
     problems: dict[str, list[str]] = field(default_factory=dict)  # plugin name -> sentences
-    listed: list[tuple[str, bool, tuple[str, str] | None]] = field(default_factory=list)  # PLUGINS modules not yet imported
+    listed: dict[str, tuple[str, ...]] = field(default_factory=dict)  # plugin -> the PLUGINS modules it lists, not yet imported
 
 
 _lock = threading.RLock()
@@ -70,7 +70,7 @@ def _registry_now(complete: bool = True) -> _Registry:
             manager.add_hookspecs(hookspecs)
             registry = _Registry(manager)
             for module_name in DEFAULT_PLUGINS:
-                _register_module(registry, module_name, builtin=True)
+                _register_module(registry, module_name, builtin=True, defer_listed=True)
             for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 _register_entry_point(registry, entry_point)
             _registry = registry
@@ -80,25 +80,31 @@ def _registry_now(complete: bool = True) -> _Registry:
 
 
 def _complete(registry: _Registry) -> None:
-    """Import the modules listed in ``PLUGINS``, keeping pluggy's registration order what an eager load gives:
-    every built-in, then the installed plugins (whose own modules were registered before the built-ins' lists)."""
+    """Import the modules listed in ``PLUGINS``, in the order an eager load registers them (each plugin followed by
+    the modules it lists, depth first; every built-in before the installed plugins), so that pluggy's call order
+    does not depend on when the lists were read. Installed plugins, registered before the built-ins' lists were
+    imported, are registered again after them."""
     installed = [(name, plugin) for name, plugin in registry.manager.list_name_plugin() if plugin is not None and name not in registry.builtin]
     for _name, plugin in installed:
         registry.manager.unregister(plugin)
-    _register_listed(registry, builtin=True)
+    for name in [name for name in registry.listed if name in registry.builtin]:
+        _register_listed(registry, name, builtin=True)
     for name, plugin in installed:
         registry.manager.register(plugin, name=name)
-    _register_listed(registry, builtin=False)
+        _register_listed(registry, name, builtin=False)
 
 
-def _register_listed(registry: _Registry, builtin: bool) -> None:
-    while chosen := [entry for entry in registry.listed if entry[1] == builtin]:
-        registry.listed.remove(chosen[0])
-        module_name, _builtin, distribution = chosen[0]
-        _register_module(registry, module_name, builtin, distribution, listed=True)
+def _register_listed(registry: _Registry, parent: str, builtin: bool) -> None:
+    distribution = registry.distributions.get(parent)
+    for child in registry.listed.pop(parent, ()):
+        _register_module(registry, child, builtin, distribution, listed=True)
 
 
-def _register_module(registry: _Registry, module_name: str, builtin: bool, distribution: tuple[str, str] | None = None, listed: bool = False) -> None:
+def _register_module(
+    registry: _Registry, module_name: str, builtin: bool, distribution: tuple[str, str] | None = None, listed: bool = False, defer_listed: bool = False
+) -> None:
+    """Import and register one plugin module, then the modules it lists in ``PLUGINS`` (at once, depth first, or
+    when the registry completes: ``defer_listed``)."""
     if registry.manager.has_plugin(module_name) or registry.manager.is_blocked(module_name):
         return
     try:
@@ -118,7 +124,11 @@ def _register_module(registry: _Registry, module_name: str, builtin: bool, distr
             module_name,
             f"implements {hook_name} in a module listed in PLUGINS, which loads after the command line is built; move it to the plugin's own module",
         )
-    registry.listed.extend((child, builtin, distribution) for child in getattr(module, "PLUGINS", ()))
+    children = tuple(getattr(module, "PLUGINS", ()))
+    if defer_listed:
+        registry.listed[module_name] = children
+    for child in () if defer_listed else children:
+        _register_module(registry, child, builtin, distribution, listed=True)
 
 
 def _register_entry_point(registry: _Registry, entry_point: metadata.EntryPoint) -> None:
@@ -134,14 +144,15 @@ def _register_entry_point(registry: _Registry, entry_point: metadata.EntryPoint)
         return
     if distribution:
         registry.distributions[entry_point.name] = distribution
-    registry.listed.extend((child, False, distribution) for child in getattr(plugin, "PLUGINS", ()))
+    registry.listed[entry_point.name] = tuple(getattr(plugin, "PLUGINS", ()))
 
 
 def _report(registry: _Registry, plugin_name: str, sentence: str) -> None:
     log.warning("viz-server plugin %s %s", plugin_name, sentence)
-    found = registry.problems.setdefault(plugin_name, [])
-    if sentence not in found:
-        found.append(sentence)
+    with _lock:
+        found = registry.problems.setdefault(plugin_name, [])
+        if sentence not in found:
+            found.append(sentence)
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -164,11 +175,13 @@ _returned: contextvars.ContextVar[list[tuple[str, Any]] | None] = contextvars.Co
 def call_hook(hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
     """(plugin name, result) of every implementation of a hook, in pluggy's order: last registered first,
     ``tryfirst`` before and ``trylast`` after the rest, wrappers around them all. A result a wrapper put in
-    place of the implementations' is credited to the hook's wrappers."""
+    place of the implementations' is credited to the outermost wrapper's plugin."""
     registry = _registry_now(complete=hook_name not in COMMAND_LINE_HOOKS)
     caller = getattr(registry.manager.hook, hook_name)
-    for implementation in caller.get_hookimpls():
+    implementations = caller.get_hookimpls()
+    for implementation in implementations:
         _guard(registry, hook_name, implementation)
+    wrappers = [implementation.plugin_name for implementation in implementations if implementation.wrapper or implementation.hookwrapper]
     returned: list[tuple[str, Any]] = []
     token = _returned.set(returned)
     try:
@@ -176,7 +189,7 @@ def call_hook(hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
     finally:
         _returned.reset(token)
     credited = {id(result): name for name, result in returned}
-    return [(credited.get(id(result), f"wrappers of {hook_name}"), result) for result in results]
+    return [(credited.get(id(result), wrappers[-1] if wrappers else hook_name), result) for result in results]
 
 
 def _guard(registry: _Registry, hook_name: str, implementation: pluggy.HookImpl) -> None:
@@ -193,8 +206,8 @@ def _guard(registry: _Registry, hook_name: str, implementation: pluggy.HookImpl)
 
         @functools.wraps(function)
         def guarded(*args):
-            teardown = cast(Generator[None, Any, Any], function(*args))
             try:
+                teardown = cast(Generator[None, Any, Any], function(*args))
                 next(teardown)
             except UserError:
                 raise
@@ -267,7 +280,9 @@ def collected(hook_name: str, kind: type, **kwargs: Any) -> list[tuple[str, Any]
 
 def problems() -> dict[str, list[str]]:
     """Plugin name -> sentences about plugins that failed to load or whose hooks raised."""
-    return {name: list(found) for name, found in _registry_now().problems.items()}
+    registry = _registry_now()
+    with _lock:
+        return {name: list(found) for name, found in registry.problems.items()}
 
 
 def registered_plugins() -> list[dict[str, Any]]:
@@ -281,7 +296,7 @@ def registered_plugins() -> list[dict[str, Any]]:
         project, version = ("built-in", __version__) if name in registry.builtin else registry.distributions.get(name, ("registered", ""))
         hooks = sorted(caller.name for caller in registry.manager.get_hookcallers(plugin) or [])
         listed.append({"name": name, "source": project, "version": version, "hooks": hooks})
-    for name in registry.problems:
+    for name in problems():
         if not registry.manager.has_plugin(name):
             listed.append({"name": name, "source": "not loaded", "version": "", "hooks": []})
     return listed

@@ -122,3 +122,36 @@ def test_model_check_findings_belong_to_the_spec_they_were_found_at(tmp_path):
     found = [[f["finding"] for f in model.conversion.findings if f["check"] == "mean_check"] for model in (first, second, again)]
     assert found == [["checked at mean 0.4"], ["checked at mean 0.6"], ["checked at mean 0.4"]]
     assert len(again.conversion.checked) == 2  # one entry per spec input key, the third load found its own
+
+
+def test_findings_follow_every_spec_field_a_check_may_read(tmp_path):
+    """A check may read the labels or the task as well as the input: a load with other labels shows its own."""
+    from viz_server import hookimpl, plugins
+    from viz_server_models import shipped_models
+
+    class LabelCheck:
+        @hookimpl
+        def model_checks(self, model):
+            return [f"first label {model.spec.labels[0]}"]
+
+    plugins.plugin_manager().register(LabelCheck(), name="label_check")
+    try:
+        path = shipped_models()["shapes_cnn"]
+        default = load_model(path, cache_dir=tmp_path)
+        renamed = load_model(path, labels="w,x,y,z", cache_dir=tmp_path)
+    finally:
+        plugins.reset_plugin_manager()
+    assert [f["finding"] for f in default.conversion.findings if f["check"] == "label_check"] == ["first label circle"]
+    assert [f["finding"] for f in renamed.conversion.findings if f["check"] == "label_check"] == ["first label w"]
+
+
+def test_parity_shown_is_the_parity_at_the_spec_in_use(tmp_path):
+    from viz_server.model.spec import input_key
+    from viz_server_models import shipped_models
+
+    path = shipped_models()["shapes_cnn"]
+    default = load_model(path, cache_dir=tmp_path)
+    scaled = load_model(path, value_range="0,255", mean="127.5", std="64", cache_dir=tmp_path)
+    assert scaled.conversion.parity == scaled.conversion.verified[input_key(scaled.spec)]
+    assert default.conversion.parity == default.conversion.verified[input_key(default.spec)]
+    assert scaled.conversion.parity != default.conversion.parity and all("probe" in check for check in scaled.conversion.parity)

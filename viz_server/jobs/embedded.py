@@ -98,6 +98,8 @@ class EmbeddedRunner:
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
+        if self._stop.is_set():  # stopped before it started (a server shut down while it was still loading)
+            return
         self._reap()
         self._top_up()
         self._thread = threading.Thread(target=self._loop, name="viz-server-jobs", daemon=True)

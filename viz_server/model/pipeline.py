@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import replace
@@ -29,7 +30,7 @@ from viz_server.model.layers import LayerTable, build_layer_table, incomplete, s
 from viz_server.model.loaded import ConversionReport, LoadedModel
 from viz_server.model.precision import model_precision
 from viz_server.model.runtime import FixedBatch
-from viz_server.model.spec import ModelSpec, build_spec, input_key, parse_field, read_sidecar, spec_metadata
+from viz_server.model.spec import ModelSpec, build_spec, input_key, parse_field, read_sidecar, spec_digest, spec_metadata
 from viz_server.model.verify import verify, verify_spec
 from viz_server.plugins import call_hook
 from viz_server.tasks import OutputDecoder, OutputInfo, choose_decoder
@@ -77,25 +78,35 @@ def load_model(
     spec = _spec_for(converted.onnx_model, converted.metadata, overrides, decoder, output)
     model = _loaded(digest, name, converted, spec, decoder)
     if (_settle_at(spec, converted, model) or fresh) and use_cache:
-        cache.remember(key, converted, folder)
+        with _settle_lock:  # the report is shared: written while no other load adds to it
+            cache.remember(key, converted, folder)
     return model
 
 
+_settle_lock = threading.Lock()
+
+
 def _settle_at(spec: ModelSpec, converted: cache.Converted, model: LoadedModel) -> bool:
-    """Parity and the model checks at the spec in use, once per ``input_key`` (what holds at one input size,
-    layout, range and normalization need not hold at another); True when something was added."""
-    where = input_key(spec)
+    """Parity at the spec in use, once per ``input_key`` (what holds at one input size, layout, range and
+    normalization need not hold at another), and the model checks once per ``spec_digest`` (a check may also
+    read the task or the labels); the model's report shows both for its own spec. True when something was added."""
     report = converted.report
+    where, checked_at = input_key(spec), spec_digest(spec)
     added = False
     if where not in report.verified:
-        report.verified[where] = verify_spec(converted.onnx_model, converted.graph, converted.module_names, spec)
+        verified = verify_spec(converted.onnx_model, converted.graph, converted.module_names, spec)
+        with _settle_lock:
+            report.verified[where] = verified
         added = True
-    if where not in report.checked:
+    if checked_at not in report.checked:
         started = time.perf_counter()
-        report.checked[where] = _checks(model)
-        report.seconds["checks"] = round(time.perf_counter() - started, 4)
+        findings = _checks(model)
+        with _settle_lock:
+            report.checked[checked_at] = findings
+            report.seconds = {**report.seconds, "checks": round(time.perf_counter() - started, 4)}
         added = True
-    model.conversion.findings = report.checked[where]
+    model.conversion.parity = report.verified[where]
+    model.conversion.findings = report.checked[checked_at]
     return added
 
 
@@ -109,7 +120,7 @@ def _loaded(digest: str, name: str, converted: cache.Converted, spec: ModelSpec,
         module=converted.graph if max_batch is None else FixedBatch(converted.graph, max_batch),
         spec=spec,
         layers=_layer_table(digest, converted, spec),
-        conversion=replace(converted.report, findings=converted.report.checked.get(input_key(spec), [])),
+        conversion=replace(converted.report, findings=converted.report.checked.get(spec_digest(spec), [])),
         metadata=converted.metadata,
         decoder=decoder,
     )

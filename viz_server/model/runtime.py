@@ -37,7 +37,10 @@ def session_threads() -> int | None:
 def make_session(model: onnx.ModelProto, *, exact: bool = False):
     """An onnxruntime session; ``exact`` runs every node as written, on the CPU (no graph optimizations: no
     fused kernels, no integer kernels for quantize/dequantize pairs), the reference verification compares with."""
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError('onnxruntime is not installed; install viz-server with it: pip install "viz-server[cpu]" (or "[gpu]").') from None
 
     available = ort.get_available_providers()
     providers = ["CPUExecutionProvider"] if exact else [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]

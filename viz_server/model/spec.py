@@ -12,6 +12,7 @@ Metadata values are JSON, or comma-separated lists.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import math
 import tomllib
@@ -295,6 +296,7 @@ class SpecField:
     sets: tuple[str, ...]
     changes_input: bool
     shown: Callable[[dict[str, Any]], str]
+    type: str = "text"  # what a value is, for the docs: "NCHW | NHWC", "2 numbers" ...
     lines: bool = False
 
     @property
@@ -305,7 +307,7 @@ class SpecField:
 SPEC_FIELDS: dict[str, SpecField] = {
     entry.name: entry
     for entry in (
-        SpecField("layout", _layout, "NCHW or NHWC", "input layout: NCHW or NHWC", ("layout",), True, lambda spec: spec["layout"]),
+        SpecField("layout", _layout, "NCHW or NHWC", "input layout: NCHW or NHWC", ("layout",), True, lambda spec: spec["layout"], type="NCHW or NHWC"),
         SpecField(
             "value_range",
             _value_range,
@@ -314,6 +316,7 @@ SPEC_FIELDS: dict[str, SpecField] = {
             ("value_range",),
             True,
             lambda spec: _joined(spec["value_range"]),
+            type="2 numbers",
         ),
         SpecField(
             "mean",
@@ -323,6 +326,7 @@ SPEC_FIELDS: dict[str, SpecField] = {
             ("mean",),
             True,
             lambda spec: _joined(spec["mean"]),
+            type="1 or C numbers",
         ),
         SpecField(
             "std",
@@ -332,8 +336,9 @@ SPEC_FIELDS: dict[str, SpecField] = {
             ("std",),
             True,
             lambda spec: _joined(spec["std"]),
+            type="1 or C positive numbers",
         ),
-        SpecField("channel_order", _channel_order, "RGB or BGR", "RGB or BGR", ("channel_order",), True, lambda spec: spec["channel_order"]),
+        SpecField("channel_order", _channel_order, "RGB or BGR", "RGB or BGR", ("channel_order",), True, lambda spec: spec["channel_order"], type="RGB or BGR"),
         SpecField(
             "image_size",
             _image_size,
@@ -342,6 +347,7 @@ SPEC_FIELDS: dict[str, SpecField] = {
             ("height", "width"),
             True,
             lambda spec: f"{spec['height']},{spec['width']}",
+            type="2 whole numbers",
         ),
         SpecField(
             "labels",
@@ -351,6 +357,7 @@ SPEC_FIELDS: dict[str, SpecField] = {
             ("labels",),
             False,
             lambda spec: _joined(spec["labels"], ", "),
+            type="list of names",
             lines=True,
         ),
         SpecField(
@@ -361,6 +368,7 @@ SPEC_FIELDS: dict[str, SpecField] = {
             ("task",),
             False,
             lambda spec: spec["task"],
+            type="name",
         ),
     )
 }
@@ -371,6 +379,13 @@ def input_key(spec: ModelSpec) -> str:
     """The values of the spec fields that change what the model is fed: what verification (and everything else
     measured on the model's input, such as model-check findings) holds for."""
     return json.dumps([getattr(spec, attribute) for entry in SPEC_FIELDS.values() if entry.changes_input for attribute in entry.sets])
+
+
+def spec_digest(spec: ModelSpec) -> str:
+    """A digest of everything the spec says (not where its values came from): what results on the model depend on,
+    such as the model checks' findings (a check may read the task or the labels as well as the input)."""
+    settled = {key: value for key, value in asdict(spec).items() if key not in ("guessed", "sources")}
+    return hashlib.sha256(json.dumps(settled, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
 def parse_field(key: str, raw: Any) -> Any:
