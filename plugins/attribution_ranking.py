@@ -25,7 +25,7 @@ from viz_server.techniques import Artifact, Context, Param, Result, Technique, h
 from viz_server_plugins.toolkit import faithfulness, localization, ranking, road, sanity, stability
 from viz_server_plugins.toolkit.attribution import TARGET_PARAMS, AttributionTechnique, class_attributions
 from viz_server_plugins.toolkit.baselines import BASELINES, baseline_maps
-from viz_server_plugins.toolkit.degenerate import why_degenerate
+from viz_server_plugins.toolkit.degenerate import flat_curves, why_degenerate
 from viz_server_plugins.toolkit.objectives import resolved_without_missing
 
 
@@ -82,6 +82,12 @@ class AttributionRanking(Technique):
                 continue
             scores.append(self._score(ctx, candidate, maps, images, objective, params, masks if with_masks else None, cascades))
             first_maps.append(maps[0])
+        still = ranking.judge_only_moving_images(scores)
+        if still:
+            names = ", ".join(ctx.image_names[index] if index < len(ctx.image_names) else f"image {index}" for index in still)
+            skipped.append(
+                f"On {len(still)} of {len(images)} images ({names}) the target did not move whichever pixels were removed, so ROAD cannot judge any map there; they are left out of the gaps."
+            )
         ordered = ranking.order(scores)
         sentences = ranking.verdict(scores)
         recommended = ranking.recommended(scores)
@@ -174,8 +180,7 @@ class AttributionRanking(Technique):
             curves.gap,
             curves.morf,
             curves.lerf,
-            np.trapezoid(classic.deletion, classic.fractions, axis=1),
-            np.trapezoid(classic.insertion, classic.fractions, axis=1),
+            *(np.where(flat_curves(curve), np.nan, np.trapezoid(curve, classic.fractions, axis=1)) for curve in (classic.deletion, classic.insertion)),
             usable,
         )
         if masks is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class Objective(ABC):
     differentiable scalars for given choices), ``probability`` (a value in [0, 1] per image, for curves and
     metrics) and ``describe`` (a caption for one choice)."""
 
-    can_miss: ClassVar[bool] = False
+    can_miss: bool = False
     """Whether ``choose`` may find an image without the target (then a technique resolves it first and leaves such
     images out: ``viz_server_plugins.toolkit.objectives.without_missing``)."""
 

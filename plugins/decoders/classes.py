@@ -6,6 +6,9 @@
 - Dense maps (segmenters, N x C x H x W): the class's score summed over the whole output, over a ``region``
   ``ROW0:ROW1,COL0:COL1`` of the output grid, or (``region=mask``) over the positions where the model itself
   predicts that class. Probabilities are the softmax over the class axis, averaged over the same positions.
+- One-channel dense maps (a DB text detector's N x 1 x H x W): the channel is a probability of its own (the
+  model's final Sigmoid) or a logit, never a softmax over one channel (always 1); the model predicts the class
+  where that probability exceeds ``THRESHOLD``.
 """
 
 from __future__ import annotations
@@ -14,11 +17,37 @@ import numpy as np
 import torch
 
 from viz_server.errors import UserError
-from viz_server.objectives import Objective, softmax
+from viz_server.objectives import Missing, Objective, softmax
 from viz_server.tasks import OutputDecoder, OutputInfo
 
 TOP = 5
 TOP1 = ("top1", "top-1", "predicted", "")
+THRESHOLD = 0.5
+"""Where a one-channel map's probability exceeds this, the model predicts its class (``region=mask``, areas)."""
+SIGMOID_OPS = ("Sigmoid", "HardSigmoid")
+
+
+def sigmoid(values: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(values, np.float64)))
+
+
+def class_chances(per_position: np.ndarray, squashed: bool) -> np.ndarray:
+    """N x C x P scores -> N x C x P probabilities: a softmax over the classes, or for one channel its own value
+    (``squashed``: the model's final Sigmoid made it a probability) or the sigmoid of its logit."""
+    per_position = np.asarray(per_position, np.float64)
+    if per_position.shape[1] == 1:
+        return np.clip(per_position, 0.0, 1.0) if squashed else sigmoid(per_position)
+    return softmax(per_position, axis=1)
+
+
+def predicted_positions(per_position, squashed: bool):
+    """N x P: the class the model predicts at each position (one channel: 0 where its probability exceeds
+    ``THRESHOLD``, -1 elsewhere); tensors in, tensors out."""
+    if per_position.shape[1] != 1:
+        return per_position.argmax(1)
+    chances = per_position[:, 0] if squashed else per_position[:, 0].sigmoid() if isinstance(per_position, torch.Tensor) else sigmoid(per_position[:, 0])
+    above = chances > THRESHOLD
+    return above.long() - 1 if isinstance(above, torch.Tensor) else above.astype(np.int64) - 1
 
 
 def parse_region(text: str) -> tuple[slice, slice] | str | None:
@@ -42,9 +71,10 @@ class ClassObjective(Objective):
     """A class's score (summed over the chosen positions of a dense output). A choice is the class index, and
     for ``region=mask`` also the positions the model gave that class on the clean image."""
 
-    def __init__(self, target: str, spec, region=None):
+    def __init__(self, target: str, spec, region=None, squashed: bool = False):
         super().__init__(target)
-        self.spec, self.region = spec, region
+        self.spec, self.region, self.squashed = spec, region, squashed
+        self.can_miss = region == "mask"  # an image where the model predicts the class nowhere is left out
         self.fixed = None if str(target).strip().lower() in TOP1 else spec.class_index(target)
 
     def positions(self, outputs):
@@ -73,12 +103,13 @@ class ClassObjective(Objective):
         classes = [self.fixed] * len(outputs) if self.fixed is not None else per_class.argmax(1).tolist()
         if self.region != "mask":
             return [int(c) for c in classes]
-        winners = self.positions(outputs).argmax(1)  # N x P
+        winners = predicted_positions(self.positions(outputs), self.squashed)  # N x P
         chosen = []
         for index, (c, won) in enumerate(zip(classes, winners)):
             mask = won == c
             if not bool(mask.any()):
-                raise UserError(f"the model predicts {self.spec.label(int(c))} nowhere on image {index}; pick another class or a rectangular region.")
+                chosen.append(Missing(f"the model predicts {self.spec.label(int(c))} nowhere on image {index}; pick another class or a rectangular region."))
+                continue
             chosen.append((int(c), mask))
         return chosen
 
@@ -96,7 +127,7 @@ class ClassObjective(Objective):
         return rows.sum(1)
 
     def probability(self, outputs, choices):
-        chances = softmax(np.asarray(self.positions(np.asarray(outputs, np.float64))), axis=1)  # N x C x P
+        chances = class_chances(self.positions(np.asarray(outputs, np.float64)), self.squashed)  # N x C x P
         classes, masks = self._split(choices)
         picked = chances[np.arange(len(chances)), classes]  # N x P
         if masks is None:
@@ -106,7 +137,10 @@ class ClassObjective(Objective):
 
     def describe(self, choice):
         index = choice[0] if isinstance(choice, tuple) else choice
-        where = " where the model predicts it" if isinstance(choice, tuple) else ""
+        where = ""
+        if isinstance(choice, tuple):
+            one_channel = choice[1].ndim == 1 and self.seen is not None and self.seen.shape[1] == 1
+            where = f" where the model's probability exceeds {THRESHOLD:g}" if one_channel else " where the model predicts it"
         return f"class {self.spec.label(index)}{where}"
 
     def details(self, choice):
@@ -143,7 +177,7 @@ class ClassScores(OutputDecoder):
         return decoded
 
     def objective(self, target, ctx, region=""):
-        return ClassObjective(target, ctx.model.spec, parse_region(region))
+        return ClassObjective(target, ctx.model.spec, parse_region(region), squashed=ctx.model.conversion.output_op in SIGMOID_OPS)
 
     def suggested_targets(self, spec, output_shape):
         return class_targets(spec)
@@ -170,9 +204,11 @@ class DenseClassMap(OutputDecoder):
 
     def decode(self, outputs, spec):
         decoded = []
-        for scores in np.asarray(outputs):
-            winners = scores.reshape(scores.shape[0], -1).argmax(0)
-            counts = np.bincount(winners, minlength=scores.shape[0])
+        outputs = np.asarray(outputs)
+        squashed = bool(((outputs >= 0) & (outputs <= 1)).all())  # one channel: probabilities already, else logits
+        for scores in outputs:
+            winners = predicted_positions(scores.reshape(1, scores.shape[0], -1), squashed)[0]
+            counts = np.bincount(winners[winners >= 0], minlength=scores.shape[0])
             order = np.argsort(-counts, kind="stable")[:TOP]
             decoded.append(
                 {"top": [{"class": spec.label(int(i)), "index": int(i), "area": round(float(counts[i] / winners.size), 6)} for i in order if counts[i]]}
@@ -180,7 +216,7 @@ class DenseClassMap(OutputDecoder):
         return decoded
 
     def objective(self, target, ctx, region=""):
-        return ClassObjective(target, ctx.model.spec, parse_region(region))
+        return ClassObjective(target, ctx.model.spec, parse_region(region), squashed=ctx.model.conversion.output_op in SIGMOID_OPS)
 
     def suggested_targets(self, spec, output_shape):
         return class_targets(spec)

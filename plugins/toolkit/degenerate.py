@@ -12,6 +12,9 @@ import numpy as np
 
 RELATIVE_SPREAD = 1e-7
 """A map whose values spread less than this fraction of their largest magnitude is called constant."""
+FLAT_CURVE = 1e-6
+"""A curve of target probabilities (deletion, insertion, ROAD) that moves less than this over all its steps is
+flat: removing pixels does not change the target (a saturated objective), so it cannot rank a map."""
 
 
 def why_degenerate(values: np.ndarray) -> str | None:
@@ -34,3 +37,9 @@ def degenerate_caveat(what: str, index: int, name: str, reason: str) -> str:
         f"The {what} for image {index} ({name}) is {reason}: no usable signal reached the input from this target "
         "(a saturated or disconnected output, or a layer with no gradient), so this map cannot support any conclusion."
     )
+
+
+def flat_curves(curves: np.ndarray) -> np.ndarray:
+    """Per row (image) of N x S probabilities: True where the curve never moves by ``FLAT_CURVE``."""
+    curves = np.asarray(curves, np.float64)
+    return ~np.isfinite(curves).all(axis=1) | (np.ptp(curves, axis=1) < FLAT_CURVE)

@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from viz_server.rendering import figure_png
 from viz_server.rendering import pyplot as plotting
+from viz_server_plugins.toolkit.degenerate import flat_curves
 
 
 @dataclass
@@ -25,14 +26,18 @@ class Curves:
 
     def metrics(self, usable: list[bool] | None = None) -> dict:
         """Areas under the curves per image; None for a map that cannot support a conclusion (its pixel order is
-        arbitrary, so its curves measure nothing)."""
+        arbitrary, so its curves measure nothing) and for a curve that never moves (the target does not change
+        when pixels go, so the area says nothing of the map: "cannot judge")."""
         usable = usable if usable is not None else [True] * len(self.deletion)
         deletion_auc = np.trapezoid(self.deletion, self.fractions, axis=1)
         insertion_auc = np.trapezoid(self.insertion, self.fractions, axis=1)
-        return {
-            "deletion_auc": [round(float(v), 4) if ok else None for v, ok in zip(deletion_auc, usable)],
-            "insertion_auc": [round(float(v), 4) if ok else None for v, ok in zip(insertion_auc, usable)],
+        flat = {"deletion": flat_curves(self.deletion), "insertion": flat_curves(self.insertion)}
+        found = {
+            f"{name}_auc": [round(float(v), 4) if ok and not still else None for v, ok, still in zip(areas, usable, flat[name])]
+            for name, areas in (("deletion", deletion_auc), ("insertion", insertion_auc))
         }
+        found["flat_curves"] = [bool(a or b) for a, b in zip(flat["deletion"], flat["insertion"])]
+        return found
 
     def plot(self) -> bytes:
         pyplot = plotting()

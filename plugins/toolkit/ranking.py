@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from viz_server_plugins.toolkit.degenerate import flat_curves
 from viz_server_plugins.toolkit.stability import INVARIANT_BELOW
 
 METHOD, BASELINE, REFERENCE = "method", "baseline", "reference"
@@ -82,6 +83,7 @@ class Scores:
 
         def mean(values):
             values = np.asarray(values, np.float64)[self.usable] if values is not None else np.array([])
+            values = values[np.isfinite(values)]  # a flat curve measured nothing
             return rounded(values.mean()) if values.size else None
 
         return {
@@ -147,6 +149,18 @@ def recommended(scores: list[Scores]) -> Scores | None:
     return best if random is None or beats(best.gap(), random.gap()) else None
 
 
+def judge_only_moving_images(scores: list[Scores]) -> list[int]:
+    """Images on which the target never moved, whatever map chose the pixels to remove (every ROAD curve of every
+    map flat: a saturated objective), cannot rank maps: their gaps become NaN (left out of every mean); returns
+    their indices. One map's flat curves alone are a measurement (it never removed what matters)."""
+    if not scores:
+        return []
+    still = np.all([flat_curves(np.concatenate([item.road_morf, item.road_lerf], axis=1)) for item in scores], axis=0)
+    for item in scores:
+        item.road_gap = np.where(still, np.nan, item.road_gap)
+    return [int(index) for index in np.flatnonzero(still)]
+
+
 def verdict(scores: list[Scores]) -> list[str]:
     """Plain sentences: which method to believe on this model, which not to, and how they compare with maps that
     never look at the model."""
@@ -158,7 +172,12 @@ def verdict(scores: list[Scores]) -> list[str]:
     failing = [item.label for item in methods if item.sanity_status == "FAILED"]
     unjudged = [item.label for item in methods if item.sanity_status == "cannot judge"]
     trusted = [item for item in methods if item.trusted]
-    if checks["road"] is False:
+    if all(not np.isfinite(item.road_gap).any() for item in scores):
+        sentences.append(
+            "The target's probability does not move when pixels are removed (every ROAD curve is flat), so ROAD cannot judge any "
+            "map on these images: no method is ranked. A saturated or one-channel objective does this; explain another target."
+        )
+    elif checks["road"] is False:
         sentences.append(
             "ROAD cannot tell the object mask from a random map on these images, so no method is ranked by faithfulness; read the pictures with care."
         )

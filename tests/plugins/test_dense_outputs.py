@@ -53,3 +53,65 @@ def test_bad_regions_are_one_sentence(segmenter, shape_pictures, region, fragmen
 def test_region_on_a_classifier_is_refused(shapes_model, shape_pictures):
     with pytest.raises(UserError, match="only applies to dense outputs"):
         run_technique("saliency", shapes_model, [shape_pictures[0][:2]], {"region": "0:2,0:2"})
+
+
+# ---- one-channel maps (DB-style text detectors) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_detector():
+    return load_model(export_task_model("text_detector"), image_size="32,32", use_cache=False)
+
+
+def test_a_one_channel_map_is_its_own_probability_never_a_softmax_over_one_channel(text_detector):
+    import numpy as np
+
+    from viz_server_plugins.decoders.classes import THRESHOLD
+
+    assert text_detector.spec.task == "dense" and text_detector.conversion.output_op == "Sigmoid"
+    images = torch.rand(3, 3, 32, 32)
+    outputs = text_detector.predict(images.numpy())  # probabilities: the model ends in its Sigmoid
+    objective = objective_for(text_detector, target="top1")
+    objective.resolve(torch.from_numpy(outputs))
+    probability = objective.probability(outputs, objective.choices)
+    np.testing.assert_allclose(probability, outputs.reshape(3, -1).mean(1), rtol=1e-6)
+    assert (probability < 1).all()  # a softmax over the one channel would be exactly 1 everywhere
+    masked = objective_for(text_detector, target="top1", region="mask")
+    masked.resolve(torch.from_numpy(outputs))
+    above = outputs[:, 0] > THRESHOLD
+    for (index, mask), expected in zip(masked.choices, above):
+        assert index == 0 and torch.equal(mask.cpu(), torch.from_numpy(expected.reshape(-1)))
+    assert "probability exceeds 0.5" in masked.describe(masked.choices[0])
+    area = text_detector.decode(outputs)[0]["top"]
+    assert not area or area[0]["area"] == pytest.approx(float(above[0].mean()), abs=1e-6)
+
+
+def test_a_one_channel_text_detector_gets_curves_that_can_judge(text_detector, shape_pictures):
+    images = [(name, data) for name, data, _, _ in shape_pictures[:2]]
+    result = run_technique("saliency", text_detector, images, {"region": "mask", "sanity_check": False})
+    assert result.metrics["targets"][0].endswith("where the model's probability exceeds 0.5") or "left out" in " ".join(result.caveats)
+    assert all(auc is None or 0 <= auc < 1 for auc in result.metrics["deletion_auc"])
+    assert result.metrics["flat_curves"] == [False, False]
+
+
+def test_a_curve_that_never_moves_cannot_judge():
+    import numpy as np
+
+    from viz_server_plugins.toolkit.faithfulness import Curves
+    from viz_server_plugins.toolkit.ranking import Scores, judge_only_moving_images, verdict
+
+    fractions = np.linspace(0, 1, 5)
+    flat, moving = np.ones(5), np.linspace(1, 0, 5)
+    metrics = Curves(fractions, np.stack([flat, moving]), np.stack([flat, moving[::-1]])).metrics()
+    assert metrics["deletion_auc"][0] is None and metrics["insertion_auc"][0] is None and metrics["deletion_auc"][1] == pytest.approx(0.5)
+    assert metrics["flat_curves"] == [True, False]
+    one_flat = Scores("a method", "method", np.zeros(2), np.stack([flat, moving]), np.stack([flat, moving]), np.zeros(2), np.zeros(2), np.ones(2, bool))
+    other = Scores("random map", "baseline", np.zeros(2), np.stack([flat, flat]), np.stack([flat, flat]), np.zeros(2), np.zeros(2), np.ones(2, bool))
+    assert judge_only_moving_images([one_flat, other]) == [0]  # image 1 moved for one map: its flat curves are a measurement
+    assert np.isnan(one_flat.road_gap[0]) and one_flat.road_gap[1] == 0
+    still = [
+        Scores(label, role, np.array([0.0]), np.ones((1, 5)), np.ones((1, 5)), np.array([np.nan]), np.array([np.nan]), np.array([True]), [True])
+        for label, role in (("Grad-CAM", "method"), ("random map", "baseline"))
+    ]
+    judge_only_moving_images(still)
+    assert verdict(still)[0].startswith("The target's probability does not move when pixels are removed")
