@@ -70,8 +70,8 @@ class AttributionRanking(Technique):
         ctx, images, objective, left_out = resolved_without_missing(ctx, images, objective)
         masks = list(ctx.image_masks) or [None] * len(images)
         with_masks = all(mask is not None and mask.any() for mask in masks)
-        candidates = self._candidates(ctx, params, with_masks)
-        scores, first_maps, skipped = [], [], []
+        candidates, skipped = self._candidates(ctx, params, with_masks, images, objective)
+        scores, first_maps = [], []
         cascades: dict[int, sanity.RandomizedCascade] = {}  # image index -> the randomized models of its sanity checks
         for step, candidate in enumerate(candidates):
             ctx.progress(step, len(candidates), f"scoring {candidate.label}")
@@ -143,7 +143,8 @@ class AttributionRanking(Technique):
         return result
 
     # ---- candidates ---------------------------------------------------------------------------------
-    def _candidates(self, ctx: Context, params: dict, with_masks: bool) -> list[Candidate]:
+    def _candidates(self, ctx: Context, params: dict, with_masks: bool, images, objective) -> tuple[list[Candidate], list[str]]:
+        """The maps to score, each method's choices settled once on these images; and the methods left out, and why."""
         installed = class_attributions(ctx.model.spec.task)
         wanted = [name.strip() for name in params["methods"].split(",") if name.strip()]
         unknown = sorted(set(wanted) - {technique.name for technique in installed})
@@ -151,11 +152,17 @@ class AttributionRanking(Technique):
             names = ", ".join(technique.name for technique in installed)
             raise UserError(f"{unknown[0]} is not an installed class attribution for this model; choose among {names}.")
         chosen = [technique for technique in installed if not wanted or technique.name in wanted]
-        candidates = []
+        candidates: list[Candidate] = []
+        skipped: list[str] = []
         for technique in chosen:
             base = validate_params(
                 technique.params, {"target": params["target"], "region": params["region"], "sanity_check": False, "faithfulness": False, "smooth_samples": 0}
             )
+            try:
+                base, _because = technique.settled_params(ctx.model, images, objective, base)
+            except UserError as refusal:  # e.g. no feature map the target's gradient reaches
+                skipped.append(f"{technique.title} was not ranked: {refusal}")
+                continue
             variants = [(technique.title, base), *((title, {**base, **overrides}) for title, overrides in technique.ranking_variants)]
             if params["smooth_samples"] and technique.map_kind == "input":
                 variants.append((f"{technique.title} + SmoothGrad", {**base, "smooth_samples": params["smooth_samples"]}))
@@ -166,7 +173,7 @@ class AttributionRanking(Technique):
         if with_masks:
             stacked = np.stack(ctx.image_masks).astype(np.float32)
             candidates.append(Candidate("the object mask (a perfect map)", ranking.REFERENCE, lambda model, images, objective: stacked))
-        return candidates
+        return candidates, skipped
 
     # ---- scores -------------------------------------------------------------------------------------
     def _score(self, ctx, candidate: Candidate, maps, images, objective, params, masks, cascades) -> ranking.Scores:

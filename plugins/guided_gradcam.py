@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from viz_server import hookimpl
 from viz_server_plugins.toolkit.attribution import AttributionTechnique
-from viz_server_plugins.toolkit.cam import class_activation_map, upsample, upsample_param
+from viz_server_plugins.toolkit.cam import class_activation_map, settle_layer, upsample, upsample_param
 from viz_server_plugins.toolkit.gradients import REDUCE, class_gradient
 from viz_server_plugins.toolkit.layers import layer_param, spatial_layer
 from viz_server_plugins.toolkit.relu_rules import RULE_UNITS, relu_rule, rule_caveat
@@ -18,6 +18,9 @@ class GuidedGradCAM(AttributionTechnique):
     suites = ("attribution",)
     extra_params = (layer_param("Layer of the Grad-CAM map"), upsample_param("nearest"), REDUCE, RULE_UNITS)
     caveats = ("Guided Grad-CAM inherits guided backpropagation's insensitivity to the upper layers; see the sanity check.",)
+
+    def settled_params(self, model, images, objective, params):
+        return settle_layer(model, images, objective, params)
 
     def attribute(self, model, images, objective, params):
         cam = upsample(class_activation_map(model, images, objective, spatial_layer(model, params["layer"])), model.spec, params["upsample"])

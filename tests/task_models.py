@@ -120,6 +120,58 @@ class TinySegmenter(nn.Module):
         return self.classify(self.encode(x))
 
 
+class YoloV8Branches(nn.Module):
+    """A YOLOv8-style head with separate class and box branches, the box branch (with a DFL-like integral over 8
+    bins) computed last, as Ultralytics' Detect module orders them: N x (4 + C) x anchors, sigmoid class scores."""
+
+    def __init__(self, classes: int = 3, bins: int = 8):
+        super().__init__()
+        self.bins = bins
+        self.features = nn.Sequential(relu_block(3, 8, 2), relu_block(8, 16, 2))
+        self.classes = nn.Sequential(relu_block(16, 16), nn.Conv2d(16, classes, 1))
+        self.boxes = nn.Sequential(relu_block(16, 16), nn.Conv2d(16, 4 * bins, 1))
+        self.dfl = nn.Conv2d(bins, 1, 1, bias=False)
+        with torch.no_grad():
+            self.dfl.weight.copy_(torch.arange(bins, dtype=torch.float32).view(1, bins, 1, 1))
+            self.classes[1].bias.fill_(2.0)  # confident enough that detections survive the threshold
+
+    def forward(self, x):
+        features = self.features(x)
+        scores = self.classes(features).flatten(2).sigmoid()  # N x C x A
+        raw = self.boxes(features).flatten(2)  # N x 4*bins x A
+        anchors = raw.shape[-1]
+        distribution = raw.view(raw.shape[0], 4, self.bins, anchors).transpose(2, 1).softmax(1)  # N x bins x 4 x A
+        distances = self.dfl(distribution).view(raw.shape[0], 4, anchors)  # the expected distance per side
+        side = int(anchors**0.5)
+        grid = torch.arange(side, dtype=x.dtype) * 4 + 2
+        centre_x, centre_y = grid.repeat(side), grid.repeat_interleave(side)
+        x1, y1 = centre_x - distances[:, 0], centre_y - distances[:, 1]
+        x2, y2 = centre_x + distances[:, 2], centre_y + distances[:, 3]
+        boxes = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], 1)
+        return torch.cat([boxes, scores], 1)
+
+
+class AttentionRecognizer(nn.Module):
+    """A text recognizer with a self-attention block over the columns (as PP-OCRv4's SVTR neck): conv features
+    collapsed over height, attention weights N x heads x T x T (4-D, but no image map), one class per column."""
+
+    def __init__(self, classes: int = 6, heads: int = 2, width: int = 16):
+        super().__init__()
+        self.heads, self.width = heads, width
+        self.features = nn.Sequential(relu_block(3, 8), nn.MaxPool2d(2), relu_block(8, width), nn.MaxPool2d(2))
+        self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
+        self.classify = nn.Linear(width, classes)
+
+    def forward(self, x):
+        columns = self.features(x).mean(2).transpose(1, 2)  # N x T x width
+        n, steps, _ = columns.shape
+        split = lambda t: t.view(n, steps, self.heads, self.width // self.heads).transpose(1, 2)  # noqa: E731
+        query, key, value = split(self.query(columns)), split(self.key(columns)), split(self.value(columns))
+        attention = (query @ key.transpose(2, 3) / (self.width // self.heads) ** 0.5).softmax(-1)  # N x heads x T x T
+        mixed = (attention @ value).transpose(1, 2).reshape(n, steps, self.width)
+        return F.log_softmax(self.classify(columns + mixed), dim=2)
+
+
 class TextDetector(nn.Module):
     """A DB-style text detector (Liao et al. 2020, as PaddleOCR's): features at a quarter of the input's size,
     upsampled back by transposed convolutions, one sigmoid text probability map (N x 1 x H x W). Random weights,
@@ -142,6 +194,8 @@ MODELS = {
     "crnn": (CRNN, (1, 3, 16, 48), {}),
     "embedder": (Embedder, (1, 3, 32, 32), {}),
     "variable_size": (VariableSizeClassifier, (1, 3, 32, 64), {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch"}}),
+    "yolo_v8_branches": (YoloV8Branches, (1, 3, 32, 32), {}),
+    "attention_recognizer": (AttentionRecognizer, (1, 3, 16, 48), {}),
     "text_detector": (TextDetector, (1, 3, 32, 32), {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch", 2: "height", 3: "width"}}),
 }
 

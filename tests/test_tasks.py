@@ -334,3 +334,52 @@ def test_smoothgrad_and_the_method_ranking_run_on_every_task(name):
     assert smoothed.metrics["sanity_check"]["passed"] is not None or "cannot judge" in smoothed.caveats[0]
     ranking = run_technique("attribution_ranking", model, pictures, {}, **extra)
     assert ranking.metrics["verdict"]
+
+
+# ---- default layers: image feature maps the target reaches --------------------------------------------------
+
+
+def test_a_yolov8_layout_explains_a_detection_at_the_class_branch_never_the_box_branch():
+    model = load_model(export_task_model("yolo_v8_branches"), use_cache=False)
+    assert model.layers.branching_head and model.layers.default_cam_layer.startswith("/boxes/")  # deepest in graph order
+    result = run_technique("gradcam", model, sample_inputs(2), {"target": "detection:0", **CHECKS_OFF})
+    assert result.metrics["layer"].startswith("/classes/") and result.metrics["usable_maps"] == [True, True]
+    reason = next(caveat for caveat in result.caveats if caveat.startswith("The map is taken at layer"))
+    assert reason.index("/boxes/") < reason.index("the target's gradient does not reach it") and "more." in reason
+
+
+def test_a_text_detectors_map_is_never_its_own_output():
+    model = load_model(export_task_model("text_detector"), image_size="32,32", use_cache=False)
+    passed = dict(model.layers.passed_over())
+    assert passed["/Sigmoid"] == "the model's output" and "/head/head.4/ConvTranspose" in passed
+    result = run_technique("gradcam", model, sample_inputs(2), {"sanity_check": False})
+    assert result.metrics["layer"] == model.layers.default_cam_layer == "/head/head.3/Relu"
+    layer = model.layer("/head/head.3/Relu")
+    assert layer.stride == (2, 2) and "16 x 16 cells of 2 x 2 input pixels" in result.caveats[1]
+
+
+def test_a_recognizers_attention_weights_are_no_image_map():
+    model = load_model(export_task_model("attention_recognizer"), use_cache=False)
+    attention = [layer for layer in model.layers if layer.spatial and layer.output_shape[2] == layer.output_shape[3] == 12]
+    assert attention and all("do not follow the input's" in layer.not_a_feature_map for layer in attention)
+    assert model.layers.default_cam_layer not in {layer.name for layer in attention}
+    assert model.layer(model.layers.default_cam_layer).stride == (4, 4)
+    result = run_technique("gradcam", model, sample_inputs(2), {"target": "text", **CHECKS_OFF})
+    assert result.metrics["layer"] == model.layers.default_cam_layer and result.metrics["usable_maps"] == [True, True]
+
+
+def test_a_segmenters_map_is_taken_below_its_classifying_conv():
+    model = load_model(export_task_model("segmenter"), use_cache=False)
+    assert dict(model.layers.passed_over())["/classify/Conv"] == "the model's output"
+    assert model.layers.default_cam_layer == "/encode/encode.3/Relu" and not model.layers.branching_head
+
+
+def test_no_reached_feature_map_is_refused_naming_the_closest_layers():
+    model = load_model(export_task_model("yolo_v8_branches"), use_cache=False)
+    box_only = [name for name in model.layers.cam_candidates if name.startswith("/boxes/")]
+    from dataclasses import replace
+
+    model.layers = replace(model.layers, cam_candidates=tuple(box_only), default_cam_layer=box_only[0])
+    with pytest.raises(UserError, match="reaches none of this model's image feature maps") as refusal:
+        run_technique("gradcam", model, sample_inputs(1), {"target": "detection:0", **CHECKS_OFF})
+    assert box_only[0] in str(refusal.value)

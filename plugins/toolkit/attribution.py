@@ -79,6 +79,12 @@ class AttributionTechnique(Technique):
         """The caveats that hold for these parameters (by default ``caveats``, whatever the parameters)."""
         return list(self.caveats)
 
+    def settled_params(self, model, images: torch.Tensor, objective: Objective, params: dict) -> tuple[dict, list[str]]:
+        """``params`` with every choice that depends on the model and the images made once (e.g. a default layer,
+        ``toolkit.cam.settle_layer``), so that the sanity check and every later map use the same; and sentences
+        saying what was chosen and why. By default nothing to settle."""
+        return params, []
+
     # ---- maps ------------------------------------------------------------------------------------
     def maps(self, model, images: torch.Tensor, objective: Objective, params: dict, seed: int = 0) -> np.ndarray:
         """N x H x W non-negative maps at input resolution (SmoothGrad applied when asked)."""
@@ -105,6 +111,7 @@ class AttributionTechnique(Technique):
         left_out: list[str] = []
         if objective.can_miss:  # an image without the target is left out, with a caveat
             ctx, images, objective, left_out = resolved_without_missing(ctx, images, objective)
+        params, settled = self.settled_params(model, images, objective, params)
         if params["smooth_samples"]:  # the noisy copies explain the clean image's targets: choose them first
             with torch.inference_mode():
                 objective.resolve(model.module(images))
@@ -127,8 +134,10 @@ class AttributionTechnique(Technique):
                 "predicted": objective.predicted(outputs),
                 "objective": objective.to_json()["details"],
             },
-            caveats=[*left_out, *self.caveats_for(params)],
+            caveats=[*left_out, *settled, *self.caveats_for(params)],
         )
+        if params.get("layer"):
+            result.metrics["layer"] = params["layer"]
         self._draw_targets(ctx, objective, result)
         usable = self._name_degenerate_maps(ctx, maps, what, result)
         self._localize(ctx, maps, result, params["segmentation"])

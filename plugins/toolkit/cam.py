@@ -15,6 +15,8 @@ from viz_server.errors import UserError
 from viz_server.techniques import Param
 
 WEIGHTINGS = ("gradcam", "gradcam++")
+PROBED = 24
+"""How many of the deepest image feature maps ``reached_layer`` looks at."""
 
 
 def upsample_param(default: str = "bilinear") -> Param:
@@ -66,3 +68,66 @@ def upsample(maps: torch.Tensor, spec, mode: str) -> torch.Tensor:
     """N x h x w -> N x H x W at the model's input size."""
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
     return F.interpolate(maps[:, None], size=(spec.height, spec.width), mode=mode, **kwargs)[:, 0]
+
+
+def reached_layer(model, images: torch.Tensor, objective) -> tuple[str, str]:
+    """The deepest image feature map (``model.layers.cam_candidates``: H and W follow the input's, several channels,
+    not the head's output or its decoding) that the objective's gradient reaches on these images, and a sentence
+    naming it, its cell size and the deeper layers passed over and why. A model with one head is reached
+    everywhere below it (no pass needed); one whose output several branches compute (a detector's class and box
+    branches) is probed with one forward and one backward pass. Refuses, naming the closest layers, when the
+    gradient reaches none."""
+    table = model.layers
+    candidates = list(table.cam_candidates[:PROBED])
+    if candidates and not table.branching_head:  # one head: its gradient reaches every layer below it, if any
+        return candidates[0], _chosen_because(table, candidates[0], [])
+    captured: dict[str, list[torch.Tensor]] = {}
+
+    def keeper(name: str):
+        def keep(_module, _inputs, output):
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                output.retain_grad()
+                captured.setdefault(name, []).append(output)
+
+        return keep
+
+    handles = [model.submodule(name).register_forward_hook(keeper(name)) for name in candidates]
+    try:
+        with torch.enable_grad():
+            objective.total(model.module(images.detach().clone().requires_grad_(True))).backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    unreached: list[str] = []
+    for name in candidates:
+        gradients = [output.grad for output in captured.get(name, []) if output.grad is not None]
+        if gradients and all(bool(torch.isfinite(g).all()) for g in gradients) and any(bool(g.abs().amax() > 0) for g in gradients):
+            return name, _chosen_because(table, name, unreached)
+        unreached.append(name)
+    passed = [f"{name} ({why})" for name, why in table.passed_over()[-3:]]
+    closest = [f"{name} (the target's gradient does not reach it)" for name in unreached[:3]] + passed
+    raise UserError(
+        "the target's gradient reaches none of this model's image feature maps on these images, so there is no layer to take a "
+        f"class activation map at; closest: {'; '.join(closest) or 'none'}. Name a layer with the layer parameter (see viz-server inspect)."
+    )
+
+
+def _chosen_because(table, name: str, unreached: list[str]) -> str:
+    layer = table.get(name)
+    cells = f"{layer.output_shape[2]} x {layer.output_shape[3]} cells of {layer.stride[0]} x {layer.stride[1]} input pixels" if layer.stride else ""
+    skipped = [f"{other} (the target's gradient does not reach it on these images)" for other in unreached]
+    skipped += [f"{other} ({why})" for other, why in reversed(table.passed_over(deeper_than=name))]
+    shown = "; ".join(skipped[:4]) + (f"; and {len(skipped) - 4} more" if len(skipped) > 4 else "")
+    return (
+        f"The map is taken at layer {name} ({layer.output_shape[1]} channels, {cells}), the deepest image feature map the target's "
+        f"gradient reaches on these images" + (f"; deeper layers passed over: {shown}." if skipped else ".")
+    )
+
+
+def settle_layer(model, images: torch.Tensor, objective, params: dict) -> tuple[dict, list[str]]:
+    """``params`` with an empty ``layer`` replaced by ``reached_layer``'s choice (so that the sanity check's
+    randomized models and every later map use the same layer), and the sentence saying why."""
+    if params.get("layer"):
+        return params, []
+    layer, because = reached_layer(model, images, objective)
+    return {**params, "layer": layer}, [because]

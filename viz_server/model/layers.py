@@ -1,8 +1,14 @@
 """The layer table: every node of the normalized graph with its op, output shape and kind.
 
-Techniques address layers by ONNX node name; ``module_name`` is the matching submodule of the torch graph
-(for forward hooks). The frontend also picks two defaults a user should not have to look for: the Grad-CAM
-layer (the last spatial layer before global pooling) and the first convolution (whose kernels are images).
+Techniques address layers by ONNX node names; ``module_name`` is the matching submodule of the torch graph
+(for forward hooks). The frontend also picks two defaults a user should not have to look for: the first
+convolution (whose kernels are images) and the layers a class activation map may be taken at, deepest first
+(``cam_candidates``). A layer qualifies as an image feature map when it is N x C x H x W with several
+channels, its H and W follow the input's by a power-of-two stride (``Layer.stride``; an attention tensor
+such as heads x positions x positions does not), and it is not the model's output or the head's final
+activation leading to it; ``Layer.not_a_feature_map`` says why another spatial-looking layer does not
+qualify. Whether the target's gradient reaches a candidate depends on the image and is settled when a map is
+made (``viz_server_plugins.toolkit.cam.reached_layer``).
 """
 
 from __future__ import annotations
@@ -73,6 +79,8 @@ class Layer:
     module_name: str  # submodule of the converted torch graph
     spatial: bool  # output is an N x C x H x W map with H, W > 1
     weight: str | None = None  # initializer holding the weights (conv and linear layers)
+    stride: tuple[int, int] | None = None  # input pixels per map cell (rows, columns), when H and W follow the input's
+    not_a_feature_map: str = ""  # why a spatial layer cannot carry a class activation map ("" when it can)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -81,8 +89,10 @@ class Layer:
 @dataclass(frozen=True)
 class LayerTable:
     layers: tuple[Layer, ...]
-    default_cam_layer: str | None
+    default_cam_layer: str | None  # the deepest of ``cam_candidates``
     first_conv: str | None
+    cam_candidates: tuple[str, ...] = ()  # image feature maps, deepest first
+    branching_head: bool = False  # several computing layers feed the output (a detector's class and box branches)
 
     def __iter__(self):
         return iter(self.layers)
@@ -93,10 +103,18 @@ class LayerTable:
     def get(self, name: str) -> Layer | None:
         return next((layer for layer in self.layers if layer.name == name), None)
 
+    def passed_over(self, deeper_than: str | None = None) -> list[tuple[str, str]]:
+        """(name, why) of the spatial layers deeper than ``deeper_than`` (all of them when None) that are not image
+        feature maps: what a user would otherwise expect to be the default, and why it is not."""
+        names = [layer.name for layer in self.layers]
+        start = names.index(deeper_than) + 1 if deeper_than in names else 0
+        return [(layer.name, layer.not_a_feature_map) for layer in self.layers[start:] if layer.spatial and layer.not_a_feature_map]
+
     def to_json(self) -> dict:
         return {
             "default_cam_layer": self.default_cam_layer,
             "first_conv": self.first_conv,
+            "cam_candidates": list(self.cam_candidates),
             "layers": [layer.to_json() for layer in self.layers],
         }
 
@@ -151,14 +169,90 @@ def build_layer_table(model: onnx.ModelProto, module_names: dict[str, str], shap
             folded[node.output[0]] = node.attribute[0].t
     producers = {output: node for node in model.graph.node for output in node.output}
     shapes = {**_shapes(model), **(shapes or {})}
+    input_size = _input_size(model, shapes)
+    tail = output_tail(model, folded)
     layers = []
     for node in model.graph.node:
         shape = shapes.get(node.output[0], ())
         kind = layer_kind(node, folded, producers)
         spatial = len(shape) == 4 and all(d is not None and d > 1 for d in shape[2:])
         weight = node.input[1] if kind in ("conv", "linear") and len(node.input) > 1 and node.input[1] in constants else None
-        layers.append(Layer(node.name, node.op_type, kind, shape, module_names.get(node.name, ""), spatial, weight))
-    return LayerTable(tuple(layers), _default_cam_layer(layers), _first_conv(layers))
+        stride = _stride(shape, input_size) if spatial else None
+        why = _not_a_feature_map(node, kind, shape, stride, input_size, tail) if spatial else ""
+        layers.append(Layer(node.name, node.op_type, kind, shape, module_names.get(node.name, ""), spatial, weight, stride, why))
+    candidates = tuple(layer.name for layer in reversed(layers) if layer.spatial and not layer.not_a_feature_map)
+    heads = sum(node.name in tail and layer_kind(node, folded, producers) in COMPUTING for node in model.graph.node)
+    return LayerTable(tuple(layers), candidates[0] if candidates else None, _first_conv(layers), candidates, heads > 1)
+
+
+def _input_size(model: onnx.ModelProto, shapes: dict[str, tuple[int | None, ...]]) -> tuple[int, int] | None:
+    """(H, W) of the image input at the size in use (NCHW; NHWC when its last axis holds 1, 3 or 4 channels)."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    value = next((v for v in model.graph.input if v.name not in initializers), None)
+    shape = shapes.get(value.name, ()) if value is not None else ()
+    if len(shape) != 4:
+        return None
+    height, width = (shape[1], shape[2]) if shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4) else (shape[2], shape[3])
+    return (height, width) if height and width else None
+
+
+def _stride(shape: tuple[int | None, ...], input_size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Input pixels per cell of an N x C x h x w map, when both axes follow the input's by a power of two (within
+    the rounding of padding and odd sizes); None otherwise."""
+    if input_size is None:
+        return None
+    found = []
+    for cells, pixels in zip(shape[2:], input_size):
+        if not cells or cells > pixels:
+            return None
+        step = 2 ** round(np.log2(pixels / cells))
+        if step > 128 or abs(cells - pixels / step) > 1.5:
+            return None
+        found.append(int(step))
+    return (found[0], found[1])
+
+
+COMPUTING = frozenset({"conv", "linear", "norm", "pool", "global_pool"})
+"""Kinds of node that compute features from their input; every other kind rearranges, squashes or combines the
+tensors it gets (reshapes, activations, concatenations, box arithmetic)."""
+
+
+def output_tail(model: onnx.ModelProto, constants: dict[str, onnx.TensorProto]) -> dict[str, str]:
+    """Node name -> why it is no feature map, for the model's head: the nodes between the last computing layers and
+    a graph output (activations, reshapes, concatenations, box decoding) and those last computing layers
+    themselves (their channels are the output's scores, so a map there only repeats the output)."""
+    producers = {output: node for node in model.graph.node for output in node.output}
+    tail: dict[str, str] = {}
+    waiting = [(producers[output.name], True) for output in model.graph.output if output.name in producers]
+    while waiting:
+        node, first = waiting.pop()
+        if node.name in tail:
+            continue
+        computing = layer_kind(node, constants, producers) in COMPUTING
+        if first:
+            tail[node.name] = "the model's output"
+        elif computing:
+            tail[node.name] = "the head's output layer: its channels are the output's scores, so a map there only repeats the output"
+        else:
+            tail[node.name] = "part of the head's decoding into the output"
+        if computing:
+            continue
+        waiting.extend((producers[name], False) for name in node.input if name and name not in constants and name in producers)
+    return tail
+
+
+def _not_a_feature_map(node: onnx.NodeProto, kind: str, shape, stride, input_size, tail: dict[str, str]) -> str:
+    """Why a spatial layer cannot carry a class activation map, or ""."""
+    if node.name in tail:
+        return tail[node.name]
+    if stride is None:
+        size = f" at {input_size[0]} x {input_size[1]}" if input_size else ""
+        return f"its axes ({shape[2]} x {shape[3]}) do not follow the input's{size} by a stride, so it is not an image map (attention or sequence axes?)"
+    if shape[1] is not None and shape[1] < 2:
+        return "it has one channel: a score map, not a set of features"
+    if kind not in SPATIAL_KINDS:
+        return f"a {node.op_type} node, not a convolutional feature map"
+    return ""
 
 
 def incomplete(model: onnx.ModelProto) -> bool:
@@ -221,12 +315,6 @@ def _probed(graph, spec, wanted: dict[str, str]) -> dict[str, tuple[int | None, 
         for handle in handles:
             handle.remove()
     return found
-
-
-def _default_cam_layer(layers: list[Layer]) -> str | None:
-    """The last spatial feature map: Grad-CAM's usual choice (Selvaraju et al. 2017, sec. 3)."""
-    candidates = [layer for layer in layers if layer.spatial and layer.kind in SPATIAL_KINDS]
-    return candidates[-1].name if candidates else None
 
 
 def _first_conv(layers: list[Layer]) -> str | None:

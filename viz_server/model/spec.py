@@ -59,12 +59,12 @@ class ModelSpec:
         """One sentence naming the guessed fields that change what the model is fed, with their values and
         sources (empty when none is guessed): what every result on this model must say."""
         named = {"normalization": ("mean", "std")}
-        parts = []
+        by_source: dict[str, list[str]] = {}
         for guessed in self.guessed:
             for name in named.get(guessed, (guessed,)):
                 if name in SPEC_FIELDS and SPEC_FIELDS[name].changes_input:
-                    value = SPEC_FIELDS[name].shown(asdict(self))
-                    parts.append(f"{name} {value} ({self.source(name)})")
+                    by_source.setdefault(self.source(name), []).append(f"{name} {SPEC_FIELDS[name].shown(asdict(self))}")
+        parts = [f"{', '.join(fields)} ({source})" for source, fields in by_source.items()]
         if not parts:
             return ""
         return (
