@@ -39,6 +39,8 @@ class Objective(ABC):
     differentiable scalars for given choices), ``probability`` (a value in [0, 1] per image, for curves and
     metrics) and ``describe`` (a caption for one choice)."""
 
+    measure: str = "target probability"
+    """What ``probability`` gives, in words (plots, tables and captions name it)."""
     can_miss: bool = False
     """Whether ``choose`` may find an image without the target (then a technique resolves it first and leaves such
     images out: ``viz_server_plugins.toolkit.objectives.without_missing``)."""

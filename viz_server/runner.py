@@ -97,6 +97,7 @@ def run_technique(
         "model": {"name": model.name, "sha256": model.sha256},
         "spec": model.spec.to_json(),
         "images": ctx.image_names,
+        "second_image": second_image[0] if second_image is not None else None,
         "labels": ctx.image_labels,
         "masks": [mask is not None for mask in object_masks],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

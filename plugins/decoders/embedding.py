@@ -88,6 +88,8 @@ class NormalizedEmbedding(OutputDecoder):
 class SimilarityObjective(Objective):
     """Cosine similarity to a fixed reference embedding (nothing to choose per image)."""
 
+    measure = "similarity to the second image, (1 + cosine) / 2"
+
     def __init__(self, target: str, reference: torch.Tensor):
         super().__init__(target)
         self.reference = reference / reference.norm().clamp(min=1e-12)
@@ -115,6 +117,8 @@ class SimilarityObjective(Objective):
 
 
 class DimensionObjective(Objective):
+    measure = "the dimension's value through a sigmoid"
+
     def __init__(self, target: str, dimension: int):
         super().__init__(target)
         self.dimension = dimension

@@ -131,6 +131,7 @@ class AttributionTechnique(Technique):
                 "task": model.spec.task,
                 "targets": explained,
                 "target_probability": [round(float(p), 6) for p in objective.probability(outputs, objective.choices or [])],
+                "target_measure": objective.measure,
                 "predicted": objective.predicted(outputs),
                 "objective": objective.to_json()["details"],
             },
@@ -171,9 +172,9 @@ class AttributionTechnique(Technique):
             result.artifacts.append(
                 Artifact(
                     "faithfulness.png",
-                    "deletion and insertion curves (target probability)",
+                    f"deletion and insertion curves ({objective.measure})",
                     kind="plot",
-                    data=curves.plot(),
+                    data=curves.plot(objective.measure),
                     array="deletion_curve",
                     group="checks",
                 )

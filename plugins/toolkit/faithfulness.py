@@ -39,7 +39,7 @@ class Curves:
         found["flat_curves"] = [bool(a or b) for a, b in zip(flat["deletion"], flat["insertion"])]
         return found
 
-    def plot(self) -> bytes:
+    def plot(self, measure: str = "target probability") -> bytes:
         pyplot = plotting()
 
         deletion_auc = float(np.trapezoid(self.deletion, self.fractions, axis=1).mean())
@@ -48,7 +48,7 @@ class Curves:
         axis.plot(self.fractions, self.deletion.mean(0), label=f"deletion (AUC {deletion_auc:.3f}, lower is better)")
         axis.plot(self.fractions, self.insertion.mean(0), label=f"insertion (AUC {insertion_auc:.3f}, higher is better)")
         axis.set_xlabel("fraction of pixels deleted / inserted")
-        axis.set_ylabel("target probability")
+        axis.set_ylabel(measure)
         axis.set_ylim(0, 1.02)
         axis.legend(fontsize=7)
         return figure_png(figure)

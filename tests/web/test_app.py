@@ -265,6 +265,38 @@ def test_spec_update_reinspects_with_new_labels(client):
     assert wait_for(client, f"/api/models/{model_id}")["spec"]["labels"] == ["v", "w", "x", "y", "z"]
 
 
+def test_a_refused_spec_change_leaves_the_model_ready_with_its_working_spec(client):
+    """Wrong label count: refused at once (400, sentence beside the field); a spec that only verification can
+    refuse (a size the model cannot run at) is tried by its job and not saved. Unchanged guesses stay guesses."""
+    from task_models import export_task_model
+
+    response = client.post(
+        "/api/models", data={"model": (io.BytesIO(export_task_model("variable_size")), "variable.onnx")}, headers=API, content_type="multipart/form-data"
+    )
+    model_id = response.get_json()["model"]["id"]
+    ready = wait_for(client, f"/api/models/{model_id}")
+    assert ready["status"] == "ready" and "normalization" in ready["spec"]["guessed"]
+    wrong = client.post(f"/api/models/{model_id}/spec", json={"labels": ["a", "b", "c"]}, headers=API)
+    assert wrong.status_code == 400 and "3 labels were given but the model has 2 outputs" in wrong.get_json()["error"]
+    assert client.get(f"/api/models/{model_id}").get_json()["status"] == "ready"
+    token = csrf(client, f"/models/{model_id}")
+    page = client.post(f"/models/{model_id}/spec", data={"csrf_token": token, "labels": "a, b, c", "layout": "NCHW"})
+    assert page.status_code == 400 and "field-error" in page.get_data(as_text=True)
+    assert "a, b, c" in page.get_data(as_text=True)  # the typed value is kept
+    tried = client.post(f"/api/models/{model_id}/spec", json={"image_size": "3,3"}, headers=API)  # too small for two 2x2 poolings
+    assert tried.status_code == 202
+    after = wait_for(client, f"/api/models/{model_id}")
+    job = client.get(f"/api/jobs/{tried.get_json()['job']['id']}").get_json()
+    assert job["status"] == "failed" and after["status"] == "ready" and after["spec_overrides"] == ready["spec_overrides"]
+    assert "This spec was refused and not saved" in client.get(f"/models/{model_id}").get_data(as_text=True)
+    shown = {name: value for name, value in (("layout", "NCHW"), ("mean", "0.485,0.456,0.406"), ("std", "0.229,0.224,0.225"), ("labels", "yes, no"))}
+    saved = client.post(f"/models/{model_id}/spec", data={"csrf_token": csrf(client, f"/models/{model_id}"), **shown})
+    assert saved.status_code == 302
+    final = wait_for(client, f"/api/models/{model_id}")
+    assert final["spec"]["labels"] == ["yes", "no"] and "normalization" in final["spec"]["guessed"]  # the guesses sent back unchanged stay guesses
+    assert set(final["spec_overrides"]) == {"labels"}
+
+
 def test_form_cancel_and_compare(client, shapes_id, sample_ids):
     response = client.post("/api/jobs", json={"technique": "saliency", "model_id": shapes_id, "image_ids": [sample_ids["cross.png"]]}, headers=API)
     job_id = response.get_json()["id"]
@@ -358,3 +390,26 @@ def test_reports_are_listed_a_page_at_a_time(app, client):
     assert "paged 0<" in client.get("/reports?page=2").get_data(as_text=True)
     bad = client.get("/api/reports?page=zero", headers=API)
     assert bad.status_code == 400 and "page" in bad.get_json()["error"]
+
+
+def test_an_embedding_explanation_records_its_second_image_everywhere(client):
+    """Params, provenance, the job page, the export and the re-run form all carry the second image."""
+    from task_models import export_task_model
+
+    response = client.post(
+        "/api/models", data={"model": (io.BytesIO(export_task_model("embedder")), "embedder.onnx")}, headers=API, content_type="multipart/form-data"
+    )
+    model_id = response.get_json()["model"]["id"]
+    assert wait_for(client, f"/api/models/{model_id}")["spec"]["task"] == "embedding"
+    images = client.get("/api/images").get_json()
+    first, second = images[0], images[1]
+    body = {"technique": "saliency", "model_id": model_id, "image_ids": [first["id"]], "second_image_id": second["id"], "params": {"sanity_check": False}}
+    job = wait_for(client, f"/api/jobs/{client.post('/api/jobs', json=body, headers=API).get_json()['id']}")
+    assert job["status"] == "done" and job["second_image_id"] == second["id"]
+    assert job["result"]["provenance"]["second_image"] == second["name"]
+    assert job["result"]["metrics"]["target_measure"].startswith("similarity to the second image")
+    page = client.get(job["url"]).get_data(as_text=True)
+    assert "second image" in page and second["name"] in page
+    assert second["name"] in client.get(f"/jobs/{job['id']}/export.html").get_data(as_text=True)
+    rerun = client.get(f"/run?rerun={job['id']}").get_data(as_text=True)
+    assert f'<option value="{second["id"]}" selected>' in rerun

@@ -12,12 +12,13 @@ from viz_server.store.database import ImageRecord, now
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes / cancellation checks
 
 
-def load_stored_model(store: Store, record: ModelRecord):
-    """The stored model, loaded (or kept from this process's previous job on it, see ``model_memory``)."""
+def load_stored_model(store: Store, record: ModelRecord, overrides: dict | None = None):
+    """The stored model, loaded with its spec (or ``overrides``), or kept from this process's previous job on it
+    (see ``model_memory``)."""
     from viz_server.jobs import model_memory
     from viz_server.model.pipeline import load_model
 
-    overrides = record.spec_overrides or {}
+    overrides = (record.spec_overrides or {}) if overrides is None else overrides
     return model_memory.recall(record.sha256, record.name, overrides, lambda: load_model(store.blobs.read(record.sha256), name=record.name, **overrides))
 
 
@@ -59,16 +60,26 @@ def _execute(store: Store, job: JobRecord) -> str:
 
 def _fail(store: Store, job: JobRecord, message: str) -> None:
     if store.db.update_running(job.id, status=JobStatus.FAILED, error=message, finished_at=now(), progress_message="failed") and job.kind == "inspect":
-        store.db.update_model(job.model_id, status=ModelStatus.FAILED, error=message)
+        record = store.db.get(ModelRecord, job.model_id)
+        if _spec_trial(job) and record is not None and record.description:  # a refused spec change: the working spec stays
+            store.db.update_model(job.model_id, status=ModelStatus.READY, error=None)
+        else:
+            store.db.update_model(job.model_id, status=ModelStatus.FAILED, error=message)
+
+
+def _spec_trial(job: JobRecord) -> bool:
+    return "spec_overrides" in (job.params or {})
 
 
 def _inspect(store: Store, job: JobRecord, record: ModelRecord) -> None:
     store.db.update_job(job.id, progress_done=0, progress_total=1, progress_message="guard, normalize, convert, verify")
-    model = load_stored_model(store, record)
+    trial = job.params.get("spec_overrides") if _spec_trial(job) else None
+    model = load_stored_model(store, record, trial)
     if store.db.update_running(
         job.id, status=JobStatus.DONE, progress_done=1, finished_at=now(), progress_message="model ready", result={"conversion": model.conversion.to_json()}
     ):
-        store.db.update_model(record.id, status=ModelStatus.READY, description=model.describe(), error=None)
+        saved = {"spec_overrides": trial} if trial is not None else {}
+        store.db.update_model(record.id, status=ModelStatus.READY, description=model.describe(), error=None, **saved)
 
 
 def _predict(store: Store, job: JobRecord, record: ModelRecord) -> None:

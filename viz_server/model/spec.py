@@ -392,7 +392,7 @@ def parse_field(key: str, raw: Any) -> Any:
     """Parse one spec field from metadata text, a CLI flag or a sidecar value; one sentence if it is wrong."""
     entry = SPEC_FIELDS.get(key)
     if entry is None:
-        raise UserError(f"'{key}' is not a model spec field; use one of {', '.join(SPEC_FIELDS)}.")
+        raise UserError(f"'{key}' is not a model spec field; use one of {', '.join(SPEC_FIELDS)}.", field=key)
     value = raw
     if isinstance(raw, str):
         try:
@@ -402,7 +402,7 @@ def parse_field(key: str, raw: Any) -> Any:
     try:
         return entry.parse(value)
     except (TypeError, ValueError, KeyError, OverflowError):
-        raise UserError(f"spec field {key}={str(raw)[:60]!r} is not valid; give {entry.hint}.") from None
+        raise UserError(f"spec field {key}={str(raw)[:60]!r} is not valid; give {entry.hint}.", field=key) from None
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
@@ -470,18 +470,19 @@ def build_spec(
     if channels not in (1, 3, 4):
         raise UserError(
             f"input '{input_name}' has {channels} channels in {layout} layout; "
-            "viz-server analyses image models with 1, 3 or 4 channels (set layout if it is guessed wrong)."
+            "viz-server analyses image models with 1, 3 or 4 channels (set layout if it is guessed wrong).",
+            field="layout",
         )
     height, width = input_dims[height_axis], input_dims[width_axis]
     if height and width:
         if "image_size" in settled and tuple(given["image_size"]) != (height, width):
             size = given["image_size"]
-            raise UserError(f"image_size {size[0]}x{size[1]} contradicts the model's fixed input size {height}x{width}.")
+            raise UserError(f"image_size {size[0]}x{size[1]} contradicts the model's fixed input size {height}x{width}.", field="image_size")
         take("image_size", (height, width), INPUT_SHAPE, True)
     elif "image_size" in given:
         size = given["image_size"]
         if (height and height != size[0]) or (width and width != size[1]):
-            raise UserError(f"image_size {size[0]}x{size[1]} contradicts the model's fixed input size {height}x{width}.")
+            raise UserError(f"image_size {size[0]}x{size[1]} contradicts the model's fixed input size {height}x{width}.", field="image_size")
         height, width = size
     else:
         height, width = height or DEFAULT_IMAGE_SIZE, width or DEFAULT_IMAGE_SIZE
@@ -501,7 +502,7 @@ def build_spec(
     sources.setdefault("channel_order", "a guess" if channels == 3 else "one colour channel order only")
     labels = given.get("labels", ())
     if labels and num_classes and len(labels) != num_classes:
-        raise UserError(f"{len(labels)} labels were given but the model has {num_classes} outputs; give one label per output.")
+        raise UserError(f"{len(labels)} labels were given but the model has {num_classes} outputs; give one label per output.", field="labels")
     sources.setdefault("labels", "none given: classes are shown by index")
     sources["task"] = GIVEN_BY_USER if "task" in overrides else (METADATA if not task_guessed else "a guess from the output's layout")
 
@@ -544,5 +545,5 @@ def _per_channel(values: tuple[float, ...], channels: int, name: str) -> tuple[f
     if len(values) == 1:
         return values * channels
     if len(values) != channels:
-        raise UserError(f"{name} has {len(values)} values but the model has {channels} channels; give one per channel.")
+        raise UserError(f"{name} has {len(values)} values but the model has {channels} channels; give one per channel.", field=name)
     return tuple(values)

@@ -67,9 +67,12 @@ class Store:
         record = self.db.add(ModelRecord(name=clean_name(name, digest[:12]), sha256=digest, shipped=shipped, spec_overrides=spec_overrides or {}))
         return record, self.queue_inspection(record.id)
 
-    def queue_inspection(self, model_id: int) -> JobRecord:
+    def queue_inspection(self, model_id: int, spec_overrides: dict | None = None) -> JobRecord:
+        """An inspection job; with ``spec_overrides``, a trial of a changed spec that the job saves only when the
+        model loads and verifies with it (the model keeps its working spec otherwise)."""
         self.db.update_model(model_id, status=ModelStatus.INSPECTING, error=None)
-        return self.db.add(JobRecord(kind="inspect", model_id=model_id))
+        params = {"spec_overrides": spec_overrides} if spec_overrides is not None else {}
+        return self.db.add(JobRecord(kind="inspect", model_id=model_id, params=params))
 
     def queue_prediction(self, model_id: int, image_id: int) -> JobRecord:
         """A job that runs the model once on one image and decodes what it says (for target pickers)."""

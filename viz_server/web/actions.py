@@ -42,9 +42,43 @@ def _spec_overrides(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_spec(store: Store, model_id: int, raw: dict[str, Any]):
+    """Try a changed spec: checked here against the stored inspection (labels per output, a fixed input size,
+    values per channel: one sentence, nothing changed), then verified by an inspection job that saves it only when
+    the model loads and verifies with it; otherwise the model keeps its working spec. A submitted value equal to
+    what the model has now, for a field the user never set, is left out, so it keeps its source (and its
+    "guessed" flag)."""
     record = model_or_404(store, model_id)
-    store.db.update_model(record.id, spec_overrides=_spec_overrides(raw))
-    return store.queue_inspection(record.id)
+    description = record.description or {}
+    current = description.get("spec") or {}
+    previous = dict(record.spec_overrides or {})
+    overrides = {}
+    for key, value in _spec_overrides(raw).items():
+        if key not in previous and current and _same(key, value, current):
+            continue  # the pre-filled guess or metadata value sent back unchanged
+        overrides[key] = value
+    _check_spec(description, overrides)
+    return store.queue_inspection(record.id, spec_overrides=overrides)
+
+
+def _same(key: str, value: str, current: dict[str, Any]) -> bool:
+    from viz_server.model.spec import SPEC_FIELDS, parse_field
+
+    try:
+        return parse_field(key, value) == parse_field(key, SPEC_FIELDS[key].shown(current))
+    except (UserError, KeyError, TypeError):
+        return False
+
+
+def _check_spec(description: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """What the loader will refuse in a spec, checked without model code against the stored inspection."""
+    from viz_server.model.spec import build_spec
+
+    spec, inputs = description.get("spec"), description.get("inputs")
+    if not spec or not inputs:
+        return  # never inspected: the inspection job checks it
+    dims = [dim if isinstance(dim, int) and dim > 0 else None for dim in inputs[0]["shape"]]
+    task = overrides.get("task") or spec.get("task") or "classification"
+    build_spec(spec["input_name"], dims, spec.get("num_classes") or 0, description.get("metadata") or {}, overrides, task=str(task))
 
 
 def upload_images(store: Store, files: list[tuple[str, bytes]], image_set: str = "uploads", label: str | None = None) -> list[ImageRecord]:

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from viz_server.errors import NotFound, UserError
 from viz_server.installed import describe_plugins, suite, techniques
 from viz_server.presentation import media_type
-from viz_server.store import JobRecord, ModelStatus, ReportRecord, Store, thumbnail
+from viz_server.store import JobRecord, JobStatus, ModelStatus, ReportRecord, Store, thumbnail
 from viz_server.store.database import MAX_ID, ImageRecord
 from viz_server.techniques import DEFAULT_AUDIT_SUITES
 from viz_server.web import actions, export
@@ -99,25 +99,40 @@ def upload_model():
 
 
 @blueprint.get("/models/<int:model_id>")
-def model_page(model_id: int):
+def model_page(model_id: int, typed: dict | None = None, error: UserError | None = None):
+    """The model: inspection, conversion, spec form and layers. A spec change that was refused (here, with the
+    sentence beside its field, or by its verification job) is shown with the values that were tried."""
     record = actions.model_or_404(store(), model_id)
     from viz_server.model.spec import SPEC_FIELDS
 
+    refused_now = error is not None
     inspection = next((job for job in store().jobs(limit=500) if job.kind == "inspect" and job.model_id == model_id), None)
-    return render_template(
+    trial = (inspection.params or {}).get("spec_overrides") if inspection is not None and inspection.status == JobStatus.FAILED else None
+    if not refused_now and trial is not None:  # the last spec tried was refused by its verification
+        typed = trial
+        if record.status == ModelStatus.READY:  # (a failed model shows the sentence as its own error)
+            error = UserError(f"This spec was refused and not saved (the model keeps its working spec): {inspection.error}")
+    page = render_template(
         "model.html",
         model=model_json(record),
         spec_fields=SPEC_FIELDS,
+        typed=typed or {},
+        spec_error=error,
         inspection=job_json(store(), inspection) if inspection else None,
         techniques=sorted(techniques().values(), key=lambda t: (t.family, t.name)),
     )
+    return (page, 400) if refused_now else page
 
 
 @blueprint.post("/models/<int:model_id>/spec")
 def save_spec(model_id: int):
     from viz_server.model.spec import SPEC_FIELDS
 
-    job = actions.update_spec(store(), model_id, {name: request.form.get(name, "") for name in SPEC_FIELDS})
+    typed = {name: request.form.get(name, "") for name in SPEC_FIELDS}
+    try:
+        job = actions.update_spec(store(), model_id, typed)
+    except UserError as refusal:  # the same form, the typed values kept, the sentence beside its field
+        return model_page(model_id, typed, refusal)
     dispatcher().submit(job.id)
     return redirect(url_for("pages.model_page", model_id=model_id))
 
@@ -157,7 +172,7 @@ def run_page():
     rerun = _ids([request.args.get("rerun", "")])
     previous = store().db.get(JobRecord, rerun[0]) if rerun else None
     if previous is not None and previous.kind == "technique":
-        values = {**(previous.params or {}), "seed": previous.seed}
+        values = {**(previous.params or {}), "seed": previous.seed, "second_image_id": previous.second_image_id}
         return _run_form(previous.technique or "", str(previous.model_id), values, list(previous.image_ids or []), rerun=previous.id)
     return _run_form(request.args.get("technique", ""), request.args.get("model"), {}, [])
 

@@ -66,6 +66,7 @@ def job_summary(job: JobRecord, model_name: str | None) -> dict:
         "params": job.params,
         "seed": job.seed,
         "image_ids": job.image_ids,
+        "second_image_id": job.second_image_id,
         "attempts": job.attempts,
         "created": _time(job.created_at),
         "started": _time(job.started_at),
