@@ -61,6 +61,9 @@ def test_a_spec_change_is_verified_again_and_a_size_bug_is_caught_naming_the_lay
 
 
 def test_each_spec_is_verified_once_and_recorded(tmp_path):
+    from viz_server.model import cache
+
+    cache.clear_memory()  # as in a fresh process: other tests' loads at other specs are not this one's
     data = shipped_models()["shapes_cnn"].read_bytes()
     first = load_model(data, cache_dir=tmp_path)
     other = load_model(data, cache_dir=tmp_path, mean="0.4,0.4,0.4", std="0.2,0.2,0.2")
