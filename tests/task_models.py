@@ -237,3 +237,29 @@ def export_task_model(name: str, exporter: str = "torchscript", metadata: tuple[
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     return model.SerializeToString()
+
+
+class TimeMajorCRNN(CRNN):
+    """A CRNN whose output is time-major, T x N x C, as many CTC recognizers export it (exported with a fixed batch
+    of 1, its declared output shape says little)."""
+
+    def forward(self, x):
+        return super().forward(x).transpose(0, 1)
+
+
+def export_fixed_batch(module: nn.Module, shape: tuple[int, ...], output_shape: list | None = None) -> bytes:
+    """ONNX bytes of ``module`` with every axis fixed (batch 1), optionally declaring a wrong ``output_shape``."""
+    torch.manual_seed(5)
+    module = module.eval()
+    buffer = io.BytesIO()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.rand(*shape),), buffer, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
+    model = onnx.load_from_string(buffer.getvalue())
+    if output_shape is not None:
+        declared = model.graph.output[0].type.tensor_type.shape
+        declared.Clear()
+        for size in output_shape:
+            declared.dim.add().dim_value = size
+    return model.SerializeToString()

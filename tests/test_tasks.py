@@ -383,3 +383,53 @@ def test_no_reached_feature_map_is_refused_naming_the_closest_layers():
     with pytest.raises(UserError, match="reaches none of this model's image feature maps") as refusal:
         run_technique("gradcam", model, sample_inputs(1), {"target": "detection:0", **CHECKS_OFF})
     assert box_only[0] in str(refusal.value)
+
+
+# ---- outputs read as they are ----------------------------------------------------------------------------
+
+
+def test_a_time_major_recognizer_with_a_fixed_batch_is_read_as_a_sequence():
+    """T x 1 x C, declared [1, 12]: the batch axis is found by running the model, moved to the front, and the whole
+    output is verified (not its first row); the text is decoded and explained."""
+    from task_models import TimeMajorCRNN, export_fixed_batch
+
+    torch.manual_seed(5)
+    model = load_model(export_fixed_batch(TimeMajorCRNN(), (1, 3, 16, 48), output_shape=[1, 12]), labels="a,b,c,d,e", use_cache=False)
+    assert (model.spec.task, model.decoder.name) == ("sequence", "ctc_greedy")
+    assert any("moved the output's batch axis 1 to the front ([12, 1, 6] -> [1, 12, 6])" in note for note in model.conversion.passes)
+    assert all(check["max_rel_error"] < 1e-5 for check in model.conversion.parity)
+    images = model.spec.preprocess([Image.open(io.BytesIO(data)) for _, data in sample_inputs(2)])
+    assert model.predict(images).shape == (2, 12, 6)
+    result = run_technique("saliency", model, sample_inputs(2), {"target": "text", **CHECKS_OFF})
+    assert result.metrics["targets"][0].startswith('the text "') and result.metrics["usable_maps"] == [True, True]
+
+
+def test_a_model_with_several_outputs_says_which_one_it_reads_on_every_result():
+    import onnx
+
+    class TwoOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scores = torch.nn.Conv2d(3, 4, 3, stride=4)
+            self.boxes = torch.nn.Conv2d(3, 8, 3, stride=4)
+
+        def forward(self, x):
+            return self.scores(x).flatten(2), self.boxes(x).flatten(2)
+
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        TwoOutputs().eval(),
+        (torch.rand(1, 3, 32, 32),),
+        buffer,
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["scores", "boxes"],
+        dynamic_axes={"x": {0: "n"}},
+    )
+    model = load_model(buffer.getvalue(), use_cache=False)
+    assert len(onnx.load_from_string(buffer.getvalue()).graph.output) == 2 and "task" in model.spec.guessed
+    caveat = next(caveat for caveat in model.conversion.caveats if caveat.startswith("The model has 2 outputs"))
+    assert "'scores'" in caveat and "'boxes'" in caveat
+    result = run_technique("saliency", model, sample_inputs(1), CHECKS_OFF)
+    assert caveat in result.caveats

@@ -50,8 +50,11 @@ class CTCSequence(OutputDecoder):
     priority = 10
 
     def recognizes(self, output: OutputInfo) -> bool:
+        """N x T x C with the task declared, a final (log-)softmax over the classes, or steps that follow the input's
+        width while the classes stay fixed (found when the model was loaded)."""
         declared = str(output.metadata.get("task", "")).lower() in SEQUENCE_TASKS
-        return len(output.shape) == 3 and (declared or output.final_op in ("Softmax", "LogSoftmax"))
+        steps_follow_width = len(output.shape) == 3 and output.shape[1] is None and output.shape[2] is not None
+        return len(output.shape) == 3 and (declared or output.final_op in ("Softmax", "LogSoftmax") or steps_follow_width)
 
     def class_count(self, output):
         return None  # labels may leave the blank out

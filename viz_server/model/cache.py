@@ -24,7 +24,7 @@ from viz_server.model.convert import convert
 from viz_server.model.loaded import ConversionReport
 from viz_server.plugins import fingerprint
 
-CACHE_FORMAT = "6"
+CACHE_FORMAT = "7"
 MEMORY_CACHE_SIZE = 8
 CONVERSION_HOOKS = ("register_converters", "model_checks")
 

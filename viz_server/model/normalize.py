@@ -441,3 +441,50 @@ def infer_shapes(model: onnx.ModelProto) -> str | None:
     output_type = inferred.graph.output[0].type
     model.graph.output[0].type.CopyFrom(output_type)
     return None
+
+
+def batch_first(model: onnx.ModelProto, axis: int | None, observed: tuple[int, ...], varying: tuple[int, ...], dynamic: bool) -> str | None:
+    """Make the main output batch-first, with the shape it really has: a Transpose bringing the batch ``axis`` to
+    the front (a time-major CTC recognizer's T x N x C becomes N x T x C), or an Unsqueeze adding a batch axis a
+    fixed batch-1 export squeezed away (``axis`` None); the output's declared shape becomes the ``observed`` one,
+    its batch axis symbolic when ``dynamic`` and the ``varying`` axes (which follow the input's size) symbolic.
+    None when the output is batch-first as declared."""
+    graph = model.graph
+    output = graph.output[0]
+    declared = tuple(d.dim_value if d.HasField("dim_value") else None for d in output.type.tensor_type.shape.dim)
+    order = list(range(len(observed))) if axis is None else [axis, *(a for a in range(len(observed)) if a != axis)]
+    sizes: list[int | None] = [None if a in varying else observed[a] for a in order]
+    shape = (1, *sizes) if axis is None else tuple(sizes)
+    if axis == 0 and len(declared) == len(observed) and all(d is None or d == o for d, o in zip(declared[1:], shape[1:])):
+        return None
+    shown = ["?" if size is None else size for size in shape]
+    note = f"declared the main output's shape as observed, {shown}"
+    if axis is None or axis != 0:
+        inner = f"{output.name}__as_exported"
+        for node in graph.node:
+            node.output[:] = [inner if name == output.name else name for name in node.output]
+            node.input[:] = [inner if name == output.name else name for name in node.input]
+        if axis is None:
+            if opset_version(model) >= 13:  # axes became an input at opset 13
+                axes = numpy_helper.from_array(np.array([0], np.int64), f"{output.name}__batch_axis")
+                graph.initializer.append(axes)
+                unsqueeze = helper.make_node("Unsqueeze", [inner, axes.name], [output.name], name=f"{output.name}__add_batch_axis")
+            else:
+                unsqueeze = helper.make_node("Unsqueeze", [inner], [output.name], name=f"{output.name}__add_batch_axis", axes=[0])
+            graph.node.append(unsqueeze)
+            note = f"added the batch axis a fixed batch-1 export squeezed out of its output ({list(observed)} -> {shown})"
+        else:
+            graph.node.append(helper.make_node("Transpose", [inner], [output.name], name=f"{output.name}__batch_first", perm=order))
+            note = f"moved the output's batch axis {axis} to the front ({list(observed)} -> {shown}): it was not batch-first"
+    output.type.tensor_type.shape.Clear()
+    for index, size in enumerate(shape):
+        dim = output.type.tensor_type.shape.dim.add()
+        if index == 0 and dynamic:
+            dim.dim_param = "batch"
+        elif size is None:
+            dim.dim_param = f"size_{index}"
+        else:
+            dim.dim_value = int(size)
+    del graph.value_info[:]
+    infer_shapes(model)
+    return note

@@ -31,7 +31,7 @@ from viz_server.model.loaded import ConversionReport, LoadedModel
 from viz_server.model.precision import model_precision
 from viz_server.model.runtime import FixedBatch
 from viz_server.model.spec import ModelSpec, build_spec, input_key, parse_field, read_sidecar, spec_digest, spec_metadata
-from viz_server.model.verify import verify, verify_spec
+from viz_server.model.verify import fixed_batch, output_batch_axis, verify, verify_spec
 from viz_server.plugins import call_hook
 from viz_server.tasks import OutputDecoder, OutputInfo, choose_decoder
 
@@ -126,10 +126,18 @@ def _loaded(digest: str, name: str, converted: cache.Converted, spec: ModelSpec,
     )
 
 
+LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"})
+"""Ops that only lay values out: the op that computes the output is the one before them (a time-major
+recognizer's final Transpose follows its LogSoftmax)."""
+
+
 def final_op(model: onnx.ModelProto) -> str:
-    """The op type of the node computing the main output."""
-    output = model.graph.output[0].name
-    return next((node.op_type for node in model.graph.node if output in node.output), "")
+    """The op type of the node computing the main output, looking through ops that only lay values out."""
+    producers = {name: node for node in model.graph.node for name in node.output}
+    node = producers.get(model.graph.output[0].name)
+    while node is not None and node.op_type in LAYOUT_OPS and node.input and node.input[0] in producers:
+        node = producers[node.input[0]]
+    return node.op_type if node is not None else ""
 
 
 _resolved: OrderedDict[tuple[str, int, int], dict] = OrderedDict()
@@ -161,14 +169,17 @@ def _decoder_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: di
     return choose_decoder(output, parse_field("task", raw) if raw else None), output
 
 
-def _spec_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[str, Any], decoder: OutputDecoder, output: OutputInfo) -> ModelSpec:
+def _spec_for(
+    model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[str, Any], decoder: OutputDecoder, output: OutputInfo, count_classes: bool = True
+) -> ModelSpec:
+    """The spec; ``count_classes=False`` for a spec that only feeds probes (labels are not checked against a class
+    count read from a declared output shape that may be wrong)."""
     value = guard_stage.image_inputs(model)[0]
     dims = guard_stage.input_dims(value)
     task_given = bool(overrides.get("task") or output.metadata.get("task"))
     convention = convention_for(model_facts(model, metadata, dims, decoder.task))
-    return build_spec(
-        value.name, dims, decoder.class_count(output) or 0, metadata, overrides, task=decoder.task, task_guessed=not task_given, convention=convention
-    )
+    classes = (decoder.class_count(output) or 0) if count_classes else 0
+    return build_spec(value.name, dims, classes, metadata, overrides, task=decoder.task, task_guessed=not task_given, convention=convention)
 
 
 def model_facts(model: onnx.ModelProto, metadata: dict[str, str], dims: list[int | None], task: str) -> ModelFacts:
@@ -191,6 +202,14 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any]) -> cache.Converted:
     metadata = {prop.key: prop.value for prop in model.metadata_props}
     exported_final_op = final_op(model)
     decoder, output = _decoder_for(normalized, metadata, overrides, exported_final_op)
+    found = output_batch_axis(normalized, _spec_for(normalized, metadata, overrides, decoder, output, count_classes=False))
+    if found is not None:  # the output as onnxruntime returns it, made batch-first
+        note = normalize_stage.batch_first(normalized, *found, dynamic=fixed_batch(normalized) is None)
+        if note:
+            passes.append(note)
+            if original is not None:
+                normalize_stage.batch_first(original, *found, dynamic=fixed_batch(original) is None)
+            decoder, output = _decoder_for(normalized, metadata, overrides, exported_final_op)
     spec = _spec_for(normalized, metadata, overrides, decoder, output)
     seconds["normalize"] = time.perf_counter() - started
 
@@ -212,10 +231,28 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any]) -> cache.Converted:
         warnings=verified.parity.warnings,
         output_op=exported_final_op,
         verified={verified.spec_key: [check.to_json() for check in verified.parity.checks]},
-        caveats=verified.parity.caveats,
+        caveats=[*_dropped_outputs(model, decoder.task), *verified.parity.caveats],
     )
     report.seconds = {key: round(value, 4) for key, value in seconds.items()}
     return cache.Converted(verified.onnx_model, verified.graph, verified.module_names, report, metadata)
+
+
+def _dropped_outputs(model: onnx.ModelProto, task: str) -> list[str]:
+    """The sentence every result on a model with several outputs carries: only the first is read."""
+    outputs = list(model.graph.output)
+    if len(outputs) < 2:
+        return []
+
+    def described(value: onnx.ValueInfoProto) -> str:
+        dims = ["?" if not d.HasField("dim_value") else str(d.dim_value) for d in value.type.tensor_type.shape.dim]
+        return f"'{value.name}' ({' x '.join(dims)})"
+
+    others = ", ".join(described(value) for value in outputs[1:4]) + (f" and {len(outputs) - 4} more" if len(outputs) > 4 else "")
+    return [
+        f"The model has {len(outputs)} outputs; viz-server reads only the first, {described(outputs[0])}, as a {task} output and ignores "
+        f"{others}. If the model's answer is spread over several outputs (per-stride scores and boxes, as PicoDet and NanoDet write them), "
+        "that reading, and every figure here, may be wrong."
+    ]
 
 
 def _checks(model: LoadedModel) -> list[dict]:

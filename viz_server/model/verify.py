@@ -23,7 +23,7 @@ first (``check_inputs``).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -101,6 +101,50 @@ def probe_batches(spec) -> dict[str, np.ndarray]:
     except ImportError:
         pictures = None
     return {"pictures": pictures, "noise": noise_batch} if pictures is not None else {"noise": noise_batch}
+
+
+def output_batch_axis(model: onnx.ModelProto, spec) -> tuple[int | None, tuple[int, ...], tuple[int, ...]] | None:
+    """(the main output's batch axis, its shape at batch 1, the axes whose size follows the input's size), found by
+    running onnxruntime, every node as written, on distinct probe images, never assumed: the axis that holds 1 at
+    batch 1 and 2 at batch 2 (a dynamic batch), or the one axis of size 1 (a fixed batch of 1; None when the
+    export squeezed it away); for a variable-size input, the axes that change at a second size. None when the
+    model cannot run here or the axis cannot be told (``verify`` then says what is wrong)."""
+    fixed = fixed_batch(model)
+    name = model.graph.output[0].name
+    probe = noise(spec, 2, seed=5)
+    try:
+        session = make_session(model, exact=True)
+        single = session.run([name], {spec.input_name: np.concatenate([probe[:1]] * (fixed or 1))})[0]
+        pair = session.run([name], {spec.input_name: probe})[0] if fixed is None else None
+    except Exception:  # noqa: BLE001 - onnxruntime's own exception types; verify refuses the model in one sentence
+        return None
+    shape = tuple(int(size) for size in single.shape)
+    varying = _size_following_axes(session, name, model, spec, shape, fixed)
+    if pair is not None:
+        changed = [axis for axis in range(min(len(shape), pair.ndim)) if shape[axis] == 1 and pair.shape[axis] == 2]
+        return (changed[0], shape, varying) if len(changed) == 1 else None
+    batch = fixed or 1
+    if shape and shape[0] == batch:
+        return 0, shape, varying
+    sized = [axis for axis, size in enumerate(shape) if size == batch]
+    if len(sized) == 1:
+        return sized[0], shape, varying
+    return (None, shape, varying) if batch == 1 and not sized else None
+
+
+def _size_following_axes(session, name: str, model: onnx.ModelProto, spec, shape: tuple[int, ...], fixed: int | None) -> tuple[int, ...]:
+    """The output axes whose size changes when a variable-size input grows by 32 pixels each way (none for a
+    fixed-size input, or when the model cannot run at the second size)."""
+    dims = guard_stage.input_dims(guard_stage.image_inputs(model)[0])
+    height, width = dims[2:] if spec.layout == "NCHW" else dims[1:3]
+    if height is not None and width is not None:
+        return ()
+    larger = replace(spec, height=spec.height + (32 if height is None else 0), width=spec.width + (32 if width is None else 0))
+    try:
+        other = session.run([name], {spec.input_name: np.concatenate([noise(larger, 1)] * (fixed or 1))})[0]
+    except Exception:  # noqa: BLE001
+        return ()
+    return tuple(axis for axis in range(min(len(shape), other.ndim)) if shape[axis] != other.shape[axis])
 
 
 def compared_tensor(model: onnx.ModelProto) -> tuple[str, str | None]:
