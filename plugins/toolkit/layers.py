@@ -2,7 +2,9 @@
 
 Layers are named by their ONNX node names (what ``viz-server inspect`` lists). An empty ``layer`` value means
 the model's default layer of the kind the technique needs, which the model frontend finds:
-``model.layers.default_cam_layer`` (the last spatial layer) or ``model.layers.first_conv``.
+``model.layers.default_cam_layer`` (the deepest image feature map: not the head's output or decoding, not an
+attention tensor; class activation maps also check the target reaches it, ``cam.reached_layer``) or
+``model.layers.first_conv``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 from viz_server.errors import UserError
 from viz_server.techniques import Param
 
-LAST_SPATIAL = "the model's last spatial layer"
+LAST_SPATIAL = "the model's deepest image feature map"
 FIRST_CONV = "the first conv layer"
 
 
@@ -23,11 +25,12 @@ def layer_param(what: str = "Layer", default: str = LAST_SPATIAL) -> Param:
 
 
 def spatial_layer(model, name: str) -> str:
-    """``name``, or the model's last spatial layer when empty; refuses a layer that is not N x C x H x W."""
+    """``name``, or the model's deepest image feature map when empty; refuses a layer that is not N x C x H x W."""
     chosen = name or model.layers.default_cam_layer
     if not chosen:
         raise UserError(
-            "this model has no spatial layer (N x C x H x W with H, W > 1) to use by default; name one with the layer parameter (see viz-server inspect)."
+            "this model has no image feature map (N x C x H x W following the input's size, not its output) to use by default; "
+            "name a layer with the layer parameter (see viz-server inspect)."
         )
     layer = model.layer(chosen)
     if len(layer.output_shape) != 4:
