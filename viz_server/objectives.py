@@ -115,6 +115,8 @@ class Objective(ABC):
             raise ValueError("the objective has not chosen yet; score or resolve it on the images first")
         taken = copy.copy(self)
         taken.choices = [self.choices[int(i)] for i in indices]
+        if self.seen is not None:  # the outputs the choices were made on, of the same images
+            taken.seen = self.seen[[int(i) for i in indices]]
         return taken
 
     def repeat(self, times: int) -> Objective:

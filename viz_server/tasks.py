@@ -40,6 +40,8 @@ class OutputInfo:
     metadata: dict[str, str] = field(default_factory=dict)  # the model's metadata_props
     final_op: str = ""  # op type of the node computing the output, as exported (a final Softmax is later stripped)
     graph: onnx.GraphProto | None = field(default=None, compare=False)  # the normalized graph, for structural checks
+    activation: str = ""  # the last op computing values before the output, through ops that only lay them out (a
+    # time-major recognizer's LogSoftmax before its final Transpose)
 
 
 class OutputDecoder(ABC):

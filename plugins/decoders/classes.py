@@ -97,6 +97,8 @@ class ClassObjective(Objective):
         return outputs.reshape(outputs.shape[0], outputs.shape[1], -1)
 
     def choose(self, outputs):
+        if outputs.ndim > 2 and outputs.shape[1] == 1 and not self.squashed:  # as the decoder reads it: values in [0, 1] are probabilities
+            self.squashed = bool(((outputs >= 0) & (outputs <= 1)).all())
         per_class = self.positions(outputs).sum(2)
         if self.fixed is not None and self.fixed >= per_class.shape[1]:
             raise UserError(f"class {self.fixed} is out of range: the model has {per_class.shape[1]} outputs.")

@@ -54,7 +54,8 @@ class CTCSequence(OutputDecoder):
         width while the classes stay fixed (found when the model was loaded)."""
         declared = str(output.metadata.get("task", "")).lower() in SEQUENCE_TASKS
         steps_follow_width = len(output.shape) == 3 and output.shape[1] is None and output.shape[2] is not None
-        return len(output.shape) == 3 and (declared or output.final_op in ("Softmax", "LogSoftmax") or steps_follow_width)
+        softmax = output.final_op in ("Softmax", "LogSoftmax") or output.activation in ("Softmax", "LogSoftmax")
+        return len(output.shape) == 3 and (declared or softmax or steps_follow_width)
 
     def class_count(self, output):
         return None  # labels may leave the blank out

@@ -167,6 +167,12 @@ class AttributionTechnique(Technique):
         if params["faithfulness"]:
             curves = faithfulness.deletion_insertion(model, images, objective, maps, params["faithfulness_steps"])
             result.metrics.update(curves.metrics(usable))
+            still = [index for index, flat in enumerate(result.metrics["flat_curves"]) if flat]
+            if still:
+                result.caveats.append(
+                    f"On {len(still)} of {len(maps)} images the {objective.measure} did not move as pixels were deleted or inserted, so their "
+                    "curves cannot judge the map; their areas are withheld."
+                )
             result.arrays["deletion_curve"] = curves.deletion
             result.arrays["insertion_curve"] = curves.insertion
             result.artifacts.append(

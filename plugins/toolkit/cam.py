@@ -13,10 +13,9 @@ import torch.nn.functional as F
 
 from viz_server.errors import UserError
 from viz_server.techniques import Param
+from viz_server_plugins.toolkit.layers import spatial_layer
 
 WEIGHTINGS = ("gradcam", "gradcam++")
-PROBED = 24
-"""How many of the deepest image feature maps ``reached_layer`` looks at."""
 
 
 def upsample_param(default: str = "bilinear") -> Param:
@@ -78,20 +77,21 @@ def reached_layer(model, images: torch.Tensor, objective) -> tuple[str, str]:
     branches) is probed with one forward and one backward pass. Refuses, naming the closest layers, when the
     gradient reaches none."""
     table = model.layers
-    candidates = list(table.cam_candidates[:PROBED])
-    if candidates and not table.branching_head:  # one head: its gradient reaches every layer below it, if any
+    candidates = list(table.cam_candidates)
+    if not candidates:
+        spatial_layer(model, "")  # refuses: the model has no image feature map at all
+    if not table.branching_head:  # one head: its gradient reaches every layer below it, if any
         return candidates[0], _chosen_because(table, candidates[0], [])
-    captured: dict[str, list[torch.Tensor]] = {}
+    reached: dict[str, list[bool]] = {}  # layer -> per pass through it: a finite, non-zero gradient arrived
 
-    def keeper(name: str):
-        def keep(_module, _inputs, output):
+    def watcher(name: str):
+        def watch(_module, _inputs, output):
             if isinstance(output, torch.Tensor) and output.requires_grad:
-                output.retain_grad()
-                captured.setdefault(name, []).append(output)
+                output.register_hook(lambda gradient: reached.setdefault(name, []).append(bool(torch.isfinite(gradient).all() and gradient.abs().amax() > 0)))
 
-        return keep
+        return watch
 
-    handles = [model.submodule(name).register_forward_hook(keeper(name)) for name in candidates]
+    handles = [model.submodule(name).register_forward_hook(watcher(name)) for name in candidates]
     try:
         with torch.enable_grad():
             objective.total(model.module(images.detach().clone().requires_grad_(True))).backward()
@@ -100,8 +100,7 @@ def reached_layer(model, images: torch.Tensor, objective) -> tuple[str, str]:
             handle.remove()
     unreached: list[str] = []
     for name in candidates:
-        gradients = [output.grad for output in captured.get(name, []) if output.grad is not None]
-        if gradients and all(bool(torch.isfinite(g).all()) for g in gradients) and any(bool(g.abs().amax() > 0) for g in gradients):
+        if any(reached.get(name, [])):
             return name, _chosen_because(table, name, unreached)
         unreached.append(name)
     passed = [f"{name} ({why})" for name, why in table.passed_over()[-3:]]

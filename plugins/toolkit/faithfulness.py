@@ -42,11 +42,13 @@ class Curves:
     def plot(self, measure: str = "target probability") -> bytes:
         pyplot = plotting()
 
-        deletion_auc = float(np.trapezoid(self.deletion, self.fractions, axis=1).mean())
-        insertion_auc = float(np.trapezoid(self.insertion, self.fractions, axis=1).mean())
+        def area(curves: np.ndarray) -> str:
+            moving = curves[~flat_curves(curves)]  # a flat curve measured nothing: it is not averaged in
+            return f"AUC {float(np.trapezoid(moving, self.fractions, axis=1).mean()):.3f}" if len(moving) else "cannot judge: the curves never move"
+
         figure, axis = pyplot.subplots(figsize=(4.2, 3.0), dpi=100)
-        axis.plot(self.fractions, self.deletion.mean(0), label=f"deletion (AUC {deletion_auc:.3f}, lower is better)")
-        axis.plot(self.fractions, self.insertion.mean(0), label=f"insertion (AUC {insertion_auc:.3f}, higher is better)")
+        axis.plot(self.fractions, self.deletion.mean(0), label=f"deletion ({area(self.deletion)}, lower is better)")
+        axis.plot(self.fractions, self.insertion.mean(0), label=f"insertion ({area(self.insertion)}, higher is better)")
         axis.set_xlabel("fraction of pixels deleted / inserted")
         axis.set_ylabel(measure)
         axis.set_ylim(0, 1.02)

@@ -47,3 +47,20 @@ def test_before_a_technique_has_run_its_declared_cost_orders_the_queue(tmp_path)
     report = _queue_report(store, Submitted(), ReportRecord(kind="audit", title="audit"), [_job(model.id, name) for name in names])
     by_id = {job.id: job.technique for job in store.jobs(report_id=report.id)}
     assert [by_id[job_id] for job_id in store.db.queued_job_ids(10)] == ["attribution_ranking", "robustness_curve", "embeddings", "saliency"]
+
+
+def test_a_cancelled_spec_trial_leaves_a_working_model_ready(tmp_path):
+    """Cancelling, failing or killing a trial of a changed spec keeps the working spec and the model ready; the same
+    for an ordinary inspection leaves the model failed with the sentence."""
+    from viz_server.store import ModelRecord, ModelStatus
+
+    store = Store(load_settings(data_dir=tmp_path))
+    record, first = store.add_model("m", b"not inspected here")
+    store.db.update_model(record.id, status=ModelStatus.READY, description={"spec": {"task": "classification"}}, spec_overrides={"labels": "a,b"})
+    trial = store.queue_inspection(record.id, spec_overrides={"labels": "x,y"})
+    store.request_cancel(trial.id)
+    after = store.db.get(ModelRecord, record.id)
+    assert after.status == ModelStatus.READY and after.spec_overrides == {"labels": "a,b"} and after.error is None
+    fresh, inspection = store.add_model("n", b"another")
+    store.request_cancel(inspection.id)
+    assert store.db.get(ModelRecord, fresh.id).status == ModelStatus.FAILED

@@ -413,3 +413,11 @@ def test_an_embedding_explanation_records_its_second_image_everywhere(client):
     assert second["name"] in client.get(f"/jobs/{job['id']}/export.html").get_data(as_text=True)
     rerun = client.get(f"/run?rerun={job['id']}").get_data(as_text=True)
     assert f'<option value="{second["id"]}" selected>' in rerun
+    refused = client.post("/api/audits", json={"model_id": model_id, "techniques": ["saliency"], "image_ids": [first["id"]]}, headers=API)
+    assert refused.status_code == 400 and "second_image_id" in refused.get_json()["error"]
+    audit = client.post(
+        "/api/audits", json={"model_id": model_id, "techniques": ["saliency"], "image_ids": [first["id"]], "second_image_id": second["id"]}, headers=API
+    )
+    assert audit.status_code == 202
+    audited = wait_for(client, f"/api/jobs/{audit.get_json()['jobs'][0]['id']}")
+    assert audited["status"] == "done" and audited["second_image_id"] == second["id"]

@@ -29,7 +29,7 @@ from datetime import UTC
 
 from viz_server.config import Settings
 from viz_server.jobs.leases import reap
-from viz_server.store import FINISHED, JobRecord, JobStatus, ModelStatus, Store
+from viz_server.store import FINISHED, JobRecord, JobStatus, Store
 from viz_server.store.database import now
 
 POLL_SECONDS = 0.1
@@ -267,7 +267,7 @@ class EmbeddedRunner:
                 self.store.db.update_running(job_id, status=JobStatus.FAILED, error=message, finished_at=now(), progress_message="failed")
                 and job.kind == "inspect"
             ):
-                self.store.db.update_model(job.model_id, status=ModelStatus.FAILED, error=message)
+                self.store.inspection_ended(job, message)
 
     def _cancel_overdue(self, job: JobRecord | None) -> bool:
         if job is None or not job.cancel_requested:
@@ -283,7 +283,7 @@ class EmbeddedRunner:
         self.cancel_seen.pop(job_id, None)
         job = self.store.db.get(JobRecord, job_id)
         if self.store.db.update_running(job_id, status=status, error=message, finished_at=now(), progress_message=status) and job and job.kind == "inspect":
-            self.store.db.update_model(job.model_id, status=ModelStatus.FAILED, error=message or "the inspection was cancelled; save the spec again to retry.")
+            self.store.inspection_ended(job, message or "the inspection was cancelled; save the spec again to retry.")
 
 
 def _aware(moment):

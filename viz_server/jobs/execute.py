@@ -60,11 +60,7 @@ def _execute(store: Store, job: JobRecord) -> str:
 
 def _fail(store: Store, job: JobRecord, message: str) -> None:
     if store.db.update_running(job.id, status=JobStatus.FAILED, error=message, finished_at=now(), progress_message="failed") and job.kind == "inspect":
-        record = store.db.get(ModelRecord, job.model_id)
-        if _spec_trial(job) and record is not None and record.description:  # a refused spec change: the working spec stays
-            store.db.update_model(job.model_id, status=ModelStatus.READY, error=None)
-        else:
-            store.db.update_model(job.model_id, status=ModelStatus.FAILED, error=message)
+        store.inspection_ended(job, message)
 
 
 def _spec_trial(job: JobRecord) -> bool:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 
-from viz_server.store import JobStatus, ModelStatus, Store
+from viz_server.store import JobStatus, Store
 from viz_server.store.database import now
 
 HEARTBEAT_SECONDS = 2.0
@@ -67,6 +67,6 @@ def reap(store: Store, lease_seconds: float, retries: int, resubmit: Callable[[i
         )
         if store.db.take_over_stale(job.id, lease_seconds, status=JobStatus.FAILED, error=message, finished_at=now(), progress_message="failed"):
             if job.kind == "inspect":
-                store.db.update_model(job.model_id, status=ModelStatus.FAILED, error=message)
+                store.inspection_ended(job, message)
             reaped += 1
     return reaped

@@ -39,6 +39,7 @@ class ConversionReport:
     warnings: list[str] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)  # model_checks at this load's spec: {"check": plugin, "finding": sentence}
     output_op: str = ""  # op type computing the main output as exported (before a final Softmax was stripped)
+    output_activation: str = ""  # the last op computing values before the output, through ops that only lay them out
     verified: dict[str, list[dict]] = field(default_factory=dict)  # spec.input_key (size, layout, range, normalization ...) -> parity there
     checked: dict[str, list[dict]] = field(default_factory=dict)  # spec.input_key -> model_checks findings there
     caveats: list[str] = field(default_factory=list)  # what every result on this model must say (precision, quantization)

@@ -74,7 +74,7 @@ def load_model(
     fresh = converted is None
     if converted is None:
         converted = _convert_fresh(data, overrides)
-    decoder, output = _decoder_for(converted.onnx_model, converted.metadata, overrides, converted.report.output_op)
+    decoder, output = _decoder_for(converted.onnx_model, converted.metadata, overrides, (converted.report.output_op, converted.report.output_activation))
     spec = _spec_for(converted.onnx_model, converted.metadata, overrides, decoder, output)
     model = _loaded(digest, name, converted, spec, decoder)
     if (_settle_at(spec, converted, model) or fresh) and use_cache:
@@ -131,11 +131,12 @@ LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identit
 recognizer's final Transpose follows its LogSoftmax)."""
 
 
-def final_op(model: onnx.ModelProto) -> str:
-    """The op type of the node computing the main output, looking through ops that only lay values out."""
+def final_op(model: onnx.ModelProto, through_layout: bool = False) -> str:
+    """The op type of the node computing the main output; with ``through_layout``, of the last node before it that
+    computes values (looking through ops that only lay them out)."""
     producers = {name: node for node in model.graph.node for name in node.output}
     node = producers.get(model.graph.output[0].name)
-    while node is not None and node.op_type in LAYOUT_OPS and node.input and node.input[0] in producers:
+    while through_layout and node is not None and node.op_type in LAYOUT_OPS and node.input and node.input[0] in producers:
         node = producers[node.input[0]]
     return node.op_type if node is not None else ""
 
@@ -156,15 +157,17 @@ def _layer_table(digest: str, converted: cache.Converted, spec: ModelSpec) -> La
     return build_layer_table(converted.onnx_model, converted.module_names, _resolved[key])
 
 
-def _output_info(model: onnx.ModelProto, metadata: dict[str, str], exported_final_op: str) -> OutputInfo:
+def _output_info(model: onnx.ModelProto, metadata: dict[str, str], exported_ops: tuple[str, str]) -> OutputInfo:
     output = model.graph.output[0]
     shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in output.type.tensor_type.shape.dim)
-    return OutputInfo(shape, spec_metadata(metadata), exported_final_op, model.graph)
+    return OutputInfo(shape, spec_metadata(metadata), exported_ops[0], model.graph, exported_ops[1])
 
 
-def _decoder_for(model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[str, Any], exported_final_op: str) -> tuple[OutputDecoder, OutputInfo]:
+def _decoder_for(
+    model: onnx.ModelProto, metadata: dict[str, str], overrides: dict[str, Any], exported_ops: tuple[str, str]
+) -> tuple[OutputDecoder, OutputInfo]:
     """The task's decoder: the user's or the metadata's task when given, else whichever decoder recognises it."""
-    output = _output_info(model, metadata, exported_final_op)
+    output = _output_info(model, metadata, exported_ops)
     raw = overrides.get("task") or output.metadata.get("task")
     return choose_decoder(output, parse_field("task", raw) if raw else None), output
 
@@ -200,8 +203,8 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any]) -> cache.Converted:
     kind = model_precision(model)
     original = normalize_stage.normalize(model, in_float32=False)[0] if kind else None
     metadata = {prop.key: prop.value for prop in model.metadata_props}
-    exported_final_op = final_op(model)
-    decoder, output = _decoder_for(normalized, metadata, overrides, exported_final_op)
+    exported_ops = (final_op(model), final_op(model, through_layout=True))
+    decoder, output = _decoder_for(normalized, metadata, overrides, exported_ops)
     found = output_batch_axis(normalized, _spec_for(normalized, metadata, overrides, decoder, output, count_classes=False))
     if found is not None:  # the output as onnxruntime returns it, made batch-first
         note = normalize_stage.batch_first(normalized, *found, dynamic=fixed_batch(normalized) is None)
@@ -209,7 +212,7 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any]) -> cache.Converted:
             passes.append(note)
             if original is not None:
                 normalize_stage.batch_first(original, *found, dynamic=fixed_batch(original) is None)
-            decoder, output = _decoder_for(normalized, metadata, overrides, exported_final_op)
+            decoder, output = _decoder_for(normalized, metadata, overrides, exported_ops)
     spec = _spec_for(normalized, metadata, overrides, decoder, output)
     seconds["normalize"] = time.perf_counter() - started
 
@@ -229,7 +232,8 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any]) -> cache.Converted:
         max_batch=verified.max_batch,
         gradient_norm=verified.parity.gradient_norm,
         warnings=verified.parity.warnings,
-        output_op=exported_final_op,
+        output_op=exported_ops[0],
+        output_activation=exported_ops[1],
         verified={verified.spec_key: [check.to_json() for check in verified.parity.checks]},
         caveats=[*_dropped_outputs(model, decoder.task), *verified.parity.caveats],
     )

@@ -123,13 +123,24 @@ def output_batch_axis(model: onnx.ModelProto, spec) -> tuple[int | None, tuple[i
     if pair is not None:
         changed = [axis for axis in range(min(len(shape), pair.ndim)) if shape[axis] == 1 and pair.shape[axis] == 2]
         return (changed[0], shape, varying) if len(changed) == 1 else None
-    batch = fixed or 1
-    if shape and shape[0] == batch:
+    if fixed and fixed > 1:  # the second image in the second slot: the batch axis is the one along which only slot 1 changes
+        try:
+            mixed = session.run([name], {spec.input_name: np.concatenate([probe[:1], probe[1:2], *[probe[:1]] * (fixed - 2)])})[0]
+        except Exception:  # noqa: BLE001
+            return None
+        moved = [axis for axis, size in enumerate(shape) if size == fixed and _only_slot_one_differs(single, mixed, axis)]
+        return (moved[0], shape, varying) if len(moved) == 1 else None
+    if shape and shape[0] == 1:
         return 0, shape, varying
-    sized = [axis for axis, size in enumerate(shape) if size == batch]
+    sized = [axis for axis, size in enumerate(shape) if size == 1]
     if len(sized) == 1:
         return sized[0], shape, varying
-    return (None, shape, varying) if batch == 1 and not sized else None
+    return (None, shape, varying) if not sized else None
+
+
+def _only_slot_one_differs(first: np.ndarray, second: np.ndarray, axis: int) -> bool:
+    differs = [not np.array_equal(np.take(first, slot, axis), np.take(second, slot, axis)) for slot in range(first.shape[axis])]
+    return differs[1] and not any(differs[:1] + differs[2:])
 
 
 def _size_following_axes(session, name: str, model: onnx.ModelProto, spec, shape: tuple[int, ...], fixed: int | None) -> tuple[int, ...]:

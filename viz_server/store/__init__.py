@@ -184,11 +184,25 @@ class Store:
                 query = query.options(defer(JobRecord.result, raiseload=True))
             return list(session.scalars(query))
 
+    def inspection_ended(self, job: JobRecord, message: str) -> None:
+        """The model after its inspection job ended without success (failed, cancelled, killed, timed out): a spec
+        trial leaves a model that was working ready, with its working spec; any other inspection leaves it failed,
+        with the sentence."""
+        record = self.db.get(ModelRecord, job.model_id)
+        if record is None:
+            return
+        if "spec_overrides" in (job.params or {}) and record.description:
+            self.db.update_model(record.id, status=ModelStatus.READY, error=None)
+        else:
+            self.db.update_model(record.id, status=ModelStatus.FAILED, error=message)
+
     def request_cancel(self, job_id: int) -> None:
         job = self.db.get(JobRecord, job_id)
         if job is None:
             raise UserError(f"there is no job {job_id}.")
         if job.status == JobStatus.QUEUED and self.db.cancel_queued(job_id):
+            if job.kind == "inspect":
+                self.inspection_ended(job, "the inspection was cancelled; save the spec again to retry.")
             return
         if self.db.get(JobRecord, job_id).status == JobStatus.RUNNING:  # it started meanwhile: ask it to stop
             self.db.update_job(job_id, cancel_requested=True, progress_message="cancelling")

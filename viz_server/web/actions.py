@@ -77,8 +77,10 @@ def _check_spec(description: dict[str, Any], overrides: dict[str, Any]) -> None:
     if not spec or not inputs:
         return  # never inspected: the inspection job checks it
     dims = [dim if isinstance(dim, int) and dim > 0 else None for dim in inputs[0]["shape"]]
-    task = overrides.get("task") or spec.get("task") or "classification"
-    build_spec(spec["input_name"], dims, spec.get("num_classes") or 0, description.get("metadata") or {}, overrides, task=str(task))
+    task = str(overrides.get("task") or spec.get("task") or "classification")
+    # another task may read another number of classes from the output (a detector's 4 + C): its job checks them
+    classes = (spec.get("num_classes") or 0) if task == spec.get("task") else 0
+    build_spec(spec["input_name"], dims, classes, description.get("metadata") or {}, overrides, task=task)
 
 
 def upload_images(store: Store, files: list[tuple[str, bytes]], image_set: str = "uploads", label: str | None = None) -> list[ImageRecord]:
@@ -210,7 +212,7 @@ def start_audit(store: Store, dispatcher, model_id: int, technique_names: list[s
     if task == "embedding" and targeted and not second_image_id:
         raise UserError(
             f"{record.name} is an embedding model: its explanations ({', '.join(targeted[:3])}) show what makes a picture similar to a "
-            "second image; choose one (CLI: --second-image)."
+            "second image; choose one (CLI: --second-image; API: second_image_id)."
         )
     jobs = [prepared_job(store, name, record.id, image_ids, {}, second_image_id=second_image_id) for name in names]  # all checked first
     return _queue_report(store, dispatcher, ReportRecord(kind="audit", title=f"Audit of {record.name}"), jobs)

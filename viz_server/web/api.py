@@ -178,7 +178,8 @@ def audit():
     techniques = body.get("techniques") or []
     if not isinstance(techniques, list) or not all(isinstance(name, str) for name in techniques):
         raise UserError("techniques must be a list of technique names (see GET /api/plugins).")
-    report = actions.start_audit(store(), dispatcher(), _model_id(body), techniques, _int_list(body.get("image_ids", []), "image_ids"))
+    second = _optional_id(body.get("second_image_id"), "second_image_id")
+    report = actions.start_audit(store(), dispatcher(), _model_id(body), techniques, _int_list(body.get("image_ids", []), "image_ids"), second)
     return jsonify(export.report_json(store(), report)), 202
 
 

@@ -113,7 +113,8 @@ def openapi() -> dict[str, Any]:
             "post": {
                 "summary": "one report of several techniques on one model",
                 "requestBody": _json(
-                    {"model_id": ID, "techniques": {"type": "array", "items": {"type": "string"}}, "image_ids": IDS}, ("model_id", "techniques")
+                    {"model_id": ID, "techniques": {"type": "array", "items": {"type": "string"}}, "image_ids": IDS, "second_image_id": ID},
+                    ("model_id", "techniques"),
                 ),
                 "responses": {**_ok("the report", "202"), "404": NOT_FOUND},
             }
