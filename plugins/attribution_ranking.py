@@ -118,11 +118,7 @@ class AttributionRanking(Technique):
                 "metric_checks": ranking.metric_checks(scores),
                 "ranking": [item.to_json() for item in ordered],
                 "masks": with_masks,
-                "headline": {
-                    "recommended_explanation": headline(
-                        recommended.label if recommended else None, "the explanation method to believe", None, "" if recommended else sentences[0]
-                    )
-                },
+                "headline": {"recommended_explanation": headline(*_recommendation(scores, sentences, len(images)))},
             },
             caveats=[
                 *left_out,
@@ -222,6 +218,12 @@ class AttributionRanking(Technique):
         return scores
 
 
+def _recommendation(scores, sentences: list[str], pictures: int) -> tuple:
+    """(value, label, better, note) of the recommended explanation, the ranking's qualifiers in its note."""
+    value, qualifier = ranking.recommendation(scores, sentences)
+    return value, f"the explanation method to believe (on {pictures} picture{'s' if pictures != 1 else ''})", None, qualifier
+
+
 def _fractions(params: dict) -> np.ndarray:
     return np.linspace(0.1, 0.9, params["road_steps"])
 
@@ -241,23 +243,25 @@ def _baseline_maps(name: str, seed: int):
 
 
 # ---- pictures -----------------------------------------------------------------------------------------
-STATUS_COLOURS = {"passed": "#2a7d3f", "FAILED": "#b3261e", "cannot judge": "#8a8a8a", "n/a": "#4a6fa5"}
+STATUS_COLOURS = {"passed": "#2a7d3f", "FAILED": "#b3261e", "undecided": "#c77c02", "cannot judge": "#8a8a8a", "n/a": "#4a6fa5"}
 
 
 def _gap_plot(ordered: list[ranking.Scores]) -> bytes:
     pyplot = plotting()
     labels = [item.label for item in ordered]
     means = [item.gap()[0] for item in ordered]
-    errors = [item.gap()[1] for item in ordered]
+    intervals = [item.interval("gap") or (mean, mean) for item, mean in zip(ordered, means)]
+    errors = np.array([[mean - low for mean, (low, _high) in zip(means, intervals)], [high - mean for mean, (_low, high) in zip(means, intervals)]])
     colours = [STATUS_COLOURS[item.sanity_status] if item.role != ranking.REFERENCE else "#c9a227" for item in ordered]
     figure, axis = pyplot.subplots(figsize=(6.4, 0.32 * len(labels) + 1.2), dpi=100)
     positions = np.arange(len(labels))[::-1]
     axis.barh(positions, np.nan_to_num(means), xerr=np.nan_to_num(errors), color=colours)
     axis.set_yticks(positions, labels, fontsize=8)
     axis.axvline(0, color="#333", linewidth=0.8)
-    axis.set_xlabel("ROAD gap: LeRF - MoRF (higher is more faithful)")
+    axis.set_xlabel("ROAD gap: LeRF - MoRF, with its 95% interval over pictures (higher is more faithful)")
     handles = [pyplot.Rectangle((0, 0), 1, 1, color=colour) for colour in (*STATUS_COLOURS.values(), "#c9a227")]
-    axis.legend(handles, ["sanity passed", "sanity FAILED", "cannot judge", "model-free baseline", "object mask"], fontsize=7, loc="lower right")
+    names = ["sanity passed", "sanity FAILED", "sanity undecided (too few pictures)", "cannot judge", "model-free baseline", "object mask"]
+    axis.legend(handles, names, fontsize=7, loc="lower right")
     return figure_png(figure)
 
 

@@ -19,12 +19,22 @@ def _mean(values) -> str:
 
 
 def _shown(entry: dict) -> str:
+    """A headline figure as the card prints it: the value with its 95% interval and count, then its qualifier (a
+    figure that cannot be claimed says why)."""
     value = entry.get("value")
     if value is None:
-        return entry.get("note") or "cannot be claimed"
+        return "cannot be claimed: " + (entry.get("note") or "no value") + (f" (n = {entry['count']})" if entry.get("count") is not None else "")
     if isinstance(value, float):
-        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
-    return str(value)
+        text = f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
+    else:
+        text = str(value)
+    details = []
+    if entry.get("low") is not None and entry.get("high") is not None:
+        details.append(f"95% CI {entry['low']:.3f}-{entry['high']:.3f}")
+    if entry.get("count") is not None:
+        details.append(f"n = {entry['count']}")
+    text += f" ({', '.join(details)})" if details else ""
+    return f"{text}. {entry['note']}" if entry.get("note") else text
 
 
 def summary_card(report) -> Section | None:
@@ -39,13 +49,19 @@ def summary_card(report) -> Section | None:
             f"{model['name']} (sha256 {str(model.get('sha256'))[:12]}…, {conversion.get('producer') or 'unknown producer'}, opset "
             f"{conversion.get('opset', '?')}, task {spec.get('task', '?')})"
         )
+        if spec.get("guessed"):
+            sources = dict(spec.get("sources") or [])
+            named = {"normalization": "mean"}
+            guesses = [f"{field} ({sources.get(named.get(field, field), 'a guess')})" for field in spec["guessed"]]
+            sentences.append(f"Guessed for {model['name']}, not stated by its file or by you: {'; '.join(guesses)}.")
         for key, entry in (headlines.get(model["name"]) or {}).items():
             rows.append([model["name"], entry.get("label") or key, _shown(entry), entry.get("better") or "", entry.get("technique") or "conversion"])
     failed = [job for job in report["jobs"] if job["status"] in ("failed", "cancelled")]
     if failed:
         sentences.append(f"{len(failed)} part{'s' if len(failed) != 1 else ''} of this report did not run; see below.")
     withheld = [row for row in rows[1:] if row[2].startswith("cannot")]
-    return Section("Summary", sentences=sentences, rows=rows, level="warning" if failed or withheld else "info")
+    guessed = any((model.get("spec") or {}).get("guessed") for model in report["models"])
+    return Section("Summary", sentences=sentences, rows=rows, level="warning" if failed or withheld or guessed else "info")
 
 
 @hookimpl(tryfirst=True)  # the summary card leads the report, before any other plugin's sections
@@ -71,6 +87,7 @@ def report_sections(report):
         if job["status"] != "done" or not isinstance(check, dict):
             continue
         verdict = "passed" if check.get("passed") else "cannot judge" if check.get("passed") is None else "FAILED"
+        verdict += " (on the 1 picture checked)"  # a job's own check is on its first picture: a verdict on that map, not the method
         rows.append([job["technique"], job["model"]["name"], verdict, _mean(metrics.get("deletion_auc")), _mean(metrics.get("insertion_auc"))])
     masked = []
     for job in report["jobs"]:
@@ -86,10 +103,13 @@ def report_sections(report):
         metrics = (job.get("result") or {}).get("metrics") or {}
         if job["status"] != "done" or not isinstance(metrics.get("ranking"), list) or not metrics.get("verdict"):
             continue
-        table = [["method", "sanity check", "ROAD gap (higher is more faithful)", "energy on object / area"]]
+        table = [["method", "sanity check", "ROAD gap (higher is more faithful; 95% CI, pictures)", "energy on object / area"]]
         for entry in metrics["ranking"]:
             sanity = {"baseline": "model-free", "reference": "reference"}.get(entry.get("role"), entry.get("sanity_check"))
-            table.append([entry.get("method"), sanity, _mean([entry.get("road_gap")]), _mean([entry.get("energy_ratio")])])
+            gap = _mean([entry.get("road_gap")])
+            if entry.get("road_gap_low") is not None and entry.get("road_gap_high") is not None:
+                gap += f" ({entry['road_gap_low']:.3f}-{entry['road_gap_high']:.3f}, n = {entry.get('road_gap_count')})"
+            table.append([entry.get("method"), sanity, gap, _mean([entry.get("energy_ratio")])])
         recommended = metrics.get("recommended")
         sections.append(
             Section(
@@ -100,7 +120,7 @@ def report_sections(report):
             )
         )
     if len(rows) > 1:
-        failing = [row[0] for row in rows[1:] if row[2] != "passed"]
+        failing = [row[0] for row in rows[1:] if not row[2].startswith("passed")]
         sentences = (
             ["Maps that fail the sanity check show the image rather than what the model learned; do not act on them."]
             if failing

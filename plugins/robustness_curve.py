@@ -20,7 +20,7 @@ from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.rendering import figure_png
 from viz_server.rendering import pyplot as plotting
-from viz_server.techniques import Artifact, Context, Param, Result, Technique, headline
+from viz_server.techniques import Artifact, Context, Param, Result, Technique, headline, proportion_headline, sample_headline
 from viz_server_plugins.toolkit import attacks, robust_evaluation
 from viz_server_plugins.toolkit.objectives import reference_labels
 
@@ -143,13 +143,19 @@ class RobustnessCurve(Technique):
         note = f"cannot be claimed: {masked[0]}: {findings[masked[0]][0]}" if masked else ""
         worst, weakest = min((accuracy[attack][epsilons.index(budget)], attack) for attack in accuracy)
         flips = np.nanmin(np.stack([smallest[attack] for attack in smallest]), axis=0)[correct] if correct.any() else np.array([])
-        median = None if masked or flips.size == 0 or np.isnan(flips).all() else round(float(np.nanmedian(flips)), 6)
+        images = len(correct)
+        strongest = f"accuracy under the strongest attack ({weakest}, epsilon {budget:.4f})"
+        flip_label = "median epsilon that flips a correct prediction"
         return {
-            "accuracy": headline(round(float(correct.mean()), 4), "accuracy on the labeled images", "higher"),
-            "robust_accuracy": headline(
-                None if masked else round(worst, 4), f"accuracy under the strongest attack ({weakest}, epsilon {budget:.4f})", "higher", note
+            "accuracy": proportion_headline(int(correct.sum()), images, "accuracy on the labeled images"),
+            "robust_accuracy": headline(None, strongest, "higher", note, count=images)
+            if masked
+            else proportion_headline(int(round(worst * images)), images, strongest),
+            "median_flip_epsilon": (
+                headline(None, flip_label, "higher", note or "no correct prediction flipped", count=int(np.isfinite(flips).sum()))
+                if masked or flips.size == 0 or np.isnan(flips).all()
+                else sample_headline(flips, flip_label, "higher", statistic="median")
             ),
-            "median_flip_epsilon": headline(median, "median epsilon that flips a correct prediction", "higher", note),
         }
 
     @staticmethod

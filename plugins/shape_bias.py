@@ -18,7 +18,7 @@ import numpy as np
 
 from viz_server import hookimpl
 from viz_server.errors import UserError
-from viz_server.techniques import Artifact, Context, Param, Result, Technique, headline
+from viz_server.techniques import Artifact, Context, Param, Result, Technique, proportion_headline
 
 
 def parse_mapping(text: str, spec) -> dict[str, list[int]]:
@@ -128,7 +128,14 @@ class ShapeBias(Technique):
                 **figures,
                 "stimuli": len(decisions),
                 "source": params["stimuli"],
-                "headline": {"shape_bias": headline(figures["shape_bias"], "shape bias on cue-conflict images (1 = always shape)", None)},
+                "headline": {
+                    "shape_bias": proportion_headline(
+                        figures["shape_decisions"],
+                        figures["shape_decisions"] + figures["texture_decisions"],
+                        "shape bias on cue-conflict images (1 = always shape; n = shape or texture decisions)",
+                        None,
+                    )
+                },
             },
             caveats=[
                 "Shape bias is defined on cue-conflict stimuli only; it says which cue wins when they disagree, "

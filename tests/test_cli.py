@@ -277,3 +277,16 @@ def test_an_embedding_model_is_audited_against_a_second_image(tmp_path, viz_inpr
     assert audited.returncode == 0, audited.stdout + audited.stderr
     job = json.loads((out / "report.json").read_text())["jobs"][0]
     assert job["status"] == "done" and job["result"]["metrics"]["targets"][0].startswith("similarity to the second image")
+
+
+def test_gates_can_use_the_bound_of_a_figures_interval(tmp_path, viz_inprocess):
+    """accuracy 1.000 on six pictures holds accuracy=0.9 but not accuracy.low=0.9: the data allow 0.61."""
+    from viz_server.audit import Gate
+    from viz_server.techniques import proportion_headline
+
+    figures = {"accuracy": proportion_headline(6, 6, "accuracy")}
+    assert Gate.parse("accuracy=0.9", under=True).failure(figures) is None
+    failure = Gate.parse("accuracy.low=0.9", under=True).failure(figures)
+    assert failure.startswith("accuracy.low = 0.609") and "(n = 6)" in failure
+    assert "cannot be claimed" in Gate.parse("parity.high=1", under=False).failure({"parity": {"value": 1e-6, "count": 3, "low": None, "high": None}})
+    assert_one_sentence_exit_2(viz_inprocess("audit", "shapes_cnn", "--fail-under", "accuracy.median=0.5", "--out", tmp_path))

@@ -87,7 +87,7 @@ def test_builtin_report_section_says_which_explanations_to_trust():
     by_title = {section.title: section for section in sections}
     assert by_title["Parts that did not run"].level == "warning" and "it broke." in by_title["Parts that did not run"].sentences[0]
     trust = by_title["Which explanations to trust"]
-    assert trust.level == "warning" and trust.rows[1][2] == "passed" and trust.rows[2][2] == "FAILED"
+    assert trust.level == "warning" and trust.rows[1][2] == "passed (on the 1 picture checked)" and trust.rows[2][2] == "FAILED (on the 1 picture checked)"
     assert report_sections(report([job("a", metrics=passed)]))[0].level == "info"
 
 
@@ -366,3 +366,65 @@ def test_completing_the_load_keeps_an_eager_loads_order(monkeypatch):
     ours = [name for name in names if name.startswith("zz_")]
     assert ours == ["zz_first", "zz_first.child", "zz_second", "zz_second.child"]
     assert names.index("zz_first") > max(names.index(name) for name in names if name.startswith("viz_server_plugins."))
+
+
+# ---- the summary card says what the sections say ------------------------------------------------------------
+
+
+def ranking_job(sentences, scores):
+    """A done attribution-ranking job whose metrics come from the toolkit's own verdict and recommendation."""
+    from viz_server_plugins.toolkit import ranking
+
+    value, note = ranking.recommendation(scores, sentences)
+    metrics = {
+        "verdict": sentences,
+        "recommended": value,
+        "ranking": [item.to_json() for item in scores],
+        "headline": {"recommended_explanation": {"value": value, "label": "the explanation method to believe", "better": None, "note": note, "count": 10}},
+    }
+    return {**job("attribution_ranking", metrics=metrics), "model": {"name": "m"}}
+
+
+@pytest.mark.parametrize("case", ["tied", "edges", "none"])
+def test_the_summary_card_states_every_qualifier_its_section_states(case):
+    """A card line that drops "but not more faithful than edges", a tie, or why nothing is recommended fails here."""
+    from viz_server_plugins.toolkit import ranking
+
+    rng = np.random.default_rng(4)
+    base = rng.normal(0.3, 0.06, 10)
+
+    def scores(label, gaps, role=ranking.METHOD, sanity=(True,)):
+        flat = np.zeros((10, 3))
+        return ranking.Scores(label, role, np.asarray(gaps), flat, flat + 1, np.asarray(gaps), np.asarray(gaps), np.ones(10, bool), list(sanity))
+
+    random = scores("random map (uniform noise)", rng.normal(0, 0.02, 10), ranking.BASELINE)
+    if case == "tied":
+        entries = [scores("Grad-CAM", base + rng.normal(0, 0.02, 10)), scores("Guided Grad-CAM", base), random]
+    elif case == "edges":
+        entries = [
+            scores("Grad-CAM", base + 0.2),
+            random,
+            scores("edges of the image (Sobel, no model)", base + 0.2 + rng.normal(0, 0.01, 10), ranking.BASELINE),
+        ]
+    else:
+        entries = [scores("Grad-CAM", base, sanity=(False, False)), random]
+    data = {"kind": "audit", "title": "t", "status": "done", "jobs": [ranking_job(ranking.verdict(entries), entries)]}
+    data["models"] = [
+        {
+            "name": "m",
+            "sha256": "0" * 64,
+            "conversion": {},
+            "spec": {"task": "classification", "guessed": ["normalization"], "sources": [["mean", "a guess: ImageNet statistics"]]},
+        }
+    ]
+    from viz_server.presentation import report_headlines
+
+    data["headline"] = report_headlines(data)
+    sections = {section.title: section for section in report_sections(data)}
+    card = " ".join(" ".join(map(str, row)) for row in sections["Summary"].rows) + " ".join(sections["Summary"].sentences)
+    verdict = sections["Which explanation to believe on m"].sentences
+    qualifiers = [sentence for sentence in verdict if sentence.startswith("But ") or " are tied" in sentence]
+    if case == "none":
+        qualifiers = [verdict[0]]  # why nothing is recommended
+    assert qualifiers and all(sentence in card for sentence in qualifiers), (qualifiers, card)
+    assert "Guessed for m, not stated by its file or by you: normalization (a guess: ImageNet statistics)." in card

@@ -21,35 +21,56 @@ from viz_server.errors import UserError
 @dataclass
 class Gate:
     """One threshold on a headline figure: ``under`` fails when the figure is below ``limit`` (``--fail-under``),
-    otherwise when it is above (``--fail-over``)."""
+    otherwise when it is above (``--fail-over``). ``part`` is ``value`` (the figure), or ``low``/``high`` (the bounds of
+    its 95% interval: ``--fail-under accuracy.low=0.9`` holds only when the data rule out an accuracy below 0.9)."""
 
     key: str
     limit: float
     under: bool
+    part: str = "value"
 
     @classmethod
     def parse(cls, text: str, under: bool) -> Gate:
         key, _, value = text.partition("=")
+        flag = f"--fail-{'under' if under else 'over'}"
         try:
             limit = float(value)
         except ValueError:
-            raise UserError(f"--fail-{'under' if under else 'over'} {text[:60]!r} must look like KEY=NUMBER, e.g. accuracy=0.9.") from None
-        if not key.strip() or limit != limit:
-            raise UserError(f"--fail-{'under' if under else 'over'} {text[:60]!r} must look like KEY=NUMBER, e.g. accuracy=0.9.")
-        return cls(key.strip(), limit, under)
+            raise UserError(f"{flag} {text[:60]!r} must look like KEY=NUMBER or KEY.low=NUMBER, e.g. accuracy=0.9.") from None
+        figure, _, part = key.strip().partition(".")
+        if not figure or limit != limit or part not in ("", "value", "low", "high"):
+            raise UserError(f"{flag} {text[:60]!r} must look like KEY=NUMBER or KEY.low=NUMBER (or .high), e.g. accuracy.low=0.9.")
+        return cls(figure, limit, under, part or "value")
 
     def failure(self, figures: dict[str, dict[str, Any]]) -> str | None:
-        """None when the gate holds; else one sentence. A figure that could not be claimed fails the gate."""
+        """None when the gate holds; else one sentence. A figure (or bound) that could not be claimed fails the gate."""
         entry = figures.get(self.key)
+        named = self.key if self.part == "value" else f"{self.key}.{self.part}"
         if entry is None:
             known = ", ".join(sorted(figures)) or "none"
             return f"{self.key} was not measured by this audit (figures measured: {known})."
-        value = entry.get("value")
+        value = entry.get(self.part)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value or value in (float("inf"), float("-inf")):
-            return f"{self.key} cannot be claimed: {entry.get('note') or 'no value'}."
+            why = entry.get("note") or ("no interval: too few pictures to bound it" if self.part != "value" else "no value")
+            return f"{named} cannot be claimed: {why}."
         if (value < self.limit) if self.under else (value > self.limit):
-            return f"{self.key} = {value:g} is {'below' if self.under else 'above'} the threshold {self.limit:g}."
+            count = f" (n = {entry['count']})" if entry.get("count") is not None else ""
+            return f"{named} = {value:g} is {'below' if self.under else 'above'} the threshold {self.limit:g}{count}."
         return None
+
+
+def shown_figure(entry: dict[str, Any]) -> str:
+    """A headline figure on one line: value, 95% interval and count, and its qualifier."""
+    value = entry.get("value")
+    if value is None:
+        return f"cannot be claimed ({entry.get('note') or 'no value'})"
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    if entry.get("low") is not None and entry.get("high") is not None:
+        text += f" (95% CI {entry['low']:.4g}-{entry['high']:.4g}"
+        text += f", n = {entry['count']})" if entry.get("count") is not None else ")"
+    elif entry.get("count") is not None:
+        text += f" (n = {entry['count']})"
+    return f"{text}: {entry['note']}" if entry.get("note") else text
 
 
 class _InlineDispatcher:

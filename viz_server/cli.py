@@ -80,8 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--second-image", metavar="FILE", help="embedding models: the picture their explanations compare with")
     audit.add_argument("--suite", action="append", default=[], metavar="NAME", help="audit suite to run (repeat; default: attribution)")
     audit.add_argument("--technique", action="append", default=[], metavar="NAME", help="also run this technique with its defaults (repeat)")
-    audit.add_argument("--fail-under", action="append", default=[], metavar="KEY=VALUE", help="exit 1 when a headline figure is below VALUE (repeat)")
-    audit.add_argument("--fail-over", action="append", default=[], metavar="KEY=VALUE", help="exit 1 when a headline figure is above VALUE, e.g. parity=1e-4")
+    audit.add_argument(
+        "--fail-under",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="exit 1 when a headline figure is below VALUE (repeat); KEY.low=VALUE gates on its 95%% interval's lower bound",
+    )
+    audit.add_argument(
+        "--fail-over",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="exit 1 when a headline figure is above VALUE, e.g. parity=1e-4 (KEY.high: the bound)",
+    )
     audit.add_argument("--out", metavar="DIR", required=True, help="folder for report.html and report.json")
     audit.set_defaults(handler=cmd_audit)
 
@@ -283,7 +295,7 @@ def _raw_params(technique, args: argparse.Namespace, extra: list[str]) -> dict[s
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Exit 0 when the audit ran in full and every gate holds; 1 when a gate fails or a part did not run."""
-    from viz_server.audit import Gate, audit_techniques, run_audit
+    from viz_server.audit import Gate, audit_techniques, run_audit, shown_figure
     from viz_server.model.spec import read_sidecar
     from viz_server.techniques import DEFAULT_AUDIT_SUITES
 
@@ -307,9 +319,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     figures = next(iter(report["headline"].values()), {})
     for key, entry in figures.items():
-        value = entry["value"]
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value) if value is not None else f"cannot be claimed ({entry.get('note')})"
-        print(f"{key}: {shown}")
+        print(f"{key}: {shown_figure(entry)}")
     failures = [failure for gate in gates if (failure := gate.failure(figures))]
     failures += [f"{job['technique']} did not run: {job['error'] or job['status']}" for job in report["jobs"] if job["status"] != "done"]
     for failure in failures:

@@ -107,12 +107,15 @@ def report_headlines(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     job's ``metrics["headline"]`` (see ``viz_server.techniques.headline``), each with the technique it came from."""
     figures: dict[str, dict[str, Any]] = {}
     for model in report.get("models", []):
-        worst = (model.get("conversion") or {}).get("worst_rel_error")
+        conversion = model.get("conversion") or {}
         figures.setdefault(model["name"], {})["parity"] = {
-            "value": worst,
-            "label": "worst relative difference from onnxruntime",
+            "value": conversion.get("worst_rel_error"),
+            "label": "worst relative difference from onnxruntime (the largest over its probes, not an estimate)",
             "better": "lower",
             "note": "",
+            "count": len(conversion.get("parity") or []) or None,
+            "low": None,
+            "high": None,
             "technique": None,
         }
     for job in report.get("jobs", []):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from viz_server.errors import Cancelled, UserError
+from viz_server.evidence import bootstrap, wilson
 from viz_server.model.spec import SPEC_FIELDS
 
 if TYPE_CHECKING:
@@ -217,11 +218,33 @@ class Result:
         )
 
 
-def headline(value: Any, label: str, better: str | None = None, note: str = "") -> dict[str, Any]:
+def headline(
+    value: Any, label: str, better: str | None = None, note: str = "", *, count: int | None = None, interval: tuple[float, float] | None = None
+) -> dict[str, Any]:
     """One headline figure for ``Result.metrics["headline"][key]``: what an audit's summary card shows and what
-    ``viz-server audit --fail-under KEY=VALUE`` gates on. ``value`` None means "cannot be claimed" (``note`` says
-    why); ``better`` is ``higher``, ``lower`` or None (not a score)."""
-    return {"value": value, "label": label, "better": better, "note": note}
+    ``viz-server audit --fail-under KEY=VALUE`` (or ``KEY.low=VALUE``, the interval's bound) gates on. ``value``
+    None means "cannot be claimed" (``note`` says why, and carries any qualifier the figure needs); ``better`` is
+    ``higher``, ``lower`` or None (not a score). A figure measured on a sample carries ``count`` (pictures or
+    decisions) and its 95% ``interval``: build it with ``proportion_headline`` or ``sample_headline``."""
+    low, high = (round(float(interval[0]), 6), round(float(interval[1]), 6)) if interval is not None else (None, None)
+    return {"value": value, "label": label, "better": better, "note": note, "count": count, "low": low, "high": high}
+
+
+def proportion_headline(successes: int, count: int, label: str, better: str | None = "higher", note: str = "") -> dict[str, Any]:
+    """A proportion (``successes`` of ``count``) as a headline figure with its count and 95% Wilson interval."""
+    if count <= 0:
+        return headline(None, label, better, note or "nothing to measure it on", count=0)
+    return headline(round(successes / count, 4), label, better, note, count=count, interval=wilson(successes, count))
+
+
+def sample_headline(samples, label: str, better: str | None = None, note: str = "", statistic: str = "mean") -> dict[str, Any]:
+    """The ``statistic`` ("mean" or "median") of one value per picture as a headline figure, with the count and the
+    95% bootstrap interval over pictures (none for a single picture)."""
+    values = [float(v) for v in samples if v is not None and math.isfinite(float(v))]
+    if not values:
+        return headline(None, label, better, note or "nothing to measure it on", count=0)
+    function = np.median if statistic == "median" else np.mean
+    return headline(round(float(function(values)), 6), label, better, note, count=len(values), interval=bootstrap(values, function))
 
 
 def json_ready(value: Any) -> Any:

@@ -12,8 +12,12 @@ the image set gives one) is scored on the same images and targets with:
   object's area (1 = no better than a uniform map);
 - input invariance (Kindermans et al. 2019) and max-sensitivity (Yeh et al. 2019).
 
-``verdict`` turns the scores into plain sentences and never names a method as the one to trust unless it passed
-the sanity check on every image it was checked on and beats the random map by more than the noise between images.
+``verdict`` turns the scores into plain sentences that never say more than the pictures hold
+(``viz_server.evidence``): a method is trusted only when it passed the sanity check on every picture it was
+checked on; it "fails" only when its failure rate's 95% Wilson interval lies above ``TOLERATED_FAILURES``
+(otherwise there are not enough pictures to judge); one map is more faithful or localizes better than another
+only when the 95% bootstrap interval of their paired difference over the pictures excludes zero; and two
+leading methods that the pictures cannot separate are called tied, with about how many pictures would.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from viz_server.evidence import bootstrap, paired_difference, pictures_to_separate, wilson
 from viz_server_plugins.toolkit.degenerate import flat_curves
 from viz_server_plugins.toolkit.stability import INVARIANT_BELOW
 
 METHOD, BASELINE, REFERENCE = "method", "baseline", "reference"
+TOLERATED_FAILURES = 0.25
+"""A method "fails" the sanity check when, with 95% confidence, it fails on more than this share of pictures."""
 
 
 @dataclass
@@ -60,15 +67,34 @@ class Scores:
     def localization(self) -> tuple[float, float]:
         return self._mean_and_error(self.energy_ratio[self.usable] if self.energy_ratio is not None else [])
 
+    def per_picture(self, metric: str) -> np.ndarray:
+        """One value per picture of ``gap`` or ``localization``, NaN where the map is unusable or nothing was measured."""
+        values = self.road_gap if metric == "gap" else self.energy_ratio if self.energy_ratio is not None else np.full(self.usable.shape, np.nan)
+        return np.where(self.usable, np.asarray(values, np.float64), np.nan)
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        """The 95% bootstrap interval over pictures of the mean ``gap`` or ``localization``."""
+        return bootstrap(self.per_picture(metric))
+
+    @property
+    def sanity_failures(self) -> tuple[int, int]:
+        """(pictures on which the sanity check failed, pictures it could judge)."""
+        judged = [passed for passed in self.sanity if passed is not None]
+        return sum(1 for passed in judged if not passed), len(judged)
+
     @property
     def sanity_status(self) -> str:
-        """passed (on every judged image) | FAILED (on any) | cannot judge | n/a (baselines)."""
+        """passed (on every judged picture) | FAILED (the failure rate's interval lies above ``TOLERATED_FAILURES``) |
+        undecided (failures, but too few pictures to call it failing) | cannot judge | n/a (baselines)."""
         if self.role != METHOD:
             return "n/a"
-        judged = [passed for passed in self.sanity if passed is not None]
+        failures, judged = self.sanity_failures
         if not judged:
             return "cannot judge"
-        return "passed" if all(judged) else "FAILED"
+        if not failures:
+            return "passed"
+        interval = wilson(failures, judged)
+        return "FAILED" if interval is not None and interval[0] > TOLERATED_FAILURES else "undecided"
 
     @property
     def trusted(self) -> bool:
@@ -86,6 +112,7 @@ class Scores:
             values = values[np.isfinite(values)]  # a flat curve measured nothing
             return rounded(values.mean()) if values.size else None
 
+        gap_interval = self.interval("gap")
         return {
             "method": self.label,
             "role": self.role,
@@ -94,6 +121,9 @@ class Scores:
             "sanity_judged": sum(1 for passed in self.sanity if passed is not None),
             "road_gap": rounded(gap),
             "road_gap_error": rounded(gap_error),
+            "road_gap_low": rounded(gap_interval[0]) if gap_interval else None,
+            "road_gap_high": rounded(gap_interval[1]) if gap_interval else None,
+            "road_gap_count": int(np.isfinite(self.per_picture("gap")).sum()),
             "road_morf": mean(self.road_morf.mean(1) if self.road_morf.ndim == 2 else self.road_morf),
             "road_lerf": mean(self.road_lerf.mean(1) if self.road_lerf.ndim == 2 else self.road_lerf),
             "deletion_auc": mean(self.deletion_auc),
@@ -120,33 +150,72 @@ def order(scores: list[Scores]) -> list[Scores]:
     return sorted(scores, key=key)
 
 
-def beats(first: tuple[float, float], second: tuple[float, float]) -> bool:
-    """Is the first mean above the second by more than twice their combined standard error?"""
-    (mean_a, error_a), (mean_b, error_b) = first, second
-    if not (np.isfinite(mean_a) and np.isfinite(mean_b)):
-        return False
-    return mean_a - mean_b > 2 * np.hypot(error_a, error_b)
+def leads(first: Scores, second: Scores, metric: str = "gap") -> bool:
+    """Does ``first`` score higher than ``second`` on ``metric`` ("gap" or "localization") on these pictures: does the
+    95% bootstrap interval of their paired difference over the pictures both measured lie above zero?"""
+    _mean, interval, _count = paired_difference(first.per_picture(metric), second.per_picture(metric))
+    return interval is not None and interval[0] > 0
 
 
 def metric_checks(scores: list[Scores]) -> dict[str, bool | None]:
     """Whether each ranking signal can tell a perfect map from a random one on these images: the object mask (when
-    given) must beat the random map. None when there is no mask to check with."""
+    given) must lead the random map. None when there is no mask to check with."""
     reference = next((item for item in scores if item.role == REFERENCE), None)
     random = next((item for item in scores if item.label.startswith("random")), None)
     if reference is None or random is None:
         return {"road": None, "localization": None}
-    return {"road": bool(beats(reference.gap(), random.gap())), "localization": bool(beats(reference.localization(), random.localization()))}
+    return {"road": leads(reference, random), "localization": leads(reference, random, "localization")}
+
+
+def _best_trusted(scores: list[Scores]) -> tuple[Scores | None, Scores | None]:
+    """(the trusted method with the highest mean ROAD gap, the runner-up) among the trusted methods."""
+    trusted = sorted((item for item in scores if item.trusted and np.isfinite(item.gap()[0])), key=lambda item: -item.gap()[0])
+    return (trusted[0] if trusted else None), (trusted[1] if len(trusted) > 1 else None)
 
 
 def recommended(scores: list[Scores]) -> Scores | None:
     """The method to believe: the most faithful (ROAD) of those that pass the sanity check, provided ROAD can tell
-    the object mask from a random map (when masks are given) and the method beats the random map; else None."""
-    trusted = [item for item in scores if item.trusted]
+    the object mask from a random map (when masks are given) and the method leads the random map; else None. (A
+    runner-up it is tied with is named by ``recommendation``.)"""
+    best, _runner_up = _best_trusted(scores)
     random = next((item for item in scores if item.role == BASELINE and item.label.startswith("random")), None)
-    if not trusted or metric_checks(scores)["road"] is False:
+    if best is None or metric_checks(scores)["road"] is False:
         return None
-    best = max(trusted, key=lambda item: item.gap()[0])
-    return best if random is None or beats(best.gap(), random.gap()) else None
+    return best if random is None or leads(best, random) else None
+
+
+def tie(best: Scores, runner_up: Scores | None) -> str:
+    """The sentence saying two leading methods are tied (ROAD cannot separate them on these pictures), or ""."""
+    if runner_up is None or leads(best, runner_up):
+        return ""
+    _difference, _interval, count = paired_difference(best.per_picture("gap"), runner_up.per_picture("gap"))
+    needed = pictures_to_separate(best.per_picture("gap"), runner_up.per_picture("gap"))
+    more = f"about {needed} pictures would separate them if the difference holds" if needed else "they do not differ at all on these pictures"
+    return (
+        f"{best.label} and {runner_up.label} are tied: ROAD cannot separate them on these {count} pictures "
+        f"(gaps {_figure(best)} and {_figure(runner_up)}); {more}."
+    )
+
+
+def _figure(item: Scores, metric: str = "gap") -> str:
+    mean = item.gap()[0] if metric == "gap" else item.localization()[0]
+    interval = item.interval(metric)
+    count = int(np.isfinite(item.per_picture(metric)).sum())
+    return f"{mean:.3f} (95% CI {interval[0]:.3f}-{interval[1]:.3f}, n = {count})" if interval else f"{mean:.3f} (n = {count})"
+
+
+def recommendation(scores: list[Scores], sentences: list[str]) -> tuple[str | None, str]:
+    """The headline an audit's summary card shows: the method to believe (or methods, when tied), and everything
+    the verdict says that qualifies it (ties, maps that never look at the model doing as well, how many pictures);
+    None and the verdict's first sentence when none can be recommended."""
+    best = recommended(scores)
+    if best is None:
+        return None, sentences[0] if sentences else "no method could be ranked"
+    _best, runner_up = _best_trusted(scores)
+    tied = tie(best, runner_up)
+    value = f"{best.label} or {runner_up.label} (tied)" if tied and runner_up is not None else best.label
+    qualifiers = [sentence for sentence in sentences if sentence.startswith(("But ", best.label + " and ")) or " are tied" in sentence]
+    return value, " ".join(dict.fromkeys(qualifiers)) or f"ROAD gap {_figure(best)}"
 
 
 def judge_only_moving_images(scores: list[Scores]) -> list[int]:
@@ -169,7 +238,8 @@ def verdict(scores: list[Scores]) -> list[str]:
     random = next((item for item in baselines if item.label.startswith("random")), None)
     checks = metric_checks(scores)
     sentences = []
-    failing = [item.label for item in methods if item.sanity_status == "FAILED"]
+    failing = [item for item in methods if item.sanity_status == "FAILED"]
+    undecided = [item for item in methods if item.sanity_status == "undecided"]
     unjudged = [item.label for item in methods if item.sanity_status == "cannot judge"]
     trusted = [item for item in methods if item.trusted]
     if all(not np.isfinite(item.road_gap).any() for item in scores):
@@ -184,27 +254,38 @@ def verdict(scores: list[Scores]) -> list[str]:
     elif not trusted:
         sentences.append("No method passes the sanity check on every image with a usable map, so none can be recommended on this model.")
     else:
-        best = max(trusted, key=lambda item: item.gap()[0])
-        gap, error = best.gap()
-        if random is not None and not beats(best.gap(), random.gap()):
+        best, runner_up = _best_trusted(scores)
+        if best is None:
+            sentences.append("No method that passes the sanity check has a ROAD gap measured on these images, so none can be recommended.")
+        elif random is not None and not leads(best, random):
             sentences.append(
-                f"No method that passes the sanity check is more faithful than a random map (best: {best.label}, ROAD gap {gap:.3f} ± {error:.3f}); "
-                "these maps cannot support a conclusion on this model."
+                f"No method that passes the sanity check is more faithful than a random map (best: {best.label}, ROAD gap {_figure(best)}, "
+                f"random map {_figure(random)}); these maps cannot support a conclusion on this model."
             )
         else:
-            sentences.append(f"On this model {best.label} is the most faithful method that passes the sanity check (ROAD gap {gap:.3f} ± {error:.3f}).")
-            model_free = [item for item in baselines if not item.label.startswith("random") and not beats(best.gap(), item.gap())]
+            tied = tie(best, runner_up)
+            if tied and runner_up is not None:
+                sentences.append(f"On this model the most faithful methods that pass the sanity check are {best.label} and {runner_up.label}.")
+                sentences.append(tied)
+            else:
+                sentences.append(f"On this model {best.label} is the most faithful method that passes the sanity check (ROAD gap {_figure(best)}).")
+            model_free = [item for item in baselines if not item.label.startswith("random") and not leads(best, item)]
             if model_free:
                 which = "which never looks" if len(model_free) == 1 else "which never look"
                 sentences.append(f"But it is not more faithful than {' or '.join(item.label for item in model_free)}, {which} at the model.")
-    if failing:
+    for item in failing:
+        failures, judged = item.sanity_failures
+        low, high = wilson(failures, judged) or (0.0, 1.0)
         sentences.append(
-            f"{', '.join(failing)} fail{'s' if len(failing) == 1 else ''} the sanity check: "
-            + (
-                "the map barely changes when the weights are destroyed; do not trust it."
-                if len(failing) == 1
-                else "their maps barely change when the weights are destroyed; do not trust them."
-            )
+            f"{item.label} fails the sanity check on {failures} of {judged} pictures (95% CI of its failure rate {low:.0%}-{high:.0%}): "
+            "the map barely changes when the weights are destroyed; do not trust it."
+        )
+    for item in undecided:
+        failures, judged = item.sanity_failures
+        low, high = wilson(failures, judged) or (0.0, 1.0)
+        sentences.append(
+            f"{item.label} failed the sanity check on {failures} of {judged} pictures checked: not enough pictures to judge (its failure rate "
+            f"could be anywhere from {low:.0%} to {high:.0%}); it is not recommended until more pictures are checked (sanity_images)."
         )
     if unjudged:
         sentences.append(
@@ -219,11 +300,16 @@ def verdict(scores: list[Scores]) -> list[str]:
             sentences.append("Localization is not reported for methods that did not pass the sanity check.")
         else:
             best = max(trusted, key=lambda item: item.localization()[0])
-            energy, edge_energy = best.localization()[0], edges.localization()[0]
-            if beats(best.localization(), edges.localization()):
-                sentences.append(f"{best.label} localizes best (energy on the object {energy:.2f} times a uniform map's; edges reach {edge_energy:.2f}).")
+            if leads(best, edges, "localization"):
+                sentences.append(
+                    f"{best.label} localizes best (energy on the object {_figure(best, 'localization')} times a uniform map's; "
+                    f"edges reach {_figure(edges, 'localization')})."
+                )
             else:
-                sentences.append(f"No trusted method localizes better than an edge detector (best: {best.label}, {energy:.2f}; edges {edge_energy:.2f}).")
+                sentences.append(
+                    f"No trusted method localizes better than an edge detector (best: {best.label}, {_figure(best, 'localization')}; "
+                    f"edges {_figure(edges, 'localization')})."
+                )
     variant = [item.label for item in methods if item.invariance is not None and item.invariance >= INVARIANT_BELOW]
     if variant:
         sentences.append(f"{', '.join(variant)} change{'s' if len(variant) == 1 else ''} when a constant is added to the input (Kindermans et al. 2019).")
@@ -232,15 +318,17 @@ def verdict(scores: list[Scores]) -> list[str]:
 
 def table(scores: list[Scores], with_masks: bool) -> list[list]:
     """Rows for a table artifact; the first row is the header."""
-    header = ["method", "sanity check", "ROAD gap ↑", "ROAD MoRF ↓", "ROAD LeRF ↑", "deletion AUC ↓", "insertion AUC ↑"]
+    header = ["method", "sanity check", "ROAD gap ↑ (95% CI)", "ROAD MoRF ↓", "ROAD LeRF ↑", "deletion AUC ↓", "insertion AUC ↑"]
     if with_masks:
         header += ["pointing game ↑", "energy on object / area ↑"]
     header += ["input invariant", "max-sensitivity ↓"]
     rows = [header]
 
-    def cell(value, error=None):
+    def cell(value, error=None, low=None, high=None):
         if value is None:
             return "—"
+        if low is not None and high is not None:
+            return f"{value:.3f} ({low:.3f}-{high:.3f})"
         return f"{value:.3f} ± {error:.3f}" if error is not None else f"{value:.3f}"
 
     for item in scores:
@@ -251,7 +339,7 @@ def table(scores: list[Scores], with_masks: bool) -> list[list]:
         row = [
             item.label + ("" if data["usable_maps"] == data["maps"] else f" ({data['maps'] - data['usable_maps']} unusable maps)"),
             "model-free" if item.role == BASELINE else "reference" if item.role == REFERENCE else sanity,
-            cell(data["road_gap"], data["road_gap_error"]),
+            cell(data["road_gap"], None, data["road_gap_low"], data["road_gap_high"]),
             cell(data["road_morf"]),
             cell(data["road_lerf"]),
             cell(data["deletion_auc"]),

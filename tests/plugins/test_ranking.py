@@ -102,11 +102,9 @@ def test_on_a_model_that_reads_one_patch_the_metrics_rank_the_known_order(patch_
     saliency_scores = scored(model, images, objective, saliency, masks)
     assert perfect_scores.gap()[0] > 0.8 and abs(random_scores.gap()[0]) < 0.1
     for metric in ("gap", "localization"):
-        perfect_value, saliency_value, edge_value, random_value = (
-            getattr(item, metric)() for item in (perfect_scores, saliency_scores, edge_scores, random_scores)
-        )
-        assert ranking.beats(perfect_value, random_value) and ranking.beats(perfect_value, edge_value), metric
-        assert ranking.beats(saliency_value, random_value) and ranking.beats(saliency_value, edge_value), metric
+        assert ranking.leads(perfect_scores, random_scores, metric) and ranking.leads(perfect_scores, edge_scores, metric), metric
+        assert ranking.leads(saliency_scores, random_scores, metric) and ranking.leads(saliency_scores, edge_scores, metric), metric
+        perfect_value, saliency_value = (getattr(item, metric)() for item in (perfect_scores, saliency_scores))
         assert saliency_value[0] >= 0.85 * perfect_value[0], metric  # the gradient is confined to the patch (and its 1-pixel rim)
     assert ranking.metric_checks([perfect_scores, random_scores]) == {"road": True, "localization": True}
 
@@ -149,7 +147,7 @@ def test_the_ranking_on_the_shapes_model_with_masks(shapes_model):
     assert ("most faithful method that passes the sanity check" in verdict) == (top is not None)
     assert "localizes" in verdict
     table = next(artifact for artifact in result.artifacts if artifact.kind == "table")
-    assert table.rows[0][:3] == ["method", "sanity check", "ROAD gap ↑"] and len(table.rows) == len(by_label) + 1
+    assert table.rows[0][:3] == ["method", "sanity check", "ROAD gap ↑ (95% CI)"] and len(table.rows) == len(by_label) + 1
     assert result.provenance["masks"] == [True] * 8
     job = {"technique": "attribution_ranking", "status": "done", "error": None, "model": {"name": "shapes_cnn"}, "result": result.to_json()}
     (section,) = [s for s in report_sections({"kind": "audit", "title": "t", "status": "done", "jobs": [job]}) if "believe" in s.title]
@@ -274,3 +272,60 @@ def test_the_verdict_never_praises_an_untrusted_method_and_survives_having_none(
     assert ranking.recommended([failing, random, edges, mask]) is None
     assert not any(sentence.startswith("Bad localizes") for sentence in sentences) and "Localization is not reported" in " ".join(sentences)
     assert ranking.verdict([random, edges, mask])  # no method could be scored: still sentences, no error
+
+
+# ---- verdicts that respect uncertainty ---------------------------------------------------------------------
+
+
+def synthetic(label, gaps, role=ranking.METHOD, sanity=(True,), energy=None):
+    gaps = np.asarray(gaps, np.float64)
+    flat = np.zeros((len(gaps), 3))
+    scores = ranking.Scores(label, role, gaps, flat, flat + 1, gaps, gaps, np.ones(len(gaps), bool), list(sanity))
+    if energy is not None:
+        scores.energy_ratio = np.asarray(energy, np.float64)
+    return scores
+
+
+def test_two_leaders_within_the_noise_are_tied_with_the_pictures_that_would_separate_them():
+    rng = np.random.default_rng(1)
+    base = rng.normal(0.3, 0.06, 10)
+    first, second = synthetic("Grad-CAM", base + 0.01 + rng.normal(0, 0.03, 10)), synthetic("Guided Grad-CAM", base)
+    random = synthetic("random map (uniform noise)", rng.normal(0, 0.02, 10), ranking.BASELINE)
+    sentences = ranking.verdict([first, second, random])
+    assert sentences[0].startswith("On this model the most faithful methods that pass the sanity check are Grad-CAM and Guided Grad-CAM")
+    assert "are tied: ROAD cannot separate them on these 10 pictures" in sentences[1] and "pictures would separate them" in sentences[1]
+    value, note = ranking.recommendation([first, second, random], sentences)
+    assert value == "Grad-CAM or Guided Grad-CAM (tied)" and "tied" in note
+
+
+def test_a_lead_that_holds_across_the_bootstrap_names_one_method():
+    rng = np.random.default_rng(2)
+    base = rng.normal(0.3, 0.06, 10)
+    first, second = synthetic("Grad-CAM", base + 0.15), synthetic("Saliency", base)
+    random = synthetic("random map (uniform noise)", rng.normal(0, 0.02, 10), ranking.BASELINE)
+    edges = synthetic("edges of the image (Sobel, no model)", base + 0.15 + rng.normal(0, 0.01, 10), ranking.BASELINE)
+    sentences = ranking.verdict([first, second, random, edges])
+    assert sentences[0].startswith("On this model Grad-CAM is the most faithful method that passes the sanity check (ROAD gap ")
+    assert "95% CI" in sentences[0] and "n = 10" in sentences[0]
+    value, note = ranking.recommendation([first, second, random, edges], sentences)
+    assert value == "Grad-CAM" and note.startswith("But it is not more faithful than edges of the image")  # the qualifier travels with it
+
+
+@pytest.mark.parametrize(
+    "sanity,status,fragment",
+    [
+        ((False, True), "undecided", "failed the sanity check on 1 of 2 pictures checked: not enough pictures to judge"),
+        ((False, False), "FAILED", "fails the sanity check on 2 of 2 pictures (95% CI of its failure rate 34%-100%)"),
+        ((True,) * 35 + (False,) * 5, "undecided", "5 of 40 pictures checked"),
+        ((False,) * 10 + (True,) * 2, "FAILED", "10 of 12 pictures"),
+        ((True, True), "passed", None),
+    ],
+)
+def test_a_method_fails_the_sanity_check_only_when_its_failure_rate_says_so(sanity, status, fragment):
+    method = synthetic("Grad-CAM++", [0.2, 0.3], sanity=sanity)
+    random = synthetic("random map (uniform noise)", [0.0, 0.01], ranking.BASELINE)
+    assert method.sanity_status == status
+    sentences = " ".join(ranking.verdict([method, random]))
+    if fragment:
+        assert fragment in sentences and ("do not trust it" in sentences) == (status == "FAILED")
+    assert method.trusted == (status == "passed")
