@@ -167,39 +167,46 @@ def metric_checks(scores: list[Scores]) -> dict[str, bool | None]:
     return {"road": leads(reference, random), "localization": leads(reference, random, "localization")}
 
 
-def _best_trusted(scores: list[Scores]) -> tuple[Scores | None, Scores | None]:
-    """(the trusted method with the highest mean ROAD gap, the runner-up) among the trusted methods."""
+def _best_trusted(scores: list[Scores]) -> tuple[Scores | None, list[Scores]]:
+    """(the trusted method with the highest mean ROAD gap, the other trusted methods it does not lead: tied with it)."""
     trusted = sorted((item for item in scores if item.trusted and np.isfinite(item.gap()[0])), key=lambda item: -item.gap()[0])
-    return (trusted[0] if trusted else None), (trusted[1] if len(trusted) > 1 else None)
+    if not trusted:
+        return None, []
+    return trusted[0], [item for item in trusted[1:] if not leads(trusted[0], item)]
 
 
 def recommended(scores: list[Scores]) -> Scores | None:
     """The method to believe: the most faithful (ROAD) of those that pass the sanity check, provided ROAD can tell
     the object mask from a random map (when masks are given) and the method leads the random map; else None. (A
     runner-up it is tied with is named by ``recommendation``.)"""
-    best, _runner_up = _best_trusted(scores)
+    best, _tied = _best_trusted(scores)
     random = next((item for item in scores if item.role == BASELINE and item.label.startswith("random")), None)
     if best is None or metric_checks(scores)["road"] is False:
         return None
     return best if random is None or leads(best, random) else None
 
 
-def tie(best: Scores, runner_up: Scores | None) -> str:
-    """The sentence saying two leading methods are tied (ROAD cannot separate them on these pictures), or ""."""
-    if runner_up is None or leads(best, runner_up):
+def tie(best: Scores, tied: list[Scores]) -> str:
+    """The sentence saying the leading methods are tied (ROAD cannot separate them on these pictures), with about how
+    many pictures would separate the best from the closest, or ""."""
+    if not tied:
         return ""
-    _difference, _interval, count = paired_difference(best.per_picture("gap"), runner_up.per_picture("gap"))
-    needed = pictures_to_separate(best.per_picture("gap"), runner_up.per_picture("gap"))
-    more = f"about {needed} pictures would separate them if the difference holds" if needed else "they do not differ at all on these pictures"
-    return (
-        f"{best.label} and {runner_up.label} are tied: ROAD cannot separate them on these {count} pictures "
-        f"(gaps {_figure(best)} and {_figure(runner_up)}); {more}."
-    )
+    closest = tied[0]
+    _difference, _interval, count = paired_difference(best.per_picture("gap"), closest.per_picture("gap"))
+    needed = pictures_to_separate(best.per_picture("gap"), closest.per_picture("gap"))
+    more = f"about {needed} pictures would separate the first two if the difference holds" if needed else "the first two do not differ at all here"
+    names = _listed([best.label, *(item.label for item in tied)])
+    return f"{names} are tied: ROAD cannot separate them on these {count} pictures (gaps {_figure(best)} and {_figure(closest)}); {more}."
+
+
+def _listed(labels: list[str]) -> str:
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
 
 
 def _figure(item: Scores, metric: str = "gap") -> str:
     mean = item.gap()[0] if metric == "gap" else item.localization()[0]
     interval = item.interval(metric)
+    interval = (round(interval[0], 4), round(interval[1], 4)) if interval else None  # as the table rounds them
     count = int(np.isfinite(item.per_picture(metric)).sum())
     return f"{mean:.3f} (95% CI {interval[0]:.3f}-{interval[1]:.3f}, n = {count})" if interval else f"{mean:.3f} (n = {count})"
 
@@ -211,9 +218,9 @@ def recommendation(scores: list[Scores], sentences: list[str]) -> tuple[str | No
     best = recommended(scores)
     if best is None:
         return None, sentences[0] if sentences else "no method could be ranked"
-    _best, runner_up = _best_trusted(scores)
-    tied = tie(best, runner_up)
-    value = f"{best.label} or {runner_up.label} (tied)" if tied and runner_up is not None else best.label
+    _best, tied = _best_trusted(scores)
+    others = f" (and {len(tied) - 1} more)" if len(tied) > 1 else ""
+    value = f"{best.label} or {tied[0].label}{others} (tied)" if tied else best.label
     qualifiers = [sentence for sentence in sentences if sentence.startswith(("But ", best.label + " and ")) or " are tied" in sentence]
     return value, " ".join(dict.fromkeys(qualifiers)) or f"ROAD gap {_figure(best)}"
 
@@ -254,7 +261,7 @@ def verdict(scores: list[Scores]) -> list[str]:
     elif not trusted:
         sentences.append("No method passes the sanity check on every image with a usable map, so none can be recommended on this model.")
     else:
-        best, runner_up = _best_trusted(scores)
+        best, tied = _best_trusted(scores)
         if best is None:
             sentences.append("No method that passes the sanity check has a ROAD gap measured on these images, so none can be recommended.")
         elif random is not None and not leads(best, random):
@@ -263,10 +270,10 @@ def verdict(scores: list[Scores]) -> list[str]:
                 f"random map {_figure(random)}); these maps cannot support a conclusion on this model."
             )
         else:
-            tied = tie(best, runner_up)
-            if tied and runner_up is not None:
-                sentences.append(f"On this model the most faithful methods that pass the sanity check are {best.label} and {runner_up.label}.")
-                sentences.append(tied)
+            if tied:
+                names = _listed([best.label, *(item.label for item in tied)])
+                sentences.append(f"On this model the most faithful methods that pass the sanity check are {names}.")
+                sentences.append(tie(best, tied))
             else:
                 sentences.append(f"On this model {best.label} is the most faithful method that passes the sanity check (ROAD gap {_figure(best)}).")
             model_free = [item for item in baselines if not item.label.startswith("random") and not leads(best, item)]

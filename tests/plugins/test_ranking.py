@@ -293,7 +293,7 @@ def test_two_leaders_within_the_noise_are_tied_with_the_pictures_that_would_sepa
     random = synthetic("random map (uniform noise)", rng.normal(0, 0.02, 10), ranking.BASELINE)
     sentences = ranking.verdict([first, second, random])
     assert sentences[0].startswith("On this model the most faithful methods that pass the sanity check are Grad-CAM and Guided Grad-CAM")
-    assert "are tied: ROAD cannot separate them on these 10 pictures" in sentences[1] and "pictures would separate them" in sentences[1]
+    assert "are tied: ROAD cannot separate them on these 10 pictures" in sentences[1] and "pictures would separate the first two" in sentences[1]
     value, note = ranking.recommendation([first, second, random], sentences)
     assert value == "Grad-CAM or Guided Grad-CAM (tied)" and "tied" in note
 
