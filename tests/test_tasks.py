@@ -315,7 +315,7 @@ def test_the_report_summary_says_cannot_judge_for_an_empty_map(dead_class_model)
     result = run_technique("saliency", dead_class_model, sample_inputs(1), {"target": "dead"}).to_json()
     job = {"technique": "saliency", "status": "done", "error": None, "model": {"name": "dead"}, "result": result}
     (section,) = report_sections({"kind": "audit", "title": "t", "status": "done", "jobs": [job]})
-    assert section.rows[1][2] == "cannot judge" and section.level == "warning"
+    assert section.rows[1][2] == "cannot judge (on the 1 picture checked)" and section.level == "warning"
 
 
 # ---- techniques that need a classifier say so ----------------------------------------------------------------------------
