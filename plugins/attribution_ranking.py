@@ -90,7 +90,6 @@ class AttributionRanking(Technique):
             )
         ordered = ranking.order(scores)
         sentences = ranking.verdict(scores)
-        recommended = ranking.recommended(scores)
         result = Result(
             artifacts=[
                 Artifact(
@@ -114,11 +113,11 @@ class AttributionRanking(Technique):
                 "task": model.spec.task,
                 "targets": objective.captions(),
                 "verdict": sentences,
-                "recommended": recommended.label if recommended else None,
+                "recommended": ranking.recommendation(scores, sentences)[0],
                 "metric_checks": ranking.metric_checks(scores),
                 "ranking": [item.to_json() for item in ordered],
                 "masks": with_masks,
-                "headline": {"recommended_explanation": headline(*_recommendation(scores, sentences, len(images)))},
+                "headline": {"recommended_explanation": headline(*_recommendation(scores, sentences, len(images) - len(still)))},
             },
             caveats=[
                 *left_out,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from statistics import mean
 
 from viz_server import hookimpl
+from viz_server.evidence import shown, shown_interval
 from viz_server.presentation import Section
 
 
@@ -22,19 +23,16 @@ def _shown(entry: dict) -> str:
     """A headline figure as the card prints it: the value with its 95% interval and count, then its qualifier (a
     figure that cannot be claimed says why)."""
     value = entry.get("value")
+    note = entry.get("note") or ""
     if value is None:
-        return "cannot be claimed: " + (entry.get("note") or "no value") + (f" (n = {entry['count']})" if entry.get("count") is not None else "")
+        reason = note.removeprefix("cannot be claimed").lstrip(": ") or "no value"
+        return f"cannot be claimed: {reason}" + (f" (n = {entry['count']})" if entry.get("count") is not None else "")
     if isinstance(value, float):
-        text = f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
+        bounds = (entry["low"], entry["high"]) if entry.get("low") is not None and entry.get("high") is not None else None
+        text = shown(value, bounds, entry.get("count"))
     else:
-        text = str(value)
-    details = []
-    if entry.get("low") is not None and entry.get("high") is not None:
-        details.append(f"95% CI {entry['low']:.3f}-{entry['high']:.3f}")
-    if entry.get("count") is not None:
-        details.append(f"n = {entry['count']}")
-    text += f" ({', '.join(details)})" if details else ""
-    return f"{text}. {entry['note']}" if entry.get("note") else text
+        text = str(value) + (f" (n = {entry['count']})" if entry.get("count") is not None else "")
+    return f"{text}. {note}" if note else text
 
 
 def summary_card(report) -> Section | None:
@@ -108,7 +106,7 @@ def report_sections(report):
             sanity = {"baseline": "model-free", "reference": "reference"}.get(entry.get("role"), entry.get("sanity_check"))
             gap = _mean([entry.get("road_gap")])
             if entry.get("road_gap_low") is not None and entry.get("road_gap_high") is not None:
-                gap += f" ({entry['road_gap_low']:.3f}-{entry['road_gap_high']:.3f}, n = {entry.get('road_gap_count')})"
+                gap += f" ({shown_interval(entry['road_gap_low'], entry['road_gap_high'])}, n = {entry.get('road_gap_count')})"
             table.append([entry.get("method"), sanity, gap, _mean([entry.get("energy_ratio")])])
         recommended = metrics.get("recommended")
         sections.append(

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from viz_server.evidence import bootstrap, paired_difference, pictures_to_separate, shown, wilson
+from viz_server.audit import Gate
+from viz_server.evidence import MIN_PAIRED, bootstrap, mean_interval, paired_difference, pictures_to_separate, shown, shown_by_pairs, wilson
 from viz_server.techniques import proportion_headline, sample_headline
 
 
@@ -59,6 +60,44 @@ def test_headline_helpers_carry_count_and_interval():
     mean = sample_headline([0.1, 0.2, 0.3], "gap")
     assert mean["count"] == 3 and mean["low"] <= 0.2 <= mean["high"]
     assert shown(0.5, (0.4, 0.6), 12) == "0.500 (95% CI 0.400-0.600, n = 12)"
+    assert shown(2e-5, (-1e-5, 5e-5), 8) == "2.00e-05 (95% CI -1.00e-05 to 5.00e-05, n = 8)"  # no bound reads as zero
+
+
+def test_the_mean_interval_is_students_t():
+    samples = np.random.default_rng(4).normal(0.3, 0.2, 7)
+    low, high = stats.t.interval(0.95, 6, loc=samples.mean(), scale=stats.sem(samples))
+    assert mean_interval(samples) == pytest.approx((low, high), abs=1e-12)
+    assert mean_interval([0.4, float("nan")]) is None
+    figure = sample_headline(samples, "gap")
+    assert (figure["low"], figure["high"]) == pytest.approx((low, high), abs=1e-12)
+
+
+def test_a_paired_lead_needs_six_pictures_and_pays_for_each_comparison():
+    assert not shown_by_pairs([1.0] * (MIN_PAIRED - 1), [0.0] * (MIN_PAIRED - 1))
+    rng = np.random.default_rng(6)
+    base = rng.normal(0, 0.1, 12)
+    ahead = base + 0.05 + rng.normal(0, 0.05, 12)
+    _mean, interval, _count = paired_difference(ahead, base)
+    alone, corrected = shown_by_pairs(ahead, base), shown_by_pairs(ahead, base, comparisons=20)
+    assert alone == (interval[0] > 0)
+    _mean, strict, _count = paired_difference(ahead, base, 1 - 0.05 / 20)
+    assert corrected == (strict[0] > 0) and strict[0] < interval[0]
+
+
+def test_a_gate_compares_the_figure_itself_not_its_rounding():
+    """17,999 of 20,000 is 0.89995: it must fail ``accuracy=0.9`` although it prints as 0.900."""
+    figure = proportion_headline(17999, 20000, "accuracy")
+    assert figure["value"] < 0.9 and Gate.parse("accuracy=0.9", under=True).failure({"accuracy": figure})
+    assert Gate.parse("accuracy.low=0.89", under=True).failure({"accuracy": figure}) is None
+
+
+def test_the_card_says_cannot_be_claimed_once():
+    from viz_server_plugins.report_summary import _shown
+
+    assert _shown({"value": None, "note": "cannot be claimed: the attack's gradient vanished", "count": 4}) == (
+        "cannot be claimed: the attack's gradient vanished (n = 4)"
+    )
+    assert _shown({"value": 3e-4, "low": 1e-4, "high": 5e-4, "count": 9, "note": ""}) == "3.00e-04 (95% CI 1.00e-04 to 5.00e-04, n = 9)"
 
 
 @pytest.mark.slow

@@ -2,9 +2,13 @@
 
 - Proportions (accuracy, a sanity check's failure rate, shape decisions): the Wilson score interval (Wilson 1927),
   which stays inside [0, 1] and is honest at 0 or N successes and on a handful of pictures.
-- Means, medians and differences over pictures (a mean accuracy over damaged pictures, a ROAD gap, the lead of one
-  method over another on the same pictures): the percentile bootstrap over pictures (Efron 1979), seeded, so a
-  report is reproducible.
+- Means over pictures, and paired differences (the lead of one method over another on the same pictures):
+  Student's t interval with n - 1 degrees of freedom. The percentile bootstrap is too narrow on few pictures (on
+  2 pictures it is just their minimum and maximum; a check with no true difference found a one-sided false lead
+  in 22% of runs at 2 pictures and 9.5% at 4, against a nominal 2.5%), so it serves only statistics with no
+  closed form: medians, by the percentile bootstrap over pictures (Efron 1979), seeded.
+- A claim that one map beats another needs at least ``MIN_PAIRED`` pictures (below 6, not even a sign test can
+  reach 5%), and a claim about the best of several is tested at a Bonferroni-corrected level.
 - How many pictures would separate two methods whose difference is within the noise: the usual sample size for
   a paired difference at 95% confidence and 80% power, from the differences seen so far.
 """
@@ -16,7 +20,10 @@ from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import stats
 
+MIN_PAIRED = 6
+"""Fewest pictures on which one map can be shown to beat another (6 of 6 one way: a sign test's p = 0.031)."""
 Z95 = 1.959963984540054
 """The standard normal quantile of a two-sided 95% interval."""
 Z80 = 0.8416212335729143
@@ -47,14 +54,31 @@ def bootstrap(samples: ArrayLike, statistic: Callable[[np.ndarray], float] = np.
     return float(low), float(high)
 
 
-def paired_difference(first: ArrayLike, second: ArrayLike, seed: int = 0) -> tuple[float, tuple[float, float] | None, int]:
-    """(mean of first - second, its 95% bootstrap interval, pictures) over the pictures both measured."""
+def mean_interval(samples: ArrayLike, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Student's t interval of the mean of ``samples`` (non-finite values left out); None below two values."""
+    values = np.asarray(samples, np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return None
+    half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
+    return float(values.mean()) - half, float(values.mean()) + half
+
+
+def paired_difference(first: ArrayLike, second: ArrayLike, confidence: float = 0.95) -> tuple[float, tuple[float, float] | None, int]:
+    """(mean of first - second, its t interval at ``confidence``, pictures) over the pictures both measured."""
     a, b = np.asarray(first, np.float64), np.asarray(second, np.float64)
     both = np.isfinite(a) & np.isfinite(b)
     differences = a[both] - b[both]
     if differences.size == 0:
         return float("nan"), None, 0
-    return float(differences.mean()), bootstrap(differences, seed=seed), int(differences.size)
+    return float(differences.mean()), mean_interval(differences, confidence), int(differences.size)
+
+
+def shown_by_pairs(first: ArrayLike, second: ArrayLike, comparisons: int = 1) -> bool:
+    """Is ``first`` higher than ``second`` on the pictures both measured: at least ``MIN_PAIRED`` of them, and the
+    paired t interval at 95% (Bonferroni-corrected for ``comparisons`` claims made at once) lies above zero?"""
+    _mean, interval, count = paired_difference(first, second, 1 - 0.05 / max(1, comparisons))
+    return count >= MIN_PAIRED and interval is not None and interval[0] > 0
 
 
 def pictures_to_separate(first: ArrayLike, second: ArrayLike) -> int | None:
@@ -71,14 +95,28 @@ def pictures_to_separate(first: ArrayLike, second: ArrayLike) -> int | None:
     return max(int(differences.size), math.ceil(((Z95 + Z80) * spread / abs(differences.mean())) ** 2))
 
 
+def _form(numbers, digits: int) -> str:
+    """Fixed ``digits`` places, or scientific notation when a non-zero number would read as zero."""
+    return f".{max(1, digits - 1)}e" if any(0 < abs(number) < 10**-digits for number in numbers) else f".{digits}f"
+
+
+def shown_interval(low: float, high: float, digits: int = 3) -> str:
+    """``0.379-0.657``; ``-0.024 to 0.024`` when a bound is negative or printed in scientific notation."""
+    form = _form((low, high), digits)
+    between = " to " if low < 0 or "e" in form else "-"
+    return f"{low:{form}}{between}{high:{form}}"
+
+
 def shown(value: float | None, interval: tuple[float, float] | None, count: int | None, digits: int = 3) -> str:
-    """``0.812 (95% CI 0.74-0.87, n = 40)``, as every summary prints a figure."""
+    """``0.812 (95% CI 0.740-0.870, n = 40)``, as every summary prints a figure. A figure whose value or bounds are
+    too small for ``digits`` places prints all three in scientific notation, so that none of them reads as zero."""
     if value is None:
         return "cannot be claimed"
-    text = f"{value:.{digits}f}"
+    form = _form([value, *(interval or ())], digits)
     details = []
     if interval is not None:
-        details.append(f"95% CI {interval[0]:.{digits}f}-{interval[1]:.{digits}f}")
+        bounds = shown_interval(*interval, digits) if "e" not in form else f"{interval[0]:{form}} to {interval[1]:{form}}"
+        details.append(f"95% CI {bounds}")
     if count is not None:
         details.append(f"n = {count}")
-    return f"{text} ({', '.join(details)})" if details else text
+    return f"{value:{form}} ({', '.join(details)})" if details else f"{value:{form}}"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from viz_server.errors import Cancelled, UserError
-from viz_server.evidence import bootstrap, wilson
+from viz_server.evidence import bootstrap, mean_interval, wilson
 from viz_server.model.spec import SPEC_FIELDS
 
 if TYPE_CHECKING:
@@ -226,25 +226,27 @@ def headline(
     None means "cannot be claimed" (``note`` says why, and carries any qualifier the figure needs); ``better`` is
     ``higher``, ``lower`` or None (not a score). A figure measured on a sample carries ``count`` (pictures or
     decisions) and its 95% ``interval``: build it with ``proportion_headline`` or ``sample_headline``."""
-    low, high = (round(float(interval[0]), 6), round(float(interval[1]), 6)) if interval is not None else (None, None)
+    low, high = (float(interval[0]), float(interval[1])) if interval is not None else (None, None)
     return {"value": value, "label": label, "better": better, "note": note, "count": count, "low": low, "high": high}
 
 
 def proportion_headline(successes: int, count: int, label: str, better: str | None = "higher", note: str = "") -> dict[str, Any]:
-    """A proportion (``successes`` of ``count``) as a headline figure with its count and 95% Wilson interval."""
+    """A proportion (``successes`` of ``count``) as a headline figure with its count and 95% Wilson interval (the
+    value unrounded, so that a gate compares the figure itself)."""
     if count <= 0:
         return headline(None, label, better, note or "nothing to measure it on", count=0)
-    return headline(round(successes / count, 4), label, better, note, count=count, interval=wilson(successes, count))
+    return headline(successes / count, label, better, note, count=count, interval=wilson(successes, count))
 
 
 def sample_headline(samples, label: str, better: str | None = None, note: str = "", statistic: str = "mean") -> dict[str, Any]:
-    """The ``statistic`` ("mean" or "median") of one value per picture as a headline figure, with the count and the
-    95% bootstrap interval over pictures (none for a single picture)."""
+    """The ``statistic`` ("mean" or "median") of one value per picture as a headline figure, with the count and its
+    95% interval (Student's t for a mean, the bootstrap over pictures for a median; none for a single picture)."""
     values = [float(v) for v in samples if v is not None and math.isfinite(float(v))]
     if not values:
         return headline(None, label, better, note or "nothing to measure it on", count=0)
-    function = np.median if statistic == "median" else np.mean
-    return headline(round(float(function(values)), 6), label, better, note, count=len(values), interval=bootstrap(values, function))
+    if statistic == "median":
+        return headline(float(np.median(values)), label, better, note, count=len(values), interval=bootstrap(values, np.median))
+    return headline(float(np.mean(values)), label, better, note, count=len(values), interval=mean_interval(values))
 
 
 def json_ready(value: Any) -> Any:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from viz_server.evidence import bootstrap, paired_difference, pictures_to_separate, wilson
+from viz_server.evidence import MIN_PAIRED, mean_interval, paired_difference, pictures_to_separate, shown, shown_by_pairs, shown_interval, wilson
 from viz_server_plugins.toolkit.degenerate import flat_curves
 from viz_server_plugins.toolkit.stability import INVARIANT_BELOW
 
@@ -73,8 +73,8 @@ class Scores:
         return np.where(self.usable, np.asarray(values, np.float64), np.nan)
 
     def interval(self, metric: str) -> tuple[float, float] | None:
-        """The 95% bootstrap interval over pictures of the mean ``gap`` or ``localization``."""
-        return bootstrap(self.per_picture(metric))
+        """The 95% interval (Student's t over pictures) of the mean ``gap`` or ``localization``."""
+        return mean_interval(self.per_picture(metric))
 
     @property
     def sanity_failures(self) -> tuple[int, int]:
@@ -150,11 +150,11 @@ def order(scores: list[Scores]) -> list[Scores]:
     return sorted(scores, key=key)
 
 
-def leads(first: Scores, second: Scores, metric: str = "gap") -> bool:
-    """Does ``first`` score higher than ``second`` on ``metric`` ("gap" or "localization") on these pictures: does the
-    95% bootstrap interval of their paired difference over the pictures both measured lie above zero?"""
-    _mean, interval, _count = paired_difference(first.per_picture(metric), second.per_picture(metric))
-    return interval is not None and interval[0] > 0
+def leads(first: Scores, second: Scores, metric: str = "gap", comparisons: int = 1) -> bool:
+    """Does ``first`` score higher than ``second`` on ``metric`` ("gap" or "localization") on these pictures: at least
+    ``evidence.MIN_PAIRED`` pictures both measured, and the paired t interval of the difference above zero at 95%
+    (Bonferroni-corrected for ``comparisons`` such claims made together)?"""
+    return shown_by_pairs(first.per_picture(metric), second.per_picture(metric), comparisons)
 
 
 def metric_checks(scores: list[Scores]) -> dict[str, bool | None]:
@@ -167,23 +167,37 @@ def metric_checks(scores: list[Scores]) -> dict[str, bool | None]:
     return {"road": leads(reference, random), "localization": leads(reference, random, "localization")}
 
 
-def _best_trusted(scores: list[Scores]) -> tuple[Scores | None, list[Scores]]:
-    """(the trusted method with the highest mean ROAD gap, the other trusted methods it does not lead: tied with it)."""
+def _random_map(scores: list[Scores]) -> Scores | None:
+    return next((item for item in scores if item.role == BASELINE and item.label.startswith("random")), None)
+
+
+def _ahead(scores: list[Scores]) -> tuple[list[Scores], list[Scores]]:
+    """(the trusted methods shown to be more faithful than the random map, best mean ROAD gap first, each tested at
+    the Bonferroni-corrected level for all trusted methods at once; the other trusted methods)."""
     trusted = sorted((item for item in scores if item.trusted and np.isfinite(item.gap()[0])), key=lambda item: -item.gap()[0])
-    if not trusted:
+    random = _random_map(scores)
+    if random is None:
+        return trusted, []
+    ahead = [item for item in trusted if leads(item, random, comparisons=len(trusted))]
+    return ahead, [item for item in trusted if item not in ahead]
+
+
+def _best_trusted(scores: list[Scores]) -> tuple[Scores | None, list[Scores]]:
+    """(the most faithful trusted method shown to beat the random map, the others shown to beat it that it does not
+    lead: tied with it)."""
+    ahead, _behind = _ahead(scores)
+    if not ahead:
         return None, []
-    return trusted[0], [item for item in trusted[1:] if not leads(trusted[0], item)]
+    return ahead[0], [item for item in ahead[1:] if not leads(ahead[0], item)]
 
 
 def recommended(scores: list[Scores]) -> Scores | None:
-    """The method to believe: the most faithful (ROAD) of those that pass the sanity check, provided ROAD can tell
-    the object mask from a random map (when masks are given) and the method leads the random map; else None. (A
-    runner-up it is tied with is named by ``recommendation``.)"""
-    best, _tied = _best_trusted(scores)
-    random = next((item for item in scores if item.role == BASELINE and item.label.startswith("random")), None)
-    if best is None or metric_checks(scores)["road"] is False:
+    """The method to believe: the most faithful (ROAD) of those that pass the sanity check and are shown to beat the
+    random map, provided ROAD can tell the object mask from a random map (when masks are given); else None. (The
+    methods it is tied with are named by ``recommendation``.)"""
+    if metric_checks(scores)["road"] is False:
         return None
-    return best if random is None or leads(best, random) else None
+    return _best_trusted(scores)[0]
 
 
 def tie(best: Scores, tied: list[Scores]) -> str:
@@ -194,7 +208,12 @@ def tie(best: Scores, tied: list[Scores]) -> str:
     closest = tied[0]
     _difference, _interval, count = paired_difference(best.per_picture("gap"), closest.per_picture("gap"))
     needed = pictures_to_separate(best.per_picture("gap"), closest.per_picture("gap"))
-    more = f"about {needed} pictures would separate the first two if the difference holds" if needed else "the first two do not differ at all here"
+    if count < MIN_PAIRED:
+        more = f"fewer than {MIN_PAIRED} pictures cannot separate any two maps"
+    elif needed:
+        more = f"about {needed} pictures would separate the first two if the difference holds"
+    else:
+        more = "the first two do not differ at all here"
     names = _listed([best.label, *(item.label for item in tied)])
     return f"{names} are tied: ROAD cannot separate them on these {count} pictures (gaps {_figure(best)} and {_figure(closest)}); {more}."
 
@@ -204,25 +223,31 @@ def _listed(labels: list[str]) -> str:
 
 
 def _figure(item: Scores, metric: str = "gap") -> str:
+    """A mean with its 95% interval and count, rounded as the table rounds them (to 4 places, shown to 3)."""
     mean = item.gap()[0] if metric == "gap" else item.localization()[0]
     interval = item.interval(metric)
-    interval = (round(interval[0], 4), round(interval[1], 4)) if interval else None  # as the table rounds them
     count = int(np.isfinite(item.per_picture(metric)).sum())
-    return f"{mean:.3f} (95% CI {interval[0]:.3f}-{interval[1]:.3f}, n = {count})" if interval else f"{mean:.3f} (n = {count})"
+    return shown(round(mean, 4), (round(interval[0], 4), round(interval[1], 4)) if interval else None, count)
+
+
+def _sanity_count(item: Scores) -> str:
+    failures, judged = item.sanity_failures
+    return f"{item.label} passed the sanity check on {judged - failures} of {judged} picture{'s' if judged != 1 else ''} checked"
 
 
 def recommendation(scores: list[Scores], sentences: list[str]) -> tuple[str | None, str]:
     """The headline an audit's summary card shows: the method to believe (or methods, when tied), and everything
-    the verdict says that qualifies it (ties, maps that never look at the model doing as well, how many pictures);
-    None and the verdict's first sentence when none can be recommended."""
+    the verdict says that qualifies it (ties, maps that never look at the model doing as well, how many pictures the
+    sanity check saw); None and the verdict's first sentence when none can be recommended."""
     best = recommended(scores)
     if best is None:
         return None, sentences[0] if sentences else "no method could be ranked"
     _best, tied = _best_trusted(scores)
     others = f" (and {len(tied) - 1} more)" if len(tied) > 1 else ""
     value = f"{best.label} or {tied[0].label}{others} (tied)" if tied else best.label
-    qualifiers = [sentence for sentence in sentences if sentence.startswith(("But ", best.label + " and ")) or " are tied" in sentence]
-    return value, " ".join(dict.fromkeys(qualifiers)) or f"ROAD gap {_figure(best)}"
+    qualifiers = [sentence for sentence in sentences if sentence.startswith("But ") or " are tied" in sentence]
+    checked = "; ".join(_sanity_count(item) for item in [best, *tied])
+    return value, " ".join([*dict.fromkeys(qualifiers), f"ROAD gap {_figure(best)}; {checked}."])
 
 
 def judge_only_moving_images(scores: list[Scores]) -> list[int]:
@@ -262,14 +287,19 @@ def verdict(scores: list[Scores]) -> list[str]:
         sentences.append("No method passes the sanity check on every image with a usable map, so none can be recommended on this model.")
     else:
         best, tied = _best_trusted(scores)
-        if best is None:
+        measured = [item for item in trusted if np.isfinite(item.gap()[0])]
+        if not measured:
             sentences.append("No method that passes the sanity check has a ROAD gap measured on these images, so none can be recommended.")
-        elif random is not None and not leads(best, random):
+        elif best is None and random is not None:
+            top = max(measured, key=lambda item: item.gap()[0])
+            pictures = int(np.isfinite(top.per_picture("gap")).sum())
+            few = f"; fewer than {MIN_PAIRED} pictures cannot show it" if pictures < MIN_PAIRED else ""
             sentences.append(
-                f"No method that passes the sanity check is more faithful than a random map (best: {best.label}, ROAD gap {_figure(best)}, "
-                f"random map {_figure(random)}); these maps cannot support a conclusion on this model."
+                f"No method that passes the sanity check can be shown to be more faithful than a random map on these {pictures} pictures "
+                f"(highest mean: {top.label}, ROAD gap {_figure(top)}; random map {_figure(random)}{few}); these maps cannot support a "
+                "conclusion on this model."
             )
-        else:
+        elif best is not None:
             if tied:
                 names = _listed([best.label, *(item.label for item in tied)])
                 sentences.append(f"On this model the most faithful methods that pass the sanity check are {names}.")
@@ -280,6 +310,12 @@ def verdict(scores: list[Scores]) -> list[str]:
             if model_free:
                 which = "which never looks" if len(model_free) == 1 else "which never look"
                 sentences.append(f"But it is not more faithful than {' or '.join(item.label for item in model_free)}, {which} at the model.")
+            higher = [item for item in _ahead(scores)[1] if item.gap()[0] > best.gap()[0]]
+            if higher:
+                sentences.append(
+                    f"{_listed([item.label for item in higher])} {'has' if len(higher) == 1 else 'have'} a higher mean ROAD gap but cannot be shown to "
+                    "be more faithful than a random map on these pictures (their gaps vary too much)."
+                )
     for item in failing:
         failures, judged = item.sanity_failures
         low, high = wilson(failures, judged) or (0.0, 1.0)
@@ -307,10 +343,12 @@ def verdict(scores: list[Scores]) -> list[str]:
             sentences.append("Localization is not reported for methods that did not pass the sanity check.")
         else:
             best = max(trusted, key=lambda item: item.localization()[0])
+            level = [item for item in trusted if item is not best and not leads(best, item, "localization")]
             if leads(best, edges, "localization"):
+                names = _listed([best.label, *(item.label for item in level)])
                 sentences.append(
-                    f"{best.label} localizes best (energy on the object {_figure(best, 'localization')} times a uniform map's; "
-                    f"edges reach {_figure(edges, 'localization')})."
+                    f"{names} localize{'s' if not level else ''} best{', tied on these pictures' if level else ''} (energy on the object "
+                    f"{_figure(best, 'localization')} times a uniform map's; edges reach {_figure(edges, 'localization')})."
                 )
             else:
                 sentences.append(
@@ -335,7 +373,7 @@ def table(scores: list[Scores], with_masks: bool) -> list[list]:
         if value is None:
             return "—"
         if low is not None and high is not None:
-            return f"{value:.3f} ({low:.3f}-{high:.3f})"
+            return f"{value:.3f} ({shown_interval(low, high)})"
         return f"{value:.3f} ± {error:.3f}" if error is not None else f"{value:.3f}"
 
     for item in scores:
