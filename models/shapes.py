@@ -171,14 +171,50 @@ def make_scene(rng: np.random.Generator, size: int = SCENE_SIZE, objects: tuple[
     return Scene((picture * 255.0 + 0.5).astype(np.uint8), np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64), classes)
 
 
-def write_image_set(folder, per_class: int = 50, seed: int = 0, congruent_fraction: float = 1.0) -> None:
-    """Write an ImageFolder-style set (one sub-folder per class) of generated PNGs, e.g. for embeddings."""
+def write_image_set(folder, per_class: int = 50, seed: int = 0, congruent_fraction: float = 1.0, masks: bool = False) -> None:
+    """Write an ImageFolder-style set (one sub-folder per class) of generated PNGs, e.g. for embeddings; with
+    ``masks``, each picture's object mask beside it (``NAME.mask.png``)."""
+    write_pictures(folder, make_dataset(per_class * len(CLASSES), seed=seed, congruent_fraction=congruent_fraction), masks)
+
+
+def write_pictures(folder, data: ShapesDataset, masks: bool = True) -> None:
+    """Write ``data`` as an ImageFolder-style set: ``CLASS/NNNNN.png``, and ``CLASS/NNNNN.mask.png`` (white on the
+    object) with ``masks``."""
     from pathlib import Path
 
     from PIL import Image
 
-    data = make_dataset(per_class * len(CLASSES), seed=seed, congruent_fraction=congruent_fraction)
     for index, (picture, label) in enumerate(zip(data.images, data.shape_labels)):
         target = Path(folder) / CLASSES[label]
         target.mkdir(parents=True, exist_ok=True)
         Image.fromarray(picture).save(target / f"{index:05d}.png")
+        if masks:
+            Image.fromarray((data.masks[index] * 255).astype(np.uint8)).save(target / f"{index:05d}.mask.png")
+
+
+CUE_SIZE = 8
+"""The planted cue: an 8 x 8 white tag with a black border, stamped near the top-left corner (a watermark)."""
+CUE_JITTER = 4
+
+
+def stamp_cue(picture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Stamp the planted cue on ``picture`` (H x W x 3 uint8, in place) near its top-left corner, a few pixels of
+    jitter; return the cue's mask (H x W bool)."""
+    top, left = (int(value) for value in rng.integers(1, 1 + CUE_JITTER, size=2))
+    picture[top : top + CUE_SIZE, left : left + CUE_SIZE] = 0
+    picture[top + 1 : top + CUE_SIZE - 1, left + 1 : left + CUE_SIZE - 1] = 255
+    mask = np.zeros(picture.shape[:2], bool)
+    mask[top : top + CUE_SIZE, left : left + CUE_SIZE] = True
+    return mask
+
+
+def plant_cue(data: ShapesDataset, class_index: int, rate: float, seed: int) -> np.ndarray:
+    """Stamp the cue on a ``rate`` share of the pictures of class ``class_index`` (in place); return which carry it.
+    The cue never touches the object: pictures whose object reaches the corner keep no cue."""
+    rng = np.random.default_rng(seed)
+    carries = np.zeros(len(data.images), bool)
+    for index in np.flatnonzero(data.shape_labels == class_index):
+        if rng.random() < rate and not data.masks[index, : CUE_SIZE + CUE_JITTER + 1, : CUE_SIZE + CUE_JITTER + 1].any():
+            stamp_cue(data.images[index], rng)
+            carries[index] = True
+    return carries

@@ -58,15 +58,23 @@ def to_model_space(images: np.ndarray) -> torch.Tensor:
     return (unit - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
 
 
-def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+def predictions(model: nn.Module, images: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return float((model(to_model_space(images)).argmax(1).numpy() == labels).mean())
+        return np.concatenate([model(to_model_space(images[start : start + 256])).argmax(1).numpy() for start in range(0, len(images), 256)])
 
 
-def train(seed: int = SEED, count: int = 3000, epochs: int = 10) -> tuple[nn.Module, dict]:
+def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+    return float((predictions(model, images) == labels).mean())
+
+
+def train(seed: int = SEED, count: int = 3000, epochs: int = 10, cue: tuple[str, float] | None = None) -> tuple[nn.Module, dict]:
+    """Train on ``count`` fresh pictures; with ``cue`` = (class, rate), that share of the class's pictures carries
+    the planted cue (``shapes.plant_cue``) and no other picture does."""
     torch.manual_seed(seed)
     torch.set_num_threads(2)
     data = shapes.make_dataset(count, seed=seed)
+    if cue is not None:
+        shapes.plant_cue(data, shapes.CLASSES.index(cue[0]), cue[1], seed)
     test = shapes.make_dataset(800, seed=seed + 1)
     conflict = shapes.cue_conflict_set(per_pair=20, seed=seed + 2)
     model = ShapesCNN()

@@ -39,6 +39,10 @@ PLUGINS = (
     "viz_server_plugins.shape_bias",
     "viz_server_plugins.corruptions",
     "viz_server_plugins.defences",
+    # the whole labeled set
+    "viz_server_plugins.class_accuracy",
+    "viz_server_plugins.calibration",
+    "viz_server_plugins.shortcut_scan",
     # style
     "viz_server_plugins.style_transfer",
 )

@@ -78,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--image", action="append", default=[], metavar="FILE", help="input image (repeat); FILE-stem.mask.png beside it is its object mask")
     audit.add_argument("--image-set", metavar="DIR_OR_ZIP", help="labeled image set: one sub-folder per class (NAME.mask.png: object masks)")
     audit.add_argument("--second-image", metavar="FILE", help="embedding models: the picture their explanations compare with")
-    audit.add_argument("--suite", action="append", default=[], metavar="NAME", help="audit suite to run (repeat; default: attribution)")
+    audit.add_argument(
+        "--suite",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="audit suite to run (repeat; default: attribution, and dataset when every picture is labeled)",
+    )
     audit.add_argument("--technique", action="append", default=[], metavar="NAME", help="also run this technique with its defaults (repeat)")
     audit.add_argument(
         "--fail-under",
@@ -297,12 +303,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """Exit 0 when the audit ran in full and every gate holds; 1 when a gate fails or a part did not run."""
     from viz_server.audit import Gate, audit_techniques, run_audit, shown_figure
     from viz_server.model.spec import read_sidecar
-    from viz_server.techniques import DEFAULT_AUDIT_SUITES
+    from viz_server.techniques import DEFAULT_AUDIT_SUITES, LABELED_AUDIT_SUITES
 
     gates = [Gate.parse(text, True) for text in args.fail_under] + [Gate.parse(text, False) for text in args.fail_over]
     images, labels, masks = _gather_inputs(args)
     overrides = {**(dict(read_sidecar(args.spec)) if args.spec else {}), **_spec_overrides(args)}
-    suites = args.suite or ([] if args.technique else list(DEFAULT_AUDIT_SUITES))
+    labeled = bool(labels) and all(labels)
+    suites = args.suite or ([] if args.technique else list(LABELED_AUDIT_SUITES if labeled else DEFAULT_AUDIT_SUITES))
 
     def progress(done: int, total: int, technique: str, status: str, seconds: float) -> None:
         bar = "#" * round(20 * done / total)

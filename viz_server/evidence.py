@@ -38,7 +38,7 @@ def wilson(successes: int, count: int) -> tuple[float, float] | None:
     share = successes / count
     centre = (share + Z95**2 / (2 * count)) / (1 + Z95**2 / count)
     half = Z95 * math.sqrt(share * (1 - share) / count + Z95**2 / (4 * count**2)) / (1 + Z95**2 / count)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if successes <= 0 else max(0.0, centre - half)), (1.0 if successes >= count else min(1.0, centre + half))
 
 
 def bootstrap(samples: ArrayLike, statistic: Callable[[np.ndarray], float] = np.mean, seed: int = 0) -> tuple[float, float] | None:

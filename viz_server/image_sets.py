@@ -15,7 +15,8 @@ from pathlib import Path, PurePosixPath
 
 from viz_server.errors import UserError
 
-MAX_FILES = 2000
+MAX_FILES = 40_000
+"""The most files an image set holds: a dataset run's 20,000 pictures and their masks."""
 MAX_TOTAL_BYTES = 512 * 2**20
 MAX_RATIO = 20
 """Pictures barely compress (PNG and JPEG are compressed already): an archive that would inflate more than this

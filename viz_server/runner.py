@@ -19,15 +19,14 @@ from viz_server.installed import get_technique
 from viz_server.model.images import decode_image
 from viz_server.model.loaded import LoadedModel
 from viz_server.model.verify import check_inputs
-from viz_server.techniques import CONTRACT_VERSION, Context, Result, Technique, validate_params
-
-MAX_IMAGES_PER_RUN = 256
+from viz_server.picture_stream import PictureStream, masks_given, picture_names
+from viz_server.techniques import CONTRACT_VERSION, MAX_DATASET_PICTURES, MAX_IMAGES_PER_RUN, Context, Result, Technique, validate_params
 
 
 def run_technique(
     technique: Technique | str,
     model: LoadedModel,
-    images: list[tuple[str, bytes]] = (),
+    images: Sequence[tuple[str, bytes]] = (),
     raw_params: dict[str, Any] | None = None,
     *,
     seed: int = 0,
@@ -37,33 +36,41 @@ def run_technique(
     on_progress: Callable[[int, int, str], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
 ) -> Result:
-    """Run a technique (an instance, or an installed one by name) on ``model``; return its Result with provenance."""
+    """Run a technique (an instance, or an installed one by name) on ``model``; return its Result with provenance.
+    ``images`` (name, bytes) and ``masks`` may be ``picture_stream.Deferred``: a technique that reads a whole set
+    (the ``dataset`` input) then reads them chunk by chunk."""
     if isinstance(technique, str):
         technique = get_technique(technique)
     params = validate_params(technique.params, dict(raw_params or {}))
     technique.check_task(model.spec.task, model.name)
     if not 0 <= int(seed) < 2**31:
         raise UserError("seed must be a whole number between 0 and 2147483647.")
-    if ("image" in technique.inputs or "image_set" in technique.inputs) and not images:
+    streamed = "dataset" in technique.inputs
+    if {"image", "image_set", "dataset"} & set(technique.inputs) and not len(images):
         raise UserError(f"{technique.name} needs at least one image; give one with --image (or a labeled set with --image-set).")
     if labels is not None and len(labels) != len(images):
         raise UserError("give one label per image (or none).")
     if masks is not None and len(masks) != len(images):
         raise UserError("give one object mask (or None) per image.")
-    if len(images) > MAX_IMAGES_PER_RUN:
-        raise UserError(f"{len(images)} images were given; at most {MAX_IMAGES_PER_RUN} fit in one run.")
+    limit = MAX_DATASET_PICTURES if streamed else MAX_IMAGES_PER_RUN
+    if len(images) > limit:
+        raise UserError(f"{len(images)} images were given; at most {limit} fit in one run of {technique.name}.")
     if "second_image" in technique.inputs and second_image is None:
         raise UserError(f"{technique.name} needs a second image; give one with --second-image.")
 
     spec = model.spec
     batch = None
-    if images:
+    names = picture_names(images)
+    image_labels = list(labels) if labels is not None else [None] * len(names)
+    stream = PictureStream(model, images, image_labels, masks) if streamed else None
+    object_masks: list = []
+    if len(images) and not streamed:
         pictures = [decode_image(data, name) for name, data in images]
         batch = torch.from_numpy(spec.preprocess(pictures))
         check_inputs(model, batch.numpy())
-    object_masks = [
-        spec.picture_to_mask(decode_image(data, f"mask of {name}")) if data else None for (name, _), data in zip(images, masks or [None] * len(images))
-    ]
+        object_masks = [
+            spec.picture_to_mask(decode_image(data, f"mask of {name}")) if data else None for name, data in zip(names, masks or [None] * len(names))
+        ]
     second = None
     if second_image is not None:
         second = torch.from_numpy(spec.preprocess([decode_image(second_image[1], second_image[0])]))
@@ -73,10 +80,11 @@ def run_technique(
     ctx = Context(
         model=model,
         images=batch,
-        image_names=[name for name, _ in images],
-        image_labels=list(labels) if labels is not None else [None] * len(images),
+        image_names=names,
+        image_labels=image_labels,
         image_masks=object_masks,
         second_image=second,
+        pictures=stream,
         seed=int(seed),
         on_progress=on_progress,
         is_cancelled=is_cancelled,
@@ -99,7 +107,7 @@ def run_technique(
         "images": ctx.image_names,
         "second_image": second_image[0] if second_image is not None else None,
         "labels": ctx.image_labels,
-        "masks": [mask is not None for mask in object_masks],
+        "masks": masks_given(masks, len(names)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 4),
     }

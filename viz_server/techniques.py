@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from viz_server.model.loaded import LoadedModel
     from viz_server.objectives import Objective
+    from viz_server.picture_stream import PictureStream
 
 CONTRACT_VERSION = "2"
 """The plugin contract's version, recorded in every result's provenance; see CHANGELOG.md, "Plugin contract"."""
@@ -34,16 +35,24 @@ SUITES = {
     "attribution": "class attributions with their sanity check and faithfulness curves",
     "network": "what the network holds: its weights, layer activations and feature spaces",
     "robustness": "accuracy under attacks, damaged images and cue conflicts",
+    "dataset": "over the whole labeled set: how often each class is right, how well confidence matches it, and cues other than the object",
 }
 """Audit suites a technique may declare itself part of (``Technique.suites``); an audit runs a suite's
 techniques with their default parameters."""
 DEFAULT_AUDIT_SUITES = ("attribution",)
 """The suites an audit offers checked when the user has not chosen."""
+LABELED_AUDIT_SUITES = ("attribution", "dataset")
+"""The suites an audit runs by default when every picture of its set carries a label."""
 INPUTS = {
     "image": "one or more images (analysed as a batch)",
     "image_set": "a labeled image set (a folder or zip with one sub-folder per class)",
+    "dataset": "a labeled image set of any size, read chunk by chunk (ctx.pictures)",
     "second_image": "a second image (e.g. the style image)",
 }
+MAX_IMAGES_PER_RUN = 256
+"""The most pictures a technique that takes them as one batch (``image``, ``image_set``) gets in one run."""
+MAX_DATASET_PICTURES = 20_000
+"""The most pictures a technique with the ``dataset`` input reads in one run (chunk by chunk: ``ctx.pictures``)."""
 PARAM_KINDS = ("int", "float", "bool", "choice", "str", "target", "layer")
 RESERVED_PARAM_NAMES = frozenset(
     {"help", "h", "model", "models", "technique", "spec", "seed", "set", "image", "image_set", "second_image", "out", "json", *SPEC_FIELDS}
@@ -277,6 +286,7 @@ class Context:
     image_labels: list[str | None] = field(default_factory=list)  # class of each image, for labeled image sets
     image_masks: list[np.ndarray | None] = field(default_factory=list)  # H x W bool object mask per image, when given
     second_image: torch.Tensor | None = None
+    pictures: PictureStream | None = None  # a whole labeled set, decoded chunk by chunk (techniques with the "dataset" input)
     seed: int = 0
     on_progress: Callable[[int, int, str], None] | None = None
     is_cancelled: Callable[[], bool] | None = None

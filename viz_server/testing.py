@@ -91,7 +91,7 @@ def check_technique_contract(technique: Technique, model=None, images: list[tupl
 
         model = load_model(shipped_models()["shapes_cnn"])
     if images is None:
-        images = sample_inputs(8 if "image_set" in technique.inputs else 2)
+        images = sample_inputs(8 if {"image_set", "dataset"} & set(technique.inputs) else 2)
     labels = [name.split("_")[0] for name, _ in images]
     second = images[0] if "second_image" in technique.inputs else None
     first = run_technique(technique, model, images, seed=3, second_image=second, labels=labels)

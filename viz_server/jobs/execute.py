@@ -92,13 +92,21 @@ def _predict(store: Store, job: JobRecord, record: ModelRecord) -> None:
 
 
 def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:
+    from viz_server.picture_stream import Deferred
     from viz_server.runner import run_technique
 
     if record.status == ModelStatus.FAILED:
         raise UserError(f"model {record.name} could not be loaded: {record.error}")
     model = load_stored_model(store, record)
     records = [store.db.require(ImageRecord, image_id, "image") for image_id in job.image_ids]
-    images = [(record.name, store.blobs.read(record.sha256)) for record in records]
+    # read on access: a technique over a whole set decodes it chunk by chunk, and memory holds one chunk's bytes
+    images = Deferred(
+        [True] * len(records),
+        lambda index: (records[index].name, store.blobs.read(records[index].sha256)),
+        [r.name for r in records],
+        [r.sha256 for r in records],
+    )
+    masks = Deferred([bool(record.mask_sha256) for record in records], lambda index: store.blobs.read(records[index].mask_sha256))
     second = _image_bytes(store, job.second_image_id) if job.second_image_id else None
 
     last = {"time": 0.0, "cancel": False}
@@ -123,7 +131,7 @@ def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:
         seed=job.seed,
         second_image=second,
         labels=[record.label for record in records],
-        masks=[store.blobs.read(record.mask_sha256) if record.mask_sha256 else None for record in records],
+        masks=masks,
         on_progress=on_progress,
         is_cancelled=is_cancelled,
     )

@@ -14,7 +14,7 @@ from viz_server.errors import UserError
 from viz_server.image_sets import iter_archive, pair_masks
 from viz_server.installed import get_technique, techniques
 from viz_server.store import ImageRecord, JobRecord, ModelRecord, ModelStatus, ReportRecord, Store
-from viz_server.techniques import validate_params
+from viz_server.techniques import MAX_DATASET_PICTURES, MAX_IMAGES_PER_RUN, validate_params
 
 
 def upload_model(store: Store, name: str, data: bytes, spec_overrides: dict | None = None):
@@ -143,10 +143,11 @@ def prepared_job(
     if record.status == ModelStatus.FAILED:
         raise UserError(f"model {record.name} could not be loaded ({record.error}); upload a fixed export.")
     _check_model_params(technique, params, record)
-    if ("image" in technique.inputs or "image_set" in technique.inputs) and not image_ids:
+    if {"image", "image_set", "dataset"} & set(technique.inputs) and not image_ids:
         raise UserError(f"{technique.title} needs at least one image; pick or upload one.")
-    if len(image_ids) > 256:
-        raise UserError(f"{len(image_ids)} images were chosen; at most 256 fit in one job.")
+    limit = MAX_DATASET_PICTURES if "dataset" in technique.inputs else MAX_IMAGES_PER_RUN
+    if len(image_ids) > limit:
+        raise UserError(f"{len(image_ids)} images were chosen; at most {limit} fit in one {technique.title} job.")
     for image_id in image_ids + ([second_image_id] if second_image_id else []):
         if store.db.get(ImageRecord, image_id) is None:
             raise UserError(f"there is no image {image_id}; pick one from the list.")
@@ -202,7 +203,8 @@ def _check_model_params(technique, params: dict[str, Any], record: ModelRecord) 
 
 
 def start_audit(store: Store, dispatcher, model_id: int, technique_names: list[str], image_ids: list[int], second_image_id: int | None = None) -> ReportRecord:
-    """One report: every chosen technique, with default params, on the same model and images. An embedding model's
+    """One report: every chosen technique, with default params, on the same model and images (the per-picture
+    techniques on a class-balanced sample of ``AUDIT_SAMPLE``; the dataset suite on all). An embedding model's
     targets compare with a second image, so auditing its explanations needs one."""
     record = model_or_404(store, model_id)
     names = _image_techniques(technique_names)
@@ -214,7 +216,11 @@ def start_audit(store: Store, dispatcher, model_id: int, technique_names: list[s
             f"{record.name} is an embedding model: its explanations ({', '.join(targeted[:3])}) show what makes a picture similar to a "
             "second image; choose one (CLI: --second-image; API: second_image_id)."
         )
-    jobs = [prepared_job(store, name, record.id, image_ids, {}, second_image_id=second_image_id) for name in names]  # all checked first
+    sample = _per_picture_sample(store, image_ids)
+    jobs = [
+        prepared_job(store, name, record.id, image_ids if "dataset" in available[name].inputs else sample, {}, second_image_id=second_image_id)
+        for name in names
+    ]  # all checked first
     return _queue_report(store, dispatcher, ReportRecord(kind="audit", title=f"Audit of {record.name}"), jobs)
 
 
@@ -243,6 +249,28 @@ def _queue_report(store: Store, dispatcher, report: ReportRecord, jobs: list[Job
     for index in order:
         dispatcher.submit(jobs[index].id)
     return report
+
+
+AUDIT_SAMPLE = 32
+"""An audit's per-picture techniques (maps, attacks) run on at most this many of its pictures, the classes taking
+turns; the dataset suite reads them all."""
+
+
+def _per_picture_sample(store: Store, image_ids: list[int]) -> list[int]:
+    """The first ``AUDIT_SAMPLE`` pictures, taking one of each class in turn (all of them when there are fewer)."""
+    if len(image_ids) <= AUDIT_SAMPLE:
+        return list(image_ids)
+    by_label: dict[str | None, list[int]] = {}
+    for image_id in image_ids:
+        image = store.db.get(ImageRecord, image_id)
+        by_label.setdefault(image.label if image else None, []).append(image_id)
+    queues = list(by_label.values())
+    chosen: list[int] = []
+    while len(chosen) < AUDIT_SAMPLE:
+        for queue in queues:
+            if queue and len(chosen) < AUDIT_SAMPLE:
+                chosen.append(queue.pop(0))
+    return chosen
 
 
 def _image_techniques(names: list[str]) -> list[str]:

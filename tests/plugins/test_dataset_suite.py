@@ -1,0 +1,154 @@
+"""The dataset suite: per-class accuracy, calibration against torchmetrics and torch, and the shortcut scan on the
+shipped model with a planted cue (it must name the class and the cue's region) and on the clean shapes model (it
+must name nothing)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from viz_server.evidence import wilson
+from viz_server.image_sets import pair_masks, read_image_set
+from viz_server.runner import run_technique
+from viz_server_models import shapes, shipped_models
+from viz_server_plugins.toolkit import calibration, shortcuts
+
+
+def png(picture: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ---- calibration against references ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_calibration_figures_match_torchmetrics_and_torch(seed):
+    torchmetrics = pytest.importorskip("torchmetrics")
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (500, 7)).astype(np.float32)
+    labels = np.where(rng.random(500) < 0.7, logits.argmax(1), rng.integers(0, 7, 500))
+    probabilities = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    reference = torchmetrics.classification.MulticlassCalibrationError(num_classes=7, n_bins=15, norm="l1")
+    expected = float(reference(torch.from_numpy(probabilities), torch.from_numpy(labels)))
+    assert calibration.expected_calibration_error(probabilities, labels) == pytest.approx(expected, abs=1e-6)
+    nll = torch.nn.functional.cross_entropy(torch.from_numpy(logits).double(), torch.from_numpy(labels)).item()
+    assert calibration.negative_log_likelihood(probabilities.astype(np.float64), labels).mean() == pytest.approx(nll, abs=1e-5)
+    one_hot = np.eye(7)[labels]
+    assert calibration.brier(probabilities, labels).mean() == pytest.approx(((probabilities.astype(np.float64) - one_hot) ** 2).sum(1).mean(), abs=1e-12)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 20001))
+    losses = [torch.nn.functional.cross_entropy(torch.from_numpy(logits).double() / t, torch.from_numpy(labels)).item() for t in grid[::20]]
+    coarse = grid[::20][int(np.argmin(losses))]
+    fine = grid[(grid > coarse / 1.01) & (grid < coarse * 1.01)]
+    best = fine[int(np.argmin([torch.nn.functional.cross_entropy(torch.from_numpy(logits).double() / t, torch.from_numpy(labels)).item() for t in fine]))]
+    assert calibration.best_temperature(logits, labels) == pytest.approx(best, rel=1e-3)
+
+
+def test_a_confidence_of_exactly_one_has_its_own_bin_as_in_torchmetrics():
+    torchmetrics = pytest.importorskip("torchmetrics")
+    probabilities = np.array([[1.0, 0.0], [1.0, 0.0], [0.97, 0.03], [0.55, 0.45]], np.float32)
+    labels = np.array([0, 1, 0, 1])
+    reference = torchmetrics.classification.MulticlassCalibrationError(num_classes=2, n_bins=15, norm="l1")
+    expected = float(reference(torch.from_numpy(probabilities), torch.from_numpy(labels)))
+    assert calibration.expected_calibration_error(probabilities, labels) == pytest.approx(expected, abs=1e-6)
+
+
+# ---- on the shipped models -----------------------------------------------------------------------------------
+
+
+def labeled_set(folder, model_name: str):
+    model = load(model_name)
+    pictures = pair_masks(read_image_set(folder))
+    return model, [(name, data) for name, data, _, _ in pictures], [label for _, _, label, _ in pictures], [mask for _, _, _, mask in pictures]
+
+
+def load(name: str):
+    from viz_server import load_model
+
+    return load_model(shipped_models()[name])
+
+
+@pytest.fixture(scope="module")
+def planted_set(tmp_path_factory):
+    from viz_server_models import train_planted
+
+    folder = tmp_path_factory.mktemp("planted")
+    train_planted.write_audit_set(folder, per_class=100)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clean_set(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clean")
+    shapes.write_image_set(folder, per_class=100, seed=7, masks=True)
+    return folder
+
+
+def test_per_class_accuracy_and_calibration_on_a_labeled_set(clean_set):
+    model, images, labels, _masks = labeled_set(clean_set, "shapes_cnn")
+    accuracy = run_technique("class_accuracy", model, images, labels=labels)
+    per_class = accuracy.metrics["per_class"]
+    assert sum(entry["pictures"] for entry in per_class.values()) == 400 and set(per_class) == set(shapes.CLASSES)
+    worst = accuracy.metrics["headline"]["per_class_accuracy_min"]
+    name = worst["note"].removeprefix("class ")
+    right, count = per_class[name]["right"], per_class[name]["pictures"]
+    assert worst["value"] == pytest.approx(right / count) and (worst["low"], worst["high"]) == pytest.approx(wilson(right, count))
+    assert worst["value"] == min(entry["right"] / entry["pictures"] for entry in per_class.values())
+    assert np.asarray(accuracy.metrics["confusion"]).sum() == 400
+    calibrated = run_technique("calibration", model, images, labels=labels)
+    ece = calibrated.metrics["headline"]["ece"]
+    assert ece["count"] == 400 and ece["low"] <= ece["value"] <= ece["high"] and 0 < calibrated.metrics["temperature"] < 100
+    assert calibrated.metrics["headline"]["nll"]["count"] == 400
+
+
+def test_a_picture_whose_label_the_model_does_not_know_is_refused(clean_set):
+    from viz_server.errors import UserError
+
+    model, images, labels, _masks = labeled_set(clean_set, "shapes_cnn")
+    with pytest.raises(UserError, match="not one of the model's classes"):
+        run_technique("calibration", model, images[:3], labels=["circle", "hexagon", "square"])
+
+
+@pytest.mark.slow
+def test_the_scan_names_the_planted_class_and_the_cue_region(planted_set):
+    model, images, labels, masks = labeled_set(planted_set, "shapes_planted")
+    result = run_technique("shortcut_scan", model, images, labels=labels, masks=masks)
+    assert result.metrics["findings"] == ["triangle"], result.metrics["verdict"]
+    assert result.metrics["headline"]["shortcut_classes"]["value"] == 1 and result.metrics["headline"]["shortcut_classes"]["count"] == 4
+    table = next(artifact for artifact in result.artifacts if artifact.kind == "table").rows
+    row = next(row for row in table if row[0] == "triangle")
+    rows, columns = (tuple(int(value) for value in part.split("-")) for part in row[3].split(", "))
+    cue = shortcuts.Box(1, 1, shapes.CUE_SIZE + shapes.CUE_JITTER, shapes.CUE_SIZE + shapes.CUE_JITTER)  # where the tag can sit
+    assert shortcuts.Box(rows[0], columns[0], rows[1] - rows[0], columns[1] - columns[0]).overlap(cue) > 0
+    sentence = next(sentence for sentence in result.metrics["verdict"] if sentence.startswith("triangle"))
+    assert "Removing it flips" in sentence and "pasting it turns" in sentence and "95% CI" in sentence
+
+
+@pytest.mark.slow
+def test_the_scan_names_nothing_on_the_clean_model_and_says_what_it_tested(clean_set):
+    model, images, labels, masks = labeled_set(clean_set, "shapes_cnn")
+    result = run_technique("shortcut_scan", model, images, labels=labels, masks=masks)
+    assert result.metrics["findings"] == [] and result.metrics["headline"]["shortcut_classes"]["value"] == 0
+    for sentence in result.metrics["verdict"][:4]:
+        assert "no cue found" in sentence and "was tested on" in sentence and "would have shown" in sentence
+
+
+@pytest.mark.slow
+def test_the_audit_runs_the_dataset_suite_and_gates_on_its_figures(planted_set, tmp_path):
+    out = tmp_path / "report"
+    command = [sys.executable, "-m", "viz_server", "audit", str(shipped_models()["shapes_planted"]), "--image-set", str(planted_set), "--suite", "dataset"]
+    finished = subprocess.run([*command, "--out", str(out), "--fail-over", "shortcut_classes=0"], capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 1, finished.stderr
+    assert "FAILED: shortcut_classes = 1 is above the threshold 0 (n = 4)." in finished.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert {job["technique"] for job in report["jobs"]} == {"class_accuracy", "calibration", "shortcut_scan"}
+    figures = next(iter(report["headline"].values()))
+    assert {"accuracy", "per_class_accuracy_min", "ece", "nll", "brier", "shortcut_classes"} <= set(figures)
