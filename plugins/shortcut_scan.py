@@ -135,7 +135,7 @@ class ShortcutScan(Technique):
                 },
             },
             caveats=[
-                f"Maps: {technique.title} with its default settings; windows of {params['region']:.3f} of the image side; significance {level:.2g} per candidate ({params['level']} over {max(len(scanned), tested, 1)} candidates or classes)."
+                f"Maps: {technique.title} with its default settings; windows of {params['region']:.3f} of the image side; significance {level:.3g} per candidate ({params['level']} over {max(len(scanned), tested, 1)} candidates or classes)."
             ],
         )
 
@@ -226,9 +226,9 @@ class ShortcutScan(Technique):
         control_paste = float(np.median([control.paste for control in test.controls])) if test.controls else float("nan")
         if test.p_value < level and effects.removal > 0 and effects.paste > 0:
             return "finding", (
-                f"{name} is decided in part by a cue outside the object: the window at rows {rows}, columns {columns}. Removing it flips "
+                f"{name} is decided in part by {'a cue outside the object' if outside is not None else 'what lies in one region of its pictures'}: the window at rows {rows}, columns {columns}. Removing it flips "
                 f"{removal} of the class's correct pictures; pasting it turns {paste} of other classes' pictures into {name}; random windows of its "
-                f"size: {control_removal:.3f} and {control_paste:.3f} (median of {len(test.controls)}; p = {test.p_value:.2g} < {level:.2g}){where}."
+                f"size: {control_removal:.3f} and {control_paste:.3f} (median of {len(test.controls)}; p = {test.p_value:.3g} < {level:.3g}){where}."
             )
         detect_removal, detect_paste = test.detectable(level)
         detect_removal = max(detect_removal, 1 / max(effects.removal_pictures, 1))  # one picture is the least any effect can be

@@ -98,7 +98,7 @@ def test_the_run_forms_defaults_are_always_accepted(client, technique):
         form = FormFields()
         form.feed(page)
         data = dict(form.fields)
-        if "image" in chosen.inputs or "image_set" in chosen.inputs:
+        if {"image", "image_set", "dataset"} & set(chosen.inputs):
             data["image_ids"] = form.images[0]
         for param in chosen.params:
             if param.kind != "bool":

@@ -13,7 +13,7 @@ from viz_server.installed import describe_plugins, suite, techniques
 from viz_server.presentation import media_type
 from viz_server.store import JobRecord, JobStatus, ModelStatus, ReportRecord, Store, thumbnail
 from viz_server.store.database import MAX_ID, ImageRecord
-from viz_server.techniques import DEFAULT_AUDIT_SUITES
+from viz_server.techniques import DEFAULT_AUDIT_SUITES, LABELED_AUDIT_SUITES
 from viz_server.web import actions, export
 from viz_server.web.views import artifact_groups, image_json, job_json, job_summaries, model_json
 
@@ -322,14 +322,16 @@ def audit_page(model_id: int, checked: set[str] | None = None, chosen_images: li
     record = actions.model_or_404(store(), model_id)
     task = (record.description or {}).get("spec", {}).get("task") or "classification"
     image_techniques = [t for t in techniques().values() if "second_image" not in t.inputs and t.supports(task)]
+    stored = store().images()
     if checked is None:
-        checked = {name for suite_name in DEFAULT_AUDIT_SUITES for name in suite(suite_name) if techniques()[name].supports(task)}
+        suites = LABELED_AUDIT_SUITES if any(image.label for image in stored) else DEFAULT_AUDIT_SUITES  # a labeled set: the dataset suite too
+        checked = {name for suite_name in suites for name in suite(suite_name) if techniques()[name].supports(task)}
     page = render_template(
         "audit.html",
         model=model_json(record),
         techniques=image_techniques,
         checked=checked,
-        images=[image_json(i) for i in store().images()],
+        images=[image_json(i) for i in stored],
         chosen_images=list(chosen_images),
         error=error,
     )
