@@ -8,7 +8,7 @@ import numpy as np
 from scipy import special
 
 from viz_server import hookimpl
-from viz_server.evidence import bootstrap, shown
+from viz_server.evidence import bootstrap, paired_difference, shown
 from viz_server.rendering import figure_png
 from viz_server.rendering import pyplot as plotting
 from viz_server.techniques import Artifact, Context, Result, Technique, headline, sample_headline
@@ -31,22 +31,33 @@ class Calibration(Technique):
         probabilities, labels = found.probabilities, found.labels
         count = len(labels)
         ece = calibration.expected_calibration_error(probabilities, labels)
-        pairs = np.column_stack([probabilities.max(1), found.correct])  # ECE's bootstrap resamples pictures
-        ece_interval = bootstrap(np.arange(count), lambda drawn: _ece_of(probabilities, labels, drawn.astype(np.int64)), seed=ctx.seed) if count >= 2 else None
+        confidence, correct = probabilities.max(1), found.correct.astype(np.float64)
+        # the bootstrap resamples pictures: (confidence, right or wrong) pairs, by index
+        ece_interval = bootstrap(
+            np.arange(count), lambda drawn: calibration.ece_of(confidence[drawn.astype(np.int64)], correct[drawn.astype(np.int64)]), seed=ctx.seed
+        )
         nll, brier = calibration.negative_log_likelihood(probabilities, labels), calibration.brier(probabilities, labels)
-        temperature = calibration.best_temperature(found.scores, labels) if probabilities.shape[1] > 1 else None
-        scaled_ece = calibration.expected_calibration_error(special.softmax(found.scores / temperature, axis=1), labels) if temperature else None
-        confidence, accuracy = float(pairs[:, 0].mean()), float(pairs[:, 1].mean())
-        direction = "over-confident" if confidence > accuracy else "under-confident"
+        temperature = calibration.best_temperature(found.scores, labels)
+        scaled_ece = calibration.expected_calibration_error(special.softmax(found.scores / temperature, axis=1), labels)
+        gap = confidence - correct
+        _mean, gap_interval, _count = paired_difference(confidence, correct)
+        if gap_interval is not None and gap_interval[0] > 0:
+            direction = "over-confident: its mean confidence is above its accuracy"
+        elif gap_interval is not None and gap_interval[1] < 0:
+            direction = "under-confident: its mean confidence is below its accuracy"
+        else:
+            direction = "neither over- nor under-confident on average, as far as these pictures show"
         sentences = [
-            f"Top-label ECE {shown(ece, ece_interval, count)} over {calibration.BINS} equal-width bins: on average the model's confidence "
-            f"({confidence:.3f}) is {direction} against its accuracy ({accuracy:.3f})."
+            f"Top-label ECE {shown(ece, ece_interval, count)} over {calibration.BINS} equal-width bins (the binned ECE reads high on small sets). "
+            f"The model is {direction} (mean confidence {confidence.mean():.3f}, accuracy {correct.mean():.3f}; difference "
+            f"{shown(float(gap.mean()), gap_interval, count)})."
         ]
-        if temperature is not None:
-            sentences.append(
-                f"Dividing the scores by a temperature of {temperature:.3f} minimizes the NLL on these pictures and gives an ECE of {scaled_ece:.3f} "
-                "(fitted and measured on the same pictures: an optimistic figure until checked on held-out ones)."
-            )
+        at_bound = temperature <= calibration.LOWEST * 1.001 or temperature >= calibration.HIGHEST / 1.001
+        sentences.append(
+            f"Dividing the scores by a temperature of {temperature:.3f} {'(the end of the range searched: a bound, not a minimum) ' if at_bound else ''}"
+            f"minimizes the NLL on these pictures and gives an ECE of {scaled_ece:.3f} (fitted and measured on the same pictures: an optimistic "
+            "figure until checked on held-out ones)."
+        )
         table = calibration.reliability(probabilities, labels)
         rows = [["confidence bin", "pictures", "mean confidence", "accuracy"]] + [
             [
@@ -100,10 +111,6 @@ class Calibration(Technique):
         axis.set_ylim(0, 1.02)
         axis.legend(fontsize=7, loc="upper left")
         return figure_png(figure)
-
-
-def _ece_of(probabilities: np.ndarray, labels: np.ndarray, drawn: np.ndarray) -> float:
-    return calibration.expected_calibration_error(probabilities[drawn], labels[drawn])
 
 
 @hookimpl

@@ -39,7 +39,7 @@ class ClassAccuracy(Technique):
             wrong[index] = 0
             mistaken = f"{classes[int(wrong.argmax())]} ({int(wrong.max())})" if wrong.any() else "—"
             rows.append([classes[index], count, right, shown(right / count, wilson(right, count), None), mistaken])
-        worst = min(present, key=lambda index: (per_class[index][0] / per_class[index][1], per_class[index][1]))
+        worst = min(present, key=lambda index: (per_class[index][0] / per_class[index][1], -per_class[index][1]))  # a tie: the class with more pictures
         sentences = self._worst(classes, per_class, present)
         absent = [classes[index] for index in range(len(classes)) if index not in per_class]
         caveats = (

@@ -11,7 +11,7 @@ import torch
 
 from viz_server import hookimpl
 from viz_server.errors import UserError
-from viz_server.evidence import shown_interval, wilson
+from viz_server.evidence import mean_interval, shown_interval, wilson
 from viz_server.rendering import captioned_grid, overlay
 from viz_server.techniques import Artifact, Context, Param, Result, Technique, headline, validate_params
 from viz_server_plugins.toolkit import shortcuts
@@ -23,7 +23,10 @@ MIN_PICTURES = 8
 MIN_CLUSTER_SHARE = 0.2
 """A SpRAy cluster is a candidate only with at least this share of the class's maps..."""
 CONSISTENT = 0.5
-"""...and when at least this share of its members put their own most relevant window on the cluster's window."""
+"""...and when at least this share of its members put their own most relevant window on the cluster's window..."""
+SPECIFIC = 2.0
+"""...and when the class's maps put at least this many times the other classes' mass there (without masks, a
+window every class's maps share is where the objects sit, not a cue of one class)."""
 
 
 class ShortcutScan(Technique):
@@ -44,7 +47,7 @@ class ShortcutScan(Technique):
             48,
             "Most correctly predicted pictures used per class: half find its candidate, half test it.",
             minimum=MIN_PICTURES,
-            maximum=2000,
+            maximum=400,
         ),
         Param("level", "float", 0.01, "Significance level of a finding, divided by the number of candidates tested.", minimum=1e-4, maximum=0.1),
     )
@@ -57,7 +60,12 @@ class ShortcutScan(Technique):
         side = max(1, round(params["region"] * shortcuts.GRID))
         rng = np.random.default_rng(ctx.seed)
         with_masks = all(stream.has_mask)
-        classes, scanned, skipped = found.classes, {}, []
+        partial = (
+            []
+            if with_masks or not any(stream.has_mask)
+            else [f"Object masks were given for {sum(stream.has_mask)} of {len(stream)} pictures; the scan needs them for all, so it ran without them."]
+        )
+        classes, scanned, skipped, unjudged = found.classes, {}, [], []
         present = sorted(set(found.labels.tolist()))
         for step, class_index in enumerate(present):
             ctx.check_cancelled()
@@ -72,6 +80,9 @@ class ShortcutScan(Technique):
             ctx.progress(step + 1, len(present), f"maps of {classes[class_index]}")
         for entry in scanned.values():
             entry["candidates"] = self._candidates(entry, side, with_masks, spec.height, spec.width)
+        if not with_masks:
+            for entry in scanned.values():
+                entry["candidates"] = self._specific(entry, scanned, side)
         tested = sum(len(entry["candidates"]) for entry in scanned.values())
         level = params["level"] / max(len(scanned), tested, 1)
         sentences, rows, tiles, findings = (
@@ -97,21 +108,37 @@ class ShortcutScan(Technique):
             def measure(box, seed, class_index=class_index, own=own, others=others, own_masks=own_masks, other_masks=other_masks):
                 return shortcuts.effects(predict, class_index, own, others, box, seed, own_masks, other_masks)
 
-            results = [shortcuts.permutation_test(measure, box, spec.height, spec.width, level, ctx.seed + class_index) for box, _why in entry["candidates"]]
-            verdict, sentence = self._judge(name, entry, results, level, outside, len(others))
+            results = [
+                shortcuts.permutation_test(measure, box, spec.height, spec.width, level, ctx.seed + class_index) for box, _why, _cell in entry["candidates"]
+            ]
+            verdict, sentence = self._judge(name, entry, results, level, outside)
             sentences.append(sentence)
             best = min(results, key=lambda test: test.p_value) if results else None
             if verdict == "finding":
                 findings.append(name)
+            elif verdict == "cannot judge":
+                unjudged.append(name)
             rows.append(self._row(name, entry, outside, best, verdict))
-            tiles.extend(self._tiles(ctx, name, entry, best, verdict))
+            tiles.extend(self._tiles(ctx, name, entry, best, verdict, with_masks))
             ctx.progress(len(rows) - 1, len(scanned), f"tested {name}")
         if not with_masks:
             sentences.append(
                 "Without object masks a candidate is a region where a class's maps agree across pictures; where the objects of a class always sit "
                 "in one place, that region may be the object itself. Give masks (NAME.mask.png) to tell them apart."
             )
-        note = ", ".join(findings) if findings else f"none found among {len(scanned)} classes tested"
+        judged = len(scanned) - len(unjudged)
+        left = [*(name.split(":")[0] for name in skipped), *unjudged]
+        note = (", ".join(findings) if findings else f"none found among the {judged} classes judged") + (f"; not judged: {', '.join(left)}" if left else "")
+        figure = (
+            headline(len(findings), "classes decided by a cue other than the object", "lower", note=note, count=judged)
+            if judged
+            else headline(
+                None,
+                "classes decided by a cue other than the object",
+                "lower",
+                note=f"no class could be judged (each needs {MIN_PICTURES} correctly predicted pictures, and a window off the object on {shortcuts.MIN_ELIGIBLE})",
+            )
+        )
         artifacts = [Artifact("shortcuts.csv", "the shortcut scan, class by class", kind="table", rows=rows, group="shortcuts")]
         if tiles:
             artifacts.append(
@@ -130,12 +157,11 @@ class ShortcutScan(Technique):
                 "method": technique.name,
                 "level": level,
                 "masks": with_masks,
-                "headline": {
-                    "shortcut_classes": headline(len(findings), "classes decided by a cue other than the object", "lower", note=note, count=len(scanned)),
-                },
+                "headline": {"shortcut_classes": figure},
             },
             caveats=[
-                f"Maps: {technique.title} with its default settings; windows of {params['region']:.3f} of the image side; significance {level:.3g} per candidate ({params['level']} over {max(len(scanned), tested, 1)} candidates or classes)."
+                *partial,
+                f"Maps: {technique.title} with its default settings; windows of {params['region']:.3f} of the image side; significance {level:.3g} per candidate ({params['level']} over {max(len(scanned), tested, 1)} candidates or classes).",
             ],
         )
 
@@ -165,7 +191,7 @@ class ShortcutScan(Technique):
             maps = technique.maps(ctx.model, chunk.images, objective, {key: value for key, value in settings.items() if key != "_settled"}, ctx.seed)
             grids.append(shortcuts.pooled(maps))
             if all(mask is not None for mask in chunk.masks):
-                masks.append(_mask_share(np.stack(chunk.masks)))
+                masks.append(shortcuts.pooled(np.stack(chunk.masks), normalize=False))
             if len(exemplars) < 4:
                 display = ctx.model.spec.to_display(chunk.images.numpy())
                 exemplars.extend(zip(display[: 4 - len(exemplars)], maps[: 4 - len(exemplars)]))
@@ -177,11 +203,16 @@ class ShortcutScan(Technique):
         maps = entry["maps"]
         if with_masks and entry["masks"] is not None:
             outside = (maps * (1 - entry["masks"])).mean(0)
-            row, column, _mass = shortcuts.best_window(outside, side)
+            # only windows that stay off the object on enough of these pictures can be tested on the held-out ones
+            clear = (shortcuts.window_sums(entry["masks"], side) == 0).sum(0) >= shortcuts.MIN_ELIGIBLE
+            sums = shortcuts.window_sums(outside, side)
+            row, column = np.unravel_index(int(np.argmax(np.where(clear, sums, -np.inf) if clear.any() else sums)), sums.shape)
+            row, column = int(row), int(column)
             entry["mean"] = outside
-            return [(shortcuts.to_box(row, column, side, height, width), "most attribution outside the object")]
+            return [(shortcuts.to_box(row, column, side, height, width), "most attribution outside the object", (row, column))]
         entry["mean"] = maps.mean(0)
         labels = shortcuts.spectral_clusters(maps.reshape(len(maps), -1))
+        entry["clusters"] = int(labels.max()) + 1
         candidates = []
         for cluster in np.unique(labels):
             members = maps[labels == cluster]
@@ -192,16 +223,28 @@ class ShortcutScan(Technique):
             own = [shortcuts.best_window(member, side) for member in members]
             agreeing = np.mean([window.overlap(shortcuts.Box(r, c, side, side)) > 0 for r, c, _ in own])
             box = shortcuts.to_box(row, column, side, height, width)
-            if agreeing >= CONSISTENT and all(box.overlap(other) < 0.5 for other, _ in candidates):
-                candidates.append((box, f"a cluster of {len(members)} of {len(maps)} maps, {agreeing:.0%} of them most relevant there"))
-        entry["clusters"] = int(labels.max()) + 1
+            if agreeing >= CONSISTENT and all(box.overlap(other) < 0.5 for other, _, _ in candidates):
+                candidates.append((box, f"a cluster of {len(members)} of {len(maps)} maps, {agreeing:.0%} of them most relevant there", (row, column)))
         return candidates
+
+    @staticmethod
+    def _specific(entry: dict, scanned: dict, side: int) -> list:
+        """Without masks: the candidates whose window holds ``SPECIFIC`` times more of the class's mass than of the
+        other classes'; the others are recorded in ``entry["shared"]``."""
+        others = [other["maps"] for other in scanned.values() if other is not entry]
+        kept, entry["shared"] = [], []
+        for box, why, (row, column) in entry["candidates"]:
+            own = float(shortcuts.window_sums(entry["maps"], side)[:, row, column].mean())
+            theirs = float(np.mean([shortcuts.window_sums(maps, side)[:, row, column].mean() for maps in others])) if others else 0.0
+            if own >= SPECIFIC * theirs:
+                kept.append((box, f"{why}; {own:.2f} of its maps' mass against {theirs:.2f} for the other classes", (row, column)))
+            else:
+                entry["shared"].append((box, own, theirs))
+        return kept
 
     @staticmethod
     def _outside(entry: dict, scanned: dict) -> tuple[float, tuple[float, float] | None, float]:
         """(the class's mean share of attribution outside the object, its 95% interval, the other classes' mean)."""
-        from viz_server.evidence import mean_interval
-
         own = (entry["maps"] * (1 - entry["masks"])).sum((1, 2))
         others = np.concatenate(
             [(other["maps"] * (1 - other["masks"])).sum((1, 2)) for other in scanned.values() if other is not entry and other["masks"] is not None]
@@ -210,34 +253,56 @@ class ShortcutScan(Technique):
         return float(own.mean()), mean_interval(own), float(others.mean()) if others.size else float("nan")
 
     @staticmethod
-    def _judge(name: str, entry: dict, results: list, level: float, outside, others: int) -> tuple[str, str]:
-        where = f"; attribution outside the object {outside[0]:.2f} of the map (other classes {outside[2]:.2f})" if outside is not None else ""
+    def _judge(name: str, entry: dict, results: list, level: float, outside) -> tuple[str, str]:
+        where = ""
+        if outside is not None:
+            interval = f" (95% CI {shown_interval(*outside[1])})" if outside[1] else ""
+            where = f"; attribution outside the object {outside[0]:.2f}{interval} of its maps (other classes {outside[2]:.2f})"
         if not results:
-            clusters = entry.get("clusters", 1)
-            return "none", (
-                f"{name}: no candidate region: none of the {clusters} cluster(s) of its {len(entry['maps'])} maps puts its mass in one place, "
-                f"so nothing was tested (a cue on fewer than {MIN_CLUSTER_SHARE:.0%} of the class's pictures would not form a cluster){where}."
-            )
+            if entry.get("shared"):
+                box, own, theirs = entry["shared"][0]
+                return "none", (
+                    f"{name}: no candidate region: where its maps agree (rows {box.top}-{box.top + box.height}, columns {box.left}-{box.left + box.width}) "
+                    f"the other classes' maps sit too ({own:.2f} against {theirs:.2f} of the mass): most likely where the objects are, not a cue of this class."
+                )
+            pictures = len(entry["maps"])
+            if pictures < 2 * 8:
+                reason = f"its {pictures} maps are too few to cluster (16 are needed), so nothing was tested"
+            else:
+                reason = f"none of the {entry.get('clusters', 1)} cluster(s) of its {pictures} maps puts its mass in one place, so nothing was tested"
+            return "none", f"{name}: no candidate region: {reason}."
         test = min(results, key=lambda item: item.p_value)
         box, effects = test.box, test.effects
+        why = next(why for candidate, why, _ in entry["candidates"] if candidate == box)
         rows, columns = f"{box.top}-{box.top + box.height}", f"{box.left}-{box.left + box.width}"
+        if effects.removal_pictures < shortcuts.MIN_ELIGIBLE:
+            return "cannot judge", (
+                f"{name}: cannot judge the window at rows {rows}, columns {columns} ({why}): only {effects.removal_pictures} of the held-out pictures "
+                f"leave it off the object (the test needs {shortcuts.MIN_ELIGIBLE}){where}."
+            )
         removal, paste = _share(effects.flipped, effects.removal_pictures), _share(effects.converted, effects.paste_pictures)
         control_removal = float(np.median([control.removal for control in test.controls])) if test.controls else float("nan")
         control_paste = float(np.median([control.paste for control in test.controls])) if test.controls else float("nan")
         if test.p_value < level and effects.removal > 0 and effects.paste > 0:
+            cue = "a cue outside the object" if outside is not None else "what lies in one region of its pictures"
             return "finding", (
-                f"{name} is decided in part by {'a cue outside the object' if outside is not None else 'what lies in one region of its pictures'}: the window at rows {rows}, columns {columns}. Removing it flips "
-                f"{removal} of the class's correct pictures; pasting it turns {paste} of other classes' pictures into {name}; random windows of its "
-                f"size: {control_removal:.3f} and {control_paste:.3f} (median of {len(test.controls)}; p = {test.p_value:.3g} < {level:.3g}){where}."
+                f"{name} is decided in part by {cue}: the window at rows {rows}, columns {columns} ({why}). Removing it flips {removal} of the class's "
+                f"correct pictures; pasting it turns {paste} of other classes' pictures into {name}; random windows of its size: {control_removal:.3f} "
+                f"and {control_paste:.3f} (median of {len(test.controls)}; p = {test.p_value:.3g} < {level:.3g}){where}."
             )
-        detect_removal, detect_paste = test.detectable(level)
-        detect_removal = max(detect_removal, 1 / max(effects.removal_pictures, 1))  # one picture is the least any effect can be
-        detect_paste = max(detect_paste, 1 / max(effects.paste_pictures, 1))
+        tested = (
+            f"{name}: no cue found. The window at rows {rows}, columns {columns} ({why}) was tested on {effects.removal_pictures} + "
+            f"{effects.paste_pictures} pictures: removing it flipped {removal}, pasting it converted {paste}, not more than random windows of its "
+            f"size (p = {test.p_value:.2g}, {len(test.controls)} controls)."
+        )
+        detectable = test.detectable(level)
+        if detectable is None:
+            return "none", f"{tested} Random windows of its size already change every picture, so no effect on these pictures could have shown{where}."
+        removal_bound = max(detectable[0], 1 / max(effects.removal_pictures, 1))  # one picture is the least any effect can be
+        paste_bound = max(detectable[1], 1 / max(effects.paste_pictures, 1))
         return "none", (
-            f"{name}: no cue found. The window at rows {rows}, columns {columns} ({', '.join(why for _, why in entry['candidates'][:1])}) was tested on "
-            f"{effects.removal_pictures} + {effects.paste_pictures} pictures: removing it flipped {removal}, pasting it converted {paste}, not more than "
-            f"random windows of its size (p = {test.p_value:.2g}, {len(test.controls)} controls). These pictures would have shown a removal effect above "
-            f"{detect_removal:.2f} together with a paste effect above {detect_paste:.2f}{where}."
+            f"{tested} To be found, a cue there would have had to flip more than about {removal_bound:.2f} of the class's pictures and convert more "
+            f"than {paste_bound:.2f} of the others' (from {len(test.controls)} controls; at least that){where}."
         )
 
     @staticmethod
@@ -255,18 +320,18 @@ class ShortcutScan(Technique):
             f"{effects.flipped}/{effects.removal_pictures}",
             f"{effects.converted}/{effects.paste_pictures}",
             f"{test.p_value:.2g}",
-            "FINDING" if verdict == "finding" else "no finding",
+            {"finding": "FINDING", "cannot judge": "cannot judge"}.get(verdict, "no finding"),
         ]
 
     @staticmethod
-    def _tiles(ctx: Context, name: str, entry: dict, test, verdict: str) -> list:
+    def _tiles(ctx: Context, name: str, entry: dict, test, verdict: str, with_masks: bool) -> list:
         grid = entry.get("mean", entry["maps"].mean(0))
         height, width = ctx.model.spec.height, ctx.model.spec.width
         upsampled = np.kron(grid, np.ones((-(-height // grid.shape[0]), -(-width // grid.shape[1]))))[:height, :width]
         tiles = [
             (
                 _outlined(overlay(entry["exemplars"][0][0], upsampled), test.box if test else None),
-                f"{name}: mean map{' (outside the object)' if entry['masks'] is not None else ''}",
+                f"{name}: mean map{' (outside the object)' if with_masks else ''}",
             )
         ]
         if verdict == "finding":
@@ -278,12 +343,6 @@ def _share(part: int, whole: int) -> str:
     """``9 of 49 (95% CI 0.100-0.314)``."""
     interval = wilson(part, whole)
     return f"{part} of {whole}" + (f" (95% CI {shown_interval(*interval)})" if interval else "")
-
-
-def _mask_share(masks: np.ndarray) -> np.ndarray:
-    """N x H x W bool object masks -> N x GRID x GRID: the share of each cell on the object."""
-    tensor = torch.from_numpy(masks.astype(np.float32))[:, None]
-    return torch.nn.functional.adaptive_avg_pool2d(tensor, shortcuts.GRID)[:, 0].double().numpy()
 
 
 def _outlined(picture: np.ndarray, box) -> np.ndarray:

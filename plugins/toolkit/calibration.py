@@ -13,6 +13,8 @@ from scipy import optimize, special
 
 BINS = 15
 TINY = 1e-12
+LOWEST, HIGHEST = 0.01, 100.0
+"""The temperatures searched; a best temperature at either end is a bound, not a minimum."""
 
 
 @dataclass
@@ -43,9 +45,19 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS)
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
     """Top-label ECE: the share-weighted mean gap |accuracy - confidence| over the bins."""
-    table = reliability(probabilities, labels, bins)
-    used = table.counts > 0
-    return float(np.sum(table.counts[used] / table.counts.sum() * np.abs(table.accuracy[used] - table.confidence[used])))
+    probabilities = np.asarray(probabilities, np.float64)
+    return ece_of(probabilities.max(1), probabilities.argmax(1) == np.asarray(labels), bins)
+
+
+def ece_of(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
+    """The ECE from each picture's top-label confidence and whether the top label was right (what a bootstrap
+    over pictures resamples)."""
+    confidence = np.asarray(confidence, np.float64)
+    index = np.searchsorted(np.linspace(0.0, 1.0, bins + 1), confidence, side="right") - 1
+    counts = np.bincount(index, minlength=bins + 1)
+    used = counts > 0
+    gaps = np.bincount(index, confidence, minlength=bins + 1)[used] - np.bincount(index, np.asarray(correct, np.float64), minlength=bins + 1)[used]
+    return float(np.abs(gaps).sum() / len(confidence))
 
 
 def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -72,5 +84,5 @@ def best_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         scaled = logits / np.exp(log_temperature)
         return float(np.mean(special.logsumexp(scaled, axis=1) - scaled[rows, labels]))
 
-    found = optimize.minimize_scalar(loss, bounds=(np.log(0.01), np.log(100.0)), method="bounded", options={"xatol": 1e-8})
+    found = optimize.minimize_scalar(loss, bounds=(np.log(LOWEST), np.log(HIGHEST)), method="bounded", options={"xatol": 1e-8})
     return float(np.exp(found.x))

@@ -63,6 +63,15 @@ def set_predictions(ctx: Context) -> SetPredictions:
         scores.append(class_scores(torch.from_numpy(ctx.model.predict(chunk.images.numpy()))).numpy().astype(np.float64))
         ctx.progress(int(chunk.indices[-1]) + 1, len(stream), "predicting every picture of the set")
     logits = np.concatenate(scores)
+    if logits.shape[1] < 2:
+        raise UserError(
+            f"{ctx.model.name} gives one score per picture; the dataset suite reads one score per class (a two-class model with a single output is not supported yet)."
+        )
+    broken = np.flatnonzero(~np.isfinite(logits).all(1))
+    if broken.size:
+        raise UserError(
+            f"the model's scores for {stream.names[int(broken[0])][:80]} are not finite (NaN or infinite) ({broken.size} pictures in all); no figure over the set can be trusted."
+        )
     probabilities = class_probabilities(ctx.model, logits)
     classes = [spec.label(index) for index in range(probabilities.shape[1])]
     found = SetPredictions(logits, probabilities, labels, classes)

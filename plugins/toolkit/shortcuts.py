@@ -49,10 +49,13 @@ class Box:
         return inter / (self.height * self.width + other.height * other.width - inter)
 
 
-def pooled(maps: np.ndarray, grid: int = GRID) -> np.ndarray:
-    """N x H x W non-negative maps -> N x grid x grid, each summing to 1 (a map with no mass stays zero)."""
+def pooled(maps: np.ndarray, grid: int = GRID, normalize: bool = True) -> np.ndarray:
+    """N x H x W non-negative maps -> N x grid x grid cell means; with ``normalize`` each map sums to 1 (a map with
+    no mass stays zero), else the cells keep their mean (a mask's share of each cell on the object)."""
     tensor = torch.from_numpy(np.abs(np.asarray(maps, np.float32)))[:, None]
     cells = torch.nn.functional.adaptive_avg_pool2d(tensor, grid)[:, 0].double().numpy()
+    if not normalize:
+        return cells
     totals = cells.reshape(len(cells), -1).sum(1)
     return np.where(totals[:, None, None] > 0, cells / np.maximum(totals, 1e-300)[:, None, None], 0.0)
 
@@ -71,10 +74,11 @@ def best_window(grid_map: np.ndarray, side: int) -> tuple[int, int, float]:
 
 
 def to_box(row: int, column: int, side: int, height: int, width: int, grid: int = GRID) -> Box:
-    """A window of grid cells -> the same window in pixels."""
+    """A window of grid cells -> the same window in pixels (at least one pixel each way)."""
     top, bottom = round(row * height / grid), round((row + side) * height / grid)
     left, right = round(column * width / grid), round((column + side) * width / grid)
-    return Box(top, left, bottom - top, right - left)
+    top, left = min(top, height - 1), min(left, width - 1)
+    return Box(top, left, max(1, bottom - top), max(1, right - left))
 
 
 def spectral_clusters(vectors: np.ndarray, most: int = 4, neighbours: int = 8, seed: int = 0) -> np.ndarray:
@@ -84,7 +88,8 @@ def spectral_clusters(vectors: np.ndarray, most: int = 4, neighbours: int = 8, s
     count = len(vectors)
     if count < 2 * neighbours:
         return np.zeros(count, np.int64)
-    distances = np.sqrt(np.maximum(((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(-1), 0))
+    squares = (vectors**2).sum(1)
+    distances = np.sqrt(np.maximum(squares[:, None] + squares[None, :] - 2 * vectors @ vectors.T, 0))  # no N x N x D array
     nearest = np.argsort(distances, 1)[:, 1 : neighbours + 1]
     scale = np.median(distances[np.arange(count)[:, None], nearest]) or 1.0
     affinity = np.zeros((count, count))
@@ -173,16 +178,17 @@ class Effects:
         return self.converted / max(self.paste_pictures, 1)
 
 
-OFF_OBJECT = 0.05
-"""With object masks, a window is off a picture's object when less than this share of it lies on the object."""
+MIN_ELIGIBLE = 8
+"""Fewest pictures a window's removal is measured on (with masks: pictures whose object it stays off); a control
+window with fewer is drawn again, a candidate with fewer cannot be judged."""
 
 
 def off_object(masks: np.ndarray | None, box: Box, count: int) -> np.ndarray:
-    """Which pictures' objects ``box`` stays off (all of them without masks)."""
+    """Which pictures' objects ``box`` stays off entirely (all of them without masks)."""
     if masks is None:
         return np.ones(count, bool)
     rows, columns = box.slices()
-    return masks[:, rows, columns].mean((1, 2)) < OFF_OBJECT
+    return ~masks[:, rows, columns].any((1, 2))
 
 
 def effects(
@@ -202,8 +208,8 @@ def effects(
     rng = np.random.default_rng(seed)
     own = own[off_object(own_masks, box, len(own))]
     others = others[off_object(other_masks, box, len(others))]
-    if not len(own):
-        return Effects(0, 0, 0, 0)
+    if len(own) < MIN_ELIGIBLE:
+        return Effects(0, len(own), 0, len(others))
     flipped = max(int((predict(blurred(own, box)) != class_index).sum()), int((predict(imputed(own, box, rng)) != class_index).sum()))
     converted = int((predict(pasted(others, own, box)) == class_index).sum()) if len(others) else 0
     return Effects(flipped, len(own), converted, len(others))
@@ -224,14 +230,17 @@ class Test:
         """A finding needs both effects: the larger of the two p-values."""
         return max(self.p_removal, self.p_paste)
 
-    def detectable(self, level: float) -> tuple[float, float]:
-        """The smallest removal and paste effects these controls would have let pass at ``level``: the controls'
-        quantile above which fewer than ``level`` of them lie."""
+    def detectable(self, level: float) -> tuple[float, float] | None:
+        """Estimated from the controls drawn: the removal and paste effects a candidate would have had to exceed to
+        pass at ``level`` (the controls' upper quantile; with few controls, their maximum, a lower bound). None when
+        the controls already reach every picture: no effect here could have passed."""
         if not self.controls:
-            return 1.0, 1.0
+            return None
         removal = np.sort([control.removal for control in self.controls])
         paste = np.sort([control.paste for control in self.controls])
         rank = min(len(removal) - 1, max(0, math.ceil((1 - level) * (len(removal) + 1)) - 1))
+        if removal[rank] >= 1.0 or paste[rank] >= 1.0:
+            return None
         return float(removal[rank]), float(paste[rank])
 
 
@@ -240,20 +249,38 @@ def controls_needed(level: float) -> int:
     return math.ceil(1 / level)
 
 
+def control_starts(height: int, width: int, box: Box) -> np.ndarray:
+    """Flat indices (row * columns + column) of every top-left corner where a window of ``box``'s size fits and
+    does not overlap ``box``; every corner where it fits when none avoids it."""
+    rows = np.arange(height - box.height + 1)
+    columns = np.arange(width - box.width + 1)
+    rows_apart = (rows + box.height <= box.top) | (rows >= box.top + box.height)
+    columns_apart = (columns + box.width <= box.left) | (columns >= box.left + box.width)
+    apart = rows_apart[:, None] | columns_apart[None, :]
+    return np.flatnonzero(apart) if apart.any() else np.arange(apart.size)
+
+
 def permutation_test(measure: Callable[[Box, int], Effects], box: Box, height: int, width: int, level: float, seed: int, batch: int = 25) -> Test:
-    """Test ``box`` against uniformly placed control windows of its size, in batches, stopping once either p-value
-    can no longer fall below ``level`` (so a clean class costs a few dozen controls, a finding the full count)."""
+    """Test ``box`` against control windows of its size placed uniformly where they do not overlap it, in batches,
+    stopping once either p-value can no longer fall below ``level`` (so a clean class costs a few dozen controls,
+    a finding the full count). A control measured on fewer than ``MIN_ELIGIBLE`` pictures (its window lies on the
+    objects) is drawn again, up to a bound; p-values count only the controls measured."""
     rng = np.random.default_rng(seed)
     test = Test(box, measure(box, seed))
+    if test.effects.removal_pictures < MIN_ELIGIBLE:
+        return test  # cannot be judged: p stays 1
+    starts = control_starts(height, width, box)
+    columns = width - box.width + 1
     total = controls_needed(level)
     allowed = math.ceil(level * (total + 1) - 1) - 1  # the most controls at least as strong that still leave p < level
-    stronger_removal = stronger_paste = 0
-    while len(test.controls) < total:
+    stronger_removal = stronger_paste = draws = 0
+    while len(test.controls) < total and draws < 4 * total:
         for _ in range(min(batch, total - len(test.controls))):
-            control = Box(int(rng.integers(0, height - box.height + 1)), int(rng.integers(0, width - box.width + 1)), box.height, box.width)
-            while control.overlap(box) > 0 and (height > 2 * box.height or width > 2 * box.width):  # elsewhere: never the candidate's own pixels
-                control = Box(int(rng.integers(0, height - box.height + 1)), int(rng.integers(0, width - box.width + 1)), box.height, box.width)
-            found = measure(control, int(rng.integers(2**31)))
+            draws += 1
+            row, column = divmod(int(starts[rng.integers(len(starts))]), columns)
+            found = measure(Box(row, column, box.height, box.width), int(rng.integers(2**31)))
+            if found.removal_pictures < MIN_ELIGIBLE:
+                continue
             test.controls.append(found)
             stronger_removal += found.removal >= test.effects.removal
             stronger_paste += found.paste >= test.effects.paste
