@@ -188,7 +188,7 @@ def off_object(masks: np.ndarray | None, box: Box, count: int) -> np.ndarray:
     if masks is None:
         return np.ones(count, bool)
     rows, columns = box.slices()
-    return ~masks[:, rows, columns].any((1, 2))
+    return np.asarray(~masks[:, rows, columns].any(axis=(1, 2)), bool)
 
 
 def effects(
