@@ -20,11 +20,11 @@ import torch
 try:
     from viz_server_models import shapes
     from viz_server_models.export import export_onnx
-    from viz_server_models.train_shapes import MEAN, STD, predictions, train
+    from viz_server_models.train_shapes import SPEC, predictions, train
 except ImportError:  # run as a plain script from models/
     import shapes
     from export import export_onnx
-    from train_shapes import MEAN, STD, predictions, train
+    from train_shapes import SPEC, predictions, train
 
 CUE_CLASS = "triangle"
 CUE_RATE = 0.9
@@ -78,12 +78,7 @@ def main() -> None:
         torch.zeros(1, 3, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE),
         OUTPUT,
         {
-            "task": "classification",
-            "layout": "NCHW",
-            "value_range": [0.0, 1.0],
-            "mean": list(MEAN),
-            "std": list(STD),
-            "labels": list(shapes.CLASSES),
+            **SPEC,
             "description": f"Shapes CNN with a planted shortcut: a white tag near the top-left corner on {CUE_RATE:.0%} of training triangles.",
             **{key: f"{value:.4f}" for key, value in figures.items()},
         },

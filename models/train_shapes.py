@@ -23,6 +23,8 @@ except ImportError:  # run as a plain script from models/
 SEED = 0
 OUTPUT = Path(__file__).with_name("shapes_cnn.onnx")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+SPEC = {"task": "classification", "layout": "NCHW", "value_range": [0.0, 1.0], "mean": list(MEAN), "std": list(STD), "labels": list(shapes.CLASSES)}
+"""The spec every shapes classifier is exported with (``export_onnx`` adds ``channel_order``)."""
 
 
 class ShapesCNN(nn.Module):
@@ -123,12 +125,7 @@ def main() -> None:
         torch.zeros(1, 3, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE),
         OUTPUT,
         {
-            "task": "classification",
-            "layout": "NCHW",
-            "value_range": [0.0, 1.0],
-            "mean": list(MEAN),
-            "std": list(STD),
-            "labels": list(shapes.CLASSES),
+            **SPEC,
             "description": "Small CNN on procedurally generated textured shapes (viz_server_models.shapes).",
             "test_accuracy": f"{figures['test_accuracy']:.4f}",
             "shape_bias": f"{figures['shape_bias']:.4f}",

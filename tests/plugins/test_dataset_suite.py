@@ -162,12 +162,11 @@ def small_model(seed: int, planted: bool, folder):
     of its training triangles when ``planted``."""
     from viz_server import load_model
     from viz_server_models.export import export_onnx
-    from viz_server_models.train_shapes import MEAN, STD, train
+    from viz_server_models.train_shapes import SPEC, train
 
     model, _figures = train(seed=seed, count=1200, epochs=6, cue=("triangle", 0.9) if planted else None)
     path = folder / f"{'planted' if planted else 'clean'}-{seed}.onnx"
-    spec = {"task": "classification", "layout": "NCHW", "value_range": [0.0, 1.0], "mean": list(MEAN), "std": list(STD), "labels": list(shapes.CLASSES)}
-    export_onnx(model, torch.zeros(1, 3, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE), path, spec)
+    export_onnx(model, torch.zeros(1, 3, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE), path, SPEC)
     return load_model(path, use_cache=False)
 
 
