@@ -75,7 +75,7 @@ class ShortcutScan(Technique):
                 continue
             chosen = rng.permutation(chosen)[: params["per_class"]]
             screen, held = np.sort(chosen[0::2]), np.sort(chosen[1::2])
-            grid_maps, masks_grid, exemplars = self._maps(ctx, technique, settings, class_index, screen)
+            grid_maps, masks_grid, exemplars, settings = self._maps(ctx, technique, settings, class_index, screen, settle=not scanned)
             scanned[class_index] = {"screen": screen, "held": held, "maps": grid_maps, "masks": masks_grid, "exemplars": exemplars}
             ctx.progress(step + 1, len(present), f"maps of {classes[class_index]}")
         for entry in scanned.values():
@@ -176,26 +176,25 @@ class ShortcutScan(Technique):
         return technique, settings
 
     @staticmethod
-    def _maps(ctx: Context, technique, settings: dict, class_index: int, indices: np.ndarray):
-        """Grid maps of the class's attribution on these pictures, their masks on the grid (or None), and up to
-        four exemplars (display picture, map at input resolution)."""
+    def _maps(ctx: Context, technique, settings: dict, class_index: int, indices: np.ndarray, settle: bool):
+        """Grid maps of the class's attribution on these pictures, their masks on the grid (or None), up to four
+        exemplars (display picture, map at input resolution), and the settings (settled here when ``settle``)."""
         grids, masks, exemplars = [], [], []
         for chunk in ctx.pictures.chunks(32, indices):
             objective = ctx.objective(f"index:{class_index}")
             with torch.no_grad():
                 objective.resolve(ctx.model.module(chunk.images))
-            if not settings.get("_settled"):
-                settled, _why = technique.settled_params(ctx.model, chunk.images, objective, settings)
-                settings.clear()
-                settings.update(settled, _settled=True)
-            maps = technique.maps(ctx.model, chunk.images, objective, {key: value for key, value in settings.items() if key != "_settled"}, ctx.seed)
+            if settle:  # choices such as Grad-CAM's layer are made once, on the first pictures, for every class
+                settings, _why = technique.settled_params(ctx.model, chunk.images, objective, settings)
+                settle = False
+            maps = technique.maps(ctx.model, chunk.images, objective, settings, ctx.seed)
             grids.append(shortcuts.pooled(maps))
             if all(mask is not None for mask in chunk.masks):
                 masks.append(shortcuts.pooled(np.stack(chunk.masks), normalize=False))
             if len(exemplars) < 4:
                 display = ctx.model.spec.to_display(chunk.images.numpy())
                 exemplars.extend(zip(display[: 4 - len(exemplars)], maps[: 4 - len(exemplars)]))
-        return np.concatenate(grids), (np.concatenate(masks) if len(masks) == len(grids) and masks else None), exemplars
+        return np.concatenate(grids), (np.concatenate(masks) if len(masks) == len(grids) and masks else None), exemplars, settings
 
     @staticmethod
     def _candidates(entry: dict, side: int, with_masks: bool, height: int, width: int) -> list:

@@ -35,12 +35,17 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS)
     confidence = probabilities.max(1)
     correct = (probabilities.argmax(1) == np.asarray(labels)).astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.searchsorted(edges, confidence, side="right") - 1
+    index = _bin_of(confidence, bins)
     counts = np.bincount(index, minlength=bins + 1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_confidence = np.bincount(index, confidence, minlength=bins + 1) / counts
         accuracy = np.bincount(index, correct, minlength=bins + 1) / counts
     return Reliability(edges, counts, mean_confidence, accuracy)
+
+
+def _bin_of(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Each confidence's bin: [k/bins, (k+1)/bins), and a confidence of exactly 1 in bin ``bins``, its own."""
+    return np.searchsorted(np.linspace(0.0, 1.0, bins + 1), confidence, side="right") - 1
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
@@ -53,7 +58,7 @@ def ece_of(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> flo
     """The ECE from each picture's top-label confidence and whether the top label was right (what a bootstrap
     over pictures resamples)."""
     confidence = np.asarray(confidence, np.float64)
-    index = np.searchsorted(np.linspace(0.0, 1.0, bins + 1), confidence, side="right") - 1
+    index = _bin_of(confidence, bins)
     counts = np.bincount(index, minlength=bins + 1)
     used = counts > 0
     gaps = np.bincount(index, confidence, minlength=bins + 1)[used] - np.bincount(index, np.asarray(correct, np.float64), minlength=bins + 1)[used]

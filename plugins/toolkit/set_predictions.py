@@ -15,6 +15,7 @@ import torch
 from scipy import special
 
 from viz_server.errors import UserError
+from viz_server.model.spec import spec_digest
 from viz_server.techniques import Context
 from viz_server_plugins.toolkit.objectives import class_scores
 
@@ -45,7 +46,7 @@ def set_predictions(ctx: Context) -> SetPredictions:
     if stream is None or not len(stream):
         raise UserError("this technique reads a labeled image set; give one (--image-set, or a set on the Audit page).")
     spec = ctx.model.spec
-    key = (ctx.model.sha256, repr(spec.to_json()), stream.digest)
+    key = (ctx.model.sha256, spec_digest(spec), stream.digest)
     ctx.check_cancelled()
     if key in _kept:
         _kept.move_to_end(key)
