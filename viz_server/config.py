@@ -39,6 +39,14 @@ def _flag(text: str) -> bool:
     return lowered in ("1", "true", "yes", "on")
 
 
+def _whole_chunks(text: str) -> int:
+    """A count of pictures that is a positive multiple of 64 (``picture_stream.CHUNK``)."""
+    count = int(text)
+    if count <= 0 or count % 64:
+        raise ValueError(text)
+    return count
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip().lower() for name in text.split(",") if name.strip())
 
@@ -66,6 +74,12 @@ SETTINGS = {
             "",
             "threads per job process for torch and onnxruntime (unset: cores // jobs at once; a malformed value is ignored)",
             _positive_int,
+        ),
+        Setting(
+            "VIZ_SERVER_SHARD_PICTURES",
+            "512",
+            "pictures per shard when a job's work over a whole image set is split between processes (a multiple of 64)",
+            _whole_chunks,
         ),
         Setting(
             "VIZ_SERVER_CACHE",
@@ -110,6 +124,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     job_lease: float = 15.0
     threads: int | None = None  # per job process; None: cores // max_jobs
+    shard_pictures: int = 512  # pictures per shard of whole-set work (jobs.shards)
 
     @property
     def blob_dir(self) -> Path:
@@ -131,6 +146,7 @@ def load_settings(**overrides) -> Settings:
         "job_lease": setting("VIZ_SERVER_JOB_LEASE"),
         "allowed_hosts": setting("VIZ_SERVER_ALLOWED_HOSTS") or (),
         "threads": setting("VIZ_SERVER_THREADS"),
+        "shard_pictures": setting("VIZ_SERVER_SHARD_PICTURES"),
     }
     values.update(overrides)
     return Settings(**values)

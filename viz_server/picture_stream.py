@@ -2,6 +2,10 @@
 
 Pictures are decoded and preprocessed chunk by chunk as a technique walks them, so memory holds one chunk however
 large the set is; the bytes behind them may sit in memory or be read from the store on access (``Deferred``).
+
+A per-picture work registered with ``per_picture`` (e.g. the model's scores) is asked for with ``rows``: computed
+here chunk by chunk, or, where the job runner attaches a ``spread`` (``jobs.shards``), split into shards of whole
+chunks that other processes run, with the same rows bit for bit.
 """
 
 from __future__ import annotations
@@ -19,6 +23,21 @@ from viz_server.model.verify import check_inputs
 
 CHUNK = 64
 """Pictures decoded at once: enough to keep the model busy, few enough to bound memory on large models."""
+
+PictureWork = Callable[[Any, "Chunk"], np.ndarray]
+WORKS: dict[str, PictureWork] = {}
+"""Registered per-picture works by name: ``work(model, chunk)`` -> one row per picture of the chunk."""
+
+
+def per_picture(name: str) -> Callable[[PictureWork], PictureWork]:
+    """Register ``work(model, chunk) -> array`` (one row per picture) under ``name`` so that ``PictureStream.rows``
+    can split it over processes. It must depend on nothing but the model and the chunk's pictures."""
+
+    def register(work: PictureWork) -> PictureWork:
+        WORKS[name] = work
+        return work
+
+    return register
 
 
 class Deferred(Sequence):
@@ -52,8 +71,16 @@ class Chunk:
 class PictureStream:
     """A labeled picture set decoded on demand: ``names``, ``labels``, ``has_mask``, ``chunks()``, ``take()``."""
 
-    def __init__(self, model, pictures: Sequence[tuple[str, bytes]], labels: Sequence[str | None], masks: Sequence[bytes | None] | None = None):
+    def __init__(
+        self,
+        model,
+        pictures: Sequence[tuple[str, bytes]],
+        labels: Sequence[str | None],
+        masks: Sequence[bytes | None] | None = None,
+        spread: Callable[..., np.ndarray] | None = None,
+    ):
         self.model = model
+        self.spread = spread  # spread(stream, work, on_progress) -> rows: the job runner's way to split a work
         self.pictures = pictures
         self.names = picture_names(pictures)
         self.labels = list(labels)
@@ -72,6 +99,25 @@ class PictureStream:
             parts = known if known is not None else [hashlib.sha256(data).hexdigest() for _, data in self.pictures]
             self._digest = hashlib.sha256(repr((parts, self.labels, self.has_mask)).encode()).hexdigest()
         return self._digest
+
+    def rows(self, work: str, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """The rows of the registered per-picture ``work`` for every picture, in order (``on_progress(done, total)``
+        as pictures are done)."""
+        if work not in WORKS:
+            raise KeyError(f"no per-picture work named {work!r}")
+        if self.spread is not None:
+            return self.spread(self, work, on_progress)
+        return self.compute(work, 0, len(self), on_progress)
+
+    def compute(self, work: str, start: int, stop: int, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """The rows of ``work`` for pictures ``start``..``stop``, here, chunk by chunk from ``start``: a slice that
+        starts at a whole chunk gives the model the batches a whole-set pass gives it."""
+        parts = []
+        for chunk in self.chunks(indices=np.arange(start, stop)):
+            parts.append(np.asarray(WORKS[work](self.model, chunk)))
+            if on_progress is not None:
+                on_progress(int(chunk.indices[-1]) + 1 - start, stop - start)
+        return np.concatenate(parts) if parts else np.zeros((0,))
 
     def chunks(self, size: int = CHUNK, indices: Sequence[int] | np.ndarray | None = None) -> Iterator[Chunk]:
         """The pictures (all, or ``indices`` in their order), ``size`` at a time."""

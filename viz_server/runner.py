@@ -35,10 +35,12 @@ def run_technique(
     masks: Sequence[bytes | None] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
+    spread: Callable[..., np.ndarray] | None = None,
 ) -> Result:
     """Run a technique (an instance, or an installed one by name) on ``model``; return its Result with provenance.
     ``images`` (name, bytes) and ``masks`` may be ``picture_stream.Deferred``: a technique that reads a whole set
-    (the ``dataset`` input) then reads them chunk by chunk."""
+    (the ``dataset`` input) then reads them chunk by chunk, and its per-picture works go through ``spread`` where a
+    job runner gives one (``jobs.shards.Spread``)."""
     if isinstance(technique, str):
         technique = get_technique(technique)
     params = validate_params(technique.params, dict(raw_params or {}))
@@ -62,7 +64,7 @@ def run_technique(
     batch = None
     names = picture_names(images)
     image_labels = list(labels) if labels is not None else [None] * len(names)
-    stream = PictureStream(model, images, image_labels, masks) if streamed else None
+    stream = PictureStream(model, images, image_labels, masks, spread) if streamed else None
     object_masks: list = []
     if len(images) and not streamed:
         pictures = [decode_image(data, name) for name, data in images]

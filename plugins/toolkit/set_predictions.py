@@ -1,8 +1,9 @@
 """The model's predictions over a whole labeled set (``ctx.pictures``), computed once, chunk by chunk, and shared
 by every figure of the dataset suite: per-class accuracy, calibration and the shortcut scan read the same pass.
 
-Kept per process for the last few (model, spec, set) triples: the jobs of one audit run in one process (the CLI,
-or a warm worker), and a key holds everything the predictions depend on.
+Kept per process for the last few (model, spec, set) triples (the CLI runs an audit's jobs in one process), and a
+key holds everything the predictions depend on; under a job runner the scores are a per-picture work whose shards
+are kept in the store and shared by the jobs of the audit, whichever process runs them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from scipy import special
 
 from viz_server.errors import UserError
 from viz_server.model.spec import spec_digest
+from viz_server.picture_stream import Chunk, per_picture
 from viz_server.techniques import Context
 from viz_server_plugins.toolkit.objectives import class_scores
 
@@ -59,11 +61,7 @@ def set_predictions(ctx: Context) -> SetPredictions:
             labels[index] = spec.class_index(label)
         except (UserError, ValueError, KeyError):
             raise UserError(f"{stream.names[index][:80]} is labeled {label[:40]!r}, which is not one of the model's classes.") from None
-    scores = []
-    for chunk in stream.chunks():
-        scores.append(class_scores(torch.from_numpy(ctx.model.predict(chunk.images.numpy()))).numpy().astype(np.float64))
-        ctx.progress(int(chunk.indices[-1]) + 1, len(stream), "predicting every picture of the set")
-    logits = np.concatenate(scores)
+    logits = stream.rows("class_scores", lambda done, total: ctx.progress(done, total, "predicting every picture of the set"))
     if logits.shape[1] < 2:
         raise UserError(
             f"{ctx.model.name} gives one score per picture; the dataset suite reads one score per class (a two-class model with a single output is not supported yet)."
@@ -80,6 +78,12 @@ def set_predictions(ctx: Context) -> SetPredictions:
     while len(_kept) > KEPT:
         _kept.popitem(last=False)
     return found
+
+
+@per_picture("class_scores")
+def chunk_scores(model, chunk: Chunk) -> np.ndarray:
+    """The model's class scores for a chunk of pictures (split over processes under scale-out)."""
+    return class_scores(torch.from_numpy(model.predict(chunk.images.numpy()))).numpy().astype(np.float64)
 
 
 def class_probabilities(model, scores: np.ndarray) -> np.ndarray:

@@ -98,6 +98,7 @@ def cluster(tmp_path_factory):
         "VIZ_SERVER_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
         "VIZ_SERVER_DATABASE_URL": f"postgresql+psycopg://viz@127.0.0.1:{pg_port}/viz",
         "VIZ_SERVER_JOB_LEASE": "3",
+        "VIZ_SERVER_SHARD_PICTURES": "64",
     }
     logs = root / "logs"
     logs.mkdir()
@@ -122,7 +123,7 @@ def cluster(tmp_path_factory):
             assert server.poll() is None and time.monotonic() < deadline, (logs / "server.log").read_text()[-2000:]
             time.sleep(0.3)
     try:
-        yield {"base": base, "workers": workers, "logs": logs}
+        yield {"base": base, "workers": workers, "logs": logs, "database_url": env["VIZ_SERVER_DATABASE_URL"]}
     finally:
         for process in processes:
             if process.poll() is None:
@@ -147,6 +148,81 @@ def ready_models(base: str) -> dict[str, dict]:
             return {model["name"]: model for model in models}
         assert time.monotonic() < deadline, models
         time.sleep(0.5)
+
+
+def upload_set(base: str, archive: bytes, name: str) -> list[dict]:
+    boundary = "viz-server-test-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{name}"\r\nContent-Type: application/zip\r\n\r\n'.encode()
+        + archive
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"X-Requested-With": "tests", "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    with urllib.request.urlopen(urllib.request.Request(base + "/api/images", data=body, headers=headers, method="POST"), timeout=120) as response:
+        assert response.status == 201
+        return json.loads(response.read())
+
+
+def test_a_whole_set_audit_split_between_two_workers_equals_one_process(cluster, tmp_path):
+    """The dataset suite on 960 labeled pictures, its predictions cut into 15 shards of 64 that both workers run;
+    every figure equals a run in this one process, and the jobs of the audit computed the predictions once."""
+    import io
+    import zipfile
+
+    from sqlalchemy import create_engine, text
+
+    from viz_server import load_model
+    from viz_server.runner import run_technique
+    from viz_server_models import shapes, shipped_models
+
+    base = cluster["base"]
+    models = ready_models(base)
+    folder = tmp_path / "set"
+    shapes.write_image_set(folder, per_class=240, seed=11, masks=True)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(folder.rglob("*.png")):
+            bundle.write(path, path.relative_to(folder).as_posix())
+    images = upload_set(base, archive.getvalue(), "sharded.zip")
+    pictures = [image for image in images if image["label"]]
+    assert len(pictures) == 960 and all(image["has_mask"] for image in pictures)
+    suite = ["class_accuracy", "calibration", "shortcut_scan"]
+    status, report = call(base, "/api/audits", {"model_id": models["shapes_planted"]["id"], "techniques": suite, "image_ids": [p["id"] for p in pictures]})
+    assert status == 202, report
+    job_ids = [job["id"] for job in report["jobs"]]
+    deadline = time.monotonic() + 400
+    while True:
+        jobs = [call(base, f"/api/jobs/{job_id}")[1] for job_id in job_ids]
+        if all(job["status"] in ("done", "failed", "cancelled") for job in jobs):
+            break
+        assert time.monotonic() < deadline, [(job["technique"], job["status"], job["progress"]) for job in jobs]
+        time.sleep(0.5)
+    assert all(job["status"] == "done" for job in jobs), [(job["technique"], job["error"]) for job in jobs]
+
+    engine = create_engine(cluster["database_url"])
+    with engine.connect() as connection:
+        shards = connection.execute(text("SELECT start, stop, status, attempts, runner FROM shards ORDER BY start")).all()
+    engine.dispose()
+    assert [(row.start, row.stop, row.status) for row in shards] == [(start, start + 64, "done") for start in range(0, 960, 64)]
+    assert all(row.attempts == 1 for row in shards)  # once for the three jobs of the audit
+    by_process = {runner: sum(row.runner == runner for row in shards) for runner in {row.runner for row in shards}}
+    print(f"shards by process: {by_process}")
+    assert len(by_process) == 2, by_process  # both workers took part
+
+    model = load_model(shipped_models()["shapes_planted"])
+    by_id = {image["id"]: image for image in pictures}
+    for job in jobs:
+        chosen = [by_id[image_id] for image_id in job["image_ids"]]
+        reference = run_technique(
+            job["technique"],
+            model,
+            [(image["name"], (folder / image["label"] / image["name"]).read_bytes()) for image in chosen],
+            job["params"],
+            seed=job["seed"],
+            labels=[image["label"] for image in chosen],
+            masks=[(folder / image["label"] / image["name"].replace(".png", ".mask.png")).read_bytes() for image in chosen],
+        )
+        assert job["result"]["metrics"] == json.loads(json.dumps(reference.to_json()["metrics"])), job["technique"]
 
 
 def test_a_batch_survives_a_killed_worker_and_every_job_ends_once(cluster):

@@ -5,7 +5,8 @@ VIZ_SERVER_DATA (a shared folder) on the server and every worker. Workers use Ce
 acknowledgement, so a job whose process crashes is redelivered. Exactly once: a job runs only when it is claimed
 (queued -> running) or when its lease has expired (its worker died); a redelivery of a job whose lease is alive
 is dropped. The web process reaps jobs whose worker was killed outright (no redelivery comes for those) and
-queues them again, within ``job_retries``.
+queues them again, within ``job_retries``. A job's work over a whole image set is split into shards
+(``jobs.shards``) that the workers run in parallel, the job itself taking those nobody has claimed.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from viz_server.jobs import threads
 from viz_server.jobs.embedded import JOBS_PER_WORKER
 from viz_server.jobs.execute import execute_job
 from viz_server.jobs.leases import reap
+from viz_server.jobs.shards import run_dispatched
 from viz_server.store import JobRecord, JobStatus, Store
 from viz_server.store.database import now
 
 TASK_NAME = "viz_server.run_job"
+SHARD_TASK = "viz_server.run_shard"
 REAP_SECONDS = 2.0
 
 
@@ -63,7 +66,15 @@ def make_celery(settings: Settings, job_threads: int | None = None) -> Celery:
                 return "skipped"  # its lease is alive: another worker is running it
         elif not store.db.claim_job(job_id):
             return "skipped"
-        return execute_job(store, job_id)
+        return execute_job(store, job_id, lambda shard_id: app.send_task(SHARD_TASK, args=[shard_id]))
+
+    @app.task(name=SHARD_TASK)
+    def run_shard(shard_id: int) -> str:
+        """A slice of a job's work over a whole image set (``jobs.shards``); the job that needs it runs it itself
+        if no worker has claimed it by then."""
+        current = load_settings()
+        threads.fit(1, job_threads or current.threads)
+        return run_dispatched(Store(current), shard_id)
 
     return app
 

@@ -3,37 +3,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from viz_server.errors import Cancelled, UserError
 from viz_server.jobs.leases import heartbeat
+from viz_server.jobs.stored import load_stored_model, stored_pictures
 from viz_server.store import JobRecord, JobStatus, ModelRecord, ModelStatus, Store
 from viz_server.store.database import ImageRecord, now
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes / cancellation checks
 
 
-def load_stored_model(store: Store, record: ModelRecord, overrides: dict | None = None):
-    """The stored model, loaded with its spec (or ``overrides``), or kept from this process's previous job on it
-    (see ``model_memory``)."""
-    from viz_server.jobs import model_memory
-    from viz_server.model.pipeline import load_model
-
-    overrides = (record.spec_overrides or {}) if overrides is None else overrides
-    return model_memory.recall(record.sha256, record.name, overrides, lambda: load_model(store.blobs.read(record.sha256), name=record.name, **overrides))
-
-
-def execute_job(store: Store, job_id: int) -> str:
+def execute_job(store: Store, job_id: int, submit_shard: Callable[[int], None] | None = None) -> str:
     """Execute a job that is already claimed (status running), renewing its lease as it works; return its final
-    status. Its job time (what the timeout counts) starts here, after the process's imports."""
+    status. Its job time (what the timeout counts) starts here, after the process's imports. Its work over a
+    whole image set is split into shards (``jobs.shards``) sent to ``submit_shard`` (under scale-out)."""
     job = store.db.get(JobRecord, job_id)
     if job is None:
         return "missing"
     store.db.update_job(job_id, started_at=now())
     with heartbeat(store, job_id):
-        return _execute(store, job)
+        return _execute(store, job, submit_shard)
 
 
-def _execute(store: Store, job: JobRecord) -> str:
+def _execute(store: Store, job: JobRecord, submit_shard: Callable[[int], None] | None) -> str:
     job_id = job.id
     model_record = store.db.get(ModelRecord, job.model_id)
     try:
@@ -42,7 +35,7 @@ def _execute(store: Store, job: JobRecord) -> str:
         elif job.kind == "predict":
             _predict(store, job, model_record)
         else:
-            _run_technique(store, job, model_record)
+            _run_technique(store, job, model_record, submit_shard)
         return JobStatus.DONE
     except Cancelled:
         store.db.update_running(job_id, status=JobStatus.CANCELLED, finished_at=now(), progress_message="cancelled")
@@ -91,22 +84,15 @@ def _predict(store: Store, job: JobRecord, record: ModelRecord) -> None:
     store.db.update_running(job.id, status=JobStatus.DONE, progress_done=1, progress_total=1, finished_at=now(), progress_message="done", result=result)
 
 
-def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:
-    from viz_server.picture_stream import Deferred
+def _run_technique(store: Store, job: JobRecord, record: ModelRecord, submit_shard: Callable[[int], None] | None) -> None:
+    from viz_server.jobs.shards import Spread
     from viz_server.runner import run_technique
 
     if record.status == ModelStatus.FAILED:
         raise UserError(f"model {record.name} could not be loaded: {record.error}")
     model = load_stored_model(store, record)
-    records = [store.db.require(ImageRecord, image_id, "image") for image_id in job.image_ids]
     # read on access: a technique over a whole set decodes it chunk by chunk, and memory holds one chunk's bytes
-    images = Deferred(
-        [True] * len(records),
-        lambda index: (records[index].name, store.blobs.read(records[index].sha256)),
-        [r.name for r in records],
-        [r.sha256 for r in records],
-    )
-    masks = Deferred([bool(record.mask_sha256) for record in records], lambda index: store.blobs.read(records[index].mask_sha256))
+    images, labels, masks = stored_pictures(store, job.image_ids)
     second = _image_bytes(store, job.second_image_id) if job.second_image_id else None
 
     last = {"time": 0.0, "cancel": False}
@@ -130,10 +116,11 @@ def _run_technique(store: Store, job: JobRecord, record: ModelRecord) -> None:
         job.params,
         seed=job.seed,
         second_image=second,
-        labels=[record.label for record in records],
+        labels=labels,
         masks=masks,
         on_progress=on_progress,
         is_cancelled=is_cancelled,
+        spread=Spread(store, record.id, job.image_ids, submit_shard, is_cancelled),
     )
     store.save_result(job.id, result)
 

@@ -23,18 +23,25 @@ HEARTBEAT_SECONDS = 2.0
 @contextmanager
 def heartbeat(store: Store, job_id: int) -> Iterator[None]:
     """Renew the job's lease from a background thread for as long as the block runs, four times per lease."""
-    every = min(HEARTBEAT_SECONDS, store.settings.job_lease / 4)
+    with keep_alive(lambda: store.db.beat(job_id), store.settings.job_lease, f"viz-server-lease-{job_id}"):
+        yield
+
+
+@contextmanager
+def keep_alive(beat: Callable[[], object], lease_seconds: float, name: str) -> Iterator[None]:
+    """Call ``beat`` now and from a background thread four times per lease for as long as the block runs."""
+    every = min(HEARTBEAT_SECONDS, lease_seconds / 4)
     stop = threading.Event()
 
-    def beat() -> None:
+    def loop() -> None:
         while not stop.wait(every):
             try:
-                store.db.beat(job_id)
-            except Exception:  # noqa: BLE001 - a missed beat only shortens the lease; the job goes on
+                beat()
+            except Exception:  # noqa: BLE001 - a missed beat only shortens the lease; the work goes on
                 pass
 
-    thread = threading.Thread(target=beat, name=f"viz-server-lease-{job_id}", daemon=True)
-    store.db.beat(job_id)
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    beat()
     thread.start()
     try:
         yield

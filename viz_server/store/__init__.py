@@ -25,11 +25,12 @@ from viz_server.store.database import (
     ModelRecord,
     ModelStatus,
     ReportRecord,
+    ShardRecord,
     now,
 )
 from viz_server.techniques import Result
 
-__all__ = ["FINISHED", "ImageRecord", "JobRecord", "JobStatus", "ModelRecord", "ModelStatus", "ReportRecord", "Store"]
+__all__ = ["FINISHED", "ImageRecord", "JobRecord", "JobStatus", "ModelRecord", "ModelStatus", "ReportRecord", "ShardRecord", "Store"]
 
 
 def _private(settings: Settings) -> None:
@@ -288,6 +289,8 @@ class Store:
                 session.execute(delete(JobRecord).where(JobRecord.id.in_(plan["jobs"])))
             if plan["reports"]:
                 session.execute(delete(ReportRecord).where(ReportRecord.id.in_(plan["reports"])))
+            if kind == "model":  # the rows of whole-set work done on it
+                session.execute(delete(ShardRecord).where(ShardRecord.model_id == record_id))
             if kind != "report":
                 session.execute(delete(record_type).where(record_type.id == record_id))
             session.commit()
@@ -304,6 +307,7 @@ class Store:
             for arrays, result in session.execute(select(JobRecord.arrays_sha256, JobRecord.result)):
                 used.update([arrays] if arrays else [])
                 used.update(a["sha256"] for a in ((result or {}).get("artifacts") or []) if isinstance(a, dict) and a.get("sha256"))
+            used.update(digest for (digest,) in session.execute(select(ShardRecord.rows_sha256)) if digest)
         limit = time.time() - grace_seconds
         removed = 0
         for digest, modified in self.blobs.stored():

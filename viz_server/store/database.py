@@ -2,7 +2,8 @@
 
 Tables: models (uploaded or shipped ONNX files and their inspection), images (uploaded pictures, grouped
 in named sets), jobs (one technique run or one model inspection, with progress and result), reports (a
-group of jobs: an audit of one model or a comparison of several).
+group of jobs: an audit of one model or a comparison of several), shards (a slice of a per-picture work over a
+whole set, run by whichever process claims it and kept for every job that needs the same work).
 """
 
 from __future__ import annotations
@@ -11,8 +12,26 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, or_, select, text, update
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from viz_server.errors import NotFound
@@ -111,6 +130,30 @@ class JobRecord(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # the running process's lease
     # place in the queue (None: its id); a report's jobs keep their ids' range, reordered longest-expected first
     queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ShardRecord(Base):
+    """Pictures ``start``..``stop`` of a per-picture work over a set (``picture_stream.per_picture``): queued ->
+    running -> done (its rows in a blob) | failed. ``key`` names the work, the model, its spec and the whole set's
+    pictures: a job that needs the same work finds the same shards."""
+
+    __tablename__ = "shards"
+    __table_args__ = (UniqueConstraint("key", "start"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    work: Mapped[str] = mapped_column(String(100))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    basis: Mapped[str] = mapped_column(String(64))  # viz-server's version, the model and its spec (``jobs.shards.basis``)
+    image_ids: Mapped[list] = mapped_column(JSON, default=list)  # the shard's pictures, in order
+    start: Mapped[int] = mapped_column(Integer)
+    stop: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    runner: Mapped[str | None] = mapped_column(String(100), nullable=True)  # host:pid of the process that claimed it last
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rows_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
 class Database:
@@ -231,6 +274,68 @@ class Database:
                 update(JobRecord)
                 .where(JobRecord.id == job_id, JobRecord.status == JobStatus.RUNNING, or_(JobRecord.heartbeat_at.is_(None), JobRecord.heartbeat_at < limit))
                 .values(**values)
+            ).rowcount
+            session.commit()
+            return changed == 1
+
+
+    # ---- shards -------------------------------------------------------------------------------------------
+    def open_shards(self, key: str, work: str, model_id: int, basis: str, slices: list[tuple[int, int, list[int]]]) -> tuple[list[ShardRecord], list[int]]:
+        """The shards of ``key`` for these (start, stop, image ids) slices, in order, added where missing and queued
+        again where one failed; also the ids of the shards queued by this call (for a dispatcher to send)."""
+        queued = []
+        for start, stop, image_ids in slices:
+            with self.session() as session:
+                try:
+                    record = ShardRecord(key=key, work=work, model_id=model_id, basis=basis, image_ids=image_ids, start=start, stop=stop)
+                    session.add(record)
+                    session.commit()
+                    queued.append(record.id)
+                    continue
+                except IntegrityError:  # another job opened it first: share it
+                    session.rollback()
+            with self.session() as session:
+                retried = session.execute(
+                    update(ShardRecord)
+                    .where(ShardRecord.key == key, ShardRecord.start == start, ShardRecord.status == JobStatus.FAILED)
+                    .values(status=JobStatus.QUEUED, error=None, attempts=0)
+                    .returning(ShardRecord.id)
+                ).all()
+                session.commit()
+                queued += [row[0] for row in retried]
+        with self.session() as session:
+            shards = list(session.scalars(select(ShardRecord).where(ShardRecord.key == key).order_by(ShardRecord.start)))
+        return [shard for shard in shards if (shard.start, shard.stop) in {(start, stop) for start, stop, _ in slices}], queued
+
+    def shards(self, ids: list[int]) -> dict[int, ShardRecord]:
+        with self.session() as session:
+            return {shard.id: shard for shard in session.scalars(select(ShardRecord).where(ShardRecord.id.in_(ids)))}
+
+    def claim_shard(self, shard_id: int, lease_seconds: float, runner: str) -> int | None:
+        """Take a queued shard, or one whose process stopped renewing its lease; the attempt number that is now this
+        process's claim, or None when another process holds it (or it ended)."""
+        limit = now() - timedelta(seconds=lease_seconds)
+        with self.session() as session:
+            claimed = session.execute(
+                update(ShardRecord)
+                .where(
+                    ShardRecord.id == shard_id,
+                    or_(
+                        ShardRecord.status == JobStatus.QUEUED,
+                        (ShardRecord.status == JobStatus.RUNNING) & or_(ShardRecord.heartbeat_at.is_(None), ShardRecord.heartbeat_at < limit),
+                    ),
+                )
+                .values(status=JobStatus.RUNNING, attempts=ShardRecord.attempts + 1, heartbeat_at=now(), runner=runner[:100])
+                .returning(ShardRecord.attempts)
+            ).first()
+            session.commit()
+            return claimed[0] if claimed else None
+
+    def update_claimed_shard(self, shard_id: int, attempt: int, **values: Any) -> bool:
+        """Change a shard only while this claim (``attempt``) holds it: renew its lease, record its rows or error."""
+        with self.session() as session:
+            changed = session.execute(
+                update(ShardRecord).where(ShardRecord.id == shard_id, ShardRecord.status == JobStatus.RUNNING, ShardRecord.attempts == attempt).values(**values)
             ).rowcount
             session.commit()
             return changed == 1
