@@ -146,7 +146,9 @@ def test_a_shard_that_keeps_killing_its_process_is_failed_with_a_sentence(stored
     store, record, ids = stored
     subset = ids[:70]
     stream = stream_of(store, record, subset)
-    opened, _ = store.db.open_shards(shards.work_key("class_scores", stream), "class_scores", record.id, shards.basis(stream.model), [(0, 64, subset[:64]), (64, 70, subset[64:])])
+    opened, _ = store.db.open_shards(
+        shards.work_key("class_scores", stream), "class_scores", record.id, shards.basis(stream.model), [(0, 64, subset[:64]), (64, 70, subset[64:])]
+    )
     with store.db.session() as session:
         session.query(ShardRecord).filter(ShardRecord.id == opened[0].id).update(
             {"status": JobStatus.RUNNING, "attempts": shards.MAX_ATTEMPTS, "heartbeat_at": now() - timedelta(seconds=600)}

@@ -63,19 +63,28 @@ class Spread:
         self.store, self.model_id, self.image_ids = store, model_id, list(image_ids)
         self.submit, self.is_cancelled = submit, is_cancelled
 
-    def _check(self, *_progress) -> None:
+    def _check(self, *_progress: int) -> None:
         if self.is_cancelled is not None and self.is_cancelled():
             raise Cancelled()
+
+    def _checked(self, on_progress: Callable[[int, int], None] | None) -> Callable[[int, int], None]:
+        def progress(done: int, total: int) -> None:
+            self._check()
+            if on_progress is not None:
+                on_progress(done, total)
+
+        return progress
 
     def __call__(self, stream: PictureStream, work: str, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         size, total = self.store.settings.shard_pictures, len(stream)
         if total <= size:
-            return stream.compute(work, 0, total, lambda done, count: (self._check(), on_progress and on_progress(done, count)))
+            return stream.compute(work, 0, total, self._checked(on_progress))
         db = self.store.db
         slices = [(start, min(start + size, total), self.image_ids[start : start + size]) for start in range(0, total, size)]
         shards, queued = db.open_shards(work_key(work, stream), work, self.model_id, basis(stream.model), slices)
-        for shard_id in queued if self.submit is not None else ():
-            self.submit(shard_id)
+        if self.submit is not None:
+            for shard_id in queued:
+                self.submit(shard_id)
         rows: dict[int, np.ndarray] = {}
         while len(rows) < len(shards):
             self._check()
@@ -89,7 +98,11 @@ class Spread:
                 else:
                     attempt = db.claim_shard(shard.id, self.store.settings.job_lease, _runner())
                     if attempt is not None:  # nobody had it, or its process died: run it here
-                        rows[shard.id] = run_claimed(self.store, shard, attempt, lambda shard=shard: stream.compute(work, shard.start, shard.stop, self._check))
+
+                        def compute(start: int = shard.start, stop: int = shard.stop) -> np.ndarray:
+                            return stream.compute(work, start, stop, self._check)
+
+                        rows[shard.id] = run_claimed(self.store, shard, attempt, compute)
                         worked = True
                         break  # look again: the others may have finished meanwhile
             if on_progress is not None:
@@ -99,7 +112,7 @@ class Spread:
         return np.concatenate([rows[shard.id] for shard in shards])
 
     def _read(self, shard: ShardRecord) -> np.ndarray:
-        return np.load(io.BytesIO(self.store.blobs.read(shard.rows_sha256)), allow_pickle=False)
+        return np.load(io.BytesIO(self.store.blobs.read(shard.rows_sha256 or "")), allow_pickle=False)
 
 
 def run_claimed(store: Store, shard: ShardRecord, attempt: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -123,7 +136,12 @@ def run_claimed(store: Store, shard: ShardRecord, attempt: int, compute: Callabl
         db.update_claimed_shard(shard.id, attempt, status=JobStatus.FAILED, error=str(error))
         raise
     except Exception as error:
-        db.update_claimed_shard(shard.id, attempt, status=JobStatus.FAILED, error=f"internal error in pictures {shard.start + 1}-{shard.stop} ({type(error).__name__}); please report it.")
+        db.update_claimed_shard(
+            shard.id,
+            attempt,
+            status=JobStatus.FAILED,
+            error=f"internal error in pictures {shard.start + 1}-{shard.stop} ({type(error).__name__}); please report it.",
+        )
         raise
     buffer = io.BytesIO()
     np.save(buffer, rows, allow_pickle=False)
@@ -157,5 +175,3 @@ def run_dispatched(store: Store, shard_id: int) -> str:
     except Exception:  # noqa: BLE001 - recorded on the shard; the job that waits for it says why
         return JobStatus.FAILED
     return JobStatus.DONE
-
-

@@ -278,7 +278,6 @@ class Database:
             session.commit()
             return changed == 1
 
-
     # ---- shards -------------------------------------------------------------------------------------------
     def open_shards(self, key: str, work: str, model_id: int, basis: str, slices: list[tuple[int, int, list[int]]]) -> tuple[list[ShardRecord], list[int]]:
         """The shards of ``key`` for these (start, stop, image ids) slices, in order, added where missing and queued
