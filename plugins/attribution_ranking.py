@@ -72,7 +72,7 @@ class AttributionRanking(Technique):
         with_masks = all(mask is not None and mask.any() for mask in masks)
         candidates, skipped = self._candidates(ctx, params, with_masks, images, objective)
         scores, first_maps = [], []
-        cascades: dict[int, sanity.RandomizedCascade] = {}  # image index -> the randomized models of its sanity checks
+        cascades: dict[tuple[int, str], Any] = {}  # (image index, runs_on) -> the randomized models of its sanity checks
         for step, candidate in enumerate(candidates):
             ctx.progress(step, len(candidates), f"scoring {candidate.label}")
             try:
@@ -192,7 +192,8 @@ class AttributionRanking(Technique):
             return scores
         settings = {**candidate.params, "sanity_layers": params["sanity_layers"]}
         for index in range(min(params["sanity_images"], len(images))):
-            cascade = cascades.setdefault(index, sanity.RandomizedCascade(ctx.seed))  # every method meets the same randomized models
+            # every method that reads the model the same way meets the same randomized models
+            cascade = cascades.setdefault((index, candidate.technique.runs_on), candidate.technique.sanity_cascade(ctx.seed))
             image, chosen = images[index : index + 1], objective.take([index])
             # the reference map on the same one-image batch the randomized maps use (SmoothGrad's noise depends on the batch)
             reference = (

@@ -24,6 +24,7 @@ class Calibration(Technique):
     suites = ("dataset",)
     inputs = ("dataset",)
     expected_cost = 0.5
+    runs_on = "runtime"  # forward passes on onnxruntime only
     summary = "Is the model's confidence as often right as it says? ECE with a reliability diagram, NLL, Brier score and the best temperature."
 
     def run(self, ctx: Context, params: dict) -> Result:

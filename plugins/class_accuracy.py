@@ -23,6 +23,7 @@ class ClassAccuracy(Technique):
     suites = ("dataset",)
     inputs = ("dataset",)
     expected_cost = 0.5
+    runs_on = "runtime"  # forward passes on onnxruntime only
     summary = "Accuracy per class with 95% intervals, the confusion matrix and the worst classes, over a whole labeled set."
 
     def run(self, ctx: Context, params: dict) -> Result:

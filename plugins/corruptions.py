@@ -23,6 +23,7 @@ class Corruptions(Technique):
     summary = "Accuracy under noise, blur, contrast, brightness and JPEG at five severities each (after ImageNet-C)."
     params = (Param("corruptions", "str", ",".join(SEVERITIES), "Comma-separated subset of: " + ", ".join(SEVERITIES) + "."),)
     inputs = ("image_set",)
+    runs_on = "runtime"  # forward passes on onnxruntime only
 
     def run(self, ctx: Context, params: dict) -> Result:
         from viz_server.errors import UserError

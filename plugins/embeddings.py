@@ -83,6 +83,7 @@ class Embeddings(Technique):
     family = "network"
     suites = ("network",)
     expected_cost = 4.0
+    runs_on = "runtime"  # forward passes on onnxruntime only
     summary = "A layer's activations over an image set reduced to 2-D, with how well the classes separate, layer by layer."
     params = (
         Param("layers", "str", "", "Comma-separated layers (ONNX nodes); empty = up to 4 spatial layers plus the scores."),

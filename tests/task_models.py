@@ -263,3 +263,28 @@ def export_fixed_batch(module: nn.Module, shape: tuple[int, ...], output_shape: 
         for size in output_shape:
             declared.dim.add().dim_value = size
     return model.SerializeToString()
+
+
+def with_loop(data: bytes) -> bytes:
+    """The classifier ``data`` with its scores passed through an ONNX ``Loop`` (two trips of Identity): onnxruntime runs
+    it and gives the same scores; no torch graph can hold it, so viz-server runs it forward-only."""
+    from onnx import TensorProto, helper
+
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    scores = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = [f"{name}_before_loop" if name == scores else name for name in node.output]
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["condition_in"], ["condition_out"]), helper.make_node("Identity", ["carried_in"], ["carried_out"])],
+        "trip",
+        [
+            helper.make_tensor_value_info("trip", TensorProto.INT64, []),
+            helper.make_tensor_value_info("condition_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("carried_in", TensorProto.FLOAT, None),
+        ],
+        [helper.make_tensor_value_info("condition_out", TensorProto.BOOL, []), helper.make_tensor_value_info("carried_out", TensorProto.FLOAT, None)],
+    )
+    graph.initializer.extend([helper.make_tensor("trips", TensorProto.INT64, [], [2]), helper.make_tensor("keep_going", TensorProto.BOOL, [], [True])])
+    graph.node.append(helper.make_node("Loop", ["trips", "keep_going", f"{scores}_before_loop"], [scores], name="passes", body=body))
+    return model.SerializeToString()

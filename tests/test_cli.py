@@ -106,6 +106,8 @@ def test_hostile_models_via_cli(tmp_path, name, viz_inprocess):
     completed = viz_inprocess("inspect", path)
     if expectation == "ok":
         assert completed.returncode == 0, completed.stderr
+    elif expectation.startswith("forward-only: "):
+        assert completed.returncode == 0 and "forward-only on onnxruntime" in completed.stdout, completed.stderr
     else:
         assert_one_sentence_exit_2(completed)
         assert expectation in completed.stderr
@@ -141,8 +143,8 @@ def test_usage_errors_are_one_sentence(tmp_path, args, fragment, viz_inprocess):
 
 
 def test_hostile_model_in_a_real_process(tmp_path):
-    path = tmp_path / "control_flow.onnx"
-    path.write_bytes(hostile_models()["control_flow.onnx"][0])
+    path = tmp_path / "external_data.onnx"
+    path.write_bytes(hostile_models()["external_data.onnx"][0])
     assert_one_sentence_exit_2(viz("inspect", path))
 
 
@@ -225,6 +227,34 @@ def test_audit_from_the_command_line_writes_the_report_and_gates_on_its_figures(
     assert strict.returncode == 1 and "FAILED: parity = " in strict.stdout and "above the threshold 0" in strict.stdout
     assert_one_sentence_exit_2(viz_inprocess("audit", "shapes_cnn", "--fail-under", "accuracy", "--out", out))
     assert_one_sentence_exit_2(viz_inprocess("audit", "shapes_cnn", "--suite", "nonsense", "--image-set", tmp_path / "set", "--out", out))
+
+
+def test_a_forward_only_model_from_the_command_line(tmp_path, viz_inprocess):
+    """A classifier with a Loop: inspected as forward-only, explained by occlusion and RISE, gradient techniques
+    refused in one sentence, and audited with the techniques that run on it."""
+    from task_models import with_loop
+
+    from viz_server_models import sample_images, shipped_models
+    from viz_server_models.shapes import write_image_set
+
+    model = tmp_path / "looped.onnx"
+    model.write_bytes(with_loop(shipped_models()["shapes_cnn"].read_bytes()))
+    image = sample_images()["circle"]
+    inspected = viz_inprocess("inspect", model)
+    assert inspected.returncode == 0 and "forward-only on onnxruntime: the model uses the control-flow op Loop" in inspected.stdout
+    for name in ("occlusion", "rise"):
+        explained = viz_inprocess("run", name, model, "--image", image, "--out", tmp_path / name)
+        assert explained.returncode == 0, explained.stderr
+        assert json.loads((tmp_path / name / "result.json").read_text())["metrics"]["sanity_check"]["steps"]
+    refused = viz_inprocess("run", "gradcam", model, "--image", image, "--out", tmp_path / "gradcam")
+    assert_one_sentence_exit_2(refused)
+    assert "needs its differentiable graph; techniques that run on it: occlusion, rise" in refused.stderr
+    write_image_set(tmp_path / "set", per_class=3, seed=4)
+    audited = viz_inprocess("audit", model, "--image-set", tmp_path / "set", "--out", tmp_path / "audit")
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert {job["technique"] for job in report["jobs"]} == {"class_accuracy", "calibration"}  # the suites' techniques that need no graph
+    assert "no torch graph" in report["headline"]["looped"]["parity"]["note"]
 
 
 def test_an_audit_gate_on_a_figure_that_is_not_a_number_fails():

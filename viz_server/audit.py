@@ -87,11 +87,12 @@ def run_audit(
     model_path: str,
     spec_overrides: dict[str, Any],
     pictures: list[tuple[str, bytes, str | None, bytes | None]],
-    choose: Callable[[str], list[str]],
+    choose: Callable[[str, str], list[str]],
     on_job: Callable[[int, int, str, str, float], None] = lambda *_: None,
     second_image: tuple[str, bytes] | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Audit the model with the techniques ``choose(task)`` names on ``pictures`` (name, bytes, label, mask), and
+    """Audit the model with the techniques ``choose(task, forward_only)`` names (``forward_only``: why the model runs
+    on onnxruntime only, or "") on ``pictures`` (name, bytes, label, mask), and
     ``second_image`` (name, bytes) where a target compares with one (embedding models); return the report as JSON
     data and as one self-contained HTML page. ``on_job(done, total, technique, status, seconds)`` reports progress."""
     from viz_server.config import load_settings
@@ -110,8 +111,9 @@ def run_audit(
             inspected = store.db.get(JobRecord, inspection.id)
             if inspected.status != JobStatus.DONE:
                 raise UserError(f"{record.name} cannot be audited: {inspected.error}")
-            task = (store.db.get(ModelRecord, record.id).description or {}).get("spec", {}).get("task") or "classification"
-            technique_names = choose(task)
+            description = store.db.get(ModelRecord, record.id).description or {}
+            task = description.get("spec", {}).get("task") or "classification"
+            technique_names = choose(task, description.get("conversion", {}).get("forward_only", ""))
             images = store.add_images((name, content, "audit", label, mask) for name, content, label, mask in pictures) if pictures else []
             second = store.add_images([(second_image[0], second_image[1], "second", None, None)])[0].id if second_image else None
             dispatcher = _InlineDispatcher()
@@ -132,17 +134,17 @@ def _run(store, job_id: int, execute_job) -> None:
         execute_job(store, job_id)
 
 
-def audit_techniques(task: str, suites: list[str], extra: list[str]) -> list[str]:
-    """The techniques of ``suites`` that apply to ``task`` and take no second image, plus ``extra`` by name."""
-    from viz_server.installed import get_technique, suite, techniques
+def audit_techniques(task: str, suites: list[str], extra: list[str], forward_only: str = "") -> list[str]:
+    """The techniques of ``suites`` that apply to ``task`` (and to a model run forward-only, when ``forward_only``
+    says why it is) and take no second image, plus ``extra`` by name."""
+    from viz_server.installed import check_applies, get_technique, suite, techniques
     from viz_server.techniques import SUITES
 
     for name in suites:
         if name not in SUITES:
             raise UserError(f"no audit suite named {name!r}; the suites are {', '.join(SUITES)}.")
-    chosen = [name for suite_name in suites for name in suite(suite_name) if techniques()[name].supports(task)]
+    chosen = [name for suite_name in suites for name in suite(suite_name) if techniques()[name].applies(task, bool(forward_only))]
     for name in extra:
-        technique = get_technique(name)
-        technique.check_task(task, "this model")
+        check_applies(get_technique(name), task, "this model", forward_only)
         chosen.append(name)
     return list(dict.fromkeys(chosen))

@@ -218,6 +218,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     labels = ", ".join(spec.labels[:10]) + (" ..." if len(spec.labels) > 10 else "")
     print(f"labels     {spec.num_classes} outputs: {labels or '(none)'}")
     print(f"task       {spec.task} (read by the {model.decoder.name} decoder: {model.decoder.summary})")
+    if conversion.forward_only:
+        print(f"conversion forward-only on onnxruntime: {conversion.forward_only}; only techniques that need no gradients run on it")
     print(
         f"conversion worst relative error vs onnxruntime {conversion.worst_rel_error:.2e}; "
         f"batch {'any' if conversion.max_batch is None else f'{conversion.max_batch} at a time'}; "
@@ -318,7 +320,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     pictures = [(name, data, label, mask) for (name, data), label, mask in zip(images, labels, masks)]
     second = _read_image(args.second_image) if args.second_image else None
     report, html = run_audit(
-        _resolve_model_path(args.model), overrides, pictures, lambda task: audit_techniques(task, suites, args.technique), progress, second_image=second
+        _resolve_model_path(args.model),
+        overrides,
+        pictures,
+        lambda task, forward_only: audit_techniques(task, suites, args.technique, forward_only),
+        progress,
+        second_image=second,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

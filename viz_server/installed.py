@@ -33,6 +33,18 @@ def get_technique(name: str) -> Technique:
     return available[name]
 
 
+def check_applies(technique: Technique, task: str, model_name: str, forward_only: str = "") -> None:
+    """One sentence when ``technique`` does not apply to the model: not for its task, or needing the torch graph of a
+    model that runs forward-only (``forward_only`` says why); the second names the techniques that do apply."""
+    technique.check_task(task, model_name)
+    if forward_only and not technique.applies(task, forward_only=True):
+        usable = [other.name for other in techniques().values() if other.applies(task, forward_only=True)]
+        raise UserError(
+            f"{model_name} runs forward-only on onnxruntime ({forward_only.rstrip('.')}), and {technique.title} needs its differentiable "
+            f"graph; techniques that run on it: {', '.join(usable) or 'none installed'}."
+        )
+
+
 def suite(name: str) -> list[str]:
     """Names of the techniques that declare themselves part of audit suite ``name``."""
     return [technique.name for technique in techniques().values() if name in technique.suites]

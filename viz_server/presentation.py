@@ -108,11 +108,12 @@ def report_headlines(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     figures: dict[str, dict[str, Any]] = {}
     for model in report.get("models", []):
         conversion = model.get("conversion") or {}
+        forward_only = conversion.get("forward_only")
         figures.setdefault(model["name"], {})["parity"] = {
-            "value": conversion.get("worst_rel_error"),
+            "value": None if forward_only else conversion.get("worst_rel_error"),
             "label": "worst relative difference from onnxruntime (the largest over its probes, not an estimate)",
             "better": "lower",
-            "note": "",
+            "note": f"no torch graph: the model runs forward-only on onnxruntime ({forward_only})" if forward_only else "",
             "count": len(conversion.get("parity") or []) or None,
             "low": None,
             "high": None,

@@ -15,7 +15,7 @@ import torch
 
 import viz_server
 from viz_server.errors import UserError
-from viz_server.installed import get_technique
+from viz_server.installed import check_applies, get_technique
 from viz_server.model.images import decode_image
 from viz_server.model.loaded import LoadedModel
 from viz_server.model.verify import check_inputs
@@ -44,7 +44,7 @@ def run_technique(
     if isinstance(technique, str):
         technique = get_technique(technique)
     params = validate_params(technique.params, dict(raw_params or {}))
-    technique.check_task(model.spec.task, model.name)
+    check_applies(technique, model.spec.task, model.name, model.forward_only)
     if not 0 <= int(seed) < 2**31:
         raise UserError("seed must be a whole number between 0 and 2147483647.")
     streamed = "dataset" in technique.inputs
@@ -69,7 +69,8 @@ def run_technique(
     if len(images) and not streamed:
         pictures = [decode_image(data, name) for name, data in images]
         batch = torch.from_numpy(spec.preprocess(pictures))
-        check_inputs(model, batch.numpy())
+        if not model.forward_only:  # the graph must hold on these very images (a forward-only model has none)
+            check_inputs(model, batch.numpy())
         object_masks = [
             spec.picture_to_mask(decode_image(data, f"mask of {name}")) if data else None for name, data in zip(names, masks or [None] * len(names))
         ]

@@ -49,6 +49,12 @@ INPUTS = {
     "dataset": "a labeled image set of any size, read chunk by chunk (ctx.pictures)",
     "second_image": "a second image (e.g. the style image)",
 }
+RUNS_ON = {
+    "graph": "the model's differentiable torch graph (gradients, hooks on layers, weights)",
+    "runtime": "forward passes on onnxruntime only (runs on forward-only models too)",
+}
+"""What a technique reads of the model (``Technique.runs_on``). A model whose graph could not be converted is run
+forward-only on onnxruntime, and only ``runtime`` techniques apply to it."""
 MAX_IMAGES_PER_RUN = 256
 """The most pictures a technique that takes them as one batch (``image``, ``image_set``) gets in one run."""
 MAX_DATASET_PICTURES = 20_000
@@ -296,6 +302,8 @@ class Context:
         """Where the model's torch graph runs (move tensors you create here)."""
         import torch
 
+        if self.model.module is None:  # forward-only: onnxruntime on the CPU
+            return torch.device("cpu")
         parameter = next(self.model.module.parameters(), None)
         return parameter.device if parameter is not None else torch.device("cpu")
 
@@ -354,6 +362,7 @@ class Technique(ABC):
     # rough cost of a run with default params, relative to one class attribution's (1.0): a report's jobs leave
     # the queue longest first, by this until every technique of the report has run on the server before
     expected_cost: ClassVar[float] = 1.0
+    runs_on: ClassVar[str] = "graph"  # see RUNS_ON: "runtime" when forward passes on onnxruntime are all it needs
 
     @abstractmethod
     def run(self, ctx: Context, params: dict[str, Any]) -> Result:
@@ -362,6 +371,10 @@ class Technique(ABC):
     def supports(self, task: str) -> bool:
         """Whether this technique applies to models of ``task``."""
         return self.tasks is None or task in self.tasks
+
+    def applies(self, task: str, forward_only: bool = False) -> bool:
+        """Whether this technique applies to a model of ``task`` (run forward-only on onnxruntime, or not)."""
+        return self.supports(task) and (not forward_only or self.runs_on == "runtime")
 
     def check_task(self, task: str, model_name: str) -> None:
         """One sentence when the technique does not apply to a model of this task."""
@@ -379,6 +392,7 @@ class Technique(ABC):
             "inputs": list(self.inputs),
             "suites": list(self.suites),
             "tasks": list(self.tasks) if self.tasks is not None else None,
+            "runs_on": self.runs_on,
             "params": [param.to_json() for param in self.params],
         }
 
@@ -401,6 +415,8 @@ def check_technique(technique: Technique) -> list[str]:
     for suite in getattr(technique, "suites", ()):
         if suite not in SUITES:
             problems.append(f"suite {suite!r} is not one of {', '.join(SUITES)}")
+    if getattr(technique, "runs_on", None) not in RUNS_ON:
+        problems.append(f"runs_on must be one of {', '.join(RUNS_ON)}")
     tasks = getattr(technique, "tasks", None)
     if tasks is not None and (not isinstance(tasks, tuple) or not all(isinstance(task, str) and task for task in tasks)):
         problems.append("tasks must be None (every task) or a tuple of task names")

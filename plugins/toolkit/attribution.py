@@ -75,6 +75,14 @@ class AttributionTechnique(Technique):
         """Attribution of ``objective`` (``viz_server.objectives``: one differentiable scalar per image, e.g.
         ``objective.total(model.module(x))``) for ``images`` in model space."""
 
+    def outputs(self, model, images: torch.Tensor) -> torch.Tensor:
+        """The model's outputs for ``images``, as this method reads the model (the torch graph here)."""
+        return model.module(images)
+
+    def sanity_cascade(self, seed: int):
+        """The randomized models of this method's sanity check (``sanity.RandomizedCascade``: the torch graph's weights)."""
+        return sanity.RandomizedCascade(seed)
+
     def caveats_for(self, params: dict) -> list[str]:
         """The caveats that hold for these parameters (by default ``caveats``, whatever the parameters)."""
         return list(self.caveats)
@@ -114,7 +122,7 @@ class AttributionTechnique(Technique):
         params, settled = self.settled_params(model, images, objective, params)
         if params["smooth_samples"]:  # the noisy copies explain the clean image's targets: choose them first
             with torch.inference_mode():
-                objective.resolve(model.module(images))
+                objective.resolve(self.outputs(model, images))
             raw = smoothed(self.attribute, model, images, objective, params, ctx.seed)
         else:  # one forward and one backward: the objective chooses on the attribution's own forward
             raw = self.attribute(model, images, objective, params)
@@ -148,7 +156,9 @@ class AttributionTechnique(Technique):
             first = objective.take([0])
             # compare with the map of the same one-image batch the randomized maps use (SmoothGrad's noise depends on the batch)
             reference = maps[:1] if not params["smooth_samples"] or len(images) == 1 else self.maps(model, images[:1], first, params, ctx.seed)
-            check = sanity.cascading_randomization(self, model, images[:1], first, params, reference, ctx.seed, ctx.check_cancelled)
+            check = sanity.cascading_randomization(
+                self, model, images[:1], first, params, reference, ctx.seed, ctx.check_cancelled, cascade=self.sanity_cascade(ctx.seed)
+            )
             result.metrics["sanity_check"] = check.to_json()
             result.caveats.insert(0, check.verdict)
             result.artifacts.append(

@@ -18,7 +18,7 @@ def resolved_without_missing(ctx: Context, images: torch.Tensor, objective: Obje
     none (a detector that detects nothing there): the context, images and objective of the images kept, and a
     caveat naming each image left out and why. Refuses, naming the first reason, when no image has the target."""
     with torch.no_grad():
-        objective.resolve(ctx.model.module(images), allow_missing=True)
+        objective.resolve(ctx.model.outputs(images), allow_missing=True)
     missing = objective.missing()
     if not missing:
         return ctx, images, objective, []

@@ -13,7 +13,9 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 import torch
+from onnx import numpy_helper
 from scipy import stats
 
 from viz_server.rendering import captioned_grid, heatmap
@@ -90,6 +92,56 @@ class RandomizedCascade:
         with torch.no_grad():
             for name, tensor in _own_tensors(module):
                 tensor.copy_(self.draws[position][name])
+
+
+class InitializerCascade:
+    """The cascade for methods that read the model on onnxruntime only (``toolkit.perturbation``): the same
+    top-down re-drawing, of the ONNX initializers of the conv and linear layers that feed the output, each step
+    read through a fresh onnxruntime session. Same interface as ``RandomizedCascade``."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed + 1)
+        self.layers: list | None = None
+        self.draws: list[dict[str, np.ndarray]] = []
+
+    def copy_of(self, model, image, objective):
+        copied = onnx.ModelProto()
+        copied.CopyFrom(model.onnx_model)
+        if self.layers is None:
+            self.layers = feeding_layers(model)
+        return dataclasses.replace(model, onnx_model=copied)
+
+    def randomize(self, randomized, position: int) -> None:
+        """Re-draw layer ``position`` (0 = the top) of ``randomized``'s graph as this cascade drew it the first time."""
+        assert self.layers is not None
+        graph = randomized.onnx_model.graph
+        node = next(node for node in graph.node if node.name == self.layers[position].name)
+        tensors = {tensor.name: tensor for tensor in graph.initializer if tensor.name in node.input[1:]}
+        if position == len(self.draws):
+            drawn = {}
+            for name, tensor in tensors.items():
+                values = numpy_helper.to_array(tensor)
+                if values.dtype.kind == "f" and values.size > 1:
+                    spread = float(values.astype(np.float64).std()) or 1e-2
+                    drawn[name] = (self.rng.standard_normal(values.shape) * spread).astype(values.dtype)
+            self.draws.append(drawn)
+        for name, values in self.draws[position].items():
+            tensors[name].CopyFrom(numpy_helper.from_array(values, name))
+        randomized.__dict__.pop("session", None)  # the next forward pass reads the re-drawn graph
+
+
+def feeding_layers(model) -> list:
+    """The conv and linear layers with weights in the graph whose outputs reach the model's output, from the output
+    down (a detector's box branch does not reach a class score's output only when it is a separate output)."""
+    graph = model.onnx_model.graph
+    producers = {name: node for node in graph.node for name in node.output}
+    reached, pending = set(), [graph.output[0].name]
+    while pending:
+        node = producers.get(pending.pop())
+        if node is not None and node.name not in reached:
+            reached.add(node.name)
+            pending.extend(node.input)
+    return [layer for layer in model.layers if layer.weight and layer.kind in ("conv", "linear") and layer.name in reached][::-1]
 
 
 def reaching_layers(model, image, objective) -> list:

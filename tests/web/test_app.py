@@ -186,7 +186,7 @@ def test_hostile_image_uploads_are_400(client, name):
     assert response.get_json()["error"].endswith(".")
 
 
-@pytest.mark.parametrize("name", ["external_data.onnx", "control_flow.onnx", "nan_weights.onnx", "non_image.onnx"])
+@pytest.mark.parametrize("name", ["external_data.onnx", "nan_weights.onnx", "non_image.onnx"])
 def test_hostile_model_upload_fails_its_inspection_with_one_sentence(client, name):
     data, fragment = hostile_models()[name]
     response = client.post("/api/models", data={"model": (io.BytesIO(data), name)}, headers=API, content_type="multipart/form-data")
@@ -421,3 +421,26 @@ def test_an_embedding_explanation_records_its_second_image_everywhere(client):
     assert audit.status_code == 202
     audited = wait_for(client, f"/api/jobs/{audit.get_json()['jobs'][0]['id']}")
     assert audited["status"] == "done" and audited["second_image_id"] == second["id"]
+
+
+def test_a_forward_only_model_is_stored_explained_by_forward_passes_and_refuses_gradients(client, sample_ids):
+    from task_models import with_loop
+
+    from viz_server_models import shipped_models
+
+    data = with_loop(shipped_models()["shapes_cnn"].read_bytes())
+    response = client.post("/api/models", data={"model": (io.BytesIO(data), "looped.onnx")}, headers=API, content_type="multipart/form-data")
+    assert response.status_code == 202
+    model = wait_for(client, f"/api/models/{response.get_json()['model']['id']}")
+    assert model["status"] == "ready" and "control-flow op Loop" in model["conversion"]["forward_only"]
+    page = client.get(model["url"]).get_data(as_text=True)
+    assert "forward-only" in page and "runs on onnxruntime only" in page
+    job = client.post("/api/jobs", json={"technique": "occlusion", "model_id": model["id"], "image_ids": [sample_ids["circle.png"]]}, headers=API)
+    assert job.status_code == 202
+    done = wait_for(client, f"/api/jobs/{job.get_json()['id']}")
+    assert done["status"] == "done" and done["result"]["metrics"]["sanity_check"]["steps"], done["error"]
+    refused = client.post("/api/jobs", json={"technique": "saliency", "model_id": model["id"], "image_ids": [sample_ids["circle.png"]]}, headers=API)
+    assert refused.status_code == 400
+    assert "needs its differentiable graph; techniques that run on it: occlusion, rise" in refused.get_json()["error"]
+    audit_page = client.get(f"/models/{model['id']}/audit").get_data(as_text=True)
+    assert 'value="occlusion"' in audit_page and 'value="saliency"' not in audit_page

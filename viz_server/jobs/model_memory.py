@@ -36,6 +36,8 @@ def fingerprint(model) -> tuple:
     import torch
 
     module = model.module
+    if module is None:  # forward-only: the ONNX graph onnxruntime runs is what a job could have changed
+        return hashlib.sha256(model.onnx_model.SerializeToString()).hexdigest(), repr(model.spec)
     structure = tuple(
         (
             name,

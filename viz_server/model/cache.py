@@ -34,7 +34,7 @@ class Converted:
     """What the caches keep: everything that does not depend on the user's spec overrides."""
 
     onnx_model: onnx.ModelProto
-    graph: nn.Module
+    graph: nn.Module | None  # None: the model runs forward-only (``report.forward_only``)
     module_names: dict[str, str]
     report: ConversionReport
     metadata: dict[str, str]
@@ -73,8 +73,8 @@ def lookup(key: str, cache_dir: Path) -> Converted | None:
     except (OSError, ValueError):
         return None
     started = time.perf_counter()
-    graph, module_names = convert(onnx_model)
     report = ConversionReport(**{k: v for k, v in report_data["conversion"].items() if k != "worst_rel_error"})
+    graph, module_names = convert(onnx_model) if not report.forward_only else (None, {})
     report.from_cache = True
     report.seconds = {**report.seconds, "convert_cached": round(time.perf_counter() - started, 4)}
     converted = Converted(onnx_model, graph, module_names, report, report_data["metadata"])

@@ -35,7 +35,6 @@ def guard(data: bytes, max_bytes: int = MAX_MODEL_BYTES) -> onnx.ModelProto:
         raise UserError("the file is not a usable ONNX model (it has no graph); upload an exported .onnx file.")
 
     refuse_external_data(model.graph)
-    refuse_control_flow(model.graph)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
@@ -52,13 +51,13 @@ def refuse_external_data(graph: onnx.GraphProto) -> None:
             raise UserError(f"tensor '{tensor.name[:80]}' keeps its data in an external file; re-export the model with all weights inside the .onnx file.")
 
 
-def refuse_control_flow(graph: onnx.GraphProto) -> None:
+def control_flow(graph: onnx.GraphProto) -> str:
+    """A sentence naming the first control-flow node (a node with a subgraph: If, Loop, Scan ...), or "" when none.
+    onnxruntime runs such a model; the torch graph cannot hold it, so the model runs forward-only."""
     for node in graph.node:
         if node.op_type in CONTROL_FLOW_OPS or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-            raise UserError(
-                f"the model uses the control-flow op {node.op_type} (node '{node.name[:80]}'), "
-                "which cannot be analysed; export the model without data-dependent control flow."
-            )
+            return f"the model uses the control-flow op {node.op_type} (node '{node.name[:80]}'), which its torch graph cannot hold"
+    return ""
 
 
 def _all_tensors(graph: onnx.GraphProto):

@@ -2,7 +2,8 @@
 
 What a technique reads, cheapest first: ``predict`` (scores on onnxruntime, forward-only), ``predict_layers``
 (inner layers' outputs on onnxruntime), ``feature_extractor`` (a differentiable torch module that stops after
-the deepest layer asked for) and ``module`` (the whole differentiable graph). ``decoder`` reads the output
+the deepest layer asked for) and ``module`` (the whole differentiable graph; None for a model that runs
+forward-only, ``forward_only`` saying why: only techniques with ``runs_on = "runtime"`` apply to it). ``decoder`` reads the output
 for the model's task. Built by ``viz_server.model.pipeline.load_model``.
 """
 
@@ -14,6 +15,7 @@ from typing import Any, cast
 
 import numpy as np
 import onnx
+import torch
 from torch import fx, nn
 
 from viz_server.errors import UserError
@@ -45,6 +47,7 @@ class ConversionReport:
     caveats: list[str] = field(default_factory=list)  # what every result on this model must say (precision, quantization)
     seconds: dict[str, float] = field(default_factory=dict)
     from_cache: bool = False
+    forward_only: str = ""  # why the model has no torch graph and runs on onnxruntime only ("" when it has one)
 
     @property
     def worst_rel_error(self) -> float:
@@ -63,7 +66,7 @@ class LoadedModel:
     sha256: str
     name: str
     onnx_model: onnx.ModelProto
-    module: nn.Module
+    module: nn.Module | None  # None when the model runs forward-only (``forward_only`` says why)
     spec: ModelSpec
     layers: LayerTable
     conversion: ConversionReport
@@ -88,11 +91,23 @@ class LoadedModel:
     def max_batch(self) -> int | None:
         return self.conversion.max_batch
 
+    @property
+    def forward_only(self) -> str:
+        """Why the model runs on onnxruntime only, without a differentiable torch graph; "" when it has one."""
+        return self.conversion.forward_only
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Forward-only scores for a model-space batch of any size, on onnxruntime."""
         if not len(batch):
             return np.zeros((0, self.spec.num_classes), np.float32)
         return self._run(self.session, batch, [self.onnx_model.graph.output[0].name])[0]
+
+    def outputs(self, images: torch.Tensor) -> torch.Tensor:
+        """The outputs for a model-space batch: the torch graph's (differentiable), or onnxruntime's for a model that
+        runs forward-only."""
+        if self.module is None:
+            return torch.from_numpy(self.predict(images.detach().cpu().numpy()))
+        return self.module(images)
 
     def predict_layers(self, batch: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
         """Forward-only outputs of ``layers`` (ONNX node names) for a model-space batch, on onnxruntime.
@@ -137,18 +152,23 @@ class LoadedModel:
             raise UserError(f"the model has no layer named '{name}'; pick one from `viz-server inspect` (e.g. {examples}).")
         return found
 
+    def torch_graph(self) -> fx.GraphModule:
+        """The differentiable graph itself (inside a fixed-batch wrapper, when there is one); one sentence for a model
+        that runs forward-only."""
+        if self.module is None:
+            raise UserError(f"{self.name} runs forward-only on onnxruntime ({self.forward_only}); this needs its differentiable graph.")
+        return cast(fx.GraphModule, self.module.graph if isinstance(self.module, FixedBatch) else self.module)
+
     def submodule(self, name: str) -> nn.Module:
         """The torch submodule computing the ONNX node ``name`` (attach forward hooks here)."""
-        graph = self.module.graph if isinstance(self.module, FixedBatch) else self.module
-        return graph.get_submodule(self.layer(name).module_name)
+        return self.torch_graph().get_submodule(self.layer(name).module_name)
 
     def feature_extractor(self, layers: list[str]) -> LayerOutputs:
         """A module: model-space batch -> {layer: output} for ``layers`` (ONNX node names), running the graph only
         as far as the deepest of them (differentiable; see ``truncate``)."""
         key = tuple(layers)
         if key not in self._extractors:
-            graph = cast(fx.GraphModule, self.module.graph if isinstance(self.module, FixedBatch) else self.module)
-            cut = cut_after(graph, [self.layer(name).module_name for name in layers])
+            cut = cut_after(self.torch_graph(), [self.layer(name).module_name for name in layers])
             self._extractors[key] = LayerOutputs(layers, FixedBatch(cut, self.module.size) if isinstance(self.module, FixedBatch) else cut)
         return self._extractors[key]
 

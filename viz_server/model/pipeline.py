@@ -31,7 +31,7 @@ from viz_server.model.loaded import ConversionReport, LoadedModel
 from viz_server.model.precision import model_precision
 from viz_server.model.runtime import FixedBatch
 from viz_server.model.spec import ModelSpec, build_spec, input_key, parse_field, read_sidecar, spec_digest, spec_metadata
-from viz_server.model.verify import fixed_batch, output_batch_axis, verify, verify_spec
+from viz_server.model.verify import fixed_batch, output_batch_axis, run_on_runtime, verify, verify_spec
 from viz_server.plugins import call_hook
 from viz_server.tasks import OutputDecoder, OutputInfo, choose_decoder
 
@@ -93,6 +93,8 @@ def _settle_at(spec: ModelSpec, converted: cache.Converted, model: LoadedModel) 
     report = converted.report
     where, checked_at = input_key(spec), spec_digest(spec)
     added = False
+    if report.forward_only:  # no graph to compare with onnxruntime
+        report.verified.setdefault(where, [])
     if where not in report.verified:
         verified = verify_spec(converted.onnx_model, converted.graph, converted.module_names, spec)
         with _settle_lock:
@@ -117,7 +119,7 @@ def _loaded(digest: str, name: str, converted: cache.Converted, spec: ModelSpec,
         sha256=digest,
         name=name,
         onnx_model=converted.onnx_model,
-        module=converted.graph if max_batch is None else FixedBatch(converted.graph, max_batch),
+        module=converted.graph if max_batch is None or converted.graph is None else FixedBatch(converted.graph, max_batch),
         spec=spec,
         layers=_layer_table(digest, converted, spec),
         conversion=replace(converted.report, findings=converted.report.checked.get(spec_digest(spec), [])),
@@ -147,7 +149,7 @@ _resolved: OrderedDict[tuple[str, int, int], dict] = OrderedDict()
 def _layer_table(digest: str, converted: cache.Converted, spec: ModelSpec) -> LayerTable:
     """The layer table; for a variable-size model, with every shape resolved at the spec's image size (kept per
     model and size, so a changed size re-resolves them)."""
-    if not incomplete(converted.onnx_model):
+    if not incomplete(converted.onnx_model) or converted.graph is None:  # forward-only: the shapes the graph declares
         return build_layer_table(converted.onnx_model, converted.module_names)
     key = (digest, spec.height, spec.width)
     if key not in _resolved:
@@ -217,8 +219,14 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any]) -> cache.Converted:
     seconds["normalize"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    graph, module_names = convert(normalized)
+    why_not = guard_stage.control_flow(normalized.graph)
+    try:
+        graph, module_names = convert(normalized) if not why_not else (None, {})
+    except UserError as refusal:  # an op nobody converts (or quantized operators): onnxruntime may still run it
+        why_not = str(refusal).rstrip(".")
     seconds["convert"] = time.perf_counter() - started
+    if why_not:
+        return _forward_only(model, normalized, passes, metadata, exported_ops, spec, decoder, why_not, seconds)
 
     started = time.perf_counter()
     verified = verify(normalized, graph, module_names, spec, original, kind)
@@ -239,6 +247,40 @@ def _convert_fresh(data: bytes, overrides: dict[str, Any]) -> cache.Converted:
     )
     report.seconds = {key: round(value, 4) for key, value in seconds.items()}
     return cache.Converted(verified.onnx_model, verified.graph, verified.module_names, report, metadata)
+
+
+def _forward_only(
+    model: onnx.ModelProto,
+    normalized: onnx.ModelProto,
+    passes: list[str],
+    metadata: dict[str, str],
+    exported_ops: tuple[str, str],
+    spec: ModelSpec,
+    decoder: OutputDecoder,
+    why_not: str,
+    seconds: dict[str, float],
+) -> cache.Converted:
+    """A model with no torch graph, run on onnxruntime only: kept when onnxruntime runs it on a probe batch."""
+    started = time.perf_counter()
+    max_batch = run_on_runtime(normalized, spec)
+    seconds["verify"] = time.perf_counter() - started
+    report = ConversionReport(
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        opset=normalize_stage.opset_version(model),
+        passes=passes,
+        parity=[],
+        max_batch=max_batch,
+        gradient_norm=float("nan"),
+        output_op=exported_ops[0],
+        output_activation=exported_ops[1],
+        caveats=[
+            *_dropped_outputs(model, decoder.task),
+            f"This model runs forward-only on onnxruntime: {why_not}. Only techniques that need no gradients run on it.",
+        ],
+        forward_only=why_not,
+    )
+    report.seconds = {key: round(value, 4) for key, value in seconds.items()}
+    return cache.Converted(normalized, None, {}, report, metadata)
 
 
 def _dropped_outputs(model: onnx.ModelProto, task: str) -> list[str]:

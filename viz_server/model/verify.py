@@ -333,6 +333,25 @@ def verify(
     return result
 
 
+def run_on_runtime(normalized: onnx.ModelProto, spec) -> int | None:
+    """For a model with no torch graph: onnxruntime must run it on probe pictures (one sentence when it cannot);
+    return the batch it takes (the export's fixed batch; 1 when a batch of two gives other outputs than one at a
+    time; else None, any batch)."""
+    probe = ParityProbe(normalized, {}, spec.input_name)
+    fixed = fixed_batch(normalized)
+    probes = probe_batches(spec)
+    pictures = np.concatenate([probes.get("pictures", probes["noise"])[:1], probes["noise"][:1]])
+    try:
+        if fixed is not None:
+            probe.reference(np.concatenate([pictures[:1]] * fixed))
+            return fixed
+        together = probe.reference(pictures)
+        alone = np.concatenate([probe.reference(pictures[index : index + 1]) for index in range(2)])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise UserError(_cannot_run(exc, spec)) from None
+    return None if np.allclose(together, alone, rtol=1e-4, atol=1e-5) else 1
+
+
 def _cannot_run(exc: Exception, spec) -> str:
     """The sentence for onnxruntime failing on a probe; a guessed input size is the usual cause."""
     detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

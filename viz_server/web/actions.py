@@ -12,7 +12,7 @@ from typing import Any
 
 from viz_server.errors import UserError
 from viz_server.image_sets import iter_archive, pair_masks
-from viz_server.installed import get_technique, techniques
+from viz_server.installed import check_applies, get_technique, techniques
 from viz_server.store import ImageRecord, JobRecord, ModelRecord, ModelStatus, ReportRecord, Store
 from viz_server.techniques import MAX_DATASET_PICTURES, MAX_IMAGES_PER_RUN, validate_params
 
@@ -183,7 +183,7 @@ def _check_model_params(technique, params: dict[str, Any], record: ModelRecord) 
     the model (other tasks' targets depend on the model's output and are checked by the job)."""
     description = record.description or {}
     spec = description.get("spec", {})
-    technique.check_task(spec.get("task") or "classification", record.name)
+    check_applies(technique, spec.get("task") or "classification", record.name, description.get("conversion", {}).get("forward_only", ""))
     labels = spec.get("labels") or []
     num_classes = spec.get("num_classes") or 0
     layer_names = {layer["name"] for layer in description.get("layers", {}).get("layers", [])}

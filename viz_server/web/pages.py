@@ -321,11 +321,12 @@ def audit_page(model_id: int, checked: set[str] | None = None, chosen_images: li
     form with the choices kept and the sentence above it."""
     record = actions.model_or_404(store(), model_id)
     task = (record.description or {}).get("spec", {}).get("task") or "classification"
-    image_techniques = [t for t in techniques().values() if "second_image" not in t.inputs and t.supports(task)]
+    forward_only = bool((record.description or {}).get("conversion", {}).get("forward_only"))
+    image_techniques = [t for t in techniques().values() if "second_image" not in t.inputs and t.applies(task, forward_only)]
     stored = store().images()
     if checked is None:
         suites = LABELED_AUDIT_SUITES if any(image.label for image in stored) else DEFAULT_AUDIT_SUITES  # a labeled set: the dataset suite too
-        checked = {name for suite_name in suites for name in suite(suite_name) if techniques()[name].supports(task)}
+        checked = {name for suite_name in suites for name in suite(suite_name) if techniques()[name].applies(task, forward_only)}
     page = render_template(
         "audit.html",
         model=model_json(record),
