@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import time
 from typing import Any
 
 import numpy as np
@@ -75,12 +76,16 @@ class AttributionRanking(Technique):
         cascades: dict[tuple[int, str], Any] = {}  # (image index, runs_on) -> the randomized models of its sanity checks
         for step, candidate in enumerate(candidates):
             ctx.progress(step, len(candidates), f"scoring {candidate.label}")
+            started = time.perf_counter()
             try:
                 maps = np.asarray(candidate.maps(model, images, objective), np.float32)
             except UserError as refusal:  # a method that does not apply to this model (e.g. Grad-CAM without a spatial layer)
                 skipped.append(f"{candidate.label} was not ranked: {refusal}")
                 continue
+            seconds = (time.perf_counter() - started) / max(len(images), 1)
             scores.append(self._score(ctx, candidate, maps, images, objective, params, masks if with_masks else None, cascades))
+            if candidate.role == ranking.METHOD:
+                scores[-1].seconds = seconds
             first_maps.append(maps[0])
         still = ranking.judge_only_moving_images(scores)
         if still:
@@ -151,14 +156,23 @@ class AttributionRanking(Technique):
         skipped: list[str] = []
         for technique in chosen:
             base = validate_params(
-                technique.params, {"target": params["target"], "region": params["region"], "sanity_check": False, "faithfulness": False, "smooth_samples": 0}
+                technique.params,
+                {
+                    "target": params["target"],
+                    "region": params["region"],
+                    "sanity_check": False,
+                    "faithfulness": False,
+                    "smooth_samples": 0,
+                    **technique.ranking_params,
+                },
             )
             try:
                 base, _because = technique.settled_params(ctx.model, images, objective, base)
             except UserError as refusal:  # e.g. no feature map the target's gradient reaches
                 skipped.append(f"{technique.title} was not ranked: {refusal}")
                 continue
-            variants = [(technique.title, base), *((title, {**base, **overrides}) for title, overrides in technique.ranking_variants)]
+            label = technique.title + (f" ({technique.ranking_note})" if technique.ranking_note else "")
+            variants = [(label, base), *((title, {**base, **overrides}) for title, overrides in technique.ranking_variants)]
             if params["smooth_samples"] and technique.map_kind == "input":
                 variants.append((f"{technique.title} + SmoothGrad", {**base, "smooth_samples": params["smooth_samples"]}))
             for title, settings in variants:

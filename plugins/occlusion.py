@@ -16,6 +16,8 @@ class Occlusion(ForwardAttribution):
     title = "Occlusion"
     summary = "How much the target's score drops when a patch of the image is covered, patch by patch (forward passes only)."
     expected_cost = 3.0
+    ranking_params = {"window": 0.25, "stride": 0.5}  # the ranking scores every method on every image: a bounded cost there
+    ranking_note = "a patch of a quarter of the side"
     extra_params = (
         Param("window", "float", 0.125, "Side of the covering patch, as a share of the image's side.", minimum=0.02, maximum=0.5),
         Param("stride", "float", 0.5, "Step between patches, as a share of the patch's side.", minimum=0.1, maximum=1.0),

@@ -18,6 +18,8 @@ class Rise(ForwardAttribution):
     title = "RISE"
     summary = "Which pixels the copies that keep them score higher with, over many random smooth masks (forward passes only)."
     expected_cost = 6.0
+    ranking_params = {"masks": 250}  # the ranking scores every method on every image: a bounded cost there
+    ranking_note = "250 masks"
     extra_params = (
         Param("masks", "int", 1000, "Random masks (each costs one forward pass per image).", minimum=50, maximum=8000),
         Param("cells", "int", 8, "Cells per side of each mask's coarse random grid.", minimum=2, maximum=32),

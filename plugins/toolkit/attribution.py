@@ -65,6 +65,10 @@ class AttributionTechnique(Technique):
     caveats: tuple[str, ...] = ()
     ranking_variants: tuple[tuple[str, dict], ...] = ()
     """(title, params) of variants the method ranking scores beside the defaults, e.g. Grad-CAM++ for Grad-CAM."""
+    ranking_params: dict = {}
+    """Params the method ranking runs this method with instead of its defaults, to bound its cost there (a forward-
+    pass method's mask count); ``ranking_note`` names them in the ranking's table."""
+    ranking_note: str = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -50,6 +50,7 @@ class Scores:
     energy_ratio: np.ndarray | None = None  # energy on the object / object's share of the image
     invariance: float | None = None  # relative L1 change under a constant input shift
     sensitivity: float | None = None  # max-sensitivity, mean over the checked images
+    seconds: float | None = None  # computing the maps, per image (what the method costs on this model)
 
     # ---- summaries ---------------------------------------------------------------------------------
     @staticmethod
@@ -136,6 +137,7 @@ class Scores:
             "max_sensitivity": rounded(self.sensitivity),
             "usable_maps": int(self.usable.sum()),
             "maps": int(self.usable.size),
+            "seconds_per_image": None if self.seconds is None else round(float(self.seconds), 4),
         }
 
 
@@ -366,7 +368,7 @@ def table(scores: list[Scores], with_masks: bool) -> list[list]:
     header = ["method", "sanity check", "ROAD gap ↑ (95% CI)", "ROAD MoRF ↓", "ROAD LeRF ↑", "deletion AUC ↓", "insertion AUC ↑"]
     if with_masks:
         header += ["pointing game ↑", "energy on object / area ↑"]
-    header += ["input invariant", "max-sensitivity ↓"]
+    header += ["input invariant", "max-sensitivity ↓", "seconds per image"]
     rows = [header]
 
     def cell(value, error=None, low=None, high=None):
@@ -393,5 +395,6 @@ def table(scores: list[Scores], with_masks: bool) -> list[list]:
         if with_masks:
             row += [cell(data["pointing_game"]), cell(data["energy_ratio"], data["energy_ratio_error"])]
         row += ["—" if data["input_invariant"] is None else "yes" if data["input_invariant"] else "NO", cell(data["max_sensitivity"])]
+        row += ["—" if data["seconds_per_image"] is None else f"{data['seconds_per_image']:.3g}"]
         rows.append(row)
     return rows
