@@ -11,9 +11,9 @@ used to rank.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-import time
 from typing import Any
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Class activation maps at a spatial layer: Grad-CAM (Selvaraju et al. 2017) and Grad-CAM++ (Chattopadhay
-et al. 2018), the building block of the Grad-CAM family of techniques.
+et al. 2018), the building block of the Grad-CAM family of techniques. A transformer's token layer is laid on its
+image grid first (``image_grid``), so no ``reshape_transform`` is needed.
 
 Each channel of the layer's output A is weighted by its spatially averaged gradient of the objective
 (Grad-CAM) or by the positive gradients weighted with Grad-CAM++'s second-order alphas; the map is the ReLU
@@ -47,6 +48,17 @@ def activations_and_gradients(model, images: torch.Tensor, objective, layer: str
     return torch.cat([a.detach() for a in captured]), torch.cat(gradients)
 
 
+def image_grid(values: torch.Tensor, layer) -> torch.Tensor:
+    """A layer's output (or its gradient) as N x C x h x w: as it is for a feature map; a transformer's tokens laid
+    on their grid, the class token(s) left out (``Layer.tokens``)."""
+    if layer.tokens == "sequence":
+        rows, columns = layer.grid
+        return values[:, layer.leading_tokens :].reshape(len(values), rows, columns, -1).permute(0, 3, 1, 2)
+    if layer.tokens == "channels_last":
+        return values.permute(0, 3, 1, 2)
+    return values
+
+
 def channel_weights(activations: torch.Tensor, gradients: torch.Tensor, weighting: str) -> torch.Tensor:
     if weighting == "gradcam":
         return gradients.mean(dim=(2, 3))
@@ -58,7 +70,8 @@ def channel_weights(activations: torch.Tensor, gradients: torch.Tensor, weightin
 
 def class_activation_map(model, images, objective, layer: str, weighting: str = "gradcam") -> torch.Tensor:
     """N x h x w map at the layer's resolution, after the ReLU."""
-    activations, gradients = activations_and_gradients(model, images, objective, layer)
+    found = model.layer(layer)
+    activations, gradients = (image_grid(values, found) for values in activations_and_gradients(model, images, objective, layer))
     weights = channel_weights(activations, gradients, weighting)
     return F.relu((weights[:, :, None, None] * activations).sum(dim=1))
 
@@ -80,14 +93,21 @@ def reached_layer(model, images: torch.Tensor, objective) -> tuple[str, str]:
     candidates = list(table.cam_candidates)
     if not candidates:
         spatial_layer(model, "")  # refuses: the model has no image feature map at all
-    if not table.branching_head:  # one head: its gradient reaches every layer below it, if any
-        return candidates[0], _chosen_because(table, candidates[0], [])
-    reached: dict[str, list[bool]] = {}  # layer -> per pass through it: a finite, non-zero gradient arrived
+    if not table.branching_head and not any(table.get(name).tokens for name in candidates):
+        return candidates[0], _chosen_because(table, candidates[0], [])  # one head: its gradient reaches every layer below it
+    # several heads, or tokens: a transformer's last tokens may reach the head only through its class token
+    reached: dict[str, list[bool]] = {}  # layer -> per pass through it: a finite, non-zero gradient arrived on its grid
 
     def watcher(name: str):
+        layer = table.get(name)
+
+        def arrived(gradient: torch.Tensor) -> None:
+            grid = image_grid(gradient, layer)
+            reached.setdefault(name, []).append(bool(torch.isfinite(grid).all() and grid.abs().amax() > 0))
+
         def watch(_module, _inputs, output):
             if isinstance(output, torch.Tensor) and output.requires_grad:
-                output.register_hook(lambda gradient: reached.setdefault(name, []).append(bool(torch.isfinite(gradient).all() and gradient.abs().amax() > 0)))
+                output.register_hook(arrived)
 
         return watch
 
@@ -113,13 +133,15 @@ def reached_layer(model, images: torch.Tensor, objective) -> tuple[str, str]:
 
 def _chosen_because(table, name: str, unreached: list[str]) -> str:
     layer = table.get(name)
-    cells = f"{layer.output_shape[2]} x {layer.output_shape[3]} cells of {layer.stride[0]} x {layer.stride[1]} input pixels" if layer.stride else ""
+    rows, columns = layer.grid or layer.output_shape[2:4]
+    unit = "tokens" if layer.tokens else "cells"
+    cells = f"{rows} x {columns} {unit} of {layer.stride[0]} x {layer.stride[1]} input pixels" if layer.stride else ""
+    channels = layer.output_shape[-1] if layer.tokens else layer.output_shape[1]
     skipped = [f"{other} (the target's gradient does not reach it on these images)" for other in unreached]
     skipped += [f"{other} ({why})" for other, why in reversed(table.passed_over(deeper_than=name))]
     shown = "; ".join(skipped[:4]) + (f"; and {len(skipped) - 4} more" if len(skipped) > 4 else "")
-    return (
-        f"The map is taken at layer {name} ({layer.output_shape[1]} channels, {cells}), the deepest image feature map the target's "
-        f"gradient reaches on these images" + (f"; deeper layers passed over: {shown}." if skipped else ".")
+    return f"The map is taken at layer {name} ({channels} channels, {cells}), the deepest image feature map the target's gradient reaches on these images" + (
+        f"; deeper layers passed over: {shown}." if skipped else "."
     )
 
 

@@ -33,8 +33,10 @@ def spatial_layer(model, name: str) -> str:
             "name a layer with the layer parameter (see viz-server inspect)."
         )
     layer = model.layer(chosen)
-    if len(layer.output_shape) != 4:
-        raise UserError(f"layer '{chosen}' has output shape {list(layer.output_shape)}; pick a spatial layer (N x C x H x W).")
+    if len(layer.output_shape) != 4 and not layer.tokens:
+        raise UserError(
+            f"layer '{chosen}' has output shape {list(layer.output_shape)}; pick a spatial layer (N x C x H x W, or a transformer's tokens on a grid)."
+        )
     return chosen
 
 

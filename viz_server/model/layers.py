@@ -8,7 +8,9 @@ channels, its H and W follow the input's by a power-of-two stride (``Layer.strid
 such as heads x positions x positions does not), and it is not the model's output or the head's final
 activation leading to it; ``Layer.not_a_feature_map`` says why another spatial-looking layer does not
 qualify. Whether the target's gradient reaches a candidate depends on the image and is settled when a map is
-made (``viz_server_plugins.toolkit.cam.reached_layer``).
+made (``viz_server_plugins.toolkit.cam.reached_layer``). A transformer's tokens on an image grid qualify too
+(``Layer.tokens``, ``Layer.grid``: N x (class token + h*w) x D as ViT and DeiT hold them, N x h x w x C as Swin's
+stages do), at a block's normalization or residual sum; the grid is found from the shape and the input's size.
 """
 
 from __future__ import annotations
@@ -81,9 +83,19 @@ class Layer:
     weight: str | None = None  # initializer holding the weights (conv and linear layers)
     stride: tuple[int, int] | None = None  # input pixels per map cell (rows, columns), when H and W follow the input's
     not_a_feature_map: str = ""  # why a spatial layer cannot carry a class activation map ("" when it can)
+    # an image grid held as tokens (transformers): "sequence" (N x (leading + h*w) x D, a class token first) or
+    # "channels_last" (N x h x w x C, as Swin); "" for an N x C x H x W map or no grid at all
+    tokens: str = ""
+    grid: tuple[int, int] | None = None  # (h, w) of a token layer's grid
+    leading_tokens: int = 0  # class (and distillation) tokens before the grid in a sequence
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @property
+    def image_map(self) -> bool:
+        """Whether the output holds an image grid: an N x C x H x W map, or tokens on a grid."""
+        return self.spatial or bool(self.tokens)
 
 
 @dataclass(frozen=True)
@@ -178,9 +190,15 @@ def build_layer_table(model: onnx.ModelProto, module_names: dict[str, str], shap
         spatial = len(shape) == 4 and all(d is not None and d > 1 for d in shape[2:])
         weight = node.input[1] if kind in ("conv", "linear") and len(node.input) > 1 and node.input[1] in constants else None
         stride = _stride(shape, input_size) if spatial else None
+        held = token_grid(shape, input_size) if stride is None else None
+        if held is not None:  # tokens on an image grid: not an N x C x H x W map, whatever its rank
+            tokens, grid, leading, stride = held
+            why = tail.get(node.name, "") or ("" if kind in TOKEN_KINDS else f"a {node.op_type} node inside a block, not a block's tokens")
+            layers.append(Layer(node.name, node.op_type, kind, shape, module_names.get(node.name, ""), False, weight, stride, why, tokens, grid, leading))
+            continue
         why = _not_a_feature_map(node, kind, shape, stride, input_size, tail) if spatial else ""
         layers.append(Layer(node.name, node.op_type, kind, shape, module_names.get(node.name, ""), spatial, weight, stride, why))
-    candidates = tuple(layer.name for layer in reversed(layers) if layer.spatial and not layer.not_a_feature_map)
+    candidates = tuple(layer.name for layer in reversed(layers) if layer.image_map and not layer.not_a_feature_map)
     heads = sum(node.name in tail and layer_kind(node, folded, producers) in COMPUTING for node in model.graph.node)
     return LayerTable(tuple(layers), candidates[0] if candidates else None, _first_conv(layers), candidates, heads > 1)
 
@@ -210,6 +228,35 @@ def _stride(shape: tuple[int | None, ...], input_size: tuple[int, int] | None) -
             return None
         found.append(int(step))
     return (found[0], found[1])
+
+
+PATCH_SIZES = (16, 14, 32, 8, 4)
+"""Patch sizes of vision transformers, most common first (ViT/DeiT 16, DINOv2 and CLIP-L 14, Swin's stages 4-32)."""
+TOKEN_KINDS = frozenset({"norm", "merge"})
+"""Token layers a class activation map may be taken at: a block's normalization or its residual sum (pytorch-grad-cam
+takes ViT's at the last block's first norm), not the attention or MLP internals inside a block."""
+
+
+def token_grid(shape: tuple[int | None, ...], input_size: tuple[int, int] | None) -> tuple[str, tuple[int, int], int, tuple[int, int]] | None:
+    """(tokens, (h, w), leading tokens, stride) when the output holds an image grid as tokens: N x (k + h*w) x D with
+    up to two leading tokens (class, distillation) and h, w the input's size over a patch size; or N x h x w x C
+    whose h and w follow the input's by a power of two (Swin's channels-last stages). None otherwise."""
+    if input_size is None or any(d is None for d in shape[1:]):
+        return None
+    height, width = input_size
+    if len(shape) == 3 and shape[2] >= 2:
+        for patch in PATCH_SIZES:
+            if height % patch or width % patch:
+                continue
+            rows, columns = height // patch, width // patch
+            leading = shape[1] - rows * columns
+            if rows > 1 and columns > 1 and 0 <= leading <= 2:
+                return "sequence", (rows, columns), leading, (patch, patch)
+    if len(shape) == 4 and shape[3] >= 2 and shape[1] > 1 and shape[2] > 1:
+        stride = _stride((shape[0], shape[3], shape[1], shape[2]), input_size)
+        if stride is not None and shape[3] not in (shape[1], shape[2]):
+            return "channels_last", (shape[1], shape[2]), 0, stride
+    return None
 
 
 COMPUTING = frozenset({"conv", "linear", "norm", "pool", "global_pool"})

@@ -1,0 +1,109 @@
+"""Transformers explained without a ``reshape_transform``: the layer table finds a transformer's tokens on their
+image grid from the shapes and the input size (ViT and DeiT: N x (class tokens + h*w) x D; Swin's stages:
+N x h x w x C), and Grad-CAM runs on them with default parameters, at the layer pytorch-grad-cam's users pick by
+hand (a ViT's last block's first norm: the tokens after it reach the head only through the class token). The map
+at that layer equals one computed on the native timm module with the reshape users write."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from viz_server import load_model
+from viz_server.model.images import decode_image
+from viz_server.runner import run_technique
+from viz_server.testing import objective_for
+from viz_server_plugins.toolkit.cam import class_activation_map
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "model"))
+timm = pytest.importorskip("timm")
+pytestmark = pytest.mark.slow  # exports of timm transformers
+
+# (timm name, exporter, opset, grid, leading tokens, the layer chosen by default)
+CASES = [
+    ("vit_tiny_patch16_224", "torchscript", 17, (14, 14), 1, "/blocks/blocks.11/norm1/LayerNormalization"),
+    ("vit_tiny_patch16_224", "dynamo", 18, (14, 14), 1, None),
+    ("deit_tiny_distilled_patch16_224", "torchscript", 17, (14, 14), 2, "/blocks/blocks.11/norm1/LayerNormalization"),
+    ("swin_tiny_patch4_window7_224", "torchscript", 17, (7, 7), 0, "/norm/LayerNormalization"),
+]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{name}-{exporter}{opset}" for name, exporter, opset, *_ in CASES])
+def transformer(request):
+    from test_real_corpus import export
+
+    name, exporter, opset, grid, leading, layer = request.param
+    torch.manual_seed(0)
+    return load_model(export(name, exporter, opset), name=name), request.param
+
+
+def test_the_token_grid_is_found_and_grad_cam_runs_with_defaults(transformer, shape_pictures):
+    model, (name, _exporter, _opset, grid, leading, expected_layer) = transformer
+    tokens = [layer for layer in model.layers if layer.tokens]
+    assert tokens and [model.layers.get(name).grid for name in model.layers.cam_candidates[:3]] == [grid] * 3, [
+        (n, model.layers.get(n).grid) for n in model.layers.cam_candidates[:3]
+    ]
+    assert [model.layers.get(name).leading_tokens for name in model.layers.cam_candidates[:3]] == [leading] * 3
+    pictures = [(file, data) for file, data, _, _ in shape_pictures[:2]]
+    result = run_technique("gradcam", model, pictures, {"sanity_check": False})
+    chosen = next(caveat for caveat in result.caveats if caveat.startswith("The map is taken at layer"))
+    assert f"{grid[0]} x {grid[1]} tokens" in chosen
+    if expected_layer:
+        assert chosen.startswith(f"The map is taken at layer {expected_layer} ")
+    maps = result.arrays["gradcam"]
+    assert maps.shape == (2, 224, 224) and all(values.max() > 0 for values in maps)
+
+
+def test_the_map_at_the_token_layer_equals_the_native_modules_with_a_hand_written_reshape(shape_pictures):
+    """As a pytorch-grad-cam user computes it on the timm module (``reshape_transform``: drop the class token, lay
+    14 x 14 tokens on the grid), against ours on the exported graph with nothing said about tokens."""
+    from test_real_corpus import build
+
+    torch.manual_seed(0)
+    native, _shape = build("vit_tiny_patch16_224")
+    native.eval()
+    model = load_model(export_module(native), name="vit")
+    images = torch.from_numpy(model.spec.preprocess([decode_image(data) for _, data, _, _ in shape_pictures]))
+    with torch.no_grad():
+        targets = native(images).argmax(1)
+    captured = {}
+    handle = native.blocks[-1].norm1.register_forward_hook(lambda _m, _i, output: captured.update(tokens=output))
+    try:
+        scores = native(images.clone())
+        gradients = torch.autograd.grad(scores[torch.arange(len(images)), targets].sum(), captured["tokens"])[0]
+    finally:
+        handle.remove()
+
+    def reshape_transform(values):  # pytorch-grad-cam's README, for ViT
+        return values[:, 1:, :].reshape(len(values), 14, 14, values.shape[2]).permute(0, 3, 1, 2)
+
+    activations, gradients = reshape_transform(captured["tokens"].detach()), reshape_transform(gradients)
+    reference = torch.relu((gradients.mean(dim=(2, 3))[:, :, None, None] * activations).sum(1))
+    mine = class_activation_map(model, images, objective_for(model, classes=targets), "/blocks/blocks.11/norm1/LayerNormalization")
+    error = float((mine - reference).abs().max() / reference.abs().max())
+    assert error <= 1e-4, error
+
+
+def export_module(module) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        module,
+        (torch.rand(1, 3, 224, 224),),
+        buffer,
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+    )
+    return buffer.getvalue()
+
+
+def test_a_cnn_has_no_token_layers(shapes_model):
+    assert not any(layer.tokens for layer in shapes_model.layers)
+    assert shapes_model.layers.get(shapes_model.layers.default_cam_layer).spatial
