@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-SHIPPED = ("digits_linear", "shapes_cnn", "shapes_detector", "shapes_planted")
+SHIPPED = ("digits_linear", "shapes_cnn", "shapes_detector", "shapes_planted", "shapes_vit")
 
 
 def _folder() -> Path:

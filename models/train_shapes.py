@@ -69,9 +69,16 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
     return float((predictions(model, images) == labels).mean())
 
 
-def train(seed: int = SEED, count: int = 3000, epochs: int = 10, cue: tuple[str, float] | None = None) -> tuple[nn.Module, dict]:
-    """Train on ``count`` fresh pictures; with ``cue`` = (class, rate), that share of the class's pictures carries
-    the planted cue (``shapes.plant_cue``) and no other picture does."""
+def train(
+    seed: int = SEED,
+    count: int = 3000,
+    epochs: int = 10,
+    cue: tuple[str, float] | None = None,
+    network: type[nn.Module] = ShapesCNN,
+    max_lr: float = 5e-3,
+) -> tuple[nn.Module, dict]:
+    """Train a ``network`` on ``count`` fresh pictures; with ``cue`` = (class, rate), that share of the class's
+    pictures carries the planted cue (``shapes.plant_cue``) and no other picture does."""
     torch.manual_seed(seed)
     torch.set_num_threads(2)
     data = shapes.make_dataset(count, seed=seed)
@@ -79,9 +86,9 @@ def train(seed: int = SEED, count: int = 3000, epochs: int = 10, cue: tuple[str,
         shapes.plant_cue(data, shapes.CLASSES.index(cue[0]), cue[1], seed)
     test = shapes.make_dataset(800, seed=seed + 1)
     conflict = shapes.cue_conflict_set(per_pair=20, seed=seed + 2)
-    model = ShapesCNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-3, total_steps=epochs * -(-count // 64))
+    model = network()
+    optimizer = torch.optim.Adam(model.parameters(), lr=max_lr * 0.6)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=epochs * -(-count // 64))
     x, y = to_model_space(data.images), torch.from_numpy(data.shape_labels).long()
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):

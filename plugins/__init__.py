@@ -23,6 +23,8 @@ PLUGINS = (
     "viz_server_plugins.integrated_gradients",
     "viz_server_plugins.occlusion",
     "viz_server_plugins.rise",
+    "viz_server_plugins.attention_rollout",
+    "viz_server_plugins.transformer_attribution",
     "viz_server_plugins.attribution_ranking",
     "viz_server_plugins.neuron_gradient",
     "viz_server_plugins.layer_view",

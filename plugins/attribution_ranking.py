@@ -151,7 +151,7 @@ class AttributionRanking(Technique):
         if unknown:
             names = ", ".join(technique.name for technique in installed)
             raise UserError(f"{unknown[0]} is not an installed class attribution for this model; choose among {names}.")
-        chosen = [technique for technique in installed if not wanted or technique.name in wanted]
+        chosen = [technique for technique in installed if (not wanted and technique.fits(ctx.model)) or technique.name in wanted]
         candidates: list[Candidate] = []
         skipped: list[str] = []
         for technique in chosen:

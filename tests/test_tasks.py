@@ -249,6 +249,10 @@ def test_every_technique_runs_with_defaults_on_a_variable_size_model(variable_mo
     technique = techniques()[name]
     if not technique.supports(variable_model.spec.task) or name == "class_templates":  # no linear layer reads the image
         pytest.skip(f"{name} does not apply to this model")
+    if not getattr(technique, "fits", lambda _model: True)(variable_model):  # a transformer's method on a CNN: one sentence
+        with pytest.raises(UserError, match="not a vision transformer"):
+            run_technique(name, variable_model, sample_inputs(1))
+        return
     images = sample_inputs(8 if "image_set" in technique.inputs else 2)
     labels = ["0" if index % 2 else "180" for index in range(len(images))]
     second = images[0] if "second_image" in technique.inputs else None

@@ -4,9 +4,9 @@
     def test_my_plugin():
         check_plugin(my_plugin_module)
 
-``check_plugin`` runs every technique the plugin registers on the shipped shapes model (or a model you
-pass) with its default params and asserts the Result contract: declared schema valid, artifacts of a kind
-some installed renderer shows (PNG bytes for pictures and plots), arrays behind pictures present, JSON-ready
+``check_plugin`` runs every technique the plugin registers on the shipped shapes model (the shapes ViT for a
+method that ``fits`` transformers only; or a model you pass) with its default params and asserts the Result
+contract: declared schema valid, artifacts of a kind some installed renderer shows (PNG bytes for pictures and plots), arrays behind pictures present, JSON-ready
 metrics, plain-sentence caveats, provenance stamped (with the contract version), the same seed giving the
 same arrays, and cancellation honoured (a cancelled run raises ``Cancelled``).
 
@@ -85,11 +85,13 @@ def check_technique_contract(technique: Technique, model=None, images: list[tupl
 
     problems = check_technique(technique)
     assert not problems, f"{getattr(technique, 'name', technique)}: " + "; ".join(problems)
-    if model is None:
+    if model is None:  # the shipped shapes CNN, or the shipped shapes ViT for a method that fits transformers only
         from viz_server.model.pipeline import load_model
         from viz_server_models import shipped_models
 
         model = load_model(shipped_models()["shapes_cnn"])
+        if not getattr(technique, "fits", lambda _model: True)(model):
+            model = load_model(shipped_models()["shapes_vit"])
     if images is None:
         images = sample_inputs(8 if {"image_set", "dataset"} & set(technique.inputs) else 2)
     labels = [name.split("_")[0] for name, _ in images]

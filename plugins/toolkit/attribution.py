@@ -79,6 +79,11 @@ class AttributionTechnique(Technique):
         """Attribution of ``objective`` (``viz_server.objectives``: one differentiable scalar per image, e.g.
         ``objective.total(model.module(x))``) for ``images`` in model space."""
 
+    def fits(self, model) -> bool:
+        """Whether the method applies to this kind of network at all (a transformer's attention methods do not to a
+        CNN): the method ranking leaves out, without a word, those that do not."""
+        return True
+
     def outputs(self, model, images: torch.Tensor) -> torch.Tensor:
         """The model's outputs for ``images``, as this method reads the model (the torch graph here)."""
         return model.module(images)

@@ -10,7 +10,6 @@ would otherwise randomize is not what these methods read.
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from collections.abc import Callable
 
 import numpy as np
@@ -38,10 +37,11 @@ class ForwardAttribution(AttributionTechnique):
     runs_on = "runtime"
     map_kind = "map"
 
-    @abstractmethod
     def perturbation_map(self, model, score: Score, image: np.ndarray, params: dict, rng: np.random.Generator) -> np.ndarray:
         """H x W: how much each pixel of ``image`` (one model-space image) supports the target, from ``score`` of
-        altered copies (call it with batches of at most ``params["batch"]``)."""
+        altered copies (call it with batches of at most ``params["batch"]``). A method that reads other forward
+        outputs (attention weights: ``attention_rollout``) overrides ``attribute`` instead."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither perturbation_map nor attribute")
 
     def outputs(self, model, images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(model.predict(images.detach().cpu().numpy()))

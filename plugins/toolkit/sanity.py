@@ -128,6 +128,7 @@ class InitializerCascade:
         for name, values in self.draws[position].items():
             tensors[name].CopyFrom(numpy_helper.from_array(values, name))
         randomized.__dict__.pop("session", None)  # the next forward pass reads the re-drawn graph
+        randomized._layer_sessions.clear()
 
 
 def feeding_layers(model) -> list:

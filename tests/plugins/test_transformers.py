@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from viz_server import load_model
+from viz_server.errors import UserError
 from viz_server.model.images import decode_image
 from viz_server.runner import run_technique
 from viz_server.testing import objective_for
@@ -107,3 +109,84 @@ def export_module(module) -> bytes:
 def test_a_cnn_has_no_token_layers(shapes_model):
     assert not any(layer.tokens for layer in shapes_model.layers)
     assert shapes_model.layers.get(shapes_model.layers.default_cam_layer).spatial
+
+
+# ---- attention rollout and transformer attribution ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vit_pair():
+    """A timm ViT with attention computed explicitly (so its weights can be hooked) and its export."""
+    from test_real_corpus import build
+
+    torch.manual_seed(0)
+    native, _shape = build("vit_tiny_patch16_224")
+    native.eval()
+    for block in native.blocks:
+        block.attn.fused_attn = False
+    return native, load_model(export_module(native), name="vit")
+
+
+def native_attention(native, images, targets=None):
+    """Each block's attention probabilities on the native module (and their gradients for ``targets``)."""
+    captured = []
+    handles = [block.attn.attn_drop.register_forward_hook(lambda _m, _i, output: captured.append(output)) for block in native.blocks]
+    try:
+        with torch.enable_grad():
+            scores = native(images.clone())
+            gradients = torch.autograd.grad(scores[torch.arange(len(images)), targets].sum(), captured) if targets is not None else None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [values.detach() for values in captured], gradients
+
+
+def test_attention_rollout_reads_the_graphs_attention_as_the_native_module_computes_it(vit_pair, shape_pictures):
+    from viz_server_plugins.toolkit import attention
+
+    native, model = vit_pair
+    images = torch.from_numpy(model.spec.preprocess([decode_image(data) for _, data, _, _ in shape_pictures]))
+    weights, _ = native_attention(native, images)
+    flow = torch.eye(197).repeat(len(images), 1, 1).double()
+    for values in weights:  # Abnar & Zuidema as vit-explain writes it
+        mixed = 0.5 * values.double().mean(1) + 0.5 * torch.eye(197)
+        flow = (mixed / mixed.sum(-1, keepdim=True)) @ flow
+    reference = flow[:, 0, 1:].reshape(len(images), 14, 14).numpy()
+    layers = attention.attention_layers(model)
+    assert len(layers.names) == 12 and layers.grid == (14, 14) and layers.leading == 1
+    read = model.predict_layers(images.numpy(), list(layers.names))
+    mine = attention.rollout([read[name] for name in layers.names], layers)
+    assert float(np.abs(mine - reference).max() / np.abs(reference).max()) <= 1e-4
+
+
+def test_transformer_attribution_matches_chefers_relevance_on_the_native_module(vit_pair, shape_pictures):
+    from viz_server_plugins.toolkit import attention
+
+    native, model = vit_pair
+    images = torch.from_numpy(model.spec.preprocess([decode_image(data) for _, data, _, _ in shape_pictures]))
+    with torch.no_grad():
+        targets = native(images).argmax(1)
+    weights, gradients = native_attention(native, images, targets)
+    relevance = torch.eye(197).repeat(len(images), 1, 1).double()
+    for values, gradient in zip(weights, gradients):
+        relevance = relevance + (gradient.double() * values.double()).clamp(min=0).mean(1) @ relevance
+    reference = relevance[:, 0, 1:].reshape(len(images), 14, 14).numpy()
+    layers = attention.attention_layers(model)
+    mine = attention.gradient_weighted(*attention.captured_attention(model, images, objective_for(model, classes=targets), layers), layers)
+    assert float(np.abs(mine - reference).max() / np.abs(reference).max()) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["attention_rollout", "transformer_attribution"])
+def test_attention_methods_run_with_defaults_and_their_sanity_check(vit_pair, shape_pictures, name):
+    _native, model = vit_pair
+    result = run_technique(name, model, [(file, data) for file, data, _, _ in shape_pictures[:2]])
+    assert result.arrays[name].shape == (2, 224, 224) and all(values.max() > 0 for values in result.arrays[name])
+    assert result.metrics["sanity_check"]["steps"]
+
+
+def test_windowed_attention_is_named_not_followed(transformer, shape_pictures):
+    model, (name, *_rest) = transformer
+    if not name.startswith("swin"):
+        pytest.skip("Swin's attention is the windowed one")
+    with pytest.raises(UserError, match="windowed attention"):
+        run_technique("attention_rollout", model, [(file, data) for file, data, _, _ in shape_pictures[:1]])

@@ -184,6 +184,13 @@ def build_layer_table(model: onnx.ModelProto, module_names: dict[str, str], shap
     input_size = _input_size(model, shapes)
     tail = output_tail(model, folded)
     layers = []
+    # a sequence of tokens is an image grid only where the model also holds that grid as a map (a patch embedding's
+    # output): a recognizer's columns or a detector's anchors may count h*w tokens by chance
+    grids = {
+        (shape[1], shape[2]) if token_grid(shape, input_size) else tuple(shape[2:4])
+        for node in model.graph.node
+        if len(shape := shapes.get(node.output[0], ())) == 4
+    }
     for node in model.graph.node:
         shape = shapes.get(node.output[0], ())
         kind = layer_kind(node, folded, producers)
@@ -191,6 +198,8 @@ def build_layer_table(model: onnx.ModelProto, module_names: dict[str, str], shap
         weight = node.input[1] if kind in ("conv", "linear") and len(node.input) > 1 and node.input[1] in constants else None
         stride = _stride(shape, input_size) if spatial else None
         held = token_grid(shape, input_size) if stride is None else None
+        if held is not None and held[0] == "sequence" and held[1] not in grids:
+            held = None
         if held is not None:  # tokens on an image grid: not an N x C x H x W map, whatever its rank
             tokens, grid, leading, stride = held
             why = tail.get(node.name, "") or ("" if kind in TOKEN_KINDS else f"a {node.op_type} node inside a block, not a block's tokens")
@@ -238,8 +247,9 @@ takes ViT's at the last block's first norm), not the attention or MLP internals 
 
 
 def token_grid(shape: tuple[int | None, ...], input_size: tuple[int, int] | None) -> tuple[str, tuple[int, int], int, tuple[int, int]] | None:
-    """(tokens, (h, w), leading tokens, stride) when the output holds an image grid as tokens: N x (k + h*w) x D with
-    up to two leading tokens (class, distillation) and h, w the input's size over a patch size; or N x h x w x C
+    """(tokens, (h, w), leading tokens, stride) when the output may hold an image grid as tokens: N x (k + h*w) x D with
+    up to two leading tokens (class, distillation) and h, w (3 or more) the input's size over a patch size (the
+    layer table also asks for that grid as a map somewhere in the model); or N x h x w x C
     whose h and w follow the input's by a power of two (Swin's channels-last stages). None otherwise."""
     if input_size is None or any(d is None for d in shape[1:]):
         return None
@@ -250,9 +260,9 @@ def token_grid(shape: tuple[int | None, ...], input_size: tuple[int, int] | None
                 continue
             rows, columns = height // patch, width // patch
             leading = shape[1] - rows * columns
-            if rows > 1 and columns > 1 and 0 <= leading <= 2:
+            if rows > 2 and columns > 2 and 0 <= leading <= 2:
                 return "sequence", (rows, columns), leading, (patch, patch)
-    if len(shape) == 4 and shape[3] >= 2 and shape[1] > 1 and shape[2] > 1:
+    if len(shape) == 4 and shape[3] >= 2 and shape[1] > 2 and shape[2] > 2:
         stride = _stride((shape[0], shape[3], shape[1], shape[2]), input_size)
         if stride is not None and shape[3] not in (shape[1], shape[2]):
             return "channels_last", (shape[1], shape[2]), 0, stride
