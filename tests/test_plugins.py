@@ -59,7 +59,10 @@ def test_builtin_plugins_pass_the_contract_test(module_name, shapes_model, digit
     from viz_server.testing import check_technique_contract
 
     for technique in importlib.import_module(module_name).register_techniques():
-        check_technique_contract(technique, digits_model if technique.name in LINEAR_ONLY else shapes_model)
+        model = digits_model if technique.name in LINEAR_ONLY else shapes_model
+        if not getattr(technique, "fits", lambda _model: True)(model):
+            model = None  # the contract test's own choice: the shipped shapes ViT for a transformer's method
+        check_technique_contract(technique, model)
 
 
 @pytest.mark.slow  # pip-installs the example plugin
