@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.common import export_native
 from viz_server import load_model
 from viz_server.errors import UserError
 from viz_server.model.images import decode_image
@@ -67,7 +68,7 @@ def test_the_map_at_the_token_layer_equals_the_native_modules_with_a_hand_writte
     torch.manual_seed(0)
     native, _shape = build("vit_tiny_patch16_224")
     native.eval()
-    model = load_model(export_module(native), name="vit")
+    model = load_model(export_native(native, 224), name="vit")
     images = torch.from_numpy(model.spec.preprocess([decode_image(data) for _, data, _, _ in shape_pictures]))
     with torch.no_grad():
         targets = native(images).argmax(1)
@@ -89,23 +90,6 @@ def test_the_map_at_the_token_layer_equals_the_native_modules_with_a_hand_writte
     assert error <= 1e-4, error
 
 
-def export_module(module) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        module,
-        (torch.rand(1, 3, 224, 224),),
-        buffer,
-        dynamo=False,
-        opset_version=17,
-        input_names=["x"],
-        output_names=["y"],
-        dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-    )
-    return buffer.getvalue()
-
-
 def test_a_cnn_has_no_token_layers(shapes_model):
     assert not any(layer.tokens for layer in shapes_model.layers)
     assert shapes_model.layers.get(shapes_model.layers.default_cam_layer).spatial
@@ -124,7 +108,7 @@ def vit_pair():
     native.eval()
     for block in native.blocks:
         block.attn.fused_attn = False
-    return native, load_model(export_module(native), name="vit")
+    return native, load_model(export_native(native, 224), name="vit")
 
 
 def native_attention(native, images, targets=None):
