@@ -130,8 +130,7 @@ class PictureStream:
         order = np.asarray(indices, np.int64)
         spec = self.model.spec
         batch = torch.from_numpy(spec.preprocess([decode_image(self.pictures[int(index)][1], self.names[int(index)]) for index in order]))
-        if not self.model.forward_only:
-            check_inputs(self.model, batch.numpy())
+        check_inputs(self.model, batch.numpy())
         masks = []
         for index in order:
             data = self.masks[int(index)] if self.masks is not None and self.has_mask[int(index)] else None

@@ -69,8 +69,7 @@ def run_technique(
     if len(images) and not streamed:
         pictures = [decode_image(data, name) for name, data in images]
         batch = torch.from_numpy(spec.preprocess(pictures))
-        if not model.forward_only:  # the graph must hold on these very images (a forward-only model has none)
-            check_inputs(model, batch.numpy())
+        check_inputs(model, batch.numpy())
         object_masks = [
             spec.picture_to_mask(decode_image(data, f"mask of {name}")) if data else None for name, data in zip(names, masks or [None] * len(names))
         ]

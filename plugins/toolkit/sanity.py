@@ -127,8 +127,7 @@ class InitializerCascade:
             self.draws.append(drawn)
         for name, values in self.draws[position].items():
             tensors[name].CopyFrom(numpy_helper.from_array(values, name))
-        randomized.__dict__.pop("session", None)  # the next forward pass reads the re-drawn graph
-        randomized._layer_sessions.clear()
+        randomized.graph_changed()
 
 
 def feeding_layers(model) -> list:

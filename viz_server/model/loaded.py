@@ -91,6 +91,12 @@ class LoadedModel:
     def max_batch(self) -> int | None:
         return self.conversion.max_batch
 
+    def graph_changed(self) -> None:
+        """Forget the onnxruntime sessions built from ``onnx_model``, after changing it in place (the sanity check's
+        re-drawn initializers): the next forward pass reads the graph as it is now."""
+        self.__dict__.pop("session", None)
+        self._layer_sessions.clear()
+
     @property
     def forward_only(self) -> str:
         """Why the model runs on onnxruntime only, without a differentiable torch graph; "" when it has one."""

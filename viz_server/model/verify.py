@@ -473,8 +473,11 @@ def verify_spec(model: onnx.ModelProto, graph: nn.Module, module_names: dict[str
     return checks
 
 
-def check_inputs(model, batch: np.ndarray) -> Parity:
-    """A run's own images (the first few) through both runtimes: the graph must hold on what it is used on."""
+def check_inputs(model, batch: np.ndarray) -> Parity | None:
+    """A run's own images (the first few) through both runtimes: the graph must hold on what it is used on. None
+    for a model that runs forward-only: there is no second runtime to compare with."""
+    if model.forward_only:
+        return None
     probe = model.parity_probe
     images = np.ascontiguousarray(batch[:INPUT_CHECK_IMAGES], dtype=np.float32)
     if model.max_batch is not None:
