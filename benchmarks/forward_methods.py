@@ -6,8 +6,12 @@ timings after a warm-up), on torchvision networks with random weights at ``--siz
 - Occlusion: ours on onnxruntime against ``captum.attr.Occlusion`` on the native module (same patch, stride and
   altered copies per forward pass); also images per second.
 - RISE: ours on onnxruntime (Captum has none): images per second.
+- With ``--transformers`` (timm's ViT-Ti/16, random weights, 224²): attention rollout (ours on onnxruntime) and
+  transformer attribution (ours on the converted graph) against the same computation on the native timm module
+  with forward hooks on its attention (as vit-explain and Chefer et al.'s code do; Captum has neither).
 
-Run: ``python -m benchmarks.forward_methods [--models resnet18,mobilenet_v2] [--size 224] [--batch 2] [--repeats 3]``.
+Run: ``python -m benchmarks.forward_methods [--models resnet18,mobilenet_v2] [--size 224] [--batch 2] [--repeats 3]
+[--transformers]``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--transformers", action="store_true", help="the attention methods on timm's ViT-Ti/16 instead")
     args = parser.parse_args()
+    if args.transformers:
+        return transformers(args)
     from captum.attr import IntegratedGradients as CaptumIntegratedGradients
     from captum.attr import Occlusion as CaptumOcclusion
 
@@ -79,6 +86,75 @@ def main() -> None:
         rise = validate_params(Rise.params, {"masks": MASKS, "batch": PER_PASS})
         ours = median_seconds(lambda: Rise().attribute(model, images, objective_for(model, classes=targets), rise), args.repeats)
         print(f"| {name} | RISE ({MASKS} masks) | {ours:.2f} | — | — | {args.batch / ours:.2f} |", flush=True)
+
+
+def native_attention(native, images: torch.Tensor, targets: torch.Tensor | None) -> tuple[list, list | None]:
+    """Each block's attention probabilities on the native timm module (and their gradients for ``targets``)."""
+    captured: list[torch.Tensor] = []
+    handles = [block.attn.attn_drop.register_forward_hook(lambda _m, _i, output: captured.append(output)) for block in native.blocks]
+    try:
+        with torch.set_grad_enabled(targets is not None):
+            scores = native(images)
+            if targets is None:
+                return captured, None
+            return captured, list(torch.autograd.grad(scores[torch.arange(len(images)), targets].sum(), captured))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def native_rollout(native, images: torch.Tensor) -> torch.Tensor:
+    weights, _ = native_attention(native, images, None)
+    tokens = weights[0].shape[-1]
+    flow = torch.eye(tokens).repeat(len(images), 1, 1)
+    for values in weights:
+        mixed = 0.5 * values.mean(1) + 0.5 * torch.eye(tokens)
+        flow = (mixed / mixed.sum(-1, keepdim=True)) @ flow
+    return upsampled(flow[:, 0, 1:])
+
+
+def upsampled(rows: torch.Tensor) -> torch.Tensor:
+    """The patch row on its 14 x 14 grid, bilinearly upsampled to the input's 224 x 224 (as ours returns it)."""
+    return torch.nn.functional.interpolate(rows.reshape(len(rows), 1, 14, 14), size=(224, 224), mode="bilinear", align_corners=False)
+
+
+def native_chefer(native, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    weights, gradients = native_attention(native, images, targets)
+    assert gradients is not None
+    tokens = weights[0].shape[-1]
+    relevance = torch.eye(tokens).repeat(len(images), 1, 1)
+    for values, gradient in zip(weights, gradients):
+        relevance = relevance + (gradient * values).clamp(min=0).mean(1) @ relevance
+    return upsampled(relevance[:, 0, 1:])
+
+
+def transformers(args) -> None:
+    import timm
+
+    from viz_server_plugins.attention_rollout import AttentionRollout
+    from viz_server_plugins.transformer_attribution import TransformerAttribution
+
+    warnings.filterwarnings("ignore")
+    print(software_line("timm"))
+    print()
+    print("| network | method | ours (s) | native module with hooks (s) | ours / native | ours, images/s |")
+    print("|---|---|---|---|---|---|")
+    torch.manual_seed(0)
+    native = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
+    for block in native.blocks:
+        block.attn.fused_attn = False  # attention written out, so the native module's can be hooked and exported
+    model = load_model(export_native(native, 224), name="vit_tiny")
+    images = torch.rand(args.batch, 3, 224, 224) * 2 - 1
+    with torch.no_grad():
+        targets = native(images).argmax(1)
+    rows = [
+        ("Attention rollout", AttentionRollout(), lambda: native_rollout(native, images)),
+        ("Transformer attribution", TransformerAttribution(), lambda: native_chefer(native, images, targets)),
+    ]
+    for label, technique, reference in rows:
+        ours = median_seconds(lambda technique=technique: technique.attribute(model, images, objective_for(model, classes=targets), {}), args.repeats)
+        theirs = median_seconds(reference, args.repeats)
+        print(f"| vit_tiny_patch16_224 | {label} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} | {args.batch / ours:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from viz_server import hookimpl
 from viz_server.rendering import heatmap, overlay, png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
-from viz_server_plugins.toolkit.layers import layer_output, layer_param, spatial_layer
+from viz_server_plugins.toolkit.layers import grid_output, layer_param, spatial_layer
 from viz_server_plugins.toolkit.pictures import grid
 
 
@@ -31,7 +31,7 @@ class ActivationMaps(Technique):
     def run(self, ctx: Context, params: dict) -> Result:
         model = ctx.model
         name = spatial_layer(model, params["layer"])
-        activations = layer_output(model, ctx.images, name)  # N x C x h x w
+        activations = grid_output(model, ctx.images, name)  # N x C x h x w, tokens on their grid
         pictures = ctx.display_images()
         result = Result(
             arrays={"activations": activations.numpy()},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from viz_server import hookimpl
-from viz_server_plugins.toolkit import attention
+from viz_server_plugins.toolkit import attention, sanity
 from viz_server_plugins.toolkit.cam import upsample
 from viz_server_plugins.toolkit.perturbation import ForwardAttribution
 
@@ -23,10 +23,14 @@ class AttentionRollout(ForwardAttribution):
     def fits(self, model) -> bool:
         return any(layer.tokens for layer in model.layers)
 
+    def sanity_cascade(self, seed: int):
+        """Re-draw the layers that feed the attention weights read (from the last block's down), not the head."""
+        return sanity.InitializerCascade(seed, reads=lambda model: list(attention.attention_layers(model).names))
+
     def attribute(self, model, images, objective, params):
         layers = attention.attention_layers(model)
-        objective.resolve(self.outputs(model, images))
-        weights = model.predict_layers(images.detach().cpu().numpy(), list(layers.names))
+        scores, weights = model.predict_with_layers(images.detach().cpu().numpy(), list(layers.names))  # one forward pass
+        objective.resolve(torch.from_numpy(scores))
         maps = attention.rollout([weights[name] for name in layers.names], layers)
         return upsample(torch.from_numpy(maps).float(), model.spec, "bilinear")
 

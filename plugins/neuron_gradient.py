@@ -15,7 +15,7 @@ from viz_server.rendering import map_artifacts, png_bytes
 from viz_server.techniques import Artifact, Context, Param, Result, Technique
 from viz_server_plugins.toolkit.attribution import SMOOTH_PARAMS, smoothed
 from viz_server_plugins.toolkit.gradients import neuron_gradient
-from viz_server_plugins.toolkit.layers import layer_output, layer_param, parse_position, spatial_layer
+from viz_server_plugins.toolkit.layers import grid_output, layer_param, parse_position, spatial_layer
 from viz_server_plugins.toolkit.localization import bounding_box
 
 
@@ -74,7 +74,7 @@ class NeuronGradient(Technique):
         """For each image: the unit of this channel that fires most, cropped to its measured receptive field."""
         model = ctx.model
         pictures = ctx.display_images()
-        maps = layer_output(model, ctx.images, layer)[:, params["channel"]]  # one forward for every image
+        maps = grid_output(model, ctx.images, layer)[:, params["channel"]]  # one forward for every image
         if maps.dim() != 3:
             return
         found = []

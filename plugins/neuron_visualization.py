@@ -9,7 +9,7 @@ import torch
 from viz_server import hookimpl
 from viz_server.errors import UserError
 from viz_server.techniques import Context, Param, Result, Technique
-from viz_server_plugins.toolkit.layers import layer_param, parse_position, spatial_layer
+from viz_server_plugins.toolkit.layers import image_grid, layer_param, parse_position, spatial_layer
 from viz_server_plugins.toolkit.optimization import OPTIMIZATION_PARAMS, optimize, trajectory_result
 
 PARAMS = tuple(Param(p.name, p.kind, "fourier", p.help, choices=p.choices) if p.name == "parameterization" else p for p in OPTIMIZATION_PARAMS)
@@ -31,10 +31,11 @@ class NeuronVisualization(Technique):
         model = ctx.model
         layer = spatial_layer(model, params["layer"]) if not params["layer"] else model.layer(params["layer"]).name
         position = parse_position(params["position"])
+        found = model.layer(layer)
         extract = model.feature_extractor([layer])  # the graph stops at the layer: no step pays for the layers above
 
         def objective(batch: torch.Tensor) -> torch.Tensor:
-            activation = extract(batch)[layer]
+            activation = image_grid(extract(batch)[layer], found)
             if not 0 <= params["channel"] < activation.shape[1]:
                 raise UserError(f"channel {params['channel']} is out of range: layer '{layer}' has {activation.shape[1]} channels.")
             unit = activation[0, params["channel"]]

@@ -63,30 +63,36 @@ def attention_layers(model) -> AttentionLayers:
 
 def rollout(attentions: list[np.ndarray], layers: AttentionLayers) -> np.ndarray:
     """N x h x w: attention rollout of per-layer N x heads x T x T attentions (first layer first)."""
-    count, tokens = attentions[0].shape[0], attentions[0].shape[-1]
-    flow = np.broadcast_to(np.eye(tokens), (count, tokens, tokens))
+    tokens = attentions[0].shape[-1]
+    mixed = []
     for attention in attentions:
-        mixed = 0.5 * attention.astype(np.float64).mean(1) + 0.5 * np.eye(tokens)
-        flow = (mixed / mixed.sum(-1, keepdims=True)) @ flow
-    return _patch_row(flow, layers)
+        values = 0.5 * attention.mean(1, dtype=np.float64) + 0.5 * np.eye(tokens)
+        mixed.append(values / values.sum(-1, keepdims=True))
+    return _patch_row(mixed, layers)
 
 
 def gradient_weighted(attentions: list[torch.Tensor], gradients: list[torch.Tensor], layers: AttentionLayers) -> np.ndarray:
-    """N x h x w: Chefer et al.'s relevance from per-layer attentions and their gradients (first layer first)."""
-    count, tokens = attentions[0].shape[0], attentions[0].shape[-1]
-    relevance = torch.eye(tokens, dtype=torch.float64).repeat(count, 1, 1)
-    for attention, gradient in zip(attentions, gradients):
-        weighted = (gradient.double() * attention.double()).clamp(min=0).mean(1)
-        relevance = relevance + weighted @ relevance
-    return _patch_row(relevance.numpy(), layers)
+    """N x h x w: Chefer et al.'s relevance from per-layer attentions and their gradients (first layer first):
+    R = (I + W_L) ... (I + W_1), W_l the positive part of gradient x attention averaged over the heads."""
+    tokens = attentions[0].shape[-1]
+    identity = np.eye(tokens)
+    steps = [(gradient.double() * attention.double()).clamp(min=0).mean(1).numpy() + identity for attention, gradient in zip(attentions, gradients)]
+    return _patch_row(steps, layers)
 
 
-def _patch_row(flow: np.ndarray, layers: AttentionLayers) -> np.ndarray:
-    """The class token's row over the patch tokens, on the grid (without a class token: the mean row, as pooling
-    reads every token alike)."""
-    rows = flow[:, 0, layers.leading :] if layers.leading else flow.mean(1)
+def _patch_row(steps: list[np.ndarray], layers: AttentionLayers) -> np.ndarray:
+    """The class token's row of the product of the per-layer N x T x T ``steps`` (last layer leftmost) over the patch
+    tokens, on the grid; without a class token the mean row, as pooling reads every token alike. Carried as one row
+    from the top down (a vector times each matrix), not as the T x T product."""
+    count, tokens = steps[0].shape[:2]
+    start = np.zeros(tokens) if layers.leading else np.full(tokens, 1.0 / tokens)
+    if layers.leading:
+        start[0] = 1.0
+    row = np.broadcast_to(start, (count, 1, tokens))
+    for step in reversed(steps):
+        row = row @ step
     height, width = layers.grid
-    return rows.reshape(len(flow), height, width)
+    return row[:, 0, layers.leading :].reshape(count, height, width)
 
 
 def captured_attention(model, images: torch.Tensor, objective, layers: AttentionLayers) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from viz_server.errors import UserError
 from viz_server.techniques import Param
-from viz_server_plugins.toolkit.layers import spatial_layer
+from viz_server_plugins.toolkit.layers import image_grid, spatial_layer
 
 WEIGHTINGS = ("gradcam", "gradcam++")
 
@@ -46,17 +46,6 @@ def activations_and_gradients(model, images: torch.Tensor, objective, layer: str
     finally:
         handle.remove()
     return torch.cat([a.detach() for a in captured]), torch.cat(gradients)
-
-
-def image_grid(values: torch.Tensor, layer) -> torch.Tensor:
-    """A layer's output (or its gradient) as N x C x h x w: as it is for a feature map; a transformer's tokens laid
-    on their grid, the class token(s) left out (``Layer.tokens``)."""
-    if layer.tokens == "sequence":
-        rows, columns = layer.grid
-        return values[:, layer.leading_tokens :].reshape(len(values), rows, columns, -1).permute(0, 3, 1, 2)
-    if layer.tokens == "channels_last":
-        return values.permute(0, 3, 1, 2)
-    return values
 
 
 def channel_weights(activations: torch.Tensor, gradients: torch.Tensor, weighting: str) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 
 from viz_server.errors import UserError
 from viz_server.techniques import Param
+from viz_server_plugins.toolkit.layers import image_grid
 from viz_server_plugins.toolkit.relu_rules import relu_rule
 
 REDUCE = Param("reduce", "choice", "max", "How to merge colour channels: max (as in the paper) or sum.", choices=("max", "sum"))
@@ -31,7 +32,7 @@ def neuron_gradient(model, images: torch.Tensor, layer: str, channel: int, posit
     """(d neuron / d input, the neuron's activation per image); without a position the neuron is the channel's sum."""
     inputs = images.detach().clone().requires_grad_(True)
     with relu_rule(model, "guided") if guided else contextlib.nullcontext(), torch.enable_grad():
-        activations = model.feature_extractor([layer])(inputs)[layer]  # the graph stops at the layer
+        activations = image_grid(model.feature_extractor([layer])(inputs)[layer], model.layer(layer))  # the graph stops at the layer
         if not 0 <= channel < activations.shape[1]:
             raise UserError(f"channel {channel} is out of range: layer '{layer}' has {activations.shape[1]} channels.")
         selected = activations[:, channel]

@@ -65,6 +65,22 @@ def layer_output(model, images: torch.Tensor, layer: str) -> torch.Tensor:
     return layer_outputs(model, images, [layer])[layer]
 
 
+def image_grid(values: torch.Tensor, layer) -> torch.Tensor:
+    """A layer's output (or its gradient) as N x C x h x w: as it is for a feature map; a transformer's tokens laid
+    on their grid, the class token(s) left out (``Layer.tokens``)."""
+    if layer.tokens == "sequence":
+        rows, columns = layer.grid
+        return values[:, layer.leading_tokens :].reshape(len(values), rows, columns, -1).permute(0, 3, 1, 2)
+    if layer.tokens == "channels_last":
+        return values.permute(0, 3, 1, 2)
+    return values
+
+
+def grid_output(model, images: torch.Tensor, layer: str) -> torch.Tensor:
+    """A layer's output as N x C x h x w, a transformer's tokens laid on their grid (``image_grid``)."""
+    return image_grid(layer_output(model, images, layer), model.layer(layer))
+
+
 def parse_position(text: str) -> tuple[int, int] | None:
     """A ``ROW,COLUMN`` unit position in a layer's map; empty = none (the whole channel)."""
     if not str(text).strip():

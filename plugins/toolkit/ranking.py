@@ -337,30 +337,39 @@ def verdict(scores: list[Scores]) -> list[str]:
             f"The sanity check cannot judge {', '.join(unjudged)}: the map, or the map after randomizing the weights, is empty or "
             "constant, so no correlation can be measured; not recommended without a verdict."
         )
-    edges = next((item for item in baselines if item.label.startswith("edges")), None)
+    free = [item for item in baselines if item.label.startswith(("edges", "centre"))]  # model-free maps that find objects
     if checks["localization"] is False:
         sentences.append("The object masks do not beat a random map by energy on the object; localization is not evidence here.")
-    elif checks["localization"] and edges is not None:
+    elif checks["localization"] and free:
         if not trusted:
             sentences.append("Localization is not reported for methods that did not pass the sanity check.")
         else:
-            best = max(trusted, key=lambda item: item.localization()[0])
-            level = [item for item in trusted if item is not best and not leads(best, item, "localization")]
-            if leads(best, edges, "localization"):
-                names = _listed([best.label, *(item.label for item in level)])
-                sentences.append(
-                    f"{names} localize{'s' if not level else ''} best{', tied on these pictures' if level else ''} (energy on the object "
-                    f"{_figure(best, 'localization')} times a uniform map's; edges reach {_figure(edges, 'localization')})."
-                )
-            else:
-                sentences.append(
-                    f"No trusted method localizes better than an edge detector (best: {best.label}, {_figure(best, 'localization')}; "
-                    f"edges {_figure(edges, 'localization')})."
-                )
+            sentences.append(_localization(trusted, free))
     variant = [item.label for item in methods if item.invariance is not None and item.invariance >= INVARIANT_BELOW]
     if variant:
         sentences.append(f"{', '.join(variant)} change{'s' if len(variant) == 1 else ''} when a constant is added to the input (Kindermans et al. 2019).")
     return sentences
+
+
+def _localization(trusted: list[Scores], free: list[Scores]) -> str:
+    """Which trusted method localizes best, and which model-free maps (edges, a centre Gaussian) it is shown to
+    beat by energy on the object (paired, Bonferroni-corrected for the baselines compared)."""
+    best = max(trusted, key=lambda item: item.localization()[0])
+    beaten = [item for item in free if leads(best, item, "localization", len(free))]
+    unbeaten = [item for item in free if item not in beaten]
+    figures = "; ".join(f"{item.label} {_figure(item, 'localization')}" for item in free)
+    if not beaten:
+        return f"No trusted method localizes better than {' or '.join(item.label for item in free)} (best: {best.label}, {_figure(best, 'localization')}; {figures})."
+    level = [item for item in trusted if item is not best and not leads(best, item, "localization")]
+    names = _listed([best.label, *(item.label for item in level)])
+    verb = "localize" if level else "localizes"
+    if unbeaten:
+        return (
+            f"{names} {verb} better than {_listed([item.label for item in beaten])} but not better than "
+            f"{_listed([item.label for item in unbeaten])} (energy on the object {_figure(best, 'localization')} times a uniform map's; {figures})."
+        )
+    tied = ", tied on these pictures" if level else ""
+    return f"{names} {verb} best{tied} (energy on the object {_figure(best, 'localization')} times a uniform map's; {figures})."
 
 
 def table(scores: list[Scores], with_masks: bool) -> list[list]:

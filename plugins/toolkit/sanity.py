@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -97,10 +99,13 @@ class RandomizedCascade:
 class InitializerCascade:
     """The cascade for methods that read the model on onnxruntime only (``toolkit.perturbation``): the same
     top-down re-drawing, of the ONNX initializers of the conv and linear layers that feed the output, each step
-    read through a fresh onnxruntime session. Same interface as ``RandomizedCascade``."""
+    read through a fresh onnxruntime session. Same interface as ``RandomizedCascade``. ``reads`` names the nodes
+    whose outputs the method reads (the model's first output when None): a method that reads attention weights is checked on
+    the layers that feed them, not on a head it never reads."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, reads: Callable[[Any], list[str]] | None = None):
         self.rng = np.random.default_rng(seed + 1)
+        self.reads = reads
         self.layers: list | None = None
         self.draws: list[dict[str, np.ndarray]] = []
 
@@ -108,15 +113,17 @@ class InitializerCascade:
         copied = onnx.ModelProto()
         copied.CopyFrom(model.onnx_model)
         if self.layers is None:
-            self.layers = feeding_layers(model)
+            self.layers = feeding_layers(model, self.reads(model) if self.reads else None)
         return dataclasses.replace(model, onnx_model=copied)
 
     def randomize(self, randomized, position: int) -> None:
         """Re-draw layer ``position`` (0 = the top) of ``randomized``'s graph as this cascade drew it the first time."""
         assert self.layers is not None
         graph = randomized.onnx_model.graph
-        node = next(node for node in graph.node if node.name == self.layers[position].name)
-        tensors = {tensor.name: tensor for tensor in graph.initializer if tensor.name in node.input[1:]}
+        layer = self.layers[position]
+        node = next(node for node in graph.node if node.name == layer.name)
+        # the layer's weights may sit on the node before it (MatMul then Add, named by the Add)
+        tensors = {tensor.name: tensor for tensor in graph.initializer if tensor.name in (*node.input[1:], layer.weight)}
         if position == len(self.draws):
             drawn = {}
             for name, tensor in tensors.items():
@@ -130,12 +137,14 @@ class InitializerCascade:
         randomized.graph_changed()
 
 
-def feeding_layers(model) -> list:
-    """The conv and linear layers with weights in the graph whose outputs reach the model's output, from the output
-    down (a detector's box branch does not reach a class score's output only when it is a separate output)."""
+def feeding_layers(model, reads: list[str] | None = None) -> list:
+    """The conv and linear layers with weights in the graph whose outputs reach ``reads`` (the nodes whose outputs
+    a method reads; the model's first output when None), from there down (a detector's box branch does not reach a class
+    score's output only when it is a separate output)."""
     graph = model.onnx_model.graph
     producers = {name: node for node in graph.node for name in node.output}
-    reached, pending = set(), [graph.output[0].name]
+    nodes = {node.name: node for node in graph.node}
+    reached, pending = set(), [tensor for name in reads for tensor in nodes[name].output] if reads else [graph.output[0].name]
     while pending:
         node = producers.get(pending.pop())
         if node is not None and node.name not in reached:
@@ -228,6 +237,7 @@ def cascading_randomization(
     else:
         verdict = (
             f"Sanity check FAILED: this map barely changes when {where} are destroyed (Spearman rho "
-            f"{judged:.2f}); it shows the image's edges, not what the model learned."
+            f"{judged:.2f}); it would look the same for a model that learned nothing there (such maps often show "
+            "the image's edges), so it does not show what the model learned."
         )
     return SanityCheck(steps, correlations, np.stack(maps).astype(np.float32), verdict, passed)

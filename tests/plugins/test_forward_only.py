@@ -64,6 +64,26 @@ def test_the_initializer_cascade_changes_the_scores_and_leaves_the_model_alone(l
     assert np.array_equal(looped.predict(batch), before)
 
 
+def test_the_cascade_starts_at_what_the_method_reads_and_redraws_a_matmul_layers_weights(shape_pictures):
+    """On the shipped ViT a rollout reads the attention probabilities: its cascade starts at the last block's qkv
+    projection (a MatMul then an Add, named by the Add), and re-drawing it changes the MatMul's weights and the
+    attention read, not only the bias."""
+    from viz_server_plugins.toolkit import attention
+
+    model = load_model(shipped_models()["shapes_vit"], name="shapes_vit")
+    names = list(attention.attention_layers(model).names)
+    cascade = sanity.InitializerCascade(seed=0, reads=lambda _model: names)
+    randomized = cascade.copy_of(model, None, None)
+    top = cascade.layers[0]
+    assert top.name == "/blocks/blocks.3/qkv/Add" and top.weight
+    assert "/head/Gemm" not in [layer.name for layer in cascade.layers]
+    cascade.randomize(randomized, 0)
+    assert top.weight in cascade.draws[0]
+    batch = model.spec.preprocess([decode_image(data) for _, data in pictures(shape_pictures)[:2]])
+    before, after = model.predict_layers(batch, names[-1:])[names[-1]], randomized.predict_layers(batch, names[-1:])[names[-1]]
+    assert np.abs(before - after).max() > 1e-2
+
+
 def test_gradient_techniques_are_refused_in_one_sentence_naming_those_that_run(looped, shape_pictures):
     with pytest.raises(UserError) as refused:
         run_technique("saliency", looped, pictures(shape_pictures)[:1])

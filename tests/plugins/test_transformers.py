@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data
 import torch
+from pictures import png_bytes
 
 from benchmarks.common import export_native
 from viz_server import load_model
@@ -174,3 +176,67 @@ def test_windowed_attention_is_named_not_followed(transformer, shape_pictures):
         pytest.skip("Swin's attention is the windowed one")
     with pytest.raises(UserError, match="windowed attention"):
         run_technique("attention_rollout", model, [(file, data) for file, data, _, _ in shape_pictures[:1]])
+
+
+def test_on_the_shipped_vit_the_ranking_names_a_method_that_localizes_better_than_the_model_free_maps():
+    """The trained shapes ViT, 24 fresh pictures with their object masks, the transformer methods beside the
+    forward-only ones: a trusted method localizes the object better than a centre Gaussian (and the edges), paired
+    over the pictures. Measured: RISE 3.32 (95% CI 2.83-3.81) times a uniform map's energy, centre 1.91, edges 2.40."""
+    from viz_server_models import shapes, shipped_models
+
+    model = load_model(shipped_models()["shapes_vit"], name="shapes_vit")
+    data = shapes.make_dataset(24, seed=7, congruent_fraction=1.0)
+    images = [(f"{index}.png", png_bytes(picture)) for index, picture in enumerate(data.images)]
+    masks = [png_bytes((mask * 255).astype(np.uint8)) for mask in data.masks]
+    params = {"methods": "rise,occlusion,transformer_attribution,gradcam", "smooth_samples": 0, "sanity_images": 1, "sensitivity_samples": 2}
+    result = run_technique("attribution_ranking", model, images, params, masks=masks)
+    by_label = {row["method"]: row for row in result.metrics["ranking"]}
+    assert {"Transformer attribution", "Grad-CAM", "RISE (250 masks)"} <= set(by_label)
+    (sentence,) = [sentence for sentence in result.metrics["verdict"] if "localize" in sentence]
+    named = sentence.split(" localize")[0]
+    assert named in by_label and by_label[named]["sanity_check"] == "passed", sentence
+    assert " localizes best " in sentence or "better than centre Gaussian" in sentence, sentence
+    centre = by_label["centre Gaussian"]["energy_ratio"]
+    assert by_label[named]["energy_ratio"] > centre, (by_label[named], centre)
+
+
+def test_torchvision_vit_b_16_is_explained_with_defaults():
+    """torchvision's ViT-B/16 (random weights; its zero-initialized head re-drawn so the classes differ), exported
+    with the torchscript exporter: its tokens, attention (nn.MultiheadAttention written out by the exporter) and
+    the three transformer methods with default parameters."""
+    import torchvision
+
+    torch.manual_seed(0)
+    native = torchvision.models.vit_b_16(weights=None).eval()
+    torch.nn.init.normal_(native.heads.head.weight, std=0.02)
+    model = load_model(export_native(native, 224), name="vit_b_16")
+    assert model.layers.get(model.layers.default_cam_layer).grid == (14, 14)
+    pictures = [(f"{name}.png", png_bytes(getattr(skimage.data, name)())) for name in ("astronaut", "chelsea")]
+    steps = {}
+    for name in ("gradcam", "attention_rollout", "transformer_attribution"):
+        result = run_technique(name, model, pictures)
+        maps = result.arrays[name]
+        assert maps.shape == (2, 224, 224) and all(values.max() > 0 for values in maps), name
+        steps[name] = result.metrics["sanity_check"]["steps"]
+    assert steps["gradcam"][0] == "top 1: /heads/head/Gemm", steps
+    assert steps["attention_rollout"][0].startswith("top 1: /encoder/layers/encoder_layer_11/self_attention/"), steps  # what the rollout reads, not the head
+
+
+def test_activation_maps_and_neuron_methods_read_token_layers_on_their_grid(shape_pictures):
+    """On the shipped ViT with default parameters: the activation maps are the tokens laid on their 8 x 8 grid
+    (class token left out), a unit's ROW,COLUMN is a grid cell and its channel an embedding dimension."""
+    from viz_server_models import shipped_models
+    from viz_server_plugins.toolkit.layers import layer_output
+
+    model = load_model(shipped_models()["shapes_vit"], name="shapes_vit")
+    pictures = [(file, data) for file, data, _, _ in shape_pictures[:2]]
+    result = run_technique("activation_maps", model, pictures)
+    layer = result.metrics["layer"]
+    assert model.layer(layer).tokens == "sequence" and result.arrays["activations"].shape == (2, 64, 8, 8)
+    tokens = layer_output(model, torch.from_numpy(model.spec.preprocess([decode_image(data) for _, data in pictures])), layer).numpy()
+    assert np.array_equal(result.arrays["activations"][1, 5, 2, 3], tokens[1, 1 + 2 * 8 + 3, 5])
+    unit = run_technique("neuron_gradient", model, pictures, {"channel": 5, "position": "2,3", "smooth_samples": 0})
+    assert np.allclose(unit.metrics["activation"], tokens[:, 1 + 2 * 8 + 3, 5], atol=1e-4)
+    assert any(artifact.group == "most activating patches" for artifact in unit.artifacts)
+    with pytest.raises(UserError, match="outside layer"):
+        run_technique("neuron_gradient", model, pictures, {"channel": 5, "position": "8,0", "smooth_samples": 0})

@@ -444,3 +444,5 @@ def test_a_forward_only_model_is_stored_explained_by_forward_passes_and_refuses_
     assert "needs its differentiable graph; techniques that run on it: occlusion, rise" in refused.get_json()["error"]
     audit_page = client.get(f"/models/{model['id']}/audit").get_data(as_text=True)
     assert 'value="occlusion"' in audit_page and 'value="saliency"' not in audit_page
+    run_page = client.get(f"/run?model={model['id']}&technique=saliency").get_data(as_text=True)
+    assert '<option value="occlusion"' in run_page and '<option value="saliency"' not in run_page  # the form offers what runs

@@ -116,9 +116,12 @@ class LoadedModel:
         return self.module(images)
 
     def predict_layers(self, batch: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
-        """Forward-only outputs of ``layers`` (ONNX node names) for a model-space batch, on onnxruntime.
+        """Forward-only outputs of ``layers`` (ONNX node names) for a model-space batch, on onnxruntime."""
+        return self.predict_with_layers(batch, layers)[1]
 
-        The graph is run with those layers' outputs added as graph outputs (one session per set of layers)."""
+    def predict_with_layers(self, batch: np.ndarray, layers: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The scores (as ``predict``) and the outputs of ``layers`` (ONNX node names), from one forward pass on
+        onnxruntime: the graph is run with those layers' outputs added as graph outputs (one session per set)."""
         tensors = [self._output_tensor(name) for name in layers]
         key = tuple(tensors)
         if key not in self._layer_sessions:
@@ -128,7 +131,8 @@ class LoadedModel:
             for tensor in tensors:
                 extended.graph.output.append(known.get(tensor) or onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
             self._layer_sessions[key] = make_session(extended)
-        return dict(zip(layers, self._run(self._layer_sessions[key], batch, tensors)))
+        scores, *values = self._run(self._layer_sessions[key], batch, [self.onnx_model.graph.output[0].name, *tensors])
+        return scores, dict(zip(layers, values))
 
     def _output_tensor(self, layer: str) -> str:
         self.layer(layer)  # a clear sentence for an unknown name
@@ -144,6 +148,8 @@ class LoadedModel:
             if count < size:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - count, axis=0)])
             parts.append([values[:count] for values in session.run(outputs, {self.spec.input_name: chunk})])
+        if len(parts) == 1:
+            return parts[0]
         return [np.concatenate([part[index] for part in parts]) for index in range(len(outputs))]
 
     def decode(self, outputs: np.ndarray) -> list[dict[str, Any]]:

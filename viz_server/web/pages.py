@@ -177,11 +177,17 @@ def run_page():
     return _run_form(request.args.get("technique", ""), request.args.get("model"), {}, [])
 
 
+def _model_kind(record) -> tuple[str, bool]:
+    """(the model's task, whether it runs forward-only): what decides which techniques apply to it."""
+    description = record.description or {}
+    return description.get("spec", {}).get("task") or "classification", bool(description.get("conversion", {}).get("forward_only"))
+
+
 def _run_form(technique_name: str, model_id: str | None, values: dict, chosen_images: list[int], error: UserError | None = None, rerun: int | None = None):
-    available = techniques()
-    technique = available.get(technique_name) or next(iter(available.values()))
     models = [m for m in store().models() if m.status == ModelStatus.READY]
     chosen = next((m for m in models if str(m.id) == model_id), models[0] if models else None)
+    available = {name: t for name, t in techniques().items() if chosen is None or t.applies(*_model_kind(chosen))}  # what runs on it
+    technique = available.get(technique_name) or next(iter(available.values()))
     page = render_template(
         "run.html",
         techniques=sorted(available.values(), key=lambda t: t.name),
@@ -320,8 +326,7 @@ def audit_page(model_id: int, checked: set[str] | None = None, chosen_images: li
     """The audit form: the task's techniques (the default suites checked), the images; after a refusal, the same
     form with the choices kept and the sentence above it."""
     record = actions.model_or_404(store(), model_id)
-    task = (record.description or {}).get("spec", {}).get("task") or "classification"
-    forward_only = bool((record.description or {}).get("conversion", {}).get("forward_only"))
+    task, forward_only = _model_kind(record)
     image_techniques = [t for t in techniques().values() if "second_image" not in t.inputs and t.applies(task, forward_only)]
     stored = store().images()
     if checked is None:
