@@ -394,3 +394,19 @@ def test_two_localizers_within_the_noise_are_named_together():
     mask = synthetic("the object mask (a perfect map)", 0.6 + rng.normal(0, 0.02, 10), ranking.REFERENCE, energy=base + 2)
     sentences = " ".join(ranking.verdict([first, second, random, edges, mask]))
     assert "Grad-CAM and Grad-CAM++ localize best, tied on these pictures (energy on the object" in sentences
+
+
+def test_the_localization_sentence_names_the_method_shown_to_beat_the_model_free_maps_not_the_noisiest_mean():
+    """A wild method with the highest mean energy beats nothing for sure; a steady one beats the centre Gaussian but
+    not the edges: the sentence names the steady one and says which map it beats and which it does not."""
+    rng = np.random.default_rng(4)
+    gaps = 0.3 + rng.normal(0, 0.02, 12)
+    wild = synthetic("Saliency", gaps, energy=np.array([9.0, 0.5] * 6))
+    steady = synthetic("Grad-CAM", gaps - 0.001, energy=2.6 + rng.normal(0, 0.05, 12))
+    random = synthetic("random map (uniform noise)", rng.normal(0, 0.02, 12), ranking.BASELINE, energy=np.ones(12))
+    centre = synthetic("centre Gaussian", rng.normal(0.2, 0.02, 12), ranking.BASELINE, energy=1.9 + rng.normal(0, 0.05, 12))
+    edges = synthetic("edges of the image (Sobel, no model)", rng.normal(0.1, 0.02, 12), ranking.BASELINE, energy=2.6 + rng.normal(0, 0.3, 12))
+    mask = synthetic("the object mask (a perfect map)", 0.6 + rng.normal(0, 0.02, 12), ranking.REFERENCE, energy=6 + rng.normal(0, 0.1, 12))
+    assert wild.localization()[0] > steady.localization()[0]
+    (sentence,) = [s for s in ranking.verdict([wild, steady, random, centre, edges, mask]) if "localize" in s]
+    assert sentence.startswith("Grad-CAM localizes better than centre Gaussian but not better than edges of the image"), sentence

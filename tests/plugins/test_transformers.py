@@ -170,12 +170,19 @@ def test_attention_methods_run_with_defaults_and_their_sanity_check(vit_pair, sh
     assert result.metrics["sanity_check"]["steps"]
 
 
-def test_windowed_attention_is_named_not_followed(transformer, shape_pictures):
+def test_attention_methods_run_with_defaults_on_each_export_or_name_why_not(transformer, shape_pictures):
+    """ViT (both exporters) and DeiT (two leading tokens): rollout and transformer attribution with defaults;
+    Swin: its windowed attention is named, not followed."""
     model, (name, *_rest) = transformer
-    if not name.startswith("swin"):
-        pytest.skip("Swin's attention is the windowed one")
-    with pytest.raises(UserError, match="windowed attention"):
-        run_technique("attention_rollout", model, [(file, data) for file, data, _, _ in shape_pictures[:1]])
+    pictures = [(file, data) for file, data, _, _ in shape_pictures[:1]]
+    for technique in ("attention_rollout", "transformer_attribution"):
+        if name.startswith("swin"):
+            with pytest.raises(UserError, match="windowed attention"):
+                run_technique(technique, model, pictures)
+            continue
+        result = run_technique(technique, model, pictures)
+        assert result.arrays[technique].shape == (1, 224, 224) and result.arrays[technique].max() > 0, (name, technique)
+        assert result.metrics["sanity_check"]["steps"], (name, technique)
 
 
 def test_on_the_shipped_vit_the_ranking_names_a_method_that_localizes_better_than_the_model_free_maps():
