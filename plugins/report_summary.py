@@ -62,6 +62,29 @@ def summary_card(report) -> Section | None:
     return Section("Summary", sentences=sentences, rows=rows, level="warning" if failed or withheld or guessed else "info")
 
 
+def dataset_findings(report) -> list[Section]:
+    """What the labeled set says about the model, right after the summary card: each done job of a technique in
+    the ``dataset`` suite, its verdict sentences and its figures (per-class table, confusion matrix, reliability
+    diagram, the shortcut scan's table and mean maps with exemplars), whichever plugin made them."""
+    from viz_server.installed import suite, techniques
+
+    found = []
+    dataset = set(suite("dataset"))
+    for job in report["jobs"]:
+        result = job.get("result") or {}
+        if job["status"] != "done" or job.get("technique") not in dataset:
+            continue
+        verdict = (result.get("metrics") or {}).get("verdict") or []
+        found.append(
+            Section(
+                f"{techniques()[job['technique']].title} on {job['model']['name']}",
+                sentences=[verdict] if isinstance(verdict, str) else list(verdict),
+                figures=[(job["id"], artifact["name"]) for artifact in result.get("artifacts", [])],
+            )
+        )
+    return sorted(found, key=lambda section: section.title)  # the same order in every report, whatever ran first
+
+
 @hookimpl(tryfirst=True)  # the summary card leads the report, before any other plugin's sections
 def report_sections(report):
     card = summary_card(report)
@@ -78,6 +101,7 @@ def report_sections(report):
                 ],
             )
         )
+    sections.extend(dataset_findings(report))
     rows = [["technique", "model", "sanity check", "deletion AUC (lower is better)", "insertion AUC (higher is better)"]]
     for job in report["jobs"]:
         metrics = (job.get("result") or {}).get("metrics") or {}

@@ -89,7 +89,8 @@ def media_type(kind: str) -> str:
 
 @dataclass
 class Section:
-    """A report summary: a title, plain sentences, and optionally a table (first row = header).
+    """A report summary: a title, plain sentences, optionally a table (first row = header) and figures: artifacts
+    of the report's jobs shown with it, as (job id, artifact name) pairs.
 
     ``level`` is ``info`` or ``warning`` (shown in red: something the reviewer must not miss)."""
 
@@ -97,9 +98,16 @@ class Section:
     sentences: list[str] = field(default_factory=list)
     rows: list[list[Any]] = field(default_factory=list)
     level: str = "info"
+    figures: list[tuple[int, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"title": self.title, "sentences": self.sentences, "rows": self.rows, "level": self.level}
+        return {
+            "title": self.title,
+            "sentences": self.sentences,
+            "rows": self.rows,
+            "level": self.level,
+            "figures": [{"job": job, "artifact": name} for job, name in self.figures],
+        }
 
 
 def report_headlines(report: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -155,6 +155,14 @@ def test_the_audit_runs_the_dataset_suite_and_gates_on_its_figures(planted_set, 
     assert {job["technique"] for job in report["jobs"]} == {"class_accuracy", "calibration", "shortcut_scan"}
     figures = next(iter(report["headline"].values()))
     assert {"accuracy", "per_class_accuracy_min", "ece", "nll", "brier", "shortcut_classes"} <= set(figures)
+    titles = [section["title"] for section in report["sections"]]
+    assert titles[:4] == ["Summary", "Calibration on shapes_planted", "Per-class accuracy on shapes_planted", "Shortcut scan on shapes_planted"], titles
+    shown = {figure["artifact"] for section in report["sections"] for figure in section["figures"]}
+    assert {"per_class.csv", "confusion.png", "reliability.png", "shortcuts.csv", "regions.png"} <= shown
+    html = (out / "report.html").read_text()
+    first_job = html.index('<details id="job-')
+    for caption in ("confusion matrix: rows are the labels", "reliability diagram", "each class&#39;s mean map"):
+        assert 0 < html.index(caption) < first_job, caption  # the findings come before any job's own section
 
 
 def small_model(seed: int, planted: bool, folder):

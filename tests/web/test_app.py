@@ -198,6 +198,17 @@ def test_hostile_model_upload_fails_its_inspection_with_one_sentence(client, nam
     assert client.get(model["url"]).status_code == 200
 
 
+@pytest.mark.parametrize("name", ["truncated.onnx", "random.onnx", "html.onnx", "picture"])
+def test_a_file_that_is_not_onnx_is_refused_before_anything_is_stored(client, name):
+    from pictures import png_bytes
+
+    data = png_bytes(np.zeros((8, 8, 3), np.uint8)) if name == "picture" else hostile_models()[name][0]
+    before = client.get("/api/models").get_json()
+    response = client.post("/api/models", data={"model": (io.BytesIO(data), "x.onnx")}, headers=API, content_type="multipart/form-data")
+    assert response.status_code == 400 and "not an ONNX model" in response.get_json()["error"]
+    assert client.get("/api/models").get_json() == before  # no failed row left in the list
+
+
 def test_markup_in_model_is_escaped(client):
     data = hostile_models()["markup_names.onnx"][0]
     response = client.post(

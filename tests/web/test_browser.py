@@ -196,7 +196,7 @@ def test_the_report_answers_first_and_every_result_reads_well(server, page, shot
     page.screenshot(path=str(shots / "report-first-screen.png"))
     report_url = page.url
 
-    page.locator("details.job-section >> nth=0").locator("summary a").click()
+    page.locator("details.job-section >> nth=0").locator("a.job-link").click()
     page.wait_for_url("**/jobs/*")
     heatmap = page.locator(".pictures img[alt^='gradient saliency for']").first
     assert page.locator(".colorbar").count() >= 2
@@ -217,9 +217,12 @@ def test_the_report_answers_first_and_every_result_reads_well(server, page, shot
     page.wait_for_selector(".field-error")
     assert "below its minimum" in page.inner_text("label.param.invalid") and page.input_value("input[name=param_smooth_samples]") == "-5"
     page.screenshot(path=str(shots / "run-refused.png"), full_page=True)
-    page.select_option("form[data-submit-on-change] select[name=technique]", "gradcam")
+    before = page.url
+    page.select_option("form.inline select[name=technique]", "gradcam")
+    assert page.url == before  # choosing never submits (a keyboard user moves through the list with arrow keys)
+    page.click("text=Show its form")
     page.wait_for_url("**technique=gradcam**")
-    assert page.locator("select[name=param_layer]").count() == 1  # the form follows the technique at once
+    assert page.locator("select[name=param_layer]").count() == 1
 
     page.goto(report_url)
     page.click("a.delete")

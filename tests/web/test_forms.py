@@ -97,6 +97,11 @@ def test_the_run_forms_defaults_are_always_accepted(client, technique):
         page = client.get(f"/run?model={model['id']}&technique={technique}").get_data(as_text=True)
         form = FormFields()
         form.feed(page)
+        if not chosen.supports(model["spec"]["task"]):  # the form says so and offers what applies; a post is refused
+            assert "applies to" in page and f'<option value="{technique}"' not in page, f"{technique} on {name}"
+            refused = client.post("/run", data={**form.fields, "technique": technique, "image_ids": form.images[0]})
+            assert refused.status_code == 400 and "applies to" in refused.get_data(as_text=True)
+            continue
         data = dict(form.fields)
         if {"image", "image_set", "dataset"} & set(chosen.inputs):
             data["image_ids"] = form.images[0]
@@ -104,10 +109,7 @@ def test_the_run_forms_defaults_are_always_accepted(client, technique):
             if param.kind != "bool":
                 assert f"param_{param.name}" in data, f"{technique} on {name}: the form lacks {param.name}"
         response = client.post("/run", data=data)
-        if chosen.supports(model["spec"]["task"]):
-            assert response.status_code == 302, f"{technique} on {name}: {response.get_data(as_text=True)[-400:]}"
-        else:
-            assert response.status_code == 400 and "applies to" in response.get_data(as_text=True)
+        assert response.status_code == 302, f"{technique} on {name}: {response.get_data(as_text=True)[-400:]}"
 
 
 def test_the_target_picker_offers_the_tasks_targets(client):
@@ -301,3 +303,43 @@ def test_a_blob_written_again_starts_its_grace_period_again(app):
     store.blobs.put(b"the same bytes twice")  # a new record is about to refer to it
     store.collect_garbage()
     assert store.blobs.exists(digest)
+
+
+def test_a_whole_image_set_is_chosen_in_one_tick(app, client):
+    """Run, Audit and Compare take every picture of a set ticked as a set (with pictures ticked beside it, each
+    once); the set's page counts its classes and masks."""
+    by_name = models(client)
+    images = client.get("/api/images").get_json()
+    samples = [image["id"] for image in images if image["set"] == "samples"]
+    assert len(samples) >= 4
+    page = client.get(f"/run?model={by_name['shapes_cnn']['id']}&technique=saliency").get_data(as_text=True)
+    assert 'name="image_sets" value="samples"' in page and f"all {len(samples)} pictures of samples" in page
+    form = FormFields()
+    form.feed(page)
+    response = client.post("/run", data={**form.fields, "image_sets": "samples", "image_ids": str(samples[0])})
+    assert response.status_code == 302
+    job = client.get(f"/api/jobs/{response.headers['Location'].rstrip('/').split('/')[-1]}").get_json()
+    assert job["image_ids"] == samples
+    audit = client.post(
+        f"/models/{by_name['shapes_cnn']['id']}/audit", data={"csrf_token": form.fields["csrf_token"], "techniques": "saliency", "image_sets": "samples"}
+    )
+    assert audit.status_code == 302
+    report = client.get(f"/api/reports/{audit.headers['Location'].rstrip('/').split('/')[-1]}").get_json()
+    assert all(job["image_ids"] == samples for job in report["jobs"])
+    set_page = client.get("/images/sets/samples").get_data(as_text=True)
+    assert "Pictures per class" in set_page and f"{len(samples)} pictures" in set_page
+    assert client.get("/images/sets/no-such-set").status_code == 404
+
+
+def test_predictions_stay_out_of_the_job_lists_and_show_on_their_models_page(app, client):
+    by_name = models(client)
+    model = by_name["shapes_cnn"]
+    image = client.get("/api/images").get_json()[0]
+    made = client.post(f"/api/models/{model['id']}/predictions", json={"image_id": image["id"]}, headers=API)
+    assert made.status_code == 202
+    job = run(app, client, made.get_json()["job"]["id"])
+    assert job["status"] == "done" and job["kind"] == "predict"
+    listed = client.get("/jobs").get_data(as_text=True) + client.get("/").get_data(as_text=True)
+    assert f'href="/jobs/{job["id"]}"' not in listed
+    page = client.get(f"/models/{model['id']}").get_data(as_text=True)
+    assert "What it said about recent pictures" in page and 'class="label-bars"' in page and "<meter" in page

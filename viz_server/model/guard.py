@@ -21,6 +21,52 @@ MAX_INPUT_ELEMENTS = 4096 * 4096 * 4
 CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 
 
+MODEL_WIRE_TYPES = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+"""ModelProto's fields and their protobuf wire types (0 varint, 2 length-delimited); field 7 is the graph."""
+
+
+def looks_like_onnx(data: bytes) -> bool:
+    """Whether the bytes read as an ONNX ModelProto at the top level: every field header well formed (ModelProto's
+    own fields with their wire types; unknown ones tolerated), every length inside the file, and a graph. A walk
+    over the field headers only, nothing nested decoded: cheap enough to refuse a picture or an archive uploaded
+    as a model before anything is stored."""
+    position, graph = 0, False
+    while position < len(data):
+        key, position = _varint(data, position)
+        if key is None or key >> 3 == 0:
+            return False
+        field, wire = key >> 3, key & 7
+        if MODEL_WIRE_TYPES.get(field, wire) != wire:
+            return False
+        if wire == 0:
+            value, position = _varint(data, position)
+            if value is None:
+                return False
+        elif wire == 2:
+            length, position = _varint(data, position)
+            if length is None or position + length > len(data):
+                return False
+            position += length
+        elif wire in (1, 5):
+            position += 8 if wire == 1 else 4
+        else:
+            return False  # groups (3, 4) are not in any ONNX message; 6 and 7 do not exist
+        graph |= field == 7
+    return graph and position == len(data)
+
+
+def _varint(data: bytes, position: int) -> tuple[int | None, int]:
+    value, shift = 0, 0
+    while position < len(data) and shift < 64:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+    return None, position
+
+
 def guard(data: bytes, max_bytes: int = MAX_MODEL_BYTES) -> onnx.ModelProto:
     """Parse and check untrusted ONNX bytes; return the model or raise ``UserError`` with one sentence."""
     if not data:

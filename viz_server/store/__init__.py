@@ -129,6 +129,11 @@ class Store:
                 query = query.where(ImageRecord.image_set == image_set)
             return list(session.scalars(query))
 
+    def images_by_id(self, image_ids: list[int]) -> list[ImageRecord]:
+        """The stored images among ``image_ids`` (one query; missing ids left out)."""
+        with self.db.session() as session:
+            return list(session.scalars(select(ImageRecord).where(ImageRecord.id.in_(set(image_ids))))) if image_ids else []
+
     def image_sets(self) -> list[str]:
         with self.db.session() as session:
             return sorted({row[0] for row in session.execute(select(ImageRecord.image_set))})
@@ -174,11 +179,22 @@ class Store:
                 typical[name] = statistics.median((here or runs)[:recent])
         return typical
 
-    def jobs(self, limit: int = 200, report_id: int | None = None, with_results: bool = True) -> list[JobRecord]:
-        """The newest ``limit`` jobs, or every job of a report in order; ``with_results=False`` leaves the
-        (large) result column unread, for lists."""
+    def jobs(
+        self,
+        limit: int = 200,
+        report_id: int | None = None,
+        with_results: bool = True,
+        kinds: tuple[str, ...] | None = None,
+        model_id: int | None = None,
+    ) -> list[JobRecord]:
+        """The newest ``limit`` jobs (of ``kinds``, on ``model_id``, when given), or every job of a report in order;
+        ``with_results=False`` leaves the (large) result column unread, for lists."""
         with self.db.session() as session:
             query = select(JobRecord).order_by(JobRecord.id.desc()).limit(limit)
+            if kinds is not None:
+                query = query.where(JobRecord.kind.in_(kinds))
+            if model_id is not None:
+                query = query.where(JobRecord.model_id == model_id)
             if report_id is not None:
                 query = select(JobRecord).where(JobRecord.report_id == report_id).order_by(JobRecord.id)
             if not with_results:

@@ -106,7 +106,7 @@ class ReportRecord(Base):
 class JobRecord(Base):
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(20), default="technique")  # technique | inspect
+    kind: Mapped[str] = mapped_column(String(20), default="technique")  # one of JOB_KINDS
     technique: Mapped[str | None] = mapped_column(String(100), nullable=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
     report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"), nullable=True, index=True)

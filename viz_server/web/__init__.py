@@ -45,9 +45,11 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1", start_
     security.install(app, app.extensions["viz_token"], security.host_allow_list(settings, host, app.extensions["viz_token"]))
 
     from viz_server.web import api, pages
-    from viz_server.web.views import artifact_html, metric_html, target_choices
+    from viz_server.web.views import artifact_html, image_sets_view, metric_html, shape_html, target_choices
 
-    app.jinja_env.globals.update(artifact_html=artifact_html, metric_html=metric_html, target_choices=target_choices)
+    app.jinja_env.globals.update(
+        artifact_html=artifact_html, metric_html=metric_html, target_choices=target_choices, image_sets_view=image_sets_view, shape_html=shape_html
+    )
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(api.blueprint)
     _register_errors(app)

@@ -13,6 +13,7 @@ from typing import Any
 from viz_server.errors import UserError
 from viz_server.image_sets import iter_archive, pair_masks
 from viz_server.installed import check_applies, get_technique, techniques
+from viz_server.model.guard import looks_like_onnx
 from viz_server.store import ImageRecord, JobRecord, ModelRecord, ModelStatus, ReportRecord, Store
 from viz_server.techniques import MAX_DATASET_PICTURES, MAX_IMAGES_PER_RUN, validate_params
 
@@ -21,8 +22,8 @@ def upload_model(store: Store, name: str, data: bytes, spec_overrides: dict | No
     """Store an uploaded model and queue its inspection; the guard's sentence comes back on its job."""
     if not data:
         raise UserError("the uploaded model file is empty; choose an exported .onnx file.")
-    if data[:1] == b"<" or data[:5] == b"%PDF-" or data[:4] == b"PK\x03\x04":
-        raise UserError("the uploaded file is not an ONNX model; choose an exported .onnx file.")
+    if not looks_like_onnx(data):  # nothing stored: no failed row for a picture or an archive sent as a model
+        raise UserError("the uploaded file is not an ONNX model (it does not read as one); choose an exported .onnx file.")
     spec = _spec_overrides(spec_overrides or {})
     return store.add_model(name, data, spec_overrides=spec)
 

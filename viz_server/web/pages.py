@@ -9,13 +9,13 @@ import json
 from flask import Blueprint, Response, current_app, redirect, render_template, request, send_file, url_for
 
 from viz_server.errors import NotFound, UserError
-from viz_server.installed import describe_plugins, suite, techniques
+from viz_server.installed import check_applies, describe_plugins, suite, techniques
 from viz_server.presentation import media_type
 from viz_server.store import JobRecord, JobStatus, ModelStatus, ReportRecord, Store, thumbnail
 from viz_server.store.database import MAX_ID, ImageRecord
 from viz_server.techniques import DEFAULT_AUDIT_SUITES, LABELED_AUDIT_SUITES
 from viz_server.web import actions, export
-from viz_server.web.views import artifact_groups, image_json, job_json, job_summaries, model_json
+from viz_server.web.views import artifact_groups, image_json, image_sets_view, job_json, job_summaries, model_json
 
 blueprint = Blueprint("pages", __name__)
 
@@ -58,10 +58,17 @@ def _job_or_404(job_id: int) -> JobRecord:
 # ---- overview, plugins -------------------------------------------------------------------------------
 
 
+LISTED_JOBS = ("technique", "inspect")
+"""The jobs the job lists show: what someone asked for. Predictions (the run form's preview of what the model says
+about a picture) are shown on their model's page."""
+
+
 @blueprint.get("/")
 def index():
     return render_template(
-        "index.html", models=[model_json(m) for m in store().models()], jobs=job_summaries(store(), store().jobs(limit=10, with_results=False))
+        "index.html",
+        models=[model_json(m) for m in store().models()],
+        jobs=job_summaries(store(), store().jobs(limit=10, with_results=False, kinds=LISTED_JOBS)),
     )
 
 
@@ -119,9 +126,17 @@ def model_page(model_id: int, typed: dict | None = None, error: UserError | None
         typed=typed or {},
         spec_error=error,
         inspection=job_json(store(), inspection) if inspection else None,
+        predictions=_predictions(model_id),
         techniques=sorted(techniques().values(), key=lambda t: (t.family, t.name)),
     )
     return (page, 400) if refused_now else page
+
+
+def _predictions(model_id: int) -> list[dict]:
+    """The model's latest finished predictions, newest first, with their picture."""
+    found = [job for job in store().jobs(limit=12, kinds=("predict",), model_id=model_id) if job.status == JobStatus.DONE and job.result]
+    images = {record.id: image_json(record) for record in store().images_by_id([job.image_ids[0] for job in found if job.image_ids])}
+    return [{"job": job.id, "image": images.get(job.image_ids[0]), "prediction": job.result.get("prediction", {})} for job in found if job.image_ids]
 
 
 @blueprint.post("/models/<int:model_id>/spec")
@@ -148,17 +163,32 @@ def images_page():
 @blueprint.post("/images")
 def upload_images():
     try:
-        actions.upload_images(store(), _uploaded_files("images"), request.form.get("image_set") or "uploads", request.form.get("label") or None)
+        stored = actions.upload_images(store(), _uploaded_files("images"), request.form.get("image_set") or "uploads", request.form.get("label") or None)
     except UserError as refusal:
         page = render_template("images.html", images=[image_json(i) for i in store().images()], sets=store().image_sets(), error=str(refusal))
         return page, 400
-    return redirect(url_for("pages.images_page"))
+    sets = sorted({record.image_set for record in stored})
+    return redirect(url_for("pages.images_page", added=len(stored), to=",".join(sets)[:300]))
+
+
+@blueprint.get("/images/sets/<path:name>")
+def image_set_page(name: str):
+    """One image set: counts per class, masks, every picture with its label and mask."""
+    members = [image_json(i) for i in store().images(name)]
+    if not members:
+        raise NotFound(f"there is no image set named {name[:100]!r}.")
+    (group,) = image_sets_view(members)
+    return render_template("image_set.html", group=group)
 
 
 @blueprint.get("/images/<int:image_id>/thumb.png")
 def image_thumbnail(image_id: int):
+    """A picture's thumbnail; ``?mask=1``: its object mask's."""
     record = store().db.require(ImageRecord, image_id, "image")
-    response = send_file(io.BytesIO(thumbnail(store().blobs.read(record.sha256))), mimetype="image/png")
+    wanted = record.mask_sha256 if request.args.get("mask") else record.sha256
+    if not wanted:
+        raise NotFound(f"image {image_id} has no object mask.")
+    response = send_file(io.BytesIO(thumbnail(store().blobs.read(wanted))), mimetype="image/png")
     response.headers["Cache-Control"] = "private, max-age=86400"
     return response
 
@@ -183,13 +213,26 @@ def _model_kind(record) -> tuple[str, bool]:
     return description.get("spec", {}).get("task") or "classification", bool(description.get("conversion", {}).get("forward_only"))
 
 
+def _why_not(record) -> tuple[str, str, str]:
+    """``check_applies``'s arguments after the technique, for a stored model."""
+    task, _ = _model_kind(record)
+    return task, record.name, (record.description or {}).get("conversion", {}).get("forward_only", "")
+
+
 def _run_form(technique_name: str, model_id: str | None, values: dict, chosen_images: list[int], error: UserError | None = None, rerun: int | None = None):
     models = [m for m in store().models() if m.status == ModelStatus.READY]
     chosen = next((m for m in models if str(m.id) == model_id), models[0] if models else None)
     available = {name: t for name, t in techniques().items() if chosen is None or t.applies(*_model_kind(chosen))}  # what runs on it
     technique = available.get(technique_name) or next(iter(available.values()))
+    notice = None
+    if chosen is not None and technique_name in techniques() and technique_name not in available:  # asked for, does not apply
+        try:
+            check_applies(techniques()[technique_name], *_why_not(chosen))
+        except UserError as refusal:
+            notice = f"{refusal} This form shows {technique.title} instead."
     page = render_template(
         "run.html",
+        notice=notice,
         techniques=sorted(available.values(), key=lambda t: t.name),
         technique=technique,
         models=[model_json(m) for m in models],
@@ -221,7 +264,12 @@ def _second_image() -> int | None:
 
 
 def _chosen_images() -> list[int]:
+    """The pictures a form chose: those ticked, every picture of each whole set ticked (in the set's order), and
+    files added with it; each once."""
     image_ids = _ids(request.form.getlist("image_ids"))
+    for name in request.form.getlist("image_sets"):
+        image_ids += [record.id for record in store().images(name)]
+    image_ids = list(dict.fromkeys(image_ids))
     uploads = _uploaded_files("images")
     if uploads:
         image_ids += [record.id for record in actions.upload_images(store(), uploads)]
@@ -259,7 +307,7 @@ def submit_run():
 
 @blueprint.get("/jobs")
 def jobs_page():
-    return render_template("jobs.html", jobs=job_summaries(store(), store().jobs(with_results=False)))
+    return render_template("jobs.html", jobs=job_summaries(store(), store().jobs(with_results=False, kinds=LISTED_JOBS)))
 
 
 @blueprint.get("/jobs/<int:job_id>")

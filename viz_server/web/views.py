@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from flask import url_for
@@ -45,6 +46,44 @@ def image_json(record: ImageRecord) -> dict:
         "has_mask": bool(record.mask_sha256),
         "thumbnail": url_for("pages.image_thumbnail", image_id=record.id),
     }
+
+
+def shape_html(shape: Any) -> Markup:
+    """A tensor shape in brackets; a symbolic dimension longer than a short name (an exporter's formula, hundreds of
+    characters for some detectors) is shown as ``?`` with the formula in its tooltip."""
+    if not isinstance(shape, (list, tuple)):
+        return escape(shape)
+    shown, formulas = [], []
+    for dimension in shape:
+        text = "?" if dimension is None else str(dimension)
+        if len(text) > 16:
+            formulas.append(text)
+            text = "?"
+        shown.append(text)
+    if not formulas:
+        return escape(f"[{', '.join(shown)}]")
+    return Markup('<span title="{}">[{}]</span>').format("; ".join(formulas)[:2000], ", ".join(shown))
+
+
+def image_sets_view(images: list[dict]) -> list[dict]:
+    """``image_json`` pictures grouped by set, in set-name order: each set's pictures, count, classes (label ->
+    count, most first), masks, and a one-line summary of them."""
+    groups: dict[str, list[dict]] = {}
+    for image in images:
+        groups.setdefault(image["set"], []).append(image)
+    found = []
+    for name in sorted(groups):
+        members = groups[name]
+        classes = Counter(image["label"] for image in members if image["label"])
+        masks = sum(image["has_mask"] for image in members)
+        unlabeled = sum(1 for image in members if not image["label"])
+        parts = [f"{len(members)} picture{'s' if len(members) != 1 else ''}"]
+        if classes:
+            parts.append(f"{len(classes)} class{'es' if len(classes) != 1 else ''}" + (f", {unlabeled} unlabeled" if unlabeled else ""))
+        if masks:
+            parts.append(f"{masks} with object masks")
+        found.append({"name": name, "images": members, "count": len(members), "classes": classes.most_common(), "masks": masks, "summary": " · ".join(parts)})
+    return found
 
 
 def job_summaries(store: Store, jobs: list[JobRecord]) -> list[dict]:

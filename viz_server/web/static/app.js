@@ -28,18 +28,32 @@
     window.setTimeout(poll, 300);
   });
 
-  // Drag and drop onto a file input's zone.
+  // Drag and drop onto a file input's zone; the zone says what is chosen. A zone marked data-dropzone-submit
+  // (an upload-only form) uploads what was dropped at once.
   document.querySelectorAll("[data-dropzone]").forEach(function (zone) {
     var input = zone.querySelector("input[type=file]");
+    var status = zone.querySelector("[data-dropzone-status]");
+    function describe() {
+      if (!status || !input.files.length) { return; }
+      var names = Array.prototype.map.call(input.files, function (file) { return file.name; });
+      status.textContent = names.length + (names.length === 1 ? " file" : " files") + " chosen: " + names.slice(0, 5).join(", ") + (names.length > 5 ? ", ..." : "");
+    }
     ["dragenter", "dragover"].forEach(function (name) {
       zone.addEventListener(name, function (event) { event.preventDefault(); zone.classList.add("over"); });
     });
     ["dragleave", "drop"].forEach(function (name) {
       zone.addEventListener(name, function () { zone.classList.remove("over"); });
     });
+    if (input) { input.addEventListener("change", describe); }
     zone.addEventListener("drop", function (event) {
       event.preventDefault();
-      if (input && event.dataTransfer && event.dataTransfer.files.length) { input.files = event.dataTransfer.files; }
+      if (!input || !event.dataTransfer || !event.dataTransfer.files.length) { return; }
+      input.files = event.dataTransfer.files;
+      describe();
+      if (zone.hasAttribute("data-dropzone-submit")) {
+        if (status) { status.textContent = "uploading " + status.textContent.replace(/ chosen:/, ":"); }
+        input.form.requestSubmit();
+      }
     });
   });
 
@@ -71,6 +85,41 @@
       Object.keys(attributes).forEach(function (key) { element.setAttribute(key, attributes[key]); });
       return element;
     }
+    function element(tag, text, className) {
+      var made = document.createElement(tag);
+      if (text !== undefined) { made.textContent = text; }
+      if (className) { made.className = className; }
+      return made;
+    }
+    // A prediction in words: classes as labelled bars (probability, or share of the map for a segmenter),
+    // decoded text, an embedding's size; anything else as its JSON.
+    function described(prediction) {
+      if (prediction.top) {
+        var list = element("ol", undefined, "label-bars");
+        prediction.top.forEach(function (entry) {
+          var share = entry.probability !== undefined ? entry.probability : entry.area;
+          var item = element("li");
+          item.appendChild(element("span", entry["class"], "bar-label"));
+          var bar = element("meter");
+          bar.min = 0; bar.max = 1; bar.value = share;
+          bar.setAttribute("aria-label", entry["class"]);
+          item.appendChild(bar);
+          item.appendChild(element("span", (100 * share).toFixed(1) + "%" + (entry.probability !== undefined ? "" : " of the map"), "bar-value"));
+          list.appendChild(item);
+        });
+        return list;
+      }
+      if (prediction.text !== undefined) {
+        var line = element("p", "reads: ");
+        line.appendChild(element("q", prediction.text));
+        line.appendChild(document.createTextNode(" (confidence " + Number(prediction.confidence).toFixed(2) + ")"));
+        return line;
+      }
+      if (prediction.norm !== undefined) {
+        return element("p", "an embedding of " + prediction.dimensions + " dimensions, norm " + Number(prediction.norm).toFixed(3));
+      }
+      return element("pre", JSON.stringify(prediction, null, 1));
+    }
     function show(job, picture) {
       view.textContent = "";
       if (job.status !== "done") { status.textContent = job.error || job.status; return; }
@@ -80,7 +129,10 @@
         var scale = 256 / Math.max(result.size[0], result.size[1]);
         var drawing = svg("svg", { width: result.size[1] * scale, height: result.size[0] * scale, role: "img", "aria-label": "detections" });
         drawing.appendChild(svg("image", { href: picture.src, width: result.size[1] * scale, height: result.size[0] * scale, preserveAspectRatio: "none" }));
-        select.querySelectorAll("option[data-detection]").forEach(function (option) { option.remove(); });
+        // the image's own detections replace the generic "detection k" choices, in order, after top1
+        Array.prototype.filter.call(select.options, function (option) { return option.value.indexOf("detection:") === 0; })
+          .forEach(function (option) { option.remove(); });
+        var after = select.options[1] || null;
         prediction.detections.forEach(function (detection, index) {
           var b = detection.box;
           drawing.appendChild(svg("rect", { x: b[0] * scale, y: b[1] * scale, width: (b[2] - b[0]) * scale, height: (b[3] - b[1]) * scale, class: "detection-box" }));
@@ -91,14 +143,12 @@
           option.value = "detection:" + index;
           option.setAttribute("data-detection", "");
           option.textContent = "detection " + index + ": " + detection["class"] + " (" + detection.confidence.toFixed(2) + ")";
-          select.insertBefore(option, select.options[1] || null);
+          select.insertBefore(option, after);
         });
         view.appendChild(drawing);
         if (!prediction.detections.length) { status.textContent = "no detection reaches the confidence threshold on this image"; }
       } else {
-        var text = document.createElement("pre");
-        text.textContent = JSON.stringify(prediction, null, 1);
-        view.appendChild(text);
+        view.appendChild(described(prediction));
       }
     }
     form.addEventListener("change", function (event) {
@@ -131,12 +181,19 @@
     });
   });
 
-  // Forms that only choose (the run page's model and technique): follow the choice at once.
-  document.querySelectorAll("form[data-submit-on-change]").forEach(function (form) {
-    form.querySelectorAll("select").forEach(function (select) {
-      select.addEventListener("change", function () { form.submit(); });
+  // A table wider than its box scrolls inside it: make that box reachable from the keyboard (arrow keys scroll it).
+  function focusableScrolling() {
+    document.querySelectorAll("table.data, .scroll").forEach(function (box) {
+      if (box.scrollWidth > box.clientWidth + 1 && !box.hasAttribute("tabindex")) {
+        box.setAttribute("tabindex", "0");
+        var caption = box.querySelector("caption");
+        box.setAttribute("aria-label", (caption ? caption.textContent : "table") + " (scrolls sideways)");
+        if (box.tagName !== "TABLE") { box.setAttribute("role", "region"); }
+      }
     });
-  });
+  }
+  focusableScrolling();
+  window.addEventListener("resize", focusableScrolling);
 
   // Click a picture to see it enlarged (pixels kept sharp); click again or press Escape to close.
   var viewer = null;
