@@ -199,7 +199,7 @@ class AttributionTechnique(Technique):
                     "faithfulness.png",
                     f"deletion and insertion curves ({objective.measure})",
                     kind="plot",
-                    data=curves.plot(objective.measure),
+                    data=curves.plot(objective.measure, usable),
                     array="deletion_curve",
                     group="checks",
                 )

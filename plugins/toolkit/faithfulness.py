@@ -39,16 +39,34 @@ class Curves:
         found["flat_curves"] = [bool(a or b) for a, b in zip(flat["deletion"], flat["insertion"])]
         return found
 
-    def plot(self, measure: str = "target probability") -> bytes:
+    def judged(self, curves: np.ndarray, usable: list[bool] | None = None) -> np.ndarray:
+        """The curves that can judge their map: the same ones ``metrics`` keeps (not a map that cannot support a
+        conclusion, not a curve that never moves)."""
+        keep = np.asarray(usable if usable is not None else [True] * len(curves), bool) & ~flat_curves(curves)
+        return curves[keep]
+
+    def legend(self, usable: list[bool] | None = None) -> dict[str, str]:
+        """What the plot says of each curve's area: its mean over the judged images with their count, or why not."""
+        shown = {}
+        for name, curves in (("deletion", self.deletion), ("insertion", self.insertion)):
+            kept = self.judged(curves, usable)
+            if len(kept):
+                shown[name] = f"AUC {float(np.trapezoid(kept, self.fractions, axis=1).mean()):.3f}, n = {len(kept)}"
+            elif usable is not None and not any(usable):
+                shown[name] = "cannot judge: no map here supports a conclusion"
+            else:
+                shown[name] = "cannot judge: the curves never move"
+        return shown
+
+    def plot(self, measure: str = "target probability", usable: list[bool] | None = None) -> bytes:
+        """The mean curves over the judged images, each labelled with ``legend``."""
         pyplot = plotting()
-
-        def area(curves: np.ndarray) -> str:
-            moving = curves[~flat_curves(curves)]  # a flat curve measured nothing: it is not averaged in
-            return f"AUC {float(np.trapezoid(moving, self.fractions, axis=1).mean()):.3f}" if len(moving) else "cannot judge: the curves never move"
-
+        legend = self.legend(usable)
         figure, axis = pyplot.subplots(figsize=(4.2, 3.0), dpi=100)
-        axis.plot(self.fractions, self.deletion.mean(0), label=f"deletion ({area(self.deletion)}, lower is better)")
-        axis.plot(self.fractions, self.insertion.mean(0), label=f"insertion ({area(self.insertion)}, higher is better)")
+        for name, curves, better in (("deletion", self.deletion, "lower"), ("insertion", self.insertion, "higher")):
+            kept = self.judged(curves, usable)
+            values = kept.mean(0) if len(kept) else np.full(len(self.fractions), np.nan)
+            axis.plot(self.fractions, values, label=f"{name} ({legend[name]}, {better} is better)")
         axis.set_xlabel("fraction of pixels deleted / inserted")
         axis.set_ylabel(measure)
         axis.set_ylim(0, 1.02)

@@ -104,6 +104,12 @@ def test_a_curve_that_never_moves_cannot_judge():
     metrics = Curves(fractions, np.stack([flat, moving]), np.stack([flat, moving[::-1]])).metrics()
     assert metrics["deletion_auc"][0] is None and metrics["insertion_auc"][0] is None and metrics["deletion_auc"][1] == pytest.approx(0.5)
     assert metrics["flat_curves"] == [True, False]
+    curves = Curves(fractions, np.stack([moving, moving]), np.stack([moving[::-1], moving[::-1]]))
+    assert curves.legend()["deletion"] == "AUC 0.500, n = 2"
+    empty_map = curves.metrics([True, False])
+    assert empty_map["deletion_auc"] == [0.5, None] and curves.legend([True, False])["deletion"] == "AUC 0.500, n = 1"
+    assert curves.legend([False, False])["deletion"].startswith("cannot judge")  # the plot shows no area the table withholds
+    assert curves.metrics([False, False])["deletion_auc"] == [None, None]
     one_flat = Scores("a method", "method", np.zeros(2), np.stack([flat, moving]), np.stack([flat, moving]), np.zeros(2), np.zeros(2), np.ones(2, bool))
     other = Scores("random map", "baseline", np.zeros(2), np.stack([flat, flat]), np.stack([flat, flat]), np.zeros(2), np.zeros(2), np.ones(2, bool))
     assert judge_only_moving_images([one_flat, other]) == [0]  # image 1 moved for one map: its flat curves are a measurement

@@ -164,6 +164,8 @@ def test_explain_a_detection_picked_from_the_form(server, page, shots, tmp_path)
     page.wait_for_selector("[data-predictions] svg rect.detection-box", timeout=120_000)
     boxes = page.locator("[data-predictions] svg rect.detection-box").count()
     assert boxes >= 2
+    offered = [value for value in page.eval_on_selector_all("select[name=param_target] option", "(options) => options.map((o) => o.value)") if value.startswith("detection:")]
+    assert offered == [f"detection:{index}" for index in range(boxes)]  # the image's own detections, in order, each once
     page.select_option("select[name=param_target]", "detection:0")
     page.screenshot(path=str(shots / "run-detection.png"), full_page=True)
     page.click("#run-form button[type=submit]")
@@ -233,3 +235,37 @@ def test_the_report_answers_first_and_every_result_reads_well(server, page, shot
     page.wait_for_url("**/reports")
     assert page.request.get(report_url.replace("/reports/", "/api/reports/")).status == 404
     assert not [url for url in failed_requests if "favicon" in url or "/static/" in url], failed_requests
+
+
+def test_a_classifiers_prediction_reads_as_label_bars_and_stays_out_of_the_job_list(server, page, shots):
+    shapes_id = next(model["id"] for model in page.request.get(server + "/api/models").json() if model["name"] == "shapes_cnn")
+    page.goto(f"{server}/run?model={shapes_id}&technique=saliency")
+    page.check("label.thumb:has-text('triangle.png') input[name=image_ids]")
+    page.wait_for_selector("[data-predictions] ol.label-bars li", timeout=120_000)
+    rows = page.locator("[data-predictions] ol.label-bars li").all_inner_texts()
+    assert len(rows) >= 2 and rows[0].startswith("triangle") and rows[0].strip().endswith("%"), rows
+    assert page.locator("[data-predictions] pre").count() == 0  # no raw JSON
+    page.screenshot(path=str(shots / "run-prediction.png"), full_page=True)
+    page.goto(f"{server}/jobs")
+    assert "predict" not in page.inner_text("main table")
+    page.goto(f"{server}/models/{shapes_id}")
+    assert page.locator("#predictions ol.label-bars").count() >= 1
+
+
+def test_a_dropped_picture_is_uploaded_at_once_and_confirmed(server, page, tmp_path):
+    from viz_server_models import sample_images
+
+    data = list(sample_images()["circle"].read_bytes())
+    page.goto(server + "/images")
+    page.evaluate(
+        """(bytes) => {
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([new Uint8Array(bytes)], 'dropped.png', {type: 'image/png'}));
+          const zone = document.querySelector('[data-dropzone]');
+          zone.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        }""",
+        data,
+    )
+    page.wait_for_selector("p.confirmed")
+    assert page.inner_text("p.confirmed") == "Added 1 picture to uploads."
+    assert page.locator("figure.thumb", has_text="dropped.png").count() >= 1

@@ -47,6 +47,7 @@ PAGE_KINDS = [
     "reports",
     "report",
     "report-export",
+    "report-compare",
     "compare",
     "delete-confirm",
     "error-404",
@@ -185,6 +186,9 @@ def records(server, tmp_path_factory) -> dict:
         "/api/audits",
         {"model_id": shapes["id"], "techniques": ["saliency", "gradcam", *DATASET_SUITE], "image_ids": [image["id"] for image in labeled]},
     )
+    planted = next(model for model in models if model["name"] == "shapes_planted")
+    compared = _post(server, "/api/comparisons", {"model_ids": [shapes["id"], planted["id"]], "technique": "saliency", "image_ids": [first, second]})
+    _wait_json(server, f"/api/reports/{compared['id']}", lambda data: all(_job_finished(job) for job in data["jobs"]))
     for job in (technique_job, ranking_job):
         done = _wait_json(server, f"/api/jobs/{job['id']}", _job_finished)
         assert done["status"] == "done", f"job {job['id']} ({job['technique']}) ended {done['status']}: {done.get('error')}"
@@ -199,6 +203,7 @@ def records(server, tmp_path_factory) -> dict:
         "technique_job": technique_job["id"],
         "ranking_job": ranking_job["id"],
         "report": report["id"],
+        "comparison": compared["id"],
         "export": exported,
     }
 
@@ -222,6 +227,7 @@ def urls(server, records) -> dict[str, str]:
         "reports": f"{server}/reports",
         "report": f"{server}/reports/{report}",
         "report-export": records["export"].as_uri(),
+        "report-compare": f"{server}/reports/{records['comparison']}",
         "compare": f"{server}/compare",
         "delete-confirm": f"{server}/reports/{report}/delete",
         "error-404": f"{server}/jobs/999999",
@@ -385,6 +391,34 @@ def test_the_report_opens_with_the_summary_then_the_dataset_findings(browser, ur
         page.screenshot(path=str(shots / f"report-first-screen-{width}.png"))  # the viewport: what a reader sees first
         page.locator("main section.summary").nth(1).scroll_into_view_if_needed()
         page.screenshot(path=str(shots / f"report-findings-{width}.png"), full_page=True, clip={"x": 0, "y": 0, "width": width, "height": first_job})
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_comparison_lays_each_models_pictures_in_its_own_column(browser, urls, width):
+    """Every picture of a comparison (the maps and the sanity check's strip) stays inside its model's column."""
+    context, page = _open(browser, urls["report-compare"], width, "report-compare")
+    try:
+        outside = page.evaluate(
+            """() => {
+              const found = [];
+              document.querySelectorAll('table.compare-rows tr').forEach((row) => {
+                row.querySelectorAll(':scope > td').forEach((cell, column) => {
+                  const box = cell.getBoundingClientRect();
+                  cell.querySelectorAll('img, svg').forEach((picture) => {
+                    const r = picture.getBoundingClientRect();
+                    if (r.width && (r.left < box.left - 1 || r.right > box.right + 1)) {
+                      found.push(`column ${column + 1}: ${picture.getAttribute('alt') || picture.tagName} spans ${Math.round(r.left)}-${Math.round(r.right)}, its cell ${Math.round(box.left)}-${Math.round(box.right)}`);
+                    }
+                  });
+                });
+              });
+              return found;
+            }"""
+        )
+        assert page.locator("table.compare-rows td img").count() >= 4
+        assert not outside, f"at {width}px pictures leave their model's column:\n  " + "\n  ".join(outside[:10])
     finally:
         context.close()
 
