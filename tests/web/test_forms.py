@@ -343,3 +343,5 @@ def test_predictions_stay_out_of_the_job_lists_and_show_on_their_models_page(app
     assert f'href="/jobs/{job["id"]}"' not in listed
     page = client.get(f"/models/{model['id']}").get_data(as_text=True)
     assert "What it said about recent pictures" in page and 'class="label-bars"' in page and "<meter" in page
+    set_page = client.get(f"/images/sets/{image['set']}").get_data(as_text=True)
+    assert f"{model['name']} said:" in set_page  # and on its picture's set page

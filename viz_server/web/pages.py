@@ -178,7 +178,20 @@ def image_set_page(name: str):
     if not members:
         raise NotFound(f"there is no image set named {name[:100]!r}.")
     (group,) = image_sets_view(members)
-    return render_template("image_set.html", group=group)
+    return render_template("image_set.html", group=group, predictions=_latest_predictions({image["id"] for image in members}))
+
+
+def _latest_predictions(image_ids: set[int], scanned: int = 500) -> dict[int, list[dict]]:
+    """Picture id -> what each model said about it last (the newest ``scanned`` predictions), model by model."""
+    names = {model.id: model.name for model in store().models()}
+    found: dict[int, dict[int, dict]] = {}
+    for job in store().jobs(limit=scanned, kinds=("predict",)):
+        if job.status != JobStatus.DONE or not job.result or not job.image_ids or job.image_ids[0] not in image_ids:
+            continue
+        found.setdefault(job.image_ids[0], {}).setdefault(
+            job.model_id, {"model": names.get(job.model_id, "a deleted model"), "prediction": job.result.get("prediction", {})}
+        )
+    return {image: list(by_model.values()) for image, by_model in found.items()}
 
 
 @blueprint.get("/images/<int:image_id>/thumb.png")
