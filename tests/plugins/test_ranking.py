@@ -10,14 +10,13 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from pictures import shapes_with_masks
 from torch import nn
 
 from viz_server import load_model
 from viz_server.presentation import report_sections
 from viz_server.runner import run_technique
 from viz_server.testing import objective_for
-from viz_server_models import shapes
 from viz_server_plugins.saliency import Saliency
 from viz_server_plugins.toolkit import localization, ranking, road, stability
 from viz_server_plugins.toolkit.baselines import baseline_maps
@@ -131,9 +130,7 @@ def test_a_metric_that_cannot_tell_the_mask_from_random_ranks_nothing(patch_case
 def test_the_ranking_on_the_shapes_model_with_masks(shapes_model):
     """The shipped model, fresh images with their object masks, through the runner as every front end calls it (12
     pictures: on 8 of these the mask's ROAD gap varies too much for its lead over a random map to be shown)."""
-    data = shapes.make_dataset(12, seed=7, congruent_fraction=1.0)
-    images = [(f"{index}.png", png(picture)) for index, picture in enumerate(data.images)]
-    masks = [png((mask * 255).astype(np.uint8)) for mask in data.masks]
+    images, masks = shapes_with_masks(12, seed=7)
     params = {"methods": "saliency,gradcam,guided_backprop", "smooth_samples": 0, "sanity_images": 1, "sensitivity_samples": 2}
     result = run_technique("attribution_ranking", shapes_model, images, params, masks=masks)
     by_label = {row["method"]: row for row in result.metrics["ranking"]}
@@ -153,12 +150,6 @@ def test_the_ranking_on_the_shapes_model_with_masks(shapes_model):
     job = {"technique": "attribution_ranking", "status": "done", "error": None, "model": {"name": "shapes_cnn"}, "result": result.to_json()}
     (section,) = [s for s in report_sections({"kind": "audit", "title": "t", "status": "done", "jobs": [job]}) if "believe" in s.title]
     assert section.sentences == result.metrics["verdict"] and len(section.rows) == len(by_label) + 1
-
-
-def png(picture: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # ---- parity with Quantus -------------------------------------------------------------------------------

@@ -1,1 +1,1 @@
-from tests_web_helpers import app, client, sample_ids, shapes_id  # noqa: F401 - shared fixtures
+from tests_web_helpers import app, browser, client, sample_ids, server, shapes_id, shots  # noqa: F401 - shared fixtures

@@ -3,34 +3,10 @@
 Screenshots of every page land in $VIZ_SCREENSHOTS (default: the test's temporary folder).
 """
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
-from tests_web_helpers import running_server
+from tests_web_helpers import BROWSER_TESTS
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="Debian's chromium is not installed (CI installs it)")]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("browser-data")) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM, "chromium must be installed for the browser tests"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        yield launched
-        launched.close()
+pytestmark = BROWSER_TESTS
 
 
 @pytest.fixture
@@ -42,13 +18,6 @@ def page(browser):
     opened.dialogs = dialogs
     yield opened
     context.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("VIZ_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _wait_text(page, selector: str, text: str, timeout: float = 120_000) -> None:
@@ -164,7 +133,11 @@ def test_explain_a_detection_picked_from_the_form(server, page, shots, tmp_path)
     page.wait_for_selector("[data-predictions] svg rect.detection-box", timeout=120_000)
     boxes = page.locator("[data-predictions] svg rect.detection-box").count()
     assert boxes >= 2
-    offered = [value for value in page.eval_on_selector_all("select[name=param_target] option", "(options) => options.map((o) => o.value)") if value.startswith("detection:")]
+    offered = [
+        value
+        for value in page.eval_on_selector_all("select[name=param_target] option", "(options) => options.map((o) => o.value)")
+        if value.startswith("detection:")
+    ]
     assert offered == [f"detection:{index}" for index in range(boxes)]  # the image's own detections, in order, each once
     page.select_option("select[name=param_target]", "detection:0")
     page.screenshot(path=str(shots / "run-detection.png"), full_page=True)

@@ -1,4 +1,7 @@
+import os
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +65,40 @@ def csrf(client, page: str = "/models") -> str:
 
     html = client.get(page).get_data(as_text=True)
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+# ---- browser tests: Playwright driving Debian's headless Chromium against `viz-server serve` ----------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_TESTS = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="Debian's chromium is not installed (CI installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real server (its own data folder, job processes) for one test module."""
+    with running_server(tmp_path_factory.mktemp("browser-data")) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "chromium must be installed for the browser tests"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where screenshots go: $VIZ_SCREENSHOTS, or the test's temporary folder."""
+    folder = Path(os.environ.get("VIZ_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
