@@ -50,8 +50,11 @@ def test_forms_need_the_csrf_token(client):
     assert response.status_code == 400
 
 
-def test_api_writes_need_a_non_form_header(client):
-    response = client.post("/api/jobs", json={})
+@pytest.mark.parametrize("authorization", [None, "Basic dXNlcjpwYXNz", "garbage", "Bearer anything"])
+def test_api_writes_need_a_non_form_header(client, authorization):
+    """On loopback without a token, an Authorization header of any kind is no substitute for X-Requested-With."""
+    headers = {"Authorization": authorization} if authorization else {}
+    response = client.post("/api/jobs", json={}, headers=headers)
     assert response.status_code == 403 and "X-Requested-With" in response.get_json()["error"]
 
 
@@ -125,7 +128,16 @@ def test_a_tokenless_server_answers_only_to_its_own_names(loopback_app, host):
 
 def test_state_changing_requests_from_another_origin_are_refused(loopback_app):
     client = loopback_app.test_client()
-    for origin in ("https://evil.example", "null", "http://127.0.0.1.evil.example:8000"):
+    for origin in (
+        "https://evil.example",
+        "null",
+        "http://127.0.0.1.evil.example:8000",
+        "http://localhost:8000@evil.test",
+        "http://localhost@evil.test",
+        "http://localhost:8000/path",
+        "ftp://localhost",
+        "http://localhost:port",
+    ):
         response = client.post("/api/models/1/spec", json={"labels": "a"}, headers={**API, "Origin": origin})
         assert response.status_code == 403 and "another web site" in response.get_json()["error"]
     assert client.post("/api/models/1/spec", json={"layout": "NCHW"}, headers={**API, "Origin": "http://localhost:8000"}).status_code in (202, 404)

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import defer
 
 from viz_server.config import Settings
-from viz_server.errors import UserError
+from viz_server.errors import NotFound, UserError
 from viz_server.store.blobs import BlobStore
 from viz_server.store.database import (
     FINISHED,
@@ -216,7 +216,7 @@ class Store:
     def request_cancel(self, job_id: int) -> None:
         job = self.db.get(JobRecord, job_id)
         if job is None:
-            raise UserError(f"there is no job {job_id}.")
+            raise NotFound(f"there is no job {job_id}.")
         if job.status == JobStatus.QUEUED and self.db.cancel_queued(job_id):
             if job.kind == "inspect":
                 self.inspection_ended(job, "the inspection was cancelled; save the spec again to retry.")

@@ -8,13 +8,28 @@ from __future__ import annotations
 
 import hashlib
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter, ValidationError
 
 from viz_server.config import Settings, load_settings
 from viz_server.errors import NotFound, UserError
 from viz_server.store import Store
+from viz_server.store.database import MAX_ID
 from viz_server.web import security
+
+
+class RecordNumber(IntegerConverter):
+    """``<int:...>`` in every route: ASCII digits only (``\\d`` would take Arabic-Indic or full-width digits),
+    at most ``MAX_ID``; anything else is not an address here (404)."""
+
+    regex = r"[0-9]{1,19}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_ID:
+            raise ValidationError()
+        return number
 
 
 def make_dispatcher(store: Store, settings: Settings):
@@ -31,6 +46,7 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1", start_
     settings = settings or load_settings()
     store = Store(settings)
     app = Flask(__name__)
+    app.url_map.converters["int"] = RecordNumber
     app.config.update(
         SECRET_KEY=security.persistent_secret(settings.data_dir / "secret_key"),
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
@@ -97,4 +113,8 @@ def _register_errors(app: Flask) -> None:
             413: f"the upload is larger than the {app.config['MAX_CONTENT_LENGTH'] / 2**20:.0f} MiB allowed.",
         }
         message = messages.get(exc.code) if exc.code != 400 else None
-        return respond(exc.code or 500, message or (exc.description or "bad request."))
+        response = make_response(respond(exc.code or 500, message or (exc.description or "bad request.")))
+        for key, value in exc.get_headers():
+            if key.lower() == "allow":  # a 405 names the methods the address takes
+                response.headers[key] = value
+        return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, jsonify, request, url_for
 
 from viz_server.errors import UserError
@@ -15,11 +17,38 @@ from viz_server.web.views import image_json, job_json, job_summaries, model_json
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 
+MAX_JSON_DEPTH = 16
+"""Deepest nesting of a JSON request body (the deepest a request needs is a spec's list inside the object: 3)."""
+
+
 def _body() -> dict:
-    data = request.get_json(silent=True)
+    """The request's JSON object; a body that is not one, or nested deeper than ``MAX_JSON_DEPTH``, is one sentence."""
+    if not request.is_json:
+        raise UserError("send a JSON object in the request body (Content-Type: application/json).")
+    try:
+        data = json.loads(request.get_data(cache=True))
+    except RecursionError:  # nested deeper than the parser goes
+        raise UserError(f"the JSON body is nested too deeply; at most {MAX_JSON_DEPTH} levels are accepted.") from None
+    except ValueError:
+        raise UserError("the request body is not valid JSON; send a JSON object (Content-Type: application/json).") from None
     if not isinstance(data, dict):
         raise UserError("send a JSON object in the request body (Content-Type: application/json).")
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise UserError(f"the JSON body is nested too deeply; at most {MAX_JSON_DEPTH} levels are accepted.")
     return data
+
+
+def json_depth(value) -> int:
+    """How deeply ``value`` nests lists and objects (a scalar: 0), without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 def _int_list(value, what: str) -> list[int]:

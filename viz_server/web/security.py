@@ -66,6 +66,20 @@ def host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+def origin_host(origin: str) -> str | None:
+    """The host name of an Origin header read strictly (RFC 6454: scheme://host[:port], nothing else): None for
+    ``null``, userinfo (``http://localhost:80@evil.test`` names evil.test), a path, or anything unparsable."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port  # raises on a port that is not a number
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or "@" in parts.netloc or parts.path or parts.query or parts.fragment or not parts.hostname:
+        return None
+    del port
+    return parts.hostname.lower()
+
+
 def csrf_token() -> str:
     if "csrf" not in session:
         session["csrf"] = secrets.token_urlsafe(24)
@@ -88,7 +102,7 @@ def install(app: Flask, token: str | None, allowed: frozenset[str] | None = None
             return refuse(403, f"this server answers only to {', '.join(sorted(allowed))}; set VIZ_SERVER_ALLOWED_HOSTS to add a name.")
         origin = request.headers.get("Origin")
         if request.method in ("POST", "PUT", "PATCH", "DELETE") and origin:
-            if origin == "null" or host_name(urlsplit(origin).netloc) not in allowed:
+            if origin_host(origin) not in allowed:
                 return refuse(403, "this request came from another web site and was refused.")
         return None
 
@@ -106,8 +120,10 @@ def install(app: Flask, token: str | None, allowed: frozenset[str] | None = None
                 return redirect(request.path)
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
             if request.path.startswith("/api/"):
-                if not request.headers.get("X-Requested-With") and not request.headers.get("Authorization"):
-                    return jsonify(error="API writes must send an X-Requested-With header (or a Bearer token)."), 403
+                header = request.headers.get("Authorization", "")
+                bearer = token is not None and header.startswith("Bearer ") and hmac.compare_digest(header[7:], token)  # only a valid token counts
+                if not request.headers.get("X-Requested-With") and not bearer:
+                    return jsonify(error="API writes must send an X-Requested-With header (or a valid Bearer token)."), 403
             else:
                 given = request.form.get("csrf_token", "")
                 if not given or not hmac.compare_digest(given, session.get("csrf", "")):
