@@ -64,3 +64,23 @@ def test_a_cancelled_queued_inspection_fails_its_model_and_takes_no_jobs(quiet_c
     assert after["status"] == "failed" and "cancelled" in after["error"]
     refused = quiet_client.post("/api/jobs", json={"technique": "saliency", "model_id": model["id"], "image_ids": [1]}, headers=API)
     assert refused.status_code == 400
+
+
+@pytest.mark.parametrize("where", ["query", "form", "json"])
+def test_a_control_character_in_a_text_value_is_a_400(quiet_client, where):
+    if where == "query":
+        response = quiet_client.get("/api/images?set=a%00b")
+    elif where == "form":
+        response = quiet_client.post("/api/images", data={"set": "a\x00b", "images": (io.BytesIO(b"x"), "x.png")}, headers=API, content_type="multipart/form-data")
+    else:
+        response = quiet_client.post("/api/models/1/spec", json={"labels": "cat\x00dog"}, headers=API)
+    assert response.status_code == 400 and "control character" in response.get_json()["error"]
+    assert quiet_client.get("/api/images?set=line%0Abreak").status_code == 200  # line breaks and tabs are text
+
+
+@pytest.mark.parametrize("labels,fragment", [("\n".join(f"c{index}" for index in range(100_001)), "at most 100000"), ("x" * 201, "longer than 200")])
+def test_a_spec_with_too_many_or_too_long_labels_is_refused(quiet_client, labels, fragment):
+    before = quiet_client.get("/api/models/1").get_json()
+    response = quiet_client.post("/api/models/1/spec", json={"labels": labels}, headers=API)
+    assert response.status_code == 400 and fragment in response.get_json()["error"]
+    assert quiet_client.get("/api/models/1").get_json() == before

@@ -237,12 +237,22 @@ def _task(value: Any) -> str:
     return text
 
 
+MAX_LABELS = 100_000
+"""Most class labels a spec holds (ImageNet-21k has 21,843; a CJK recognizer's dictionary about 6,600)."""
+MAX_LABEL_CHARACTERS = 200
+
+
 def _labels(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in (value.splitlines() if "\n" in value else value.split(",")) if part.strip()]
     if isinstance(value, dict):  # {"0": "cat", ...}
         value = [value[k] for k in sorted(value, key=lambda k: int(k))]
-    return tuple(str(item) for item in value)
+    labels = tuple(str(item) for item in value)
+    if len(labels) > MAX_LABELS:
+        raise UserError(f"{len(labels)} labels were given; a spec holds at most {MAX_LABELS}.", field="labels")
+    if any(len(label) > MAX_LABEL_CHARACTERS for label in labels):
+        raise UserError(f"a label is longer than {MAX_LABEL_CHARACTERS} characters; give short class names.", field="labels")
+    return labels
 
 
 def _numbers(value: Any) -> tuple[float, ...]:

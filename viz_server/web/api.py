@@ -11,6 +11,7 @@ from viz_server.installed import describe_plugins
 from viz_server.store import JobRecord, ReportRecord
 from viz_server.store.database import MAX_ID
 from viz_server.web import actions, export
+from viz_server.web.security import has_control_characters
 from viz_server.web.pages import REPORTS_PER_PAGE, _uploaded_files, dispatcher, report_page_number, store
 from viz_server.web.views import image_json, job_json, job_summaries, model_json
 
@@ -33,22 +34,25 @@ def _body() -> dict:
         raise UserError("the request body is not valid JSON; send a JSON object (Content-Type: application/json).") from None
     if not isinstance(data, dict):
         raise UserError("send a JSON object in the request body (Content-Type: application/json).")
-    if json_depth(data) > MAX_JSON_DEPTH:
-        raise UserError(f"the JSON body is nested too deeply; at most {MAX_JSON_DEPTH} levels are accepted.")
+    check_json(data)
     return data
 
 
-def json_depth(value) -> int:
-    """How deeply ``value`` nests lists and objects (a scalar: 0), without recursion."""
-    deepest, pending = 0, [(value, 1)]
+def check_json(value) -> None:
+    """Refuse, in one sentence, JSON nested deeper than ``MAX_JSON_DEPTH`` or holding a control character in a
+    key or a string (walked without recursion)."""
+    pending = [(value, 1)]
     while pending:
         item, depth = pending.pop()
+        if isinstance(item, str) and has_control_characters(item):
+            raise UserError("a JSON string holds a control character; send plain text.")
         if isinstance(item, dict):
+            pending.extend((key, depth) for key in item)
             item = list(item.values())
         if isinstance(item, list):
-            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                raise UserError(f"the JSON body is nested too deeply; at most {MAX_JSON_DEPTH} levels are accepted.")
             pending.extend((child, depth + 1) for child in item)
-    return deepest
 
 
 def _int_list(value, what: str) -> list[int]:

@@ -80,6 +80,13 @@ def origin_host(origin: str) -> str | None:
     return parts.hostname.lower()
 
 
+CONTROL_CHARACTERS = frozenset(chr(code) for code in range(32) if chr(code) not in "\t\n\r") | {"\x7f"}
+
+
+def has_control_characters(text: str) -> bool:
+    return any(character in CONTROL_CHARACTERS for character in text)
+
+
 def csrf_token() -> str:
     if "csrf" not in session:
         session["csrf"] = secrets.token_urlsafe(24)
@@ -128,6 +135,16 @@ def install(app: Flask, token: str | None, allowed: frozenset[str] | None = None
                 given = request.form.get("csrf_token", "")
                 if not given or not hmac.compare_digest(given, session.get("csrf", "")):
                     abort(400, description="the form has expired or did not come from this server; reload the page and submit again.")
+
+    @app.before_request
+    def refuse_control_characters():
+        """NUL and other control characters in a query or form value (a database may refuse them with an error
+        the user cannot read); tabs and line breaks stay allowed (labels are typed one per line)."""
+        for source, values in (("query", request.args), ("form", request.form)):
+            for key, value in values.items(multi=True):
+                if has_control_characters(key) or has_control_characters(value):
+                    return refuse(400, f"a {source} value holds a control character; send plain text.")
+        return None
 
     @app.after_request
     def security_headers(response):
