@@ -11,8 +11,8 @@ from viz_server.installed import describe_plugins
 from viz_server.store import JobRecord, ReportRecord
 from viz_server.store.database import MAX_ID
 from viz_server.web import actions, export
-from viz_server.web.security import has_control_characters
 from viz_server.web.pages import REPORTS_PER_PAGE, _uploaded_files, dispatcher, report_page_number, store
+from viz_server.web.security import has_control_characters
 from viz_server.web.views import image_json, job_json, job_summaries, model_json
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
