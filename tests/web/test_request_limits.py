@@ -71,7 +71,9 @@ def test_a_control_character_in_a_text_value_is_a_400(quiet_client, where):
     if where == "query":
         response = quiet_client.get("/api/images?set=a%00b")
     elif where == "form":
-        response = quiet_client.post("/api/images", data={"set": "a\x00b", "images": (io.BytesIO(b"x"), "x.png")}, headers=API, content_type="multipart/form-data")
+        response = quiet_client.post(
+            "/api/images", data={"set": "a\x00b", "images": (io.BytesIO(b"x"), "x.png")}, headers=API, content_type="multipart/form-data"
+        )
     else:
         response = quiet_client.post("/api/models/1/spec", json={"labels": "cat\x00dog"}, headers=API)
     assert response.status_code == 400 and "control character" in response.get_json()["error"]
