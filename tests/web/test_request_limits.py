@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from tests_web_helpers import API
 
@@ -86,3 +87,18 @@ def test_a_spec_with_too_many_or_too_long_labels_is_refused(quiet_client, labels
     response = quiet_client.post("/api/models/1/spec", json={"labels": labels}, headers=API)
     assert response.status_code == 400 and fragment in response.get_json()["error"]
     assert quiet_client.get("/api/models/1").get_json() == before
+
+
+@pytest.mark.parametrize("form", ["/run", "/models/1/audit", "/compare"])
+def test_a_refused_form_keeps_none_of_the_pictures_uploaded_with_it(quiet_client, form):
+    import re
+
+    from pictures import png_bytes
+
+    token = re.search(r'name="csrf_token" value="([^"]+)"', quiet_client.get("/images").get_data(as_text=True)).group(1)
+    before = quiet_client.get("/api/images").get_json()
+    picture = png_bytes(np.full((16, 16, 3), 200, np.uint8))
+    fields = {"csrf_token": token, "technique": "saliency", "model_id": "1", "model_ids": "1", "param_smooth_samples": "-5"}
+    response = quiet_client.post(form, data={**fields, "images": (io.BytesIO(picture), "new.png")}, content_type="multipart/form-data")
+    assert response.status_code == 400  # a parameter below its minimum, an audit without techniques, one model to compare
+    assert quiet_client.get("/api/images").get_json() == before

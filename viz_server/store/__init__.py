@@ -122,6 +122,13 @@ class Store:
             session.commit()
         return records
 
+    def forget_images(self, image_ids: list[int]) -> None:
+        """Delete image records just stored by a request that was then refused (no job refers to them yet); their
+        blobs go with the next garbage collection."""
+        with self.db.session() as session:
+            session.execute(delete(ImageRecord).where(ImageRecord.id.in_(image_ids)))
+            session.commit()
+
     def images(self, image_set: str | None = None) -> list[ImageRecord]:
         with self.db.session() as session:
             query = select(ImageRecord).order_by(ImageRecord.id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, send_file, url_for
 
 from viz_server.errors import NotFound, UserError
 from viz_server.installed import check_applies, describe_plugins, suite, techniques
@@ -285,8 +285,18 @@ def _chosen_images() -> list[int]:
     image_ids = list(dict.fromkeys(image_ids))
     uploads = _uploaded_files("images")
     if uploads:
-        image_ids += [record.id for record in actions.upload_images(store(), uploads)]
+        g.uploaded_image_ids = [record.id for record in actions.upload_images(store(), uploads)]
+        image_ids += g.uploaded_image_ids
     return image_ids
+
+
+@blueprint.after_request
+def refused_forms_keep_no_pictures(response):
+    """A form refused (4xx) forgets the pictures uploaded with it: a refused request stores nothing."""
+    uploaded = g.pop("uploaded_image_ids", None)
+    if uploaded and response.status_code >= 400:
+        store().forget_images(uploaded)
+    return response
 
 
 @blueprint.post("/run")
