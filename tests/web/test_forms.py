@@ -103,8 +103,9 @@ def test_the_run_forms_defaults_are_always_accepted(client, technique):
             assert refused.status_code == 400 and "applies to" in refused.get_data(as_text=True)
             continue
         data = dict(form.fields)
-        if {"image", "image_set", "dataset"} & set(chosen.inputs):
-            data["image_ids"] = form.images[0]
+        if {"image", "image_set", "dataset"} & set(chosen.inputs):  # a picture of one of the model's classes (a set's labels are read)
+            classes = set(model["spec"].get("labels") or [])
+            data["image_ids"] = next((str(image["id"]) for image in client.get("/api/images").get_json() if image["label"] in classes), form.images[0])
         for param in chosen.params:
             if param.kind != "bool":
                 assert f"param_{param.name}" in data, f"{technique} on {name}: the form lacks {param.name}"
@@ -345,3 +346,18 @@ def test_predictions_stay_out_of_the_job_lists_and_show_on_their_models_page(app
     assert "What it said about recent pictures" in page and 'class="label-bars"' in page and "<meter" in page
     set_page = client.get(f"/images/sets/{image['set']}").get_data(as_text=True)
     assert f"{model['name']} said:" in set_page  # and on its picture's set page
+
+
+def test_a_set_labeled_with_other_classes_is_refused_at_submission(client):
+    """Robustness reads the set's labels: a picture labeled with a class the model lacks is one sentence at
+    submission, not a failed job."""
+    by_name = models(client)
+    images = {image["name"]: image for image in client.get("/api/images").get_json()}
+    page = client.get(f"/run?model={by_name['digits_linear']['id']}&technique=robustness_curve").get_data(as_text=True)
+    form = FormFields()
+    form.feed(page)
+    response = client.post("/run", data={**form.fields, "image_ids": str(images["circle.png"]["id"])})
+    text = response.get_data(as_text=True)
+    assert response.status_code == 400 and "is labeled &#39;circle&#39;, which is not one of digits_linear&#39;s classes" in text
+    accepted = client.post("/run", data={**form.fields, "image_ids": str(images["digit-3.png"]["id"])})
+    assert accepted.status_code == 302

@@ -86,7 +86,7 @@ def register_shipped(store: Store, dispatcher) -> None:
             dispatcher.submit(job.id)
     if "samples" not in store.image_sets():
         for name, path in sample_images().items():
-            label = name if not name.startswith("digit") else name.split("-")[-1]
+            label = name.split("-")[-1] if name.startswith("digit") else name.split("-")[0]  # circle-square: a circle wearing square's texture
             store.add_image(path.name, path.read_bytes(), "samples", label)
 
 

@@ -149,9 +149,14 @@ def prepared_job(
     limit = MAX_DATASET_PICTURES if "dataset" in technique.inputs else MAX_IMAGES_PER_RUN
     if len(image_ids) > limit:
         raise UserError(f"{len(image_ids)} images were chosen; at most {limit} fit in one {technique.title} job.")
+    pictures = []
     for image_id in image_ids + ([second_image_id] if second_image_id else []):
-        if store.db.get(ImageRecord, image_id) is None:
+        picture = store.db.get(ImageRecord, image_id)
+        if picture is None:
             raise UserError(f"there is no image {image_id}; pick one from the list.")
+        pictures.append(picture)
+    if "image_set" in technique.inputs:
+        _check_set_labels(technique, record, pictures[: len(image_ids)])
     if "second_image" in technique.inputs and not second_image_id:
         raise UserError(f"{technique.title} needs a second image.")
     if not 0 <= int(seed) < 2**31:
@@ -165,6 +170,26 @@ def prepared_job(
         seed=int(seed),
         second_image_id=second_image_id,
     )
+
+
+def _check_set_labels(technique, record: ModelRecord, pictures: list[ImageRecord]) -> None:
+    """A set whose pictures all carry labels is read against them (accuracy, robustness): each label must name one
+    of the classifier's classes (or be a class index), refused here in one sentence rather than when the job runs."""
+    spec = (record.description or {}).get("spec") or {}
+    if spec.get("task", "classification") != "classification" or not pictures or not all(picture.label for picture in pictures):
+        return
+    labels = [str(label) for label in spec.get("labels") or []]
+    known = {label.lower() for label in labels}
+    count = spec.get("num_classes") or len(labels)
+    for picture in pictures:
+        label = str(picture.label)
+        if label.lower() in known or (not labels and label.isascii() and label.isdigit() and int(label) < count):
+            continue
+        offered = ", ".join(labels[:8]) + (" ..." if len(labels) > 8 else "") if labels else f"class indices 0-{count - 1}"
+        raise UserError(
+            f"{technique.title} reads the set's labels, and {picture.name} is labeled {label[:60]!r}, which is not one of "
+            f"{record.name}'s classes ({offered}); choose pictures labeled with its classes, or unlabeled ones."
+        )
 
 
 def predict(store: Store, dispatcher, model_id: int, image_id: Any):
