@@ -30,6 +30,8 @@ def _execute(store: Store, job: JobRecord, submit_shard: Callable[[int], None] |
     job_id = job.id
     model_record = store.db.get(ModelRecord, job.model_id)
     try:
+        if model_record is None:  # deleted after the job was accepted
+            raise UserError(f"model {job.model_id} was deleted after this job was submitted; nothing was run.")
         if job.kind == "inspect":
             _inspect(store, job, model_record)
         elif job.kind == "predict":

@@ -162,8 +162,13 @@ class Store:
                 for job in jobs:
                     job.report_id = report.id
             session.add_all(jobs)
+            session.flush()  # written (SQLite: the write lock held), then the models checked still there, locked
+            wanted = {job.model_id for job in jobs}
+            found = set(session.scalars(select(ModelRecord.id).where(ModelRecord.id.in_(wanted)).with_for_update()))
+            if wanted - found:
+                session.rollback()
+                raise UserError(f"model {min(wanted - found)} was deleted while the job was being submitted; nothing was stored.")
             if queue_order is not None:
-                session.flush()
                 for position, index in zip(sorted(job.id for job in jobs), queue_order):
                     jobs[index].queue_position = position
             session.commit()
@@ -302,11 +307,17 @@ class Store:
             )
         record_type = {"model": ModelRecord, "image": ImageRecord, "report": ReportRecord}[kind]
         with self.db.session() as session:
+            # the record's row locked (PostgreSQL; a job being saved for it locks it too: ``save_jobs``), then
+            # deleted first, so the checks below run holding the write lock (SQLite) and see every job saved before
+            session.execute(select(record_type.id).where(record_type.id == record_id).with_for_update())
+            if kind != "report":
+                session.execute(delete(record_type).where(record_type.id == record_id))
             # in the deleting transaction: nothing of the plan started meanwhile, and no job was added to the record
             active = select(JobRecord.id).where(JobRecord.id.in_(plan["jobs"]), JobRecord.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
             owner = {"model": JobRecord.model_id, "report": JobRecord.report_id}.get(kind)
             added = select(JobRecord.id).where(owner == record_id, JobRecord.id.not_in(plan["jobs"])) if owner is not None else None
             if session.execute(active).first() or (added is not None and session.execute(added).first()):
+                session.rollback()
                 raise UserError(f"this {kind} gained or started a job while it was being deleted; nothing was deleted, try again.")
             if plan["jobs"]:
                 session.execute(delete(JobRecord).where(JobRecord.id.in_(plan["jobs"])))
@@ -314,8 +325,6 @@ class Store:
                 session.execute(delete(ReportRecord).where(ReportRecord.id.in_(plan["reports"])))
             if kind == "model":  # the rows of whole-set work done on it
                 session.execute(delete(ShardRecord).where(ShardRecord.model_id == record_id))
-            if kind != "report":
-                session.execute(delete(record_type).where(record_type.id == record_id))
             session.commit()
         self.collect_garbage()
         return plan
