@@ -239,3 +239,28 @@ def test_a_job_process_takes_its_share_of_the_cores_for_torch_and_onnxruntime():
     assert printed == [str(share(2)), str(share(2)), "1"]
     forced = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={**env, "VIZ_SERVER_THREADS": "1"}, timeout=120, check=True)
     assert forced.stdout.split()[:2] == ["1", "1"]
+
+
+def test_graceful_stops_requeue_a_running_job_without_using_its_retry(ready_data):
+    """Two ordinary restarts (SIGTERM runs ``stop``) while a job runs: each time it goes back to the queue with its
+    attempt given back, and the third server runs it to the end within its retries."""
+    model = next(model for model in Store(load_settings(data_dir=ready_data)).models() if model.name == "shapes_cnn")
+    store = Store(load_settings(data_dir=ready_data))
+    job_id = store.create_job("class_visualization", model.id, [], {"steps": 400}).id
+    for restart in range(2):
+        store, runner = _runner(ready_data, job_retries=1)
+        try:
+            running = _wait(store, job_id, states=("running",))
+            deadline = time.monotonic() + 60
+            while store.db.get(JobRecord, job_id).started_at is None and time.monotonic() < deadline:  # its work has begun
+                time.sleep(0.05)
+            assert running.attempts == 1, (restart, running.attempts)
+        finally:
+            runner.stop()
+        stopped = store.db.get(JobRecord, job_id)
+        assert (stopped.status, stopped.attempts, stopped.progress_message) == ("queued", 0, "requeued: the server stopped")
+    store, runner = _runner(ready_data, job_retries=1)
+    try:
+        assert _wait(store, job_id, timeout=300).status == "done"
+    finally:
+        runner.stop()

@@ -106,13 +106,22 @@ class EmbeddedRunner:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the job processes. A job interrupted by this (a graceful stop: SIGTERM, Ctrl-C) goes back to the
+        queue with its attempt given back, so restarts never use up the retry that a crash would need."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        interrupted = list(self.running)
         for worker in [*self.running.values(), *self.idle, *self.retired]:
             worker.process.kill()
             worker.process.wait(timeout=10)
+        for job_id in interrupted:
+            job = self.store.db.get(JobRecord, job_id)
+            if job is not None:
+                self.store.db.update_running(
+                    job_id, status=JobStatus.QUEUED, heartbeat_at=None, attempts=max(job.attempts - 1, 0), progress_message="requeued: the server stopped"
+                )
 
     def submit(self, job_id: int) -> None:
         """A job was queued: look now instead of at the next poll."""
