@@ -45,7 +45,7 @@ def test_racing_deletes_and_submissions_leave_no_orphan_job(store):
                 store.db.update_job(job.id, status="cancelled")
         barrier = threading.Barrier(2)
 
-        def submit():
+        def submit(barrier=barrier, model_id=model_id):
             barrier.wait()
             try:
                 store.create_job("saliency", model_id, [], {})
@@ -53,7 +53,7 @@ def test_racing_deletes_and_submissions_leave_no_orphan_job(store):
             except UserError:
                 outcomes["refused_submit"] += 1
 
-        def remove():
+        def remove(barrier=barrier, model_id=model_id):
             barrier.wait()
             try:
                 store.delete("model", model_id)
