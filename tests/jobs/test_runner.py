@@ -165,18 +165,26 @@ def test_idle_workers_never_outnumber_the_job_slots_and_retire_after_their_share
         runner.stop()
 
 
-def test_a_worker_whose_job_failed_is_not_given_another(ready_data):
-    """A failure may leave the process broken (out of memory, a runtime fault): it retires, a fresh one waits."""
+def test_a_worker_whose_job_was_refused_stays_warm_and_one_that_may_be_broken_retires(ready_data):
+    """A user error (here, a picture that does not exist) leaves the process as good as new: it takes the next job,
+    so a burst of bad requests costs no cold starts. An internal error or exhausted memory may leave it broken."""
+    from viz_server.jobs.failures import process_may_be_broken
+
     store, runner = _runner(ready_data, max_jobs=1)
     try:
         worker = runner.idle[0].process
         model = next(model for model in store.models() if model.name == "shapes_cnn")
         failing = store.create_job("saliency", model.id, [10**6], {}).id  # its image does not exist
-        assert _wait(store, failing).status == "failed"
-        assert worker.wait(timeout=30) == 0
+        refused = _wait(store, failing)
+        assert refused.status == "failed" and not process_may_be_broken(refused.error), refused.error
         assert _wait(store, _job(store)).status == "done"
+        _wait_idle(runner, 1)
+        assert runner.idle[0].process.pid == worker.pid and worker.poll() is None
     finally:
         runner.stop()
+    assert process_may_be_broken("internal error while running the job (ValueError: x); please report it.")
+    assert process_may_be_broken("the job ran out of memory; use fewer or smaller images.")
+    assert not process_may_be_broken("there is no image 1000000; pick one from the list.") and not process_may_be_broken(None)
 
 
 def test_workers_that_die_before_their_first_job_are_restarted_with_a_growing_pause(ready_data, monkeypatch):

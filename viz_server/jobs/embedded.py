@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC
 
 from viz_server.config import Settings
+from viz_server.jobs.failures import process_may_be_broken
 from viz_server.jobs.leases import reap
 from viz_server.store import FINISHED, JobRecord, JobStatus, Store
 from viz_server.store.database import now
@@ -170,12 +171,13 @@ class EmbeddedRunner:
                 return worker
         return None
 
-    def _rest(self, worker: Worker, status: str | None) -> None:
-        """A worker finished its job and is alive: keep it idle and warm, unless its job failed (the process may be
-        broken: out of memory, a runtime fault), it has done its share, or the idle workers would outnumber the
-        job slots."""
+    def _rest(self, worker: Worker, job: JobRecord | None) -> None:
+        """A worker finished its job and is alive: keep it idle and warm, unless its job failed in a way that may
+        have broken the process (an internal error, memory exhausted; a user error such as a refused picture does
+        not), it has done its share, or the idle workers would outnumber the job slots."""
         self._backoff = 0.0  # workers do start and work
-        spent = worker.process.stdin is None or worker.jobs >= JOBS_PER_WORKER or status == JobStatus.FAILED
+        broken = job is None or (job.status == JobStatus.FAILED and process_may_be_broken(job.error))
+        spent = worker.process.stdin is None or worker.jobs >= JOBS_PER_WORKER or broken
         if self._stop.is_set() or not self.settings.standby or spent:
             self._retire(worker)
             return
@@ -246,7 +248,7 @@ class EmbeddedRunner:
             if job is None or job.status in FINISHED:  # the worker recorded the outcome and waits for the next job
                 del self.running[job_id]
                 self.cancel_seen.pop(job_id, None)
-                self._rest(worker, job.status if job else None)
+                self._rest(worker, job)
                 return
             working = job.started_at if job is not None else None  # set by the process once its imports are done
             elapsed = (now() - _aware(working)).total_seconds() if working else 0.0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from viz_server.errors import Cancelled, UserError
+from viz_server.errors import Cancelled, NotFound, UserError
+from viz_server.jobs.failures import INTERNAL_ERROR, OUT_OF_MEMORY
 from viz_server.jobs.leases import heartbeat
 from viz_server.jobs.stored import load_stored_model, stored_pictures
 from viz_server.store import JobRecord, JobStatus, ModelRecord, ModelStatus, Store
@@ -42,14 +43,14 @@ def _execute(store: Store, job: JobRecord, submit_shard: Callable[[int], None] |
     except Cancelled:
         store.db.update_running(job_id, status=JobStatus.CANCELLED, finished_at=now(), progress_message="cancelled")
         return JobStatus.CANCELLED
-    except UserError as exc:
+    except (UserError, NotFound) as exc:  # a sentence for the user (a picture deleted meanwhile: not found)
         _fail(store, job, str(exc))
         return JobStatus.FAILED
     except MemoryError:
-        _fail(store, job, "the job ran out of memory; use fewer or smaller images.")
+        _fail(store, job, f"{OUT_OF_MEMORY}; use fewer or smaller images.")
         return JobStatus.FAILED
     except Exception as exc:  # noqa: BLE001 - a worker must record every failure, never die silently
-        _fail(store, job, f"internal error while running the job ({type(exc).__name__}: {str(exc)[:300]}); please report it.")
+        _fail(store, job, f"{INTERNAL_ERROR} ({type(exc).__name__}: {str(exc)[:300]}); please report it.")
         return JobStatus.FAILED
 
 
