@@ -129,12 +129,14 @@ class PictureStream:
         """These pictures, decoded and preprocessed (one sentence naming a picture that cannot be read)."""
         order = np.asarray(indices, np.int64)
         spec = self.model.spec
-        batch = torch.from_numpy(spec.preprocess([decode_image(self.pictures[int(index)][1], self.names[int(index)]) for index in order]))
+        batch = torch.from_numpy(
+            spec.preprocess([decode_image(self.pictures[int(index)][1], self.names[int(index)], fit=(spec.height, spec.width)) for index in order])
+        )
         check_inputs(self.model, batch.numpy())
         masks = []
         for index in order:
             data = self.masks[int(index)] if self.masks is not None and self.has_mask[int(index)] else None
-            masks.append(spec.picture_to_mask(decode_image(data, f"mask of {self.names[int(index)]}")) if data else None)
+            masks.append(spec.picture_to_mask(decode_image(data, f"mask of {self.names[int(index)]}", fit=(spec.height, spec.width))) if data else None)
         return Chunk(order, batch, [self.labels[int(index)] for index in order], masks)
 
 

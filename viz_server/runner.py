@@ -67,15 +67,16 @@ def run_technique(
     stream = PictureStream(model, images, image_labels, masks, spread) if streamed else None
     object_masks: list = []
     if len(images) and not streamed:
-        pictures = [decode_image(data, name) for name, data in images]
+        pictures = [decode_image(data, name, fit=(spec.height, spec.width)) for name, data in images]
         batch = torch.from_numpy(spec.preprocess(pictures))
         check_inputs(model, batch.numpy())
         object_masks = [
-            spec.picture_to_mask(decode_image(data, f"mask of {name}")) if data else None for name, data in zip(names, masks or [None] * len(names))
+            spec.picture_to_mask(decode_image(data, f"mask of {name}", fit=(spec.height, spec.width))) if data else None
+            for name, data in zip(names, masks or [None] * len(names))
         ]
     second = None
     if second_image is not None:
-        second = torch.from_numpy(spec.preprocess([decode_image(second_image[1], second_image[0])]))
+        second = torch.from_numpy(spec.preprocess([decode_image(second_image[1], second_image[0], fit=(spec.height, spec.width))]))
 
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)

@@ -82,7 +82,7 @@ def _predict(store: Store, job: JobRecord, record: ModelRecord) -> None:
         raise UserError(f"model {record.name} could not be loaded: {record.error}")
     model = load_stored_model(store, record)
     name, data = _image_bytes(store, job.image_ids[0])
-    batch = model.spec.preprocess([decode_image(data, name)])
+    batch = model.spec.preprocess([decode_image(data, name, fit=(model.spec.height, model.spec.width))])
     result = {"task": model.spec.task, "size": [model.spec.height, model.spec.width], "prediction": model.decode(model.predict(batch))[0]}
     store.db.update_running(job.id, status=JobStatus.DONE, progress_done=1, progress_total=1, finished_at=now(), progress_message="done", result=result)
 

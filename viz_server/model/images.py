@@ -7,7 +7,9 @@ picture, or that would decompress into an absurd number of pixels, is refused wi
 
 from __future__ import annotations
 
+import ctypes
 import io
+import threading
 import warnings
 
 import numpy as np
@@ -21,12 +23,27 @@ MAX_IMAGE_PIXELS = 40_000_000
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM"})
 
 
-def decode_image(data: bytes, name: str = "image") -> Image.Image:
-    """Decode image bytes into an 8-bit RGB PIL image, refusing anything that is not a safe picture."""
+DECODE_SLOTS = threading.BoundedSemaphore(2)
+"""Full-size decodes at once in one process: a server's 16 request threads decoding the largest pictures together
+would need 16 times the memory of one."""
+
+REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"})
+"""Modes ``Image.reduce`` takes as they are."""
+
+ROWS_PER_STEP = 512
+"""Rows converted at a time from a 16-bit or float picture, so the conversion needs a slice, not a copy, of it."""
+
+
+def decode_image(data: bytes, name: str = "image", fit: tuple[int, int] | None = None) -> Image.Image:
+    """Decode image bytes into an 8-bit RGB PIL image, refusing anything that is not a safe picture.
+
+    ``fit`` (height, width): the size the picture will be used at. A picture more than twice that on both sides is
+    decoded reduced (JPEG: at 1/2, 1/4 or 1/8 scale by the decoder itself; others: box-reduced right after decoding),
+    never below twice ``fit``, so the memory a job needs follows the model's input size, not the file's."""
     if not data:
         raise UserError(f"{name} is empty; upload a PNG or JPEG picture.")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), DECODE_SLOTS:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as opened:
                 if opened.format not in ALLOWED_FORMATS:
@@ -37,9 +54,23 @@ def decode_image(data: bytes, name: str = "image") -> Image.Image:
                 if width < 1 or height < 1:
                     raise UserError(f"{name} has no pixels; upload a real picture.")
                 opened.seek(0)  # first frame of an animation
+                factor = _reduction(opened.size, fit)
+                if factor > 1 and opened.format == "JPEG":
+                    opened.draft(opened.mode, (-(-width // factor), -(-height // factor)))  # the decoder scales by 1/2, 1/4 or 1/8
                 opened.load()
+                loaded = opened.size  # after the decoder's own scaling
                 picture = ImageOps.exif_transpose(opened)
-                return to_rgb(picture)
+                turned = picture.size != loaded  # an EXIF orientation that swaps the sides
+                full_size = (height, width) if turned else (width, height)  # what the file holds, as it is shown
+                factor = _reduction(picture.size, fit, transposed=True)
+                if factor == 1:
+                    decoded = to_rgb(picture)
+                elif picture.mode in REDUCIBLE_MODES:
+                    decoded = to_rgb(picture.reduce(factor))
+                else:
+                    decoded = to_rgb(picture).reduce(factor)  # 16-bit, palette: to 8-bit RGB first (a slice at a time)
+                decoded.info["full_size"] = full_size
+                return decoded
     except UserError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
@@ -48,17 +79,54 @@ def decode_image(data: bytes, name: str = "image") -> Image.Image:
         raise UserError(f"{name} is not a picture this server can read; upload a PNG or JPEG file.") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise UserError(f"{name} is damaged or truncated ({exc}); upload the complete picture.") from None
+    finally:
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Give the memory a decode freed back to the system (glibc keeps it in its arenas otherwise: a server's
+    request threads would each hold the high-water mark of the largest picture they decoded)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _reduction(size: tuple[int, int], fit: tuple[int, int] | None, transposed: bool = False) -> int:
+    """The whole factor a (width, height) picture can shrink by and stay at least twice ``fit`` (height, width) on
+    both sides (either orientation before the EXIF turn is known); 1 without ``fit``."""
+    if fit is None:
+        return 1
+    width, height = size
+    wanted_h, wanted_w = fit
+    if not transposed:  # before exif_transpose the sides may be swapped: keep twice the larger wanted side on both
+        wanted_h = wanted_w = max(wanted_h, wanted_w)
+    return max(1, min(width // (2 * max(wanted_w, 1)), height // (2 * max(wanted_h, 1))))
 
 
 def to_rgb(picture: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB: 16-bit is rescaled, alpha is composited on white."""
     mode = picture.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(picture, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        values = np.asarray(picture)  # the picture's own values, no float64 copy of the whole of it
+        largest = float(values.max(initial=0))
+        top = 65535.0 if mode.startswith("I;16") or largest > 255 else 255.0
         if mode == "F":
-            top = max(float(values.max(initial=1.0)), 1e-12)
-        gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            top = max(largest, 1e-12)
+        gray = np.empty(values.shape, np.uint8)
+        for start in range(0, values.shape[0], ROWS_PER_STEP):  # a slice at a time
+            rows = values[start : start + ROWS_PER_STEP].astype(np.float32)
+            gray[start : start + ROWS_PER_STEP] = np.clip(rows / np.float32(top) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(gray, "L").convert("RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in picture.info):
         rgba = picture.convert("RGBA")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
 import statistics
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import defer
 
@@ -100,10 +101,11 @@ class Store:
 
         records = []
         for name, data, image_set, label, *mask in pictures:
-            picture = decode_image(data, clean_name(name, "image"))
+            # checked by decoding it whole, kept only reduced: a request holds a small picture, not the full one
+            width, height = decode_image(data, clean_name(name, "image"), fit=CHECKED_AT).info["full_size"]
             mask_digest = None
             if mask and mask[0] is not None:
-                decode_image(mask[0], clean_name(name, "image") + " (its mask)")
+                decode_image(mask[0], clean_name(name, "image") + " (its mask)", fit=CHECKED_AT)
                 mask_digest = self.blobs.put(mask[0])
             digest = self.blobs.put(data)
             records.append(
@@ -112,8 +114,8 @@ class Store:
                     sha256=digest,
                     image_set=clean_name(image_set, "uploads")[:100],
                     label=clean_name(label, "")[:200] or None if label else None,
-                    width=picture.width,
-                    height=picture.height,
+                    width=width,
+                    height=height,
                     mask_sha256=mask_digest,
                 )
             )
@@ -121,6 +123,20 @@ class Store:
             session.add_all(records)
             session.commit()
         return records
+
+    def thumbnail_of(self, digest: str, size: int = 96) -> bytes:
+        """A stored picture's thumbnail, made once and kept beside the blobs (``thumbnails/``): a page of pictures
+        never decodes the full-size files again."""
+        folder = self.settings.data_dir / "thumbnails"
+        cached = folder / f"{self.blobs.path(digest).name}-{size}.png"
+        if cached.is_file():
+            return cached.read_bytes()
+        made = thumbnail(self.blobs.read(digest), size)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temporary = cached.with_name(f"{cached.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_bytes(made)
+        temporary.replace(cached)
+        return made
 
     def forget_images(self, image_ids: list[int]) -> None:
         """Delete image records just stored by a request that was then refused (no job refers to them yet); their
@@ -346,6 +362,9 @@ class Store:
             if digest not in used and modified < limit:
                 self.blobs.remove(digest)
                 removed += 1
+        for cached in (self.settings.data_dir / "thumbnails").glob("*.png"):  # thumbnails of pictures gone
+            if cached.name.split("-")[0] not in used and cached.stat().st_mtime < limit:
+                cached.unlink(missing_ok=True)
         return removed
 
     # ---- reports ---------------------------------------------------------------------------------------
@@ -359,8 +378,15 @@ class Store:
             return session.scalar(select(func.count()).select_from(ReportRecord))
 
 
+CHECKED_AT = (64, 64)
+"""The size an uploaded picture is reduced to once decoded whole to check it (``decode_image``'s ``fit``)."""
+
+
 def thumbnail(data: bytes, size: int = 96) -> bytes:
-    picture = Image.open(io.BytesIO(data)).convert("RGB")
+    """A PNG thumbnail of stored picture bytes, decoded reduced (``decode_image``'s ``fit``) and under its gate."""
+    from viz_server.model.images import decode_image
+
+    picture = decode_image(data, "thumbnail", fit=(size, size))
     picture.thumbnail((size, size))
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")

@@ -6,6 +6,7 @@ The web process never runs model code: uploads are stored and inspected by jobs.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 
 from flask import Flask, jsonify, make_response, render_template, request
@@ -42,8 +43,18 @@ def make_dispatcher(store: Store, settings: Settings):
     return EmbeddedRunner(store, settings)
 
 
+def few_malloc_arenas(count: int = 2) -> None:
+    """At most ``count`` glibc malloc arenas in this process (M_ARENA_MAX): with one arena per request thread, each
+    thread would keep the memory of the largest request it served."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, count)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1", start_jobs: bool = True) -> Flask:
     settings = settings or load_settings()
+    few_malloc_arenas()
     store = Store(settings)
     app = Flask(__name__)
     app.url_map.converters["int"] = RecordNumber

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, g, redirect, render_template
 from viz_server.errors import NotFound, UserError
 from viz_server.installed import check_applies, describe_plugins, suite, techniques
 from viz_server.presentation import media_type
-from viz_server.store import JobRecord, JobStatus, ModelStatus, ReportRecord, Store, thumbnail
+from viz_server.store import JobRecord, JobStatus, ModelStatus, ReportRecord, Store
 from viz_server.store.database import MAX_ID, ImageRecord
 from viz_server.techniques import DEFAULT_AUDIT_SUITES, LABELED_AUDIT_SUITES
 from viz_server.web import actions, export
@@ -201,7 +201,7 @@ def image_thumbnail(image_id: int):
     wanted = record.mask_sha256 if request.args.get("mask") else record.sha256
     if not wanted:
         raise NotFound(f"image {image_id} has no object mask.")
-    response = send_file(io.BytesIO(thumbnail(store().blobs.read(wanted))), mimetype="image/png")
+    response = send_file(io.BytesIO(store().thumbnail_of(wanted)), mimetype="image/png")
     response.headers["Cache-Control"] = "private, max-age=86400"
     return response
 
