@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -37,6 +38,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from viz_server.errors import NotFound
 
 MAX_ID = 2**63 - 1
+RecordId = BigInteger().with_variant(Integer, "sqlite")
+"""Record numbers: 64-bit on every database (SQLite's INTEGER PRIMARY KEY is 64-bit already, and only that
+spelling makes it the table's rowid)."""
 """The largest id a record can have (a signed 64-bit column)."""
 
 
@@ -71,7 +75,7 @@ class Base(DeclarativeBase):
 
 class ModelRecord(Base):
     __tablename__ = "models"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(RecordId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     shipped: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -84,7 +88,7 @@ class ModelRecord(Base):
 
 class ImageRecord(Base):
     __tablename__ = "images"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(RecordId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     image_set: Mapped[str] = mapped_column(String(100), default="uploads", index=True)
@@ -97,7 +101,7 @@ class ImageRecord(Base):
 
 class ReportRecord(Base):
     __tablename__ = "reports"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(RecordId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # audit | compare
     title: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
@@ -105,14 +109,14 @@ class ReportRecord(Base):
 
 class JobRecord(Base):
     __tablename__ = "jobs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(RecordId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(20), default="technique")  # one of JOB_KINDS
     technique: Mapped[str | None] = mapped_column(String(100), nullable=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
     report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"), nullable=True, index=True)
     params: Mapped[dict] = mapped_column(JSON, default=dict)
     image_ids: Mapped[list] = mapped_column(JSON, default=list)
-    second_image_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    second_image_id: Mapped[int | None] = mapped_column(RecordId, nullable=True)
     seed: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED, index=True)
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
@@ -129,7 +133,7 @@ class JobRecord(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # the running process's lease
     # place in the queue (None: its id); a report's jobs keep their ids' range, reordered longest-expected first
-    queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    queue_position: Mapped[int | None] = mapped_column(RecordId, nullable=True)
 
 
 class ShardRecord(Base):
@@ -139,7 +143,7 @@ class ShardRecord(Base):
 
     __tablename__ = "shards"
     __table_args__ = (UniqueConstraint("key", "start"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(RecordId, primary_key=True)
     key: Mapped[str] = mapped_column(String(64), index=True)
     work: Mapped[str] = mapped_column(String(100))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
@@ -167,6 +171,7 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
         self._add_missing_columns()
+        self._widen_record_numbers()
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
     def _add_missing_columns(self) -> None:
@@ -183,6 +188,23 @@ class Database:
                     except (OperationalError, ProgrammingError):  # another process (a worker, a second server) added it first
                         if column.name not in {found["name"] for found in inspect(self.engine).get_columns(table.name)}:
                             raise
+
+    def _widen_record_numbers(self) -> None:
+        """Id columns made 32-bit by an earlier version (PostgreSQL's INTEGER and its serial sequences) widened to
+        64 bits, as ``MAX_ID`` and the API promise; SQLite's are 64-bit already."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        existing = inspect(self.engine)
+        for table in Base.metadata.sorted_tables:
+            found = {column["name"]: column["type"] for column in existing.get_columns(table.name)}
+            for column in table.columns:
+                if isinstance(column.type, BigInteger) and column.name in found and not isinstance(found[column.name], BigInteger):
+                    with self.engine.begin() as connection:
+                        connection.execute(text(f'ALTER TABLE {table.name} ALTER COLUMN "{column.name}" TYPE BIGINT'))
+                        if column.primary_key:
+                            sequence = connection.execute(text(f"SELECT pg_get_serial_sequence('{table.name}', '{column.name}')")).scalar()
+                            if sequence:
+                                connection.execute(text(f"ALTER SEQUENCE {sequence} AS BIGINT"))
 
     def get(self, record_type, record_id: int):
         """The record with this id, or None (also for ids no database column can hold: SQLite raises on them)."""
