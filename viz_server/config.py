@@ -76,6 +76,13 @@ SETTINGS = {
             _positive_int,
         ),
         Setting(
+            "VIZ_SERVER_JOB_MEMORY_MB",
+            "",
+            "memory a job process may use, in MiB (unset: three quarters of the machine's memory shared by the job slots); "
+            "a model that would need more is refused at inspection, a job that grows past it fails with a sentence",
+            _positive_int,
+        ),
+        Setting(
             "VIZ_SERVER_SHARD_PICTURES",
             "512",
             "pictures per shard when a job's work over a whole image set is split between processes (a multiple of 64)",
@@ -125,10 +132,20 @@ class Settings:
     job_lease: float = 15.0
     threads: int | None = None  # per job process; None: cores // max_jobs
     shard_pictures: int = 512  # pictures per shard of whole-set work (jobs.shards)
+    job_memory_mb: int | None = None  # per job process; None: three quarters of the memory, shared by the job slots
 
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def job_memory_bytes(self) -> int:
+        """A job process's memory budget (``VIZ_SERVER_JOB_MEMORY_MB``; by default three quarters of the machine's
+        memory shared by the job slots, at least 1 GiB)."""
+        if self.job_memory_mb:
+            return self.job_memory_mb * 2**20
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 8 * 2**30
+        return max(2**30, int(total * 0.75) // max(self.max_jobs, 1))
 
 
 def load_settings(**overrides) -> Settings:
@@ -147,6 +164,7 @@ def load_settings(**overrides) -> Settings:
         "allowed_hosts": setting("VIZ_SERVER_ALLOWED_HOSTS") or (),
         "threads": setting("VIZ_SERVER_THREADS"),
         "shard_pictures": setting("VIZ_SERVER_SHARD_PICTURES"),
+        "job_memory_mb": setting("VIZ_SERVER_JOB_MEMORY_MB"),
     }
     values.update(overrides)
     return Settings(**values)

@@ -9,10 +9,13 @@ from viz_server.errors import Cancelled, NotFound, UserError
 from viz_server.jobs.failures import INTERNAL_ERROR, OUT_OF_MEMORY
 from viz_server.jobs.leases import heartbeat
 from viz_server.jobs.stored import load_stored_model, stored_pictures
+from viz_server.model.cost import check_budget
+from viz_server.model.guard import guard
 from viz_server.store import JobRecord, JobStatus, ModelRecord, ModelStatus, Store
 from viz_server.store.database import ImageRecord, now
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes / cancellation checks
+ALLOCATION_FAILURES = ("can't allocate memory", "bad_alloc", "Failed to allocate memory", "out of memory")
 
 
 def execute_job(store: Store, job_id: int, submit_shard: Callable[[int], None] | None = None) -> str:
@@ -47,10 +50,21 @@ def _execute(store: Store, job: JobRecord, submit_shard: Callable[[int], None] |
         _fail(store, job, str(exc))
         return JobStatus.FAILED
     except MemoryError:
-        _fail(store, job, f"{OUT_OF_MEMORY}; use fewer or smaller images.")
+        _fail(
+            store,
+            job,
+            f"{OUT_OF_MEMORY} (its budget is {store.settings.job_memory_bytes / 2**20:,.0f} MiB, VIZ_SERVER_JOB_MEMORY_MB); use fewer or smaller images.",
+        )
         return JobStatus.FAILED
     except Exception as exc:  # noqa: BLE001 - a worker must record every failure, never die silently
-        _fail(store, job, f"{INTERNAL_ERROR} ({type(exc).__name__}: {str(exc)[:300]}); please report it.")
+        if any(sign in str(exc) for sign in ALLOCATION_FAILURES):  # torch's and onnxruntime's own out-of-memory errors
+            _fail(
+                store,
+                job,
+                f"{OUT_OF_MEMORY} (its budget is {store.settings.job_memory_bytes / 2**20:,.0f} MiB, VIZ_SERVER_JOB_MEMORY_MB); use fewer or smaller images.",
+            )
+        else:
+            _fail(store, job, f"{INTERNAL_ERROR} ({type(exc).__name__}: {str(exc)[:300]}); please report it.")
         return JobStatus.FAILED
 
 
@@ -66,6 +80,7 @@ def _spec_trial(job: JobRecord) -> bool:
 def _inspect(store: Store, job: JobRecord, record: ModelRecord) -> None:
     store.db.update_job(job.id, progress_done=0, progress_total=1, progress_message="guard, normalize, convert, verify")
     trial = job.params.get("spec_overrides") if _spec_trial(job) else None
+    check_budget(guard(store.blobs.read(record.sha256)), store.settings.job_memory_bytes)  # before a graph is built from it
     model = load_stored_model(store, record, trial)
     if store.db.update_running(
         job.id, status=JobStatus.DONE, progress_done=1, finished_at=now(), progress_message="model ready", result={"conversion": model.conversion.to_json()}

@@ -33,6 +33,30 @@ def preload() -> None:
     techniques()  # imports and registers every installed plugin
 
 
+def limit_memory(budget: int) -> None:
+    """The job's memory budget as a hard limit on this process's data (heap and private mappings: RLIMIT_DATA),
+    the backstop for what the model's cost estimate cannot see: an allocation past it fails (MemoryError, or the
+    library's own out-of-memory error) and the job fails with a sentence naming the budget, instead of the machine's
+    OOM killer choosing a victim. Never below what the imports already use."""
+    try:
+        import resource
+
+        _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        limit = max(budget, _data_bytes() + 2**28)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    except (ImportError, ValueError, OSError):  # not Linux, or a limit the system refuses: the estimate alone
+        pass
+
+
+def _data_bytes() -> int:
+    """This process's data segment now (VmData), in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def log_to(path) -> None:
     """Send this process's stdout and stderr to ``path`` (appending)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -63,6 +87,7 @@ def main() -> int:
     settings = load_settings()
     threads.fit(settings.max_jobs, settings.threads)  # before any model work: this job's share of the cores
     preload()  # the imports are not a job's time: its timeout starts when it starts working
+    limit_memory(settings.job_memory_bytes)
     store = Store(settings)
     if sys.argv[1:] != ["--standby"]:
         return 0 if execute_job(store, int(sys.argv[1])) in FINISHED else 1

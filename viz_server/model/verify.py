@@ -355,6 +355,11 @@ def run_on_runtime(normalized: onnx.ModelProto, spec) -> int | None:
 def _cannot_run(exc: Exception, spec) -> str:
     """The sentence for onnxruntime failing on a probe; a guessed input size is the usual cause."""
     detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    if any(sign in str(exc) for sign in ("bfc_arena", "Failed to allocate", "bad_alloc", "can't allocate memory")):
+        return (
+            f"one picture through this model needs more memory than this process may use ({detail[:120]}); a server refuses "
+            "models beyond a job's budget (VIZ_SERVER_JOB_MEMORY_MB)."
+        )
     if "image_size" in spec.guessed:
         return (
             f"onnxruntime cannot run this model at {spec.height}x{spec.width}, an input size viz-server had to guess ({detail}); "
