@@ -30,7 +30,9 @@ def const(name: str, values) -> onnx.TensorProto:
 
 
 def constant_of_shape():
-    return graph_model([helper.make_node("ConstantOfShape", ["shape"], ["y"])], [100_000, 3, 64, 64], [const("shape", np.array([100_000, 3, 64, 64], np.int64))])
+    return graph_model(
+        [helper.make_node("ConstantOfShape", ["shape"], ["y"])], [100_000, 3, 64, 64], [const("shape", np.array([100_000, 3, 64, 64], np.int64))]
+    )
 
 
 def expand():
