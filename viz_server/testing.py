@@ -151,9 +151,11 @@ def check_plugin(plugin, model=None) -> list[Result]:
     return [check_technique_contract(technique, model) for technique in registered]
 
 
-def server_process(data_dir, extra_env: dict | None = None, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+def server_process(data_dir, extra_env: dict | None = None, timeout: float = 600.0) -> tuple[subprocess.Popen, str]:
     """Start `viz-server serve` (embedded runner) on a free loopback port; return the process and its base URL once
-    the API answers. The caller stops it (``running_server`` does)."""
+    the API answers (readiness, not a race: ``timeout`` only bounds a server that never answers, and a loaded
+    machine may take minutes to import torch). The caller stops it (``running_server`` does); a server that never
+    answered is killed here."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -178,7 +180,7 @@ def server_process(data_dir, extra_env: dict | None = None, timeout: float = 60.
 
 
 @contextlib.contextmanager
-def running_server(data_dir, extra_env: dict | None = None, timeout: float = 60.0):
+def running_server(data_dir, extra_env: dict | None = None, timeout: float = 600.0):
     """`viz-server serve` in a real process on a free loopback port, data in ``data_dir``; yields its base URL
     once the API answers, and stops the server on exit."""
     process, base = server_process(data_dir, extra_env, timeout)

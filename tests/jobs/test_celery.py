@@ -34,16 +34,17 @@ def celery_setup(tmp_path_factory):
     env = {**os.environ, "VIZ_SERVER_BROKER_URL": broker, "VIZ_SERVER_DATA": str(data_dir)}
     log = open(data_dir / "worker.log", "wb")
     worker = subprocess.Popen([sys.executable, "-m", "viz_server.cli", "worker", "--concurrency", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    app = create_app(load_settings(data_dir=data_dir, broker_url=broker))
-    yield app, worker, data_dir
-    worker.terminate()
-    try:
-        worker.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-    redis.terminate()
-    redis.wait(timeout=10)
-    log.close()
+    try:  # the worker and Redis are stopped whatever fails from here on
+        yield create_app(load_settings(data_dir=data_dir, broker_url=broker)), worker, data_dir
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        redis.terminate()
+        redis.wait(timeout=10)
+        log.close()
 
 
 def test_jobs_run_on_a_celery_worker(celery_setup):
