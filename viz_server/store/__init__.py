@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
 
 from viz_server.config import Settings
@@ -171,6 +172,8 @@ class Store:
     def save_jobs(self, jobs: list[JobRecord], report: ReportRecord | None = None, queue_order: list[int] | None = None) -> None:
         """Store jobs (and the report they belong to) in one transaction. ``queue_order`` (indices into ``jobs``)
         is the order they leave the queue in, within the range of their own ids; by default, their order."""
+        wanted = {job.model_id for job in jobs}
+        gone = f"model {min(wanted)} was deleted while the job was being submitted; nothing was stored."
         with self.db.session() as session:
             if report is not None:
                 session.add(report)
@@ -178,12 +181,17 @@ class Store:
                 for job in jobs:
                     job.report_id = report.id
             session.add_all(jobs)
-            session.flush()  # written (SQLite: the write lock held), then the models checked still there, locked
-            wanted = {job.model_id for job in jobs}
-            found = set(session.scalars(select(ModelRecord.id).where(ModelRecord.id.in_(wanted)).with_for_update()))
+            try:
+                # written (SQLite: the write lock held; PostgreSQL: the foreign key's share lock on each model row,
+                # which a deletion's row lock waits for), then the models checked still there
+                session.flush()
+                found = set(session.scalars(select(ModelRecord.id).where(ModelRecord.id.in_(wanted)).with_for_update(key_share=True)))
+            except IntegrityError:  # PostgreSQL: the model was deleted first (the foreign key refuses the job)
+                session.rollback()
+                raise UserError(gone) from None
             if wanted - found:
                 session.rollback()
-                raise UserError(f"model {min(wanted - found)} was deleted while the job was being submitted; nothing was stored.")
+                raise UserError(gone)
             if queue_order is not None:
                 for position, index in zip(sorted(job.id for job in jobs), queue_order):
                     jobs[index].queue_position = position
@@ -322,26 +330,33 @@ class Store:
                 f"job{'s' if len(plan['blocking']) > 1 else ''} {', '.join(map(str, plan['blocking']))} on this {kind} still run; cancel them or wait, then delete."
             )
         record_type = {"model": ModelRecord, "image": ImageRecord, "report": ReportRecord}[kind]
+        refused = f"this {kind} gained or started a job while it was being deleted; nothing was deleted, try again."
         with self.db.session() as session:
-            # the record's row locked (PostgreSQL; a job being saved for it locks it too: ``save_jobs``), then
-            # deleted first, so the checks below run holding the write lock (SQLite) and see every job saved before
+            # first the record's row locked (PostgreSQL: a job being saved for it holds the foreign key's share lock,
+            # which this waits for, and which a save waits for in turn) and a write made (SQLite: the write lock held),
+            # so the checks below see every job saved before, and none is saved after
             session.execute(select(record_type.id).where(record_type.id == record_id).with_for_update())
-            if kind != "report":
-                session.execute(delete(record_type).where(record_type.id == record_id))
-            # in the deleting transaction: nothing of the plan started meanwhile, and no job was added to the record
+            session.execute(update(record_type).where(record_type.id == record_id).values(id=record_type.id))
+            # nothing of the plan started meanwhile, and no job was added to the record
             active = select(JobRecord.id).where(JobRecord.id.in_(plan["jobs"]), JobRecord.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
             owner = {"model": JobRecord.model_id, "report": JobRecord.report_id}.get(kind)
             added = select(JobRecord.id).where(owner == record_id, JobRecord.id.not_in(plan["jobs"])) if owner is not None else None
             if session.execute(active).first() or (added is not None and session.execute(added).first()):
                 session.rollback()
-                raise UserError(f"this {kind} gained or started a job while it was being deleted; nothing was deleted, try again.")
-            if plan["jobs"]:
-                session.execute(delete(JobRecord).where(JobRecord.id.in_(plan["jobs"])))
-            if plan["reports"]:
-                session.execute(delete(ReportRecord).where(ReportRecord.id.in_(plan["reports"])))
-            if kind == "model":  # the rows of whole-set work done on it
-                session.execute(delete(ShardRecord).where(ShardRecord.model_id == record_id))
-            session.commit()
+                raise UserError(refused)
+            try:
+                if plan["jobs"]:
+                    session.execute(delete(JobRecord).where(JobRecord.id.in_(plan["jobs"])))
+                if plan["reports"]:
+                    session.execute(delete(ReportRecord).where(ReportRecord.id.in_(plan["reports"])))
+                if kind == "model":  # the rows of whole-set work done on it
+                    session.execute(delete(ShardRecord).where(ShardRecord.model_id == record_id))
+                if kind != "report":
+                    session.execute(delete(record_type).where(record_type.id == record_id))
+                session.commit()
+            except IntegrityError:  # a foreign key still refers to it: something was saved for it meanwhile
+                session.rollback()
+                raise UserError(refused) from None
         self.collect_garbage()
         return plan
 
