@@ -36,40 +36,43 @@ def test_a_job_for_a_deleted_model_is_refused_and_nothing_is_stored(store):
     assert not [job for job in store.jobs() if job.model_id == model_id]
 
 
-def test_racing_deletes_and_submissions_leave_no_orphan_job(store):
-    outcomes = {"deleted": 0, "refused_delete": 0, "submitted": 0, "refused_submit": 0}
-    for round_number in range(12):
-        model_id = add_model(store, f"race-{round_number}")
-        for job in store.jobs():
-            if job.status in ("queued", "running"):
-                store.db.update_job(job.id, status="cancelled")
-        barrier = threading.Barrier(2)
+def race(store: Store, model_id: int, submitters: int = 1) -> list[str]:
+    """``submitters`` threads submit a job on the model while one deletes it, all released at once; what each got
+    ("submitted" or "refused", "deleted" or "kept"). Its earlier jobs are cancelled first, so nothing blocks."""
+    for job in store.jobs(limit=5000):
+        if job.model_id == model_id and job.status in ("queued", "running"):
+            store.db.update_job(job.id, status="cancelled")
+    barrier = threading.Barrier(submitters + 1)
+    outcomes: list[str] = []
 
-        def submit(barrier=barrier, model_id=model_id):
-            barrier.wait()
-            try:
-                store.create_job("saliency", model_id, [], {})
-                outcomes["submitted"] += 1
-            except UserError:
-                outcomes["refused_submit"] += 1
+    def attempt(work, done: str, refused: str) -> None:
+        barrier.wait()
+        try:
+            work()
+            outcomes.append(done)
+        except UserError:
+            outcomes.append(refused)
 
-        def remove(barrier=barrier, model_id=model_id):
-            barrier.wait()
-            try:
-                store.delete("model", model_id)
-                outcomes["deleted"] += 1
-            except UserError:
-                outcomes["refused_delete"] += 1
+    threads = [
+        threading.Thread(target=attempt, args=(lambda: store.create_job("saliency", model_id, [], {}), "submitted", "refused")) for _ in range(submitters)
+    ]
+    threads.append(threading.Thread(target=attempt, args=(lambda: store.delete("model", model_id), "deleted", "kept")))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
 
-        threads = [threading.Thread(target=submit), threading.Thread(target=remove)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+
+def orphans(store: Store) -> list[int]:
     models = {record.id for record in store.models()}
-    orphans = [job.id for job in store.jobs(limit=1000) if job.model_id not in models]
-    assert not orphans, (orphans, outcomes)
-    assert outcomes["deleted"] + outcomes["refused_delete"] == 12
+    return [job.id for job in store.jobs(limit=5000) if job.model_id not in models]
+
+
+def test_racing_deletes_and_submissions_leave_no_orphan_job(store):
+    outcomes = [outcome for round_number in range(12) for outcome in race(store, add_model(store, f"race-{round_number}"))]
+    assert not orphans(store), outcomes
+    assert outcomes.count("deleted") + outcomes.count("kept") == 12 and len(outcomes) == 24
 
 
 def test_a_job_whose_model_is_gone_fails_with_a_sentence(store):

@@ -334,12 +334,9 @@ def test_postgresql_answers_64_bit_ids_and_refuses_nul_in_one_sentence(cluster):
 def test_postgresql_serializes_deleting_a_model_and_submitting_jobs_on_it(cluster, tmp_path):
     """With PostgreSQL's row locks and foreign keys: a model with jobs is deleted with them; racing deletes and
     submissions end in a deletion or a refusal, never an orphan job or an error other than a sentence."""
-    import threading
-
-    from test_orphans import add_model
+    from test_orphans import add_model, orphans, race
 
     from viz_server.config import load_settings
-    from viz_server.errors import UserError
     from viz_server.store import Store
 
     store = Store(load_settings(data_dir=tmp_path, database_url=cluster["database_url"]))
@@ -351,35 +348,6 @@ def test_postgresql_serializes_deleting_a_model_and_submitting_jobs_on_it(cluste
     store.db.update_job(store.jobs(limit=1)[0].id, status="done")
     store.delete("model", model_id)
     assert model_id not in {record.id for record in store.models()}
-    outcomes: list[str] = []
-    for round_number in range(8):
-        racing = add_model(store, f"pg-race-{round_number}")
-        for job in store.jobs(limit=50):
-            if job.model_id == racing and job.status in ("queued", "running"):
-                store.db.update_job(job.id, status="cancelled")
-        barrier = threading.Barrier(3)
-
-        def submit(racing=racing, barrier=barrier):
-            barrier.wait()
-            try:
-                store.create_job("saliency", racing, [], {})
-                outcomes.append("submitted")
-            except UserError:
-                outcomes.append("refused")
-
-        def remove(racing=racing, barrier=barrier):
-            barrier.wait()
-            try:
-                store.delete("model", racing)
-                outcomes.append("deleted")
-            except UserError:
-                outcomes.append("kept")
-
-        threads = [threading.Thread(target=submit), threading.Thread(target=submit), threading.Thread(target=remove)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-    models = {record.id for record in store.models()}
-    assert not [job.id for job in store.jobs(limit=5000) if job.model_id not in models]
+    outcomes = [outcome for round_number in range(8) for outcome in race(store, add_model(store, f"pg-race-{round_number}"), submitters=2)]
+    assert not orphans(store), outcomes
     assert len(outcomes) == 24 and outcomes.count("deleted") + outcomes.count("kept") == 8, outcomes
