@@ -70,7 +70,8 @@ def test_a_picture_sized_tensor_meets_the_job_processes_limit_and_fails_with_a_s
     model, peak = inspect_in_a_job_process(tmp_path, runtime_sized(), 1200)
     assert model.status == "failed" and "needs more memory than this process may use" in model.error, model.error
     assert "VIZ_SERVER_JOB_MEMORY_MB" in model.error and "\n" not in model.error
-    assert peak < 1500, f"the job process peaked at {peak} MiB under a 1,200 MiB budget"  # it asked for 4 GB and more
+    # resident memory, torch's shared libraries included (960-1,514 MiB measured); the tensor alone would be 4,000+ MiB
+    assert peak < 2500, f"the job process peaked at {peak} MiB under a 1,200 MiB budget"
 
 
 @pytest.mark.slow
@@ -79,4 +80,4 @@ def test_a_model_that_declares_gigabytes_is_refused_at_inspection(tmp_path):
 
     model, peak = inspect_in_a_job_process(tmp_path, constant_of_shape().SerializeToString(), 2048)
     assert model.status == "failed" and "needs about" in model.error and "budget of 2,048 MiB" in model.error, model.error
-    assert peak < 1500
+    assert peak < 2500  # the imports' resident memory; the declared tensor is 4,800 MiB

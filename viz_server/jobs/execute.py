@@ -49,20 +49,10 @@ def _execute(store: Store, job: JobRecord, submit_shard: Callable[[int], None] |
     except (UserError, NotFound) as exc:  # a sentence for the user (a picture deleted meanwhile: not found)
         _fail(store, job, str(exc))
         return JobStatus.FAILED
-    except MemoryError:
-        _fail(
-            store,
-            job,
-            f"{OUT_OF_MEMORY} (its budget is {store.settings.job_memory_bytes / 2**20:,.0f} MiB, VIZ_SERVER_JOB_MEMORY_MB); use fewer or smaller images.",
-        )
-        return JobStatus.FAILED
     except Exception as exc:  # noqa: BLE001 - a worker must record every failure, never die silently
-        if any(sign in str(exc) for sign in ALLOCATION_FAILURES):  # torch's and onnxruntime's own out-of-memory errors
-            _fail(
-                store,
-                job,
-                f"{OUT_OF_MEMORY} (its budget is {store.settings.job_memory_bytes / 2**20:,.0f} MiB, VIZ_SERVER_JOB_MEMORY_MB); use fewer or smaller images.",
-            )
+        if isinstance(exc, MemoryError) or any(sign in str(exc) for sign in ALLOCATION_FAILURES):  # torch's and onnxruntime's too
+            budget = store.settings.job_memory_bytes / 2**20
+            _fail(store, job, f"{OUT_OF_MEMORY} (its budget is {budget:,.0f} MiB, VIZ_SERVER_JOB_MEMORY_MB); use fewer or smaller images.")
         else:
             _fail(store, job, f"{INTERNAL_ERROR} ({type(exc).__name__}: {str(exc)[:300]}); please report it.")
         return JobStatus.FAILED

@@ -30,6 +30,10 @@ would need 16 times the memory of one."""
 REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"})
 """Modes ``Image.reduce`` takes as they are."""
 
+TRIM_FROM_PIXELS = 4_000_000
+"""Pictures this large or larger hand their freed memory back after decoding (``_release_memory``); a set of small
+pictures does not pay for a heap walk each."""
+
 ROWS_PER_STEP = 512
 """Rows converted at a time from a 16-bit or float picture, so the conversion needs a slice, not a copy, of it."""
 
@@ -39,9 +43,11 @@ def decode_image(data: bytes, name: str = "image", fit: tuple[int, int] | None =
 
     ``fit`` (height, width): the size the picture will be used at. A picture more than twice that on both sides is
     decoded reduced (JPEG: at 1/2, 1/4 or 1/8 scale by the decoder itself; others: box-reduced right after decoding),
-    never below twice ``fit``, so the memory a job needs follows the model's input size, not the file's."""
+    never below twice ``fit``, so the memory a job needs follows the model's input size, not the file's. The
+    picture's full (width, height), as shown, is in ``info["full_size"]``."""
     if not data:
         raise UserError(f"{name} is empty; upload a PNG or JPEG picture.")
+    width = height = 0
     try:
         with warnings.catch_warnings(), DECODE_SLOTS:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -80,7 +86,8 @@ def decode_image(data: bytes, name: str = "image", fit: tuple[int, int] | None =
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise UserError(f"{name} is damaged or truncated ({exc}); upload the complete picture.") from None
     finally:
-        _release_memory()
+        if width * height >= TRIM_FROM_PIXELS:
+            _release_memory()
 
 
 def _release_memory() -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import defer
 
 from viz_server.config import Settings
 from viz_server.errors import NotFound, UserError
+from viz_server.model.images import decode_image
 from viz_server.store.blobs import BlobStore
 from viz_server.store.database import (
     FINISHED,
@@ -98,8 +99,6 @@ class Store:
         """Check and store (name, bytes, set, label[, mask bytes]) pictures all or nothing: each is checked and its
         bytes kept as it comes (so a stream of them needs memory for one), and the records are written in one
         transaction only when every one passed; a refusal leaves no record behind."""
-        from viz_server.model.images import decode_image
-
         records = []
         for name, data, image_set, label, *mask in pictures:
             # checked by decoding it whole, kept only reduced: a request holds a small picture, not the full one
@@ -399,8 +398,6 @@ CHECKED_AT = (64, 64)
 
 def thumbnail(data: bytes, size: int = 96) -> bytes:
     """A PNG thumbnail of stored picture bytes, decoded reduced (``decode_image``'s ``fit``) and under its gate."""
-    from viz_server.model.images import decode_image
-
     picture = decode_image(data, "thumbnail", fit=(size, size))
     picture.thumbnail((size, size))
     buffer = io.BytesIO()

@@ -38,10 +38,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from viz_server.errors import NotFound
 
 MAX_ID = 2**63 - 1
+"""The largest id a record can have (a signed 64-bit column)."""
 RecordId = BigInteger().with_variant(Integer, "sqlite")
 """Record numbers: 64-bit on every database (SQLite's INTEGER PRIMARY KEY is 64-bit already, and only that
 spelling makes it the table's rowid)."""
-"""The largest id a record can have (a signed 64-bit column)."""
 
 
 class JobStatus(StrEnum):

@@ -220,27 +220,22 @@ def run_page():
     return _run_form(request.args.get("technique", ""), request.args.get("model"), {}, [])
 
 
-def _model_kind(record) -> tuple[str, bool]:
-    """(the model's task, whether it runs forward-only): what decides which techniques apply to it."""
+def _model_kind(record) -> tuple[str, str]:
+    """(the model's task, why it runs forward-only or ""): what decides which techniques apply to it."""
     description = record.description or {}
-    return description.get("spec", {}).get("task") or "classification", bool(description.get("conversion", {}).get("forward_only"))
-
-
-def _why_not(record) -> tuple[str, str, str]:
-    """``check_applies``'s arguments after the technique, for a stored model."""
-    task, _ = _model_kind(record)
-    return task, record.name, (record.description or {}).get("conversion", {}).get("forward_only", "")
+    return description.get("spec", {}).get("task") or "classification", description.get("conversion", {}).get("forward_only") or ""
 
 
 def _run_form(technique_name: str, model_id: str | None, values: dict, chosen_images: list[int], error: UserError | None = None, rerun: int | None = None):
     models = [m for m in store().models() if m.status == ModelStatus.READY]
     chosen = next((m for m in models if str(m.id) == model_id), models[0] if models else None)
-    available = {name: t for name, t in techniques().items() if chosen is None or t.applies(*_model_kind(chosen))}  # what runs on it
+    task, forward_only = _model_kind(chosen) if chosen is not None else ("classification", "")
+    available = {name: t for name, t in techniques().items() if chosen is None or t.applies(task, bool(forward_only))}  # what runs on it
     technique = available.get(technique_name) or next(iter(available.values()))
     notice = None
     if chosen is not None and technique_name in techniques() and technique_name not in available:  # asked for, does not apply
         try:
-            check_applies(techniques()[technique_name], *_why_not(chosen))
+            check_applies(techniques()[technique_name], task, chosen.name, forward_only)
         except UserError as refusal:
             notice = f"{refusal} This form shows {technique.title} instead."
     page = render_template(
@@ -397,7 +392,8 @@ def audit_page(model_id: int, checked: set[str] | None = None, chosen_images: li
     """The audit form: the task's techniques (the default suites checked), the images; after a refusal, the same
     form with the choices kept and the sentence above it."""
     record = actions.model_or_404(store(), model_id)
-    task, forward_only = _model_kind(record)
+    task, reason = _model_kind(record)
+    forward_only = bool(reason)
     image_techniques = [t for t in techniques().values() if "second_image" not in t.inputs and t.applies(task, forward_only)]
     stored = store().images()
     if checked is None:

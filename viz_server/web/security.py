@@ -71,12 +71,11 @@ def origin_host(origin: str) -> str | None:
     ``null``, userinfo (``http://localhost:80@evil.test`` names evil.test), a path, or anything unparsable."""
     try:
         parts = urlsplit(origin.strip())
-        port = parts.port  # raises on a port that is not a number
+        parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
         return None
     if parts.scheme not in ("http", "https") or "@" in parts.netloc or parts.path or parts.query or parts.fragment or not parts.hostname:
         return None
-    del port
     return parts.hostname.lower()
 
 
