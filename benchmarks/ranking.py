@@ -43,9 +43,9 @@ def digit_inputs(count: int):
     return [(f"digit-{label}-{index}.png", png(picture)) for index, (picture, label) in enumerate(zip(pictures, digits.target[-count:]))], None
 
 
-def text_line_inputs(count: int, height: int, width: int):
+def text_line_inputs(count: int, height: int, width: int, seed: int = 0):
     """Black upright text on light paper; the mask is the ink."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     font = ImageFont.truetype("DejaVuSans.ttf", int(height * 0.55))
     images, masks = [], []
     for index in range(count):

@@ -2,7 +2,8 @@
 the model, scored side by side on the user's images (see ``toolkit.ranking`` for the scores and the verdict).
 
 Methods come from every plugin (``class_attributions``), each with its default parameters, the variants it
-declares (``ranking_variants``, e.g. Grad-CAM++) and, for gradient methods, SmoothGrad (Smilkov et al. 2017).
+declares (``ranking_variants``, e.g. Grad-CAM++) and, for gradient methods, SmoothGrad (Smilkov et al. 2017; not for
+a method that says ``ranking_smoothgrad = False``, such as Integrated Gradients, already an average of many passes).
 Baselines: a random map, a centre Gaussian and the image's edges. When the image set gives object masks
 (``NAME.mask.png`` beside ``NAME.png``), the mask itself is scored as the reference a perfect map would reach,
 and every ranking signal is checked against it: a signal that cannot tell the mask from a random map is not
@@ -66,7 +67,7 @@ class AttributionRanking(Technique):
 
     def run(self, ctx: Context, params: dict) -> Result:
         model = ctx.model
-        images = ctx.images.detach().clone().to(ctx.device)
+        images = ctx.images.detach().clone()
         objective = ctx.objective(params["target"], params["region"])
         ctx, images, objective, left_out = resolved_without_missing(ctx, images, objective)
         masks = list(ctx.image_masks) or [None] * len(images)
@@ -173,7 +174,7 @@ class AttributionRanking(Technique):
                 continue
             label = technique.title + (f" ({technique.ranking_note})" if technique.ranking_note else "")
             variants = [(label, base), *((title, {**base, **overrides}) for title, overrides in technique.ranking_variants)]
-            if params["smooth_samples"] and technique.map_kind == "input":
+            if params["smooth_samples"] and technique.map_kind == "input" and technique.ranking_smoothgrad:
                 variants.append((f"{technique.title} + SmoothGrad", {**base, "smooth_samples": params["smooth_samples"]}))
             for title, settings in variants:
                 candidates.append(Candidate(title, ranking.METHOD, _method_maps(technique, settings, ctx.seed), technique, settings))

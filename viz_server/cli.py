@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--second-image", metavar="FILE", help="second image, for techniques that need one")
     run.add_argument("--out", metavar="DIR", required=True, help="folder for result.json, arrays.npz and PNGs")
     run.add_argument("--json", action="store_true", help="print the result summary as JSON")
+    _add_device_option(run)
     run.set_defaults(handler=cmd_run, technique_options=True)
 
     compare = commands.add_parser("compare", allow_abbrev=False, help="run one technique on several models and write their metrics side by side")
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(compare)
     compare.add_argument("--out", metavar="DIR", required=True, help="folder: one sub-folder per model plus comparison.csv/.json/.png")
     compare.add_argument("--json", action="store_true", help="print the comparison table as JSON")
+    _add_device_option(compare)
     compare.set_defaults(handler=cmd_compare, technique_options=True)
 
     audit = commands.add_parser("audit", allow_abbrev=False, help="audit a model as the web does; write report.html and report.json; gate with thresholds")
@@ -101,15 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 when a headline figure is above VALUE, e.g. parity=1e-4 (KEY.high: the bound)",
     )
     audit.add_argument("--out", metavar="DIR", required=True, help="folder for report.html and report.json")
+    _add_device_option(audit)
     audit.set_defaults(handler=cmd_audit)
 
     serve = commands.add_parser("serve", allow_abbrev=False, help="start the web UI (embedded job runner unless VIZ_SERVER_BROKER_URL is set)")
     serve.add_argument("--host", help="address to bind (default VIZ_SERVER_HOST or 127.0.0.1; any other address requires the access token)")
     serve.add_argument("--port", type=int, help="port to listen on (default VIZ_SERVER_PORT or 8000)")
+    _add_device_option(serve)
     serve.set_defaults(handler=cmd_serve)
 
     worker = commands.add_parser("worker", allow_abbrev=False, help="run a Celery worker (needs VIZ_SERVER_BROKER_URL, a shared database and data folder)")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker (default 1)")
+    _add_device_option(worker)
     worker.set_defaults(handler=cmd_worker)
 
     from viz_server.plugins import call_hook
@@ -155,6 +160,22 @@ def _spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
                 raise UserError(f"cannot read labels file {value}: {exc}.") from None
         overrides[name] = value
     return overrides
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        metavar="NAME",
+        help="where the torch graph computes: cpu, cuda, cuda:N or auto (default VIZ_SERVER_DEVICE or cpu; job processes inherit it)",
+    )
+
+
+def _use_device(name: str) -> None:
+    """Check ``--device`` (one sentence when the GPU it names is not there) and pass it on as ``VIZ_SERVER_DEVICE``."""
+    from viz_server.model.device import resolve
+
+    resolve(name)
+    os.environ["VIZ_SERVER_DEVICE"] = name.strip().lower()
 
 
 def _load(args: argparse.Namespace):
@@ -441,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
+        if getattr(args, "device", None):
+            _use_device(args.device)
         if getattr(args, "technique_options", False):
             return args.handler(args, extra)
         if extra:

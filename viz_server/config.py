@@ -47,6 +47,14 @@ def _whole_chunks(text: str) -> int:
     return count
 
 
+def _device_name(text: str) -> str:
+    """cpu, cuda, cuda:N or auto (its form only: whether the GPU is there is checked where the graph moves)."""
+    text = text.strip().lower()
+    if text not in ("auto", "cpu", "cuda") and not (text.startswith("cuda:") and text[5:].isdigit()):
+        raise ValueError(text)
+    return text
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip().lower() for name in text.split(",") if name.strip())
 
@@ -93,6 +101,12 @@ SETTINGS = {
             "~/.cache/viz-server/models",
             "folder of the conversion cache (converted models by content hash)",
             lambda text: Path(text).expanduser(),
+        ),
+        Setting(
+            "VIZ_SERVER_DEVICE",
+            "cpu",
+            "where the torch graph computes: cpu, cuda, cuda:N or auto (cuda when torch finds a GPU); `--device` on the command line",
+            _device_name,
         ),
         Setting("VIZ_SERVER_HOST", "127.0.0.1", "address `viz-server serve` binds (any other than loopback requires the access token)"),
         Setting("VIZ_SERVER_PORT", "8000", "port `viz-server serve` listens on", int),

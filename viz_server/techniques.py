@@ -299,13 +299,9 @@ class Context:
 
     @property
     def device(self) -> torch.device:
-        """Where the model's torch graph runs (move tensors you create here)."""
-        import torch
-
-        if self.model.module is None:  # forward-only: onnxruntime on the CPU
-            return torch.device("cpu")
-        parameter = next(self.model.module.parameters(), None)
-        return parameter.device if parameter is not None else torch.device("cpu")
+        """Where the model's torch graph computes (``--device``, ``VIZ_SERVER_DEVICE``). The graph takes and returns
+        tensors on the CPU wherever it computes (``viz_server.model.device.OnDevice``): keep tensors on the CPU."""
+        return self.model.device
 
     @property
     def rng(self) -> np.random.Generator:

@@ -69,6 +69,10 @@ class AttributionTechnique(Technique):
     """Params the method ranking runs this method with instead of its defaults, to bound its cost there (a forward-
     pass method's mask count); ``ranking_note`` names them in the ranking's table."""
     ranking_note: str = ""
+    ranking_smoothgrad: bool = True
+    """Whether the method ranking also scores this method under SmoothGrad (when its map is shaped like the input).
+    A method that already averages many gradient passes per map (Integrated Gradients) says False: SmoothGrad
+    would multiply that cost by its sample count for a variant nobody publishes."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -121,7 +125,7 @@ class AttributionTechnique(Technique):
         model = ctx.model
         if ctx.images is None:
             raise UserError(f"{self.title} explains images; give at least one.")
-        images = ctx.images.detach().clone().to(ctx.device)
+        images = ctx.images.detach().clone()
         steps = 1 + int(params["sanity_check"]) + int(params["faithfulness"])
         ctx.progress(0, steps, "attribution")
         objective = ctx.objective(params["target"], params["region"])

@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from viz_server.rendering import figure_png
 from viz_server.rendering import pyplot as plotting
+from viz_server_plugins.toolkit.copy_scores import CopyScores
 from viz_server_plugins.toolkit.degenerate import flat_curves
 
 
@@ -79,9 +80,8 @@ def deletion_insertion(model, images, objective, maps: np.ndarray, steps: int = 
     spec = model.spec
     unit = spec.model_to_unit(images.detach().cpu().numpy())  # N x H x W x C in [0, 1]
     fractions = np.linspace(0.0, 1.0, steps + 1)
-    deletion = np.zeros((len(unit), steps + 1))
-    insertion = np.zeros((len(unit), steps + 1))
     height, width = unit.shape[1:3]
+    scores = CopyScores(model, objective, len(unit), 2 * steps + 1)
     for index, picture in enumerate(unit):
         order = np.argsort(-maps[index].ravel(), kind="stable")
         mean_colour = np.broadcast_to(picture.mean(axis=(0, 1)), picture.shape)
@@ -93,8 +93,6 @@ def deletion_insertion(model, images, objective, maps: np.ndarray, steps: int = 
         deleted = picture * (1 - masks[1:]) + mean_colour * masks[1:]
         inserted = blurred * (1 - masks[:-1]) + picture * masks[:-1]
         # nothing deleted and everything inserted are both the picture itself: one forward pass serves both ends
-        batch = spec.unit_to_model(np.concatenate([picture[None], deleted, inserted]).astype(np.float32))
-        probabilities = objective.probability(model.predict(batch), [objective.choices[index]] * len(batch))
-        deletion[index] = probabilities[: steps + 1]
-        insertion[index] = np.append(probabilities[steps + 1 :], probabilities[0])
-    return Curves(fractions, deletion, insertion)
+        scores.add(np.concatenate([picture[None], deleted, inserted]))
+    probabilities = scores.result()
+    return Curves(fractions, probabilities[:, : steps + 1], np.concatenate([probabilities[:, steps + 1 :], probabilities[:, :1]], axis=1))

@@ -29,8 +29,10 @@ def preload() -> None:
     import viz_server.model.pipeline  # noqa: F401  (onnx, onnx2torch)
     import viz_server.runner  # noqa: F401
     from viz_server.installed import techniques
+    from viz_server.rendering import pyplot
 
     techniques()  # imports and registers every installed plugin
+    pyplot()  # matplotlib: most results draw a plot (about 0.8 s to import)
 
 
 def limit_memory(budget: int) -> None:

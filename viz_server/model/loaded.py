@@ -20,6 +20,7 @@ from torch import fx, nn
 
 from viz_server.errors import UserError
 from viz_server.model import guard as guard_stage
+from viz_server.model.device import OnDevice
 from viz_server.model.layers import Layer, LayerTable
 from viz_server.model.runtime import FixedBatch, make_session
 from viz_server.model.spec import ModelSpec
@@ -169,7 +170,15 @@ class LoadedModel:
         that runs forward-only."""
         if self.module is None:
             raise UserError(f"{self.name} runs forward-only on onnxruntime ({self.forward_only}); this needs its differentiable graph.")
-        return cast(fx.GraphModule, self.module.graph if isinstance(self.module, FixedBatch) else self.module)
+        graph = self.module
+        while isinstance(graph, (OnDevice, FixedBatch)):
+            graph = graph.graph
+        return cast(fx.GraphModule, graph)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the torch graph computes (``model.device``); it takes and returns tensors on the CPU wherever it is."""
+        return self.module.device if isinstance(self.module, OnDevice) else torch.device("cpu")
 
     def submodule(self, name: str) -> nn.Module:
         """The torch submodule computing the ONNX node ``name`` (attach forward hooks here)."""
@@ -181,7 +190,9 @@ class LoadedModel:
         key = tuple(layers)
         if key not in self._extractors:
             cut = cut_after(self.torch_graph(), [self.layer(name).module_name for name in layers])
-            self._extractors[key] = LayerOutputs(layers, FixedBatch(cut, self.module.size) if isinstance(self.module, FixedBatch) else cut)
+            inner = self.module.graph if isinstance(self.module, OnDevice) else self.module
+            wrapped = FixedBatch(cut, inner.size) if isinstance(inner, FixedBatch) else cut
+            self._extractors[key] = LayerOutputs(layers, OnDevice(wrapped, self.device) if isinstance(self.module, OnDevice) else wrapped)
         return self._extractors[key]
 
     def describe(self) -> dict[str, Any]:

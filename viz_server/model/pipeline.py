@@ -26,6 +26,8 @@ from viz_server.model import cache
 from viz_server.model import guard as guard_stage
 from viz_server.model import normalize as normalize_stage
 from viz_server.model.convert import convert
+from viz_server.model.device import on_device
+from viz_server.model.device import resolve as resolve_device
 from viz_server.model.layers import LayerTable, build_layer_table, incomplete, shapes_at_size
 from viz_server.model.loaded import ConversionReport, LoadedModel
 from viz_server.model.precision import model_precision
@@ -54,9 +56,13 @@ def load_model(
     spec_file: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
+    device: str | None = None,
     **spec_overrides: Any,
 ) -> LoadedModel:
     """Load any exported ONNX image model as a verified, differentiable torch graph.
+
+    ``device`` (cpu, cuda, cuda:N, auto; None: ``VIZ_SERVER_DEVICE``) is where the torch graph computes once
+    verified (``model.device``); conversion and verification run on the CPU.
 
     ``spec_overrides`` may set any field of ``viz_server.model.spec.SPEC_FIELDS`` (``layout``, ``image_size``,
     ``labels``, ``task`` ...); ``spec_file`` names a JSON or TOML file with the same fields.
@@ -80,6 +86,8 @@ def load_model(
     if (_settle_at(spec, converted, model) or fresh) and use_cache:
         with _settle_lock:  # the report is shared: written while no other load adds to it
             cache.remember(key, converted, folder)
+    if model.module is not None:
+        model.module = on_device(model.module, resolve_device(device))
     return model
 
 

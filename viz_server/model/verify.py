@@ -204,7 +204,7 @@ class ParityProbe:
             if handle is not None:
                 handle.remove()
         value = torch.cat(captured)[: len(batch)] if captured else scores
-        return np.asarray(value.detach().to(torch.float64).numpy())
+        return np.asarray(value.detach().to(torch.float64).cpu().numpy())
 
     def compare(self, graph: nn.Module, batch: np.ndarray, label: str, reference: np.ndarray | None = None) -> Parity:
         """Parity on one batch; a shape mismatch or non-finite scores raise ``UserError``."""
@@ -424,7 +424,7 @@ def _quantization_caveats(result: Verified, probe: ParityProbe, operations: list
     try:
         kernels = np.asarray(deployed.run(None, {spec.input_name: batch})[0], dtype=np.float64)
         with torch.inference_mode():
-            ours = result.graph(torch.from_numpy(batch)).to(torch.float64).numpy()
+            ours = result.graph(torch.from_numpy(batch)).to(torch.float64).cpu().numpy()
         absolute, relative = relative_error(ours, kernels)
     except Exception:  # noqa: BLE001 - the fused kernels are a comparison, not the reference
         absolute, relative = float("nan"), float("nan")
