@@ -206,30 +206,22 @@ class AttributionRanking(Technique):
         if candidate.role != ranking.METHOD:
             return scores
         settings = {**candidate.params, "sanity_layers": params["sanity_layers"]}
-        for index in range(min(params["sanity_images"], len(images))):
-            # every method that reads the model the same way meets the same randomized models
-            cascade = cascades.setdefault((index, candidate.technique.runs_on), candidate.technique.sanity_cascade(ctx.seed))
-            image, chosen = images[index : index + 1], objective.take([index])
-            # the reference map on the same one-image batch the randomized maps use (SmoothGrad's noise depends on the batch)
-            reference = (
-                maps[index : index + 1]
-                if not settings.get("smooth_samples") or len(images) == 1
-                else np.asarray(candidate.maps(model, image, chosen), np.float32)
-            )
-            check = sanity.cascading_randomization(
-                candidate.technique, model, image, chosen, settings, reference, ctx.seed, ctx.check_cancelled, every_layer=False, cascade=cascade
-            )  # only the verdict is used here
-            scores.sanity.append(check.passed)
-        # stability on a sub-batch; SmoothGrad's noise depends on the batch, so its reference is recomputed on the sub-batch
         count = min(len(images), max(1, params["sanity_images"]))
+        checked, chosen = images[:count], objective.take(range(count))
+        # SmoothGrad's noise depends on the batch: its reference maps are made on the sub-batch the checks use
         reference = np.asarray(
-            maps[:count] if not settings.get("smooth_samples") or count == len(images) else candidate.maps(model, images[:count], objective.take(range(count))),
-            np.float64,
+            maps[:count] if not settings.get("smooth_samples") or count == len(images) else candidate.maps(model, checked, chosen), np.float32
         )
-        scores.invariance = float(stability.input_invariance(candidate.maps, model, images[:count], objective.take(range(count)), reference).max())
+        if params["sanity_images"]:
+            # every method that reads the model the same way meets the same randomized models
+            own = [cascades.setdefault((index, candidate.technique.runs_on), candidate.technique.sanity_cascade(ctx.seed)) for index in range(count)]
+            scores.sanity = sanity.cascade_passes(candidate.technique, model, checked, chosen, settings, reference, own, ctx.seed, ctx.check_cancelled)
+        # stability on the same sub-batch
+        reference = reference.astype(np.float64)
+        scores.invariance = float(stability.input_invariance(candidate.maps, model, checked, chosen, reference).max())
         if params["sensitivity_samples"]:
-            noise = stability.uniform_noise(model, images[:count], params["sensitivity_samples"], params["sensitivity_radius"], ctx.seed)
-            scores.sensitivity = float(stability.max_sensitivity(candidate.maps, model, images[:count], objective.take(range(count)), noise, reference).mean())
+            noise = stability.uniform_noise(model, checked, params["sensitivity_samples"], params["sensitivity_radius"], ctx.seed)
+            scores.sensitivity = float(stability.max_sensitivity(candidate.maps, model, checked, chosen, noise, reference).mean())
         return scores
 
 

@@ -241,3 +241,31 @@ def cascading_randomization(
             "the image's edges), so it does not show what the model learned."
         )
     return SanityCheck(steps, correlations, np.stack(maps).astype(np.float32), verdict, passed)
+
+
+def cascade_passes(technique, model, images, objective, params, originals: np.ndarray, cascades: list, seed: int, check_cancelled) -> list[bool | None]:
+    """The verdict of ``cascading_randomization`` (every_layer=False) for each of ``images``, its own ``cascades``
+    entry giving its randomized models: True (passes), False (fails) or None (cannot judge). Only the map after the
+    top ``sanity_layers`` are re-drawn decides, and re-drawing them together gives the very model the cascade
+    reaches step by step, so that map is computed once; images whose cascades re-draw the same layers (a classifier's
+    pictures) go through it in one batch. ``originals`` are the maps computed on the same batch of ``images``."""
+    verdicts: list[bool | None] = [None] * len(images)
+    groups: dict[tuple, list[int]] = {}
+    copies = {}
+    for index, cascade in enumerate(cascades):
+        if why_degenerate(originals[index]) is not None:
+            continue
+        copies[index] = cascade.copy_of(model, images[index : index + 1], objective.take([index]))
+        if cascade.layers:
+            groups.setdefault(tuple(layer.name for layer in cascade.layers), []).append(index)
+    settings = {**params, "sanity_check": False}
+    for members in groups.values():
+        check_cancelled()
+        cascade, randomized = cascades[members[0]], copies[members[0]]
+        for position in range(min(params.get("sanity_layers", 3), len(cascade.layers))):
+            cascade.randomize(randomized, position)
+        maps = technique.maps(randomized, images[members], objective.take(members), settings, seed)
+        for index, values in zip(members, maps):
+            if why_degenerate(values) is None:
+                verdicts[index] = bool(abs(stats.spearmanr(originals[index].ravel(), values.ravel()).statistic) < PASS_BELOW)
+    return verdicts
