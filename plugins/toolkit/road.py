@@ -123,13 +123,15 @@ def road_images(picture: np.ndarray, order: np.ndarray, fractions, noise: float,
 
 
 def road(model, images, objective, maps: np.ndarray, fractions=(0.1, 0.3, 0.5, 0.7, 0.9), noise: float = NOISE, seed: int = 0) -> RoadCurves:
-    """MoRF and LeRF curves of each image's chosen target (``objective``, already chosen on the clean images)."""
+    """MoRF and LeRF curves of each image's chosen target (``objective``, already chosen on the clean images).
+    Each picture's imputations draw their noise from their own generator (``seed``, the picture's index), so a
+    picture's curves do not depend on the other pictures of the run."""
     unit = model.spec.model_to_unit(images.detach().cpu().numpy())  # N x H x W x C in [0, 1]
     fractions = np.asarray(fractions, np.float64)
-    rng = np.random.default_rng(seed)
     scores = CopyScores(model, objective, len(unit), 2 * len(fractions))
     with threadpool_limits(1, user_api="blas"):  # the band solves run fastest on one thread (measured 1.5x)
         for index, picture in enumerate(unit):
+            rng = np.random.default_rng([seed, index])
             most, least = removal_orders(maps[index])
             scores.add(np.concatenate([road_images(picture, most, fractions, noise, rng), road_images(picture, least, fractions, noise, rng)]))
     probabilities = scores.result()
