@@ -172,10 +172,11 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
 
 def _use_device(name: str) -> None:
     """Check ``--device`` (one sentence when the GPU it names is not there) and pass it on as ``VIZ_SERVER_DEVICE``."""
+    from viz_server.config import override
     from viz_server.model.device import resolve
 
     resolve(name)
-    os.environ["VIZ_SERVER_DEVICE"] = name.strip().lower()
+    override("VIZ_SERVER_DEVICE", name.strip().lower())
 
 
 def _load(args: argparse.Namespace):

@@ -129,6 +129,13 @@ def setting(variable: str) -> Any:
         raise UserError(f"the environment variable {variable}={text[:40]!r} is not valid ({entry.help}).") from None
 
 
+def override(variable: str, text: str) -> None:
+    """Set a setting for this process and the processes it starts (a command-line option that is also a setting,
+    such as ``--device``); a value that does not parse is refused in one sentence."""
+    os.environ[variable] = text
+    setting(variable)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The server's settings (web process, job runner and workers)."""
