@@ -61,7 +61,7 @@ MAX_DATASET_PICTURES = 20_000
 """The most pictures a technique with the ``dataset`` input reads in one run (chunk by chunk: ``ctx.pictures``)."""
 PARAM_KINDS = ("int", "float", "bool", "choice", "str", "target", "layer")
 RESERVED_PARAM_NAMES = frozenset(
-    {"help", "h", "model", "models", "technique", "spec", "seed", "set", "image", "image_set", "second_image", "out", "json", *SPEC_FIELDS}
+    {"help", "h", "model", "models", "technique", "spec", "seed", "set", "image", "image_set", "second_image", "out", "json", "device", *SPEC_FIELDS}
 )
 """Names a param may not take: `viz-server run` and `compare` use them for their own options (``--image-set``,
 ``--labels`` ...), and a param's option is ``--NAME`` (``_`` written ``-``), so it would never reach the technique."""

@@ -18,7 +18,12 @@ from viz_server.model.device import OnDevice, resolve
 from viz_server.runner import run_technique
 
 CUDA = torch.cuda.is_available()
-cuda = pytest.mark.skipif(not CUDA, reason="torch finds no CUDA GPU on this machine")
+
+
+def cuda(test):
+    """Marked ``cuda`` (``pytest -m cuda``) and skipped where torch finds no GPU."""
+    return pytest.mark.cuda(pytest.mark.skipif(not CUDA, reason="torch finds no CUDA GPU on this machine")(test))
+
 
 # techniques that read the graph in every way there is: input gradients, a layer's activations and gradients
 # (hooks), the graph cut after a layer (feature extractor), ReLU rules, randomized copies (sanity check)
