@@ -97,7 +97,7 @@ def _patch_row(steps: list[np.ndarray], layers: AttentionLayers) -> np.ndarray:
 
 def captured_attention(model, images: torch.Tensor, objective, layers: AttentionLayers) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Each attention layer's output and the gradient of ``objective`` with respect to it (one forward, one backward
-    on the torch graph)."""
+    on the torch graph), where ``images`` are (the graph may compute on a GPU)."""
     captured: list[torch.Tensor] = []
 
     def keep(_module, _inputs, output):
@@ -114,6 +114,6 @@ def captured_attention(model, images: torch.Tensor, objective, layers: Attention
     # a graph that takes one batch size runs the images in chunks: each layer fired once per chunk, in order
     count = len(layers.names)
     return (
-        [torch.cat([values.detach() for values in captured[index::count]]) for index in range(count)],
-        [torch.cat([gradient.detach() for gradient in gradients[index::count]]) for index in range(count)],
+        [torch.cat([values.detach() for values in captured[index::count]]).to(images.device) for index in range(count)],
+        [torch.cat([gradient.detach() for gradient in gradients[index::count]]).to(images.device) for index in range(count)],
     )

@@ -28,7 +28,8 @@ def activations_and_gradients(model, images: torch.Tensor, objective, layer: str
     """The layer's output A and d objective / dA, for every image (one forward, one backward).
 
     The autograd graph starts at the layer: its output is detached and made to require gradients in the
-    forward hook, so the layers below it run without recording anything and the backward stops there."""
+    forward hook, so the layers below it run without recording anything and the backward stops there. Both come
+    back where ``images`` are (the graph may compute on a GPU)."""
     captured: list[torch.Tensor] = []
 
     def keep(_module, _inputs, output):
@@ -45,7 +46,7 @@ def activations_and_gradients(model, images: torch.Tensor, objective, layer: str
             gradients = torch.autograd.grad(objective.total(scores), captured)
     finally:
         handle.remove()
-    return torch.cat([a.detach() for a in captured]), torch.cat(gradients)
+    return torch.cat([a.detach() for a in captured]).to(images.device), torch.cat(gradients).to(images.device)
 
 
 def channel_weights(activations: torch.Tensor, gradients: torch.Tensor, weighting: str) -> torch.Tensor:

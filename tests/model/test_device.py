@@ -88,6 +88,17 @@ def test_the_wrapped_graph_gives_the_same_results_on_the_cpu(shapes_model, shape
     _same_results(run_technique(technique, shapes_model, images), run_technique(technique, wrapped, images), 1e-6)
 
 
+def test_the_wrapped_graph_gives_the_same_attention_maps(shape_pictures):
+    """A transformer's attention and its gradients, captured by hooks inside the wrapper."""
+    from viz_server import load_model
+    from viz_server_models import shipped_models
+
+    model = load_model(shipped_models()["shapes_vit"])
+    images = [(name, data) for name, data, _label, _mask in shape_pictures[:2]]
+    wrapped = _wrapped(model, torch.device("cpu"))
+    _same_results(run_technique("transformer_attribution", model, images), run_technique("transformer_attribution", wrapped, images), 1e-6)
+
+
 def test_outputs_come_back_where_the_inputs_were_and_gradients_flow_through(shapes_model):
     wrapped = _wrapped(shapes_model, torch.device("cpu"))
     images = torch.rand(2, *shapes_model.spec.input_shape, requires_grad=True)
