@@ -179,10 +179,18 @@ def _use_device(name: str) -> None:
     override("VIZ_SERVER_DEVICE", name.strip().lower())
 
 
+def _memory_budget() -> int:
+    """The job memory budget (``VIZ_SERVER_JOB_MEMORY_MB``): a model whose graph says one picture needs more is
+    refused before anything runs it, as the server refuses it at inspection."""
+    from viz_server.config import load_settings
+
+    return load_settings().job_memory_bytes
+
+
 def _load(args: argparse.Namespace):
     from viz_server.model.pipeline import load_model
 
-    return load_model(_resolve_model_path(args.model), spec_file=args.spec, **_spec_overrides(args))
+    return load_model(_resolve_model_path(args.model), spec_file=args.spec, memory_budget=_memory_budget(), **_spec_overrides(args))
 
 
 def _read_image(path: str) -> tuple[str, bytes]:
@@ -379,8 +387,9 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     raw = _raw_params(technique, args, extra)
     images, labels, masks = _gather_inputs(args)
     results = {}
+    budget = _memory_budget()
     for source in args.models:
-        model = load_model(_resolve_model_path(source))
+        model = load_model(_resolve_model_path(source), memory_budget=budget)
         name = model.name if model.name not in results else f"{model.name}-{len(results)}"
         results[name] = run_technique(technique.name, model, images, raw, seed=args.seed, labels=labels, masks=masks)
         write_result(results[name], Path(args.out) / name)
@@ -482,6 +491,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last line of defence: one sentence, no traceback
         if debug:
             raise
+        from viz_server.jobs.failures import out_of_memory
+
+        if out_of_memory(exc):
+            print(
+                "viz-server: error: ran out of memory: this work needs more than the job memory budget (VIZ_SERVER_JOB_MEMORY_MB); "
+                "use fewer or smaller images, or a larger budget.",
+                file=sys.stderr,
+            )
+            return 2
         print(f"viz-server: internal error: {type(exc).__name__}: {str(exc)[:300]} (set VIZ_SERVER_DEBUG=1 for details and please report it).", file=sys.stderr)
         return 1
 

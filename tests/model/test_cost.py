@@ -108,3 +108,25 @@ def test_a_resnet50_export_is_measured_sensibly():
     cost = estimate(onnx.load_from_string(buffer.getvalue()))
     assert 90 * 2**20 < cost.weights < 110 * 2**20  # 25.6 M float parameters
     assert 3.5e9 < cost.operations < 4.5e9  # 4.1 G multiply-adds, as the literature counts them
+
+
+def test_the_command_line_refuses_such_a_model_before_running_it(tmp_path):
+    """`viz-server run` in one process holds the same budget as a job: exit 2, one sentence, nothing written."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "declares-gigabytes.onnx"
+    path.write_bytes(constant_of_shape().SerializeToString())
+    out = tmp_path / "out"
+    for command in (["inspect", str(path)], ["run", "saliency", str(path), "--out", str(out)]):
+        done = subprocess.run([sys.executable, "-m", "viz_server", *command], capture_output=True, text=True, timeout=300, env=_budget_env(256))
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "more than a job's budget of 256 MiB (VIZ_SERVER_JOB_MEMORY_MB); it was refused." in done.stderr
+        assert done.stderr.strip().count("\n") == 0
+    assert not out.exists()
+
+
+def _budget_env(megabytes: int) -> dict:
+    import os
+
+    return {**os.environ, "VIZ_SERVER_JOB_MEMORY_MB": str(megabytes)}

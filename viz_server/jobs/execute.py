@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from viz_server.errors import Cancelled, NotFound, UserError
-from viz_server.jobs.failures import INTERNAL_ERROR, OUT_OF_MEMORY
+from viz_server.jobs.failures import INTERNAL_ERROR, OUT_OF_MEMORY, out_of_memory
 from viz_server.jobs.leases import heartbeat
 from viz_server.jobs.stored import load_stored_model, stored_pictures
 from viz_server.model.cost import check_budget
@@ -15,7 +15,6 @@ from viz_server.store import JobRecord, JobStatus, ModelRecord, ModelStatus, Sto
 from viz_server.store.database import ImageRecord, now
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes / cancellation checks
-ALLOCATION_FAILURES = ("can't allocate memory", "bad_alloc", "Failed to allocate memory", "out of memory")
 
 
 def execute_job(store: Store, job_id: int, submit_shard: Callable[[int], None] | None = None) -> str:
@@ -50,7 +49,7 @@ def _execute(store: Store, job: JobRecord, submit_shard: Callable[[int], None] |
         _fail(store, job, str(exc))
         return JobStatus.FAILED
     except Exception as exc:  # noqa: BLE001 - a worker must record every failure, never die silently
-        if isinstance(exc, MemoryError) or any(sign in str(exc) for sign in ALLOCATION_FAILURES):  # torch's and onnxruntime's too
+        if out_of_memory(exc):  # torch's and onnxruntime's too
             budget = store.settings.job_memory_bytes / 2**20
             _fail(store, job, f"{OUT_OF_MEMORY} (its budget is {budget:,.0f} MiB, VIZ_SERVER_JOB_MEMORY_MB); use fewer or smaller images.")
         else:

@@ -5,6 +5,13 @@ from __future__ import annotations
 
 INTERNAL_ERROR = "internal error while running the job"
 OUT_OF_MEMORY = "the job ran out of memory"
+ALLOCATION_FAILURES = ("can't allocate memory", "bad_alloc", "Failed to allocate memory", "out of memory")
+"""How torch and onnxruntime word a failed allocation (they raise their own errors, not MemoryError)."""
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed (past the process's memory limit, or the machine's)."""
+    return isinstance(error, MemoryError) or any(sign in str(error) for sign in ALLOCATION_FAILURES)
 
 
 def process_may_be_broken(error: str | None) -> bool:

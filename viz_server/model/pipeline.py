@@ -26,6 +26,7 @@ from viz_server.model import cache
 from viz_server.model import guard as guard_stage
 from viz_server.model import normalize as normalize_stage
 from viz_server.model.convert import convert
+from viz_server.model.cost import check_budget
 from viz_server.model.device import on_device
 from viz_server.model.device import resolve as resolve_device
 from viz_server.model.layers import LayerTable, build_layer_table, incomplete, shapes_at_size
@@ -57,12 +58,14 @@ def load_model(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     device: str | None = None,
+    memory_budget: int | None = None,
     **spec_overrides: Any,
 ) -> LoadedModel:
     """Load any exported ONNX image model as a verified, differentiable torch graph.
 
     ``device`` (cpu, cuda, cuda:N, auto; None: ``VIZ_SERVER_DEVICE``) is where the torch graph computes once
-    verified (``model.device``); conversion and verification run on the CPU.
+    verified (``model.device``); conversion and verification run on the CPU. ``memory_budget`` (bytes) refuses, in
+    one sentence, a model whose graph says one picture needs more (``cost.check_budget``), before anything runs it.
 
     ``spec_overrides`` may set any field of ``viz_server.model.spec.SPEC_FIELDS`` (``layout``, ``image_size``,
     ``labels``, ``task`` ...); ``spec_file`` names a JSON or TOML file with the same fields.
@@ -79,7 +82,9 @@ def load_model(
     converted = cache.lookup(key, folder) if use_cache else None
     fresh = converted is None
     if converted is None:
-        converted = _convert_fresh(data, overrides)
+        converted = _convert_fresh(data, overrides, memory_budget)
+    elif memory_budget is not None:
+        check_budget(converted.onnx_model, memory_budget)
     decoder, output = _decoder_for(converted.onnx_model, converted.metadata, overrides, (converted.report.output_op, converted.report.output_activation))
     spec = _spec_for(converted.onnx_model, converted.metadata, overrides, decoder, output)
     model = _loaded(digest, name, converted, spec, decoder)
@@ -202,10 +207,12 @@ def model_facts(model: onnx.ModelProto, metadata: dict[str, str], dims: list[int
     return ModelFacts(model.producer_name, dict(metadata), tuple(dims), dim_names, tuple(node.name for node in model.graph.node), task)
 
 
-def _convert_fresh(data: bytes, overrides: dict[str, Any]) -> cache.Converted:
+def _convert_fresh(data: bytes, overrides: dict[str, Any], memory_budget: int | None = None) -> cache.Converted:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     model = guard_stage.guard(data)
+    if memory_budget is not None:
+        check_budget(model, memory_budget)
     seconds["guard"] = time.perf_counter() - started
 
     started = time.perf_counter()
