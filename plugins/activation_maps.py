@@ -34,7 +34,7 @@ class ActivationMaps(Technique):
         activations = grid_output(model, ctx.images, name)  # N x C x h x w, tokens on their grid
         pictures = ctx.display_images()
         result = Result(
-            arrays={"activations": activations.cpu().numpy()},
+            arrays={"activations": activations.numpy()},
             metrics={"layer": name, "channels": int(activations.shape[1])},
             caveats=[
                 "Maps are scaled one by one: compare where channels fire, not how strongly across channels (the ranking and the raw array give the strengths)."
@@ -47,7 +47,7 @@ class ActivationMaps(Technique):
             order = torch.argsort(maps.mean(dim=(1, 2)), descending=True)
             top = order[: params["max_channels"]].tolist()
             rankings.append(top)
-            tiles = [heatmap(maps[channel].cpu().numpy()) for channel in top]
+            tiles = [heatmap(maps[channel].numpy()) for channel in top]
             result.artifacts.append(
                 Artifact(
                     f"maps_{index}.png",
@@ -63,7 +63,7 @@ class ActivationMaps(Technique):
                     Artifact(
                         f"overlay_{index}_{channel}.png",
                         f"#{rank}: channel {channel} (mean {float(maps[channel].mean()):.3g})",
-                        data=png_bytes(overlay(pictures[index], enlarged[channel].cpu().numpy()), 128),
+                        data=png_bytes(overlay(pictures[index], enlarged[channel].numpy()), 128),
                         array="activations",
                         group=group,
                     )

@@ -35,7 +35,7 @@ class Adversarial(Technique):
     def run(self, ctx: Context, params: dict) -> Result:
         spec = ctx.model.spec
         ctx.progress(0, 1, "attacking")
-        unit = torch.from_numpy(spec.model_to_unit(ctx.images.cpu().numpy())).clamp(0, 1)
+        unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         before = attacks.predicted_classes(ctx.model, unit)
         targets = torch.full_like(before, spec.class_index(params["target"])) if params["target"].strip() else None
         outcome = robust_evaluation.run_attack(ctx, unit, before, params, targets)
@@ -53,7 +53,7 @@ class Adversarial(Technique):
         if params["attack"] == "ensemble" and not outcome.square_used:
             caveats.append(robust_evaluation.NO_GRADIENT_FREE_CHECK)
         result = Result(
-            arrays={"adversarial": spec.unit_to_model(adversarial.cpu().numpy()), "perturbation": (adversarial - unit).cpu().numpy()},
+            arrays={"adversarial": spec.unit_to_model(adversarial.numpy()), "perturbation": (adversarial - unit).numpy()},
             metrics={
                 "before": [spec.label(int(i)) for i in before],
                 "after": [spec.label(int(i)) for i in after],
@@ -74,21 +74,21 @@ class Adversarial(Technique):
                 Artifact(
                     f"original_{index}.png",
                     f"original: {spec.label(int(before[index]))}",
-                    data=png_bytes(display(spec, unit[index].cpu().numpy()), 128),
+                    data=png_bytes(display(spec, unit[index].numpy()), 128),
                     array="inputs",
                     group=group,
                 ),
                 Artifact(
                     f"adversarial_{index}.png",
                     f"adversarial: {spec.label(int(after[index]))}" + (f" (broken by {outcome.broken_by[index]})" if success[index] else " (not broken)"),
-                    data=png_bytes(display(spec, adversarial[index].cpu().numpy()), 128),
+                    data=png_bytes(display(spec, adversarial[index].numpy()), 128),
                     array="adversarial",
                     group=group,
                 ),
                 Artifact(
                     f"perturbation_{index}.png",
                     f"perturbation, amplified (L-inf {linf[index]:.4f}, L2 {l2[index]:.3f})",
-                    data=png_bytes(display(spec, amplified((adversarial - unit)[index].cpu().numpy())), 128),
+                    data=png_bytes(display(spec, amplified((adversarial - unit)[index].numpy())), 128),
                     array="perturbation",
                     group=group,
                 ),

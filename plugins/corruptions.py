@@ -32,10 +32,10 @@ class Corruptions(Technique):
         kinds = [k.strip() for k in params["corruptions"].split(",") if k.strip()]
         if not kinds or any(k not in SEVERITIES for k in kinds):
             raise UserError(f"corruptions must be a comma-separated subset of {', '.join(SEVERITIES)}.")
-        unit = np.clip(spec.model_to_unit(ctx.images.cpu().numpy()), 0, 1).astype(np.float32)
+        unit = np.clip(spec.model_to_unit(ctx.images.numpy()), 0, 1).astype(np.float32)
         clean = ctx.model.predict(spec.unit_to_model(unit)).argmax(1)
         labels, source = reference_labels(ctx, torch.from_numpy(clean))
-        labels = labels.cpu().numpy()
+        labels = labels.numpy()
         rng = ctx.rng
         table = np.zeros((len(kinds), 5))
         hits = np.zeros(len(unit))  # per picture: how many corrupted versions it was classified right in

@@ -44,7 +44,7 @@ class Defences(Technique):
 
     def run(self, ctx: Context, params: dict) -> Result:
         spec = ctx.model.spec
-        unit = torch.from_numpy(spec.model_to_unit(ctx.images.cpu().numpy())).clamp(0, 1)
+        unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         labels, source = reference_labels(ctx, attacks.predicted_classes(ctx.model, unit))
         outcome = robust_evaluation.run_attack(ctx, unit, labels, params)
         adversarial = outcome.adversarial
@@ -55,7 +55,7 @@ class Defences(Technique):
         defences += [(f"median {int(k)}x{int(k)}", lambda x, k=k: median_smoothing(x, int(k)), False) for k in _numbers(params["median_sizes"], "median_sizes")]
 
         def correct(images: np.ndarray) -> np.ndarray:
-            return ctx.model.predict(spec.unit_to_model(images)).argmax(1) == labels.cpu().numpy()
+            return ctx.model.predict(spec.unit_to_model(images)).argmax(1) == labels.numpy()
 
         rows = [
             [
@@ -71,8 +71,8 @@ class Defences(Technique):
         results = {}
         generator = ctx.torch_generator()
         for index, (name, transform, random) in enumerate(defences):
-            clean_ok = correct(transform(unit.cpu().numpy()))
-            non_adaptive_ok = correct(transform(adversarial.cpu().numpy()))
+            clean_ok = correct(transform(unit.numpy()))
+            non_adaptive_ok = correct(transform(adversarial.numpy()))
             if name == "none":
                 adaptive_ok = non_adaptive_ok
             else:  # the worst of both attacks: an image survives only if neither breaks it
@@ -87,7 +87,7 @@ class Defences(Technique):
                     steps=params["steps"],
                     generator=generator,
                 )
-                adaptive_ok = non_adaptive_ok & correct(transform(run.adversarial.cpu().numpy()))
+                adaptive_ok = non_adaptive_ok & correct(transform(run.adversarial.numpy()))
             results[name] = (float(clean_ok.mean()), float(non_adaptive_ok.mean()), float(adaptive_ok.mean()))
             base = results["none"]
             clean_accuracy, non_adaptive, adaptive = results[name]

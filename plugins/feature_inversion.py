@@ -41,7 +41,7 @@ class FeatureInversion(Technique):
             name = ctx.image_names[index] if index < len(ctx.image_names) else str(index)
             trajectory = self._invert(ctx, ctx.images[index : index + 1], layer, settings)
             result = trajectory_result(ctx, trajectory, f"inversion_{index}", f"{name} rebuilt from the activations of {layer}")
-            original = model.spec.model_to_unit(ctx.images[index : index + 1].cpu().numpy())[0]
+            original = model.spec.model_to_unit(ctx.images[index : index + 1].numpy())[0]
             combined.artifacts.append(
                 Artifact(
                     f"original_{index}.png",

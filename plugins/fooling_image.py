@@ -29,7 +29,7 @@ class FoolingImage(Technique):
     def run(self, ctx: Context, params: dict) -> Result:
         spec = ctx.model.spec
         target = spec.class_index(params["target"])
-        unit = torch.from_numpy(spec.model_to_unit(ctx.images.cpu().numpy())).clamp(0, 1)
+        unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         forward = attacks.unit_forward(ctx.model)
         before = attacks.predicted_classes(ctx.model, unit)
         fooled, steps = attacks.fooling_image(
@@ -43,7 +43,7 @@ class FoolingImage(Technique):
         linf, l2 = attacks.perturbation_sizes(unit, fooled)
         label = spec.label(target)
         result = Result(
-            arrays={"fooled": spec.unit_to_model(fooled.cpu().numpy()), "perturbation": (fooled - unit).cpu().numpy(), "steps": steps.cpu().numpy()},
+            arrays={"fooled": spec.unit_to_model(fooled.numpy()), "perturbation": (fooled - unit).numpy(), "steps": steps.numpy()},
             metrics={
                 "target": label,
                 "before": [spec.label(int(i)) for i in before],
@@ -62,15 +62,15 @@ class FoolingImage(Technique):
                 Artifact(
                     f"original_{index}.png",
                     f"original: {spec.label(int(before[index]))}",
-                    data=png_bytes(display(spec, unit[index].cpu().numpy()), 128),
+                    data=png_bytes(display(spec, unit[index].numpy()), 128),
                     array="inputs",
                     group=group,
                 ),
-                Artifact(f"fooled_{index}.png", outcome, data=png_bytes(display(spec, fooled[index].cpu().numpy()), 128), array="fooled", group=group),
+                Artifact(f"fooled_{index}.png", outcome, data=png_bytes(display(spec, fooled[index].numpy()), 128), array="fooled", group=group),
                 Artifact(
                     f"change_{index}.png",
                     f"change, amplified (L-inf {linf[index]:.4f}, L2 {l2[index]:.3f})",
-                    data=png_bytes(display(spec, amplified((fooled - unit)[index].cpu().numpy())), 128),
+                    data=png_bytes(display(spec, amplified((fooled - unit)[index].numpy())), 128),
                     array="perturbation",
                     group=group,
                 ),

@@ -26,7 +26,7 @@ class IntegratedGradients(AttributionTechnique):
     title = "Integrated Gradients"
     summary = "Gradients averaged along the path from a baseline picture to the image, times their difference; they add up to the score's change."
     expected_cost = 3.0
-    ranking_smoothgrad = False  # 16 noisy copies of a 32-step path: 512 passes per map, for a variant nobody publishes
+    ranking_smoothgrad = False  # 16 noisy copies of a whole path per map (512 passes at the default 32 steps), a variant nobody publishes
     ranking_params = {"steps": 16}  # the ranking scores every method on every image: a bounded cost there
     ranking_note = "16 steps"
     extra_params = (

@@ -51,12 +51,12 @@ class LayerView(Technique):
                     row, column = np.unravel_index(int(maps[channel].argmax()), maps[channel].shape)
                     gradient, _ = neuron_gradient(model, ctx.images[index : index + 1], name, channel, (int(row), int(column)), guided=True)
                     key = f"projection_{index}_{len(result.arrays)}"
-                    result.arrays[key] = gradient[0].cpu().numpy()
+                    result.arrays[key] = gradient[0].numpy()
                     result.artifacts.append(
                         Artifact(
                             f"{key}.png",
                             f"channel {channel}: guided projection of its strongest unit",
-                            data=png_bytes(signed_picture(gradient[0].cpu().numpy(), model.spec.layout), 96),
+                            data=png_bytes(signed_picture(gradient[0].numpy(), model.spec.layout), 96),
                             array=key,
                             group=group,
                         )
@@ -65,7 +65,7 @@ class LayerView(Technique):
                         Artifact(
                             f"activation_{key}.png",
                             f"channel {channel}: where it fires (mean {float(means[channel]):.3g})",
-                            data=heatmap_png(maps[channel].cpu().numpy(), 96),
+                            data=heatmap_png(maps[channel].numpy(), 96),
                             array=key,
                             group=group,
                         )

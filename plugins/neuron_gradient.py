@@ -47,12 +47,12 @@ class NeuronGradient(Technique):
         gradients = smoothed(attribute, model, images, torch.zeros(len(images), dtype=torch.long), params, ctx.seed)
         _, activations = neuron_gradient(model, images, layer, params["channel"], position, False)
         axis = ctx.channel_axis
-        maps = gradients.abs().amax(axis).cpu().numpy()
+        maps = gradients.abs().amax(axis).numpy()
         where = f"({position[0]},{position[1]})" if position else "(whole channel)"
         subject = f"channel {params['channel']} {where} of {layer}"
         result = Result(
             artifacts=map_artifacts(ctx, maps, "neuron_gradient", f"{params['mode']} neuron gradient", [subject] * len(images)),
-            arrays={"neuron_gradient": maps.astype(np.float32), "gradients": gradients.cpu().numpy(), "activations": activations.cpu().numpy()},
+            arrays={"neuron_gradient": maps.astype(np.float32), "gradients": gradients.numpy(), "activations": activations.numpy()},
             metrics={
                 "layer": layer,
                 "channel": params["channel"],
@@ -82,7 +82,7 @@ class NeuronGradient(Technique):
             image = ctx.images[index : index + 1]
             row, column = np.unravel_index(int(channel_map.argmax()), channel_map.shape)
             gradient, _ = neuron_gradient(model, image, layer, params["channel"], (int(row), int(column)), False)
-            support = gradient.abs().amax(ctx.channel_axis)[0].cpu().numpy() > 0
+            support = gradient.abs().amax(ctx.channel_axis)[0].numpy() > 0
             box = bounding_box(support)
             if box is None:
                 continue

@@ -52,7 +52,7 @@ def smooth_masks(grids: np.ndarray, shifts: np.ndarray, cell: tuple[int, int], h
     up = torch.nn.functional.interpolate(
         torch.from_numpy(grids)[:, None], size=((cells + 1) * cell[0], (cells + 1) * cell[1]), mode="bilinear", align_corners=False
     )[:, 0]
-    return np.stack([up[k, dy : dy + height, dx : dx + width].cpu().numpy() for k, (dy, dx) in enumerate(shifts)])
+    return np.stack([up[k, dy : dy + height, dx : dx + width].numpy() for k, (dy, dx) in enumerate(shifts)])
 
 
 @hookimpl

@@ -56,10 +56,10 @@ class RobustnessCurve(Technique):
         chosen = [a.strip() for a in params["attacks"].split(",") if a.strip()]
         if not chosen or any(a not in robust_evaluation.ATTACKS for a in chosen):
             raise UserError(f"attacks must be a comma-separated choice of {', '.join(robust_evaluation.ATTACKS)}.")
-        unit = torch.from_numpy(spec.model_to_unit(ctx.images.cpu().numpy())).clamp(0, 1)
+        unit = torch.from_numpy(spec.model_to_unit(ctx.images.numpy())).clamp(0, 1)
         clean = attacks.predicted_classes(ctx.model, unit)
         labels, source = reference_labels(ctx, clean)
-        correct = (clean == labels).cpu().numpy()
+        correct = (clean == labels).numpy()
         large = robust_evaluation.large_epsilon(params["norm"], unit)
         accuracy = {attack: [] for attack in chosen}
         success = {attack: [] for attack in chosen}

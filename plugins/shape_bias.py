@@ -95,7 +95,7 @@ class ShapeBias(Technique):
         else:
             if ctx.images is None or not len(ctx.images):
                 raise UserError("stimuli=given needs images named shapeclass-textureclass.png.")
-            batch = ctx.images.cpu().numpy()
+            batch = ctx.images.numpy()
             shape_names, texture_names = [], []
             for name in ctx.image_names:
                 parts = name.rsplit(".", 1)[0].split("-")

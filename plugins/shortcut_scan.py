@@ -97,8 +97,8 @@ class ShortcutScan(Technique):
             own_chunk = stream.take(entry["held"])
             others_pool = np.flatnonzero(found.correct & (found.labels != class_index))
             others_chunk = stream.take(np.sort(rng.permutation(others_pool)[: len(entry["held"])])) if len(others_pool) else None
-            own = spec.model_to_unit(own_chunk.images.cpu().numpy())
-            others = spec.model_to_unit(others_chunk.images.cpu().numpy()) if others_chunk is not None else own[:0]
+            own = spec.model_to_unit(own_chunk.images.numpy())
+            others = spec.model_to_unit(others_chunk.images.numpy()) if others_chunk is not None else own[:0]
             own_masks = np.stack(own_chunk.masks) if with_masks else None
             other_masks = np.stack(others_chunk.masks) if with_masks and others_chunk is not None else None
 
@@ -192,7 +192,7 @@ class ShortcutScan(Technique):
             if all(mask is not None for mask in chunk.masks):
                 masks.append(shortcuts.pooled(np.stack(chunk.masks), normalize=False))
             if len(exemplars) < 4:
-                display = ctx.model.spec.to_display(chunk.images.cpu().numpy())
+                display = ctx.model.spec.to_display(chunk.images.numpy())
                 exemplars.extend(zip(display[: 4 - len(exemplars)], maps[: 4 - len(exemplars)]))
         return np.concatenate(grids), (np.concatenate(masks) if len(masks) == len(grids) and masks else None), exemplars, settings
 

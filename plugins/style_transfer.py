@@ -90,8 +90,8 @@ class StyleTransfer(Technique):
         for name in style_layers + [content_layer]:
             if len(model.layer(name).output_shape) != 4:
                 raise UserError(f"layer '{name}' is not a spatial map; style and content layers must be N x C x H x W.")
-        content = torch.from_numpy(spec.model_to_unit(ctx.images[:1].cpu().numpy())).clamp(0, 1)
-        style = torch.from_numpy(spec.model_to_unit(ctx.second_image.cpu().numpy())).clamp(0, 1)
+        content = torch.from_numpy(spec.model_to_unit(ctx.images[:1].numpy())).clamp(0, 1)
+        style = torch.from_numpy(spec.model_to_unit(ctx.second_image.numpy())).clamp(0, 1)
         extractor = FeatureExtractor(model, sorted(set(style_layers + [content_layer])), params["softmax"])
         with torch.no_grad():
             style_grams = {name: gram(extractor(style)[name]) for name in style_layers}
@@ -119,13 +119,13 @@ class StyleTransfer(Technique):
         }
         result = Result(
             artifacts=[
-                Artifact("stylized.png", captions[mode], data=png_bytes(display(spec, final[0].cpu().numpy()), 224), array="stylized", group="result"),
-                Artifact("content.png", "content image", data=png_bytes(display(spec, content[0].cpu().numpy()), 128), array="inputs", group="inputs"),
-                Artifact("style.png", "style image", data=png_bytes(display(spec, style[0].cpu().numpy()), 128), array="style", group="inputs"),
+                Artifact("stylized.png", captions[mode], data=png_bytes(display(spec, final[0].numpy()), 224), array="stylized", group="result"),
+                Artifact("content.png", "content image", data=png_bytes(display(spec, content[0].numpy()), 128), array="inputs", group="inputs"),
+                Artifact("style.png", "style image", data=png_bytes(display(spec, style[0].numpy()), 128), array="style", group="inputs"),
             ],
             arrays={
-                "stylized": spec.unit_to_model(final.cpu().numpy()),
-                "style": spec.unit_to_model(style.cpu().numpy()),
+                "stylized": spec.unit_to_model(final.numpy()),
+                "style": spec.unit_to_model(style.numpy()),
                 "loss": np.asarray([entry["total"] for entry in losses], np.float32),
             },
             metrics={

@@ -299,9 +299,11 @@ class Context:
 
     @property
     def device(self) -> torch.device:
-        """Where the model's torch graph computes (``--device``, ``VIZ_SERVER_DEVICE``). The graph takes and returns
-        tensors on the CPU wherever it computes (``viz_server.model.device.OnDevice``): keep tensors on the CPU."""
-        return self.model.device
+        """Where to keep the tensors a technique makes: the CPU. The torch graph takes and returns tensors there
+        wherever it computes (``ctx.model.device``: a GPU with ``--device cuda``; ``viz_server.model.device``)."""
+        import torch
+
+        return torch.device("cpu")
 
     @property
     def rng(self) -> np.random.Generator:

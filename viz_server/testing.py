@@ -134,7 +134,7 @@ def check_objective(model, target: str, images, region: str = "", second_image=N
     assert scores.shape == (len(images),), f"score must give one scalar per image, got shape {tuple(scores.shape)}"
     (gradient,) = torch.autograd.grad(scores.sum(), inputs)
     assert torch.isfinite(gradient).all(), "the objective's gradient must be finite"
-    probabilities = objective.probability(outputs.detach().cpu().numpy(), objective.choices)
+    probabilities = objective.probability(outputs.detach().numpy(), objective.choices)
     assert len(probabilities) == len(images) and all(0.0 <= float(p) <= 1.0 for p in probabilities), f"probabilities must lie in [0, 1]: {probabilities}"
     captions = objective.captions()
     assert len(captions) == len(images) and all(isinstance(c, str) and c for c in captions), "every choice needs a caption"

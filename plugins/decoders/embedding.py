@@ -102,7 +102,7 @@ class SimilarityObjective(Objective):
 
     def probability(self, outputs, choices):
         vectors = np.asarray(outputs, np.float64)
-        reference = self.reference.cpu().numpy().astype(np.float64)
+        reference = self.reference.numpy().astype(np.float64)
         cosine = vectors @ reference / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
         return np.clip((cosine + 1) / 2, 0.0, 1.0)
 

@@ -62,7 +62,7 @@ class CTCSequence(OutputDecoder):
 
     def decode(self, outputs, spec):
         alphabet = characters(spec, np.asarray(outputs).shape[-1])
-        logs = log_probabilities(np.asarray(outputs)).cpu().numpy()
+        logs = log_probabilities(np.asarray(outputs)).numpy()
         decoded = []
         for steps in logs:
             path = steps.argmax(-1)
@@ -122,13 +122,13 @@ class SequenceObjective(Objective):
     def describe(self, choice):
         path, step = choice
         if step is None:
-            return f'the text "{greedy_text(path.cpu().numpy(), self.alphabet)}"'
+            return f'the text "{greedy_text(path.numpy(), self.alphabet)}"'
         return f'step {step} ("{self.alphabet[int(path[step])]}")'
 
     def details(self, choice):
         path, step = choice
-        return {"text": greedy_text(path.cpu().numpy(), self.alphabet), "step": step}
+        return {"text": greedy_text(path.numpy(), self.alphabet), "step": step}
 
     def predicted(self, outputs):
         alphabet = characters(self.spec, np.asarray(outputs).shape[-1])
-        return [greedy_text(path, alphabet) for path in log_probabilities(np.asarray(outputs)).argmax(-1).cpu().numpy()]
+        return [greedy_text(path, alphabet) for path in log_probabilities(np.asarray(outputs)).argmax(-1).numpy()]

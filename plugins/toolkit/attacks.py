@@ -35,7 +35,7 @@ def unit_forward(model) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def predicted_classes(model, unit: torch.Tensor) -> torch.Tensor:
     """Each unit-space image's predicted class: forward-only, so on onnxruntime (see benchmarks/sweeps.py)."""
-    return torch.from_numpy(model.predict(model.spec.unit_to_model(unit.detach().cpu().numpy())).argmax(1))
+    return torch.from_numpy(model.predict(model.spec.unit_to_model(unit.detach().numpy())).argmax(1))
 
 
 def loss_gradient(

@@ -76,7 +76,7 @@ def gradient_weighted(attentions: list[torch.Tensor], gradients: list[torch.Tens
     R = (I + W_L) ... (I + W_1), W_l the positive part of gradient x attention averaged over the heads."""
     tokens = attentions[0].shape[-1]
     identity = np.eye(tokens)
-    steps = [(gradient.double() * attention.double()).clamp(min=0).mean(1).cpu().numpy() + identity for attention, gradient in zip(attentions, gradients)]
+    steps = [(gradient.double() * attention.double()).clamp(min=0).mean(1).numpy() + identity for attention, gradient in zip(attentions, gradients)]
     return _patch_row(steps, layers)
 
 

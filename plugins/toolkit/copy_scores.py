@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 AT_ONCE = 64
-"""Copies (of one or more pictures) sent to onnxruntime in one call, at most ..."""
+"""A call to onnxruntime is made once this many copies (of one or more pictures) are waiting ..."""
 AT_MOST_BYTES = 64 * 2**20
-"""... this many bytes of them (large pictures go a picture at a time)."""
+"""... or this many bytes of them (large pictures go a picture at a time)."""
 
 
 class CopyScores:

@@ -194,7 +194,7 @@ def optimize(
 def _record(ctx: Context, trajectory: Trajectory, step: int, steps: int, value: float, unit: torch.Tensor, keep: set[int]) -> None:
     trajectory.objective.append(value)
     if step in keep:
-        trajectory.frames.append((step, unit.detach()[0].cpu().numpy().copy()))
+        trajectory.frames.append((step, unit.detach()[0].numpy().copy()))
     if step % 10 == 0 or step == steps - 1:
         ctx.progress(step + 1, steps, f"step {step + 1}: objective {value:.4g}")
 
@@ -207,7 +207,7 @@ def display(spec, unit: np.ndarray) -> np.ndarray:
 def trajectory_result(ctx: Context, trajectory: Trajectory, name: str, caption: str) -> Result:
     """The final image, intermediate frames, objective curve and arrays every input optimization returns."""
     spec = ctx.model.spec
-    final_unit = trajectory.image[0].cpu().numpy()
+    final_unit = trajectory.image[0].numpy()
     model_space = spec.unit_to_model(final_unit[None].astype(np.float32))
     artifacts = [Artifact(f"{name}.png", caption, data=png_bytes(display(spec, final_unit), 224), array=name, group="result")]
     for step, frame in trajectory.frames:

@@ -53,7 +53,7 @@ class ForwardAttribution(AttributionTechnique):
             one = objective.take([index])
 
             def score(batch: np.ndarray, one=one) -> np.ndarray:
-                return one.repeat(len(batch)).score(self.outputs(model, torch.from_numpy(np.ascontiguousarray(batch, np.float32)))).cpu().numpy()
+                return one.repeat(len(batch)).score(self.outputs(model, torch.from_numpy(np.ascontiguousarray(batch, np.float32)))).numpy()
 
             # the same draws for every image and every run: the sanity check compares like with like
             maps.append(self.perturbation_map(model, score, images[index].detach().cpu().numpy(), params, np.random.default_rng(0)))

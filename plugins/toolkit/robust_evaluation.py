@@ -117,12 +117,7 @@ def ensemble(
             progress("Square")
         spec = model.spec
         images, _, _ = square_attack(
-            lambda batch: model.predict(spec.unit_to_model(batch)),
-            unit[rows].cpu().numpy(),
-            labels[rows].cpu().numpy(),
-            epsilon,
-            queries,
-            np.random.default_rng(seed),
+            lambda batch: model.predict(spec.unit_to_model(batch)), unit[rows].numpy(), labels[rows].numpy(), epsilon, queries, np.random.default_rng(seed)
         )
         before = sum(b is not None for b in broken)
         record(rows, torch.from_numpy(images), "square")
@@ -244,7 +239,7 @@ def run_attack(
             raise UserError("the Square attack here is untargeted and L-inf; choose another attack for L2 or targeted budgets.")
         report("Square")
         images, _, _ = square_attack(
-            lambda batch: model.predict(model.spec.unit_to_model(batch)), unit.cpu().numpy(), labels.cpu().numpy(), epsilon, params["queries"], ctx.rng
+            lambda batch: model.predict(model.spec.unit_to_model(batch)), unit.numpy(), labels.numpy(), epsilon, params["queries"], ctx.rng
         )
         adversarial = torch.from_numpy(images)
     elif attack == "fgsm":
@@ -269,4 +264,4 @@ def run_attack(
     after = predicted_classes(model, adversarial)
     hit = (after != labels) if targets is None else (after == targets)
     broken = [attack if ok else None for ok in hit.tolist()]
-    return EnsembleResult(adversarial, hit.cpu().numpy(), broken, counter[0] / counter[1] if counter[1] else 0.0, 0, by_step or [], False)
+    return EnsembleResult(adversarial, hit.numpy(), broken, counter[0] / counter[1] if counter[1] else 0.0, 0, by_step or [], False)

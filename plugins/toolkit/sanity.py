@@ -247,25 +247,28 @@ def cascade_passes(technique, model, images, objective, params, originals: np.nd
     """The verdict of ``cascading_randomization`` (every_layer=False) for each of ``images``, its own ``cascades``
     entry giving its randomized models: True (passes), False (fails) or None (cannot judge). Only the map after the
     top ``sanity_layers`` are re-drawn decides, and re-drawing them together gives the very model the cascade
-    reaches step by step, so that map is computed once; images whose cascades re-draw the same layers (a classifier's
-    pictures) go through it in one batch. ``originals`` are the maps computed on the same batch of ``images``."""
+    reaches step by step, so that map is computed once per randomized model, for the whole batch (``originals`` are
+    the maps of the same batch: SmoothGrad's noise depends on the batch, so both sides see the same noise). Images
+    whose cascades re-draw the same layers (a classifier's pictures) share one randomized model."""
     verdicts: list[bool | None] = [None] * len(images)
     groups: dict[tuple, list[int]] = {}
-    copies = {}
     for index, cascade in enumerate(cascades):
         if why_degenerate(originals[index]) is not None:
             continue
-        copies[index] = cascade.copy_of(model, images[index : index + 1], objective.take([index]))
+        if cascade.layers is None:  # the first check on this image finds the layers that reach its target
+            cascade.copy_of(model, images[index : index + 1], objective.take([index]))
         if cascade.layers:
             groups.setdefault(tuple(layer.name for layer in cascade.layers), []).append(index)
     settings = {**params, "sanity_check": False}
     for members in groups.values():
         check_cancelled()
-        cascade, randomized = cascades[members[0]], copies[members[0]]
+        cascade = cascades[members[0]]
+        randomized = cascade.copy_of(model, images[members[:1]], objective.take(members[:1]))
         for position in range(min(params.get("sanity_layers", 3), len(cascade.layers))):
             cascade.randomize(randomized, position)
-        maps = technique.maps(randomized, images[members], objective.take(members), settings, seed)
-        for index, values in zip(members, maps):
-            if why_degenerate(values) is None:
-                verdicts[index] = bool(abs(stats.spearmanr(originals[index].ravel(), values.ravel()).statistic) < PASS_BELOW)
+        maps = technique.maps(randomized, images, objective, settings, seed)
+        del randomized
+        for index in members:
+            if why_degenerate(maps[index]) is None:
+                verdicts[index] = bool(abs(stats.spearmanr(originals[index].ravel(), maps[index].ravel()).statistic) < PASS_BELOW)
     return verdicts

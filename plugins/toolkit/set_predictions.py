@@ -83,7 +83,7 @@ def set_predictions(ctx: Context) -> SetPredictions:
 @per_picture("class_scores")
 def chunk_scores(model, chunk: Chunk) -> np.ndarray:
     """The model's class scores for a chunk of pictures (split over processes under scale-out)."""
-    return class_scores(torch.from_numpy(model.predict(chunk.images.cpu().numpy()))).cpu().numpy().astype(np.float64)
+    return class_scores(torch.from_numpy(model.predict(chunk.images.numpy()))).numpy().astype(np.float64)
 
 
 def class_probabilities(model, scores: np.ndarray) -> np.ndarray:
@@ -98,5 +98,5 @@ def class_probabilities(model, scores: np.ndarray) -> np.ndarray:
 
 def decide(model, batch: np.ndarray) -> np.ndarray:
     """The class each model-space picture is predicted to be (forward only)."""
-    scores = class_scores(torch.from_numpy(model.predict(batch))).cpu().numpy().astype(np.float64)
+    scores = class_scores(torch.from_numpy(model.predict(batch))).numpy().astype(np.float64)
     return class_probabilities(model, scores).argmax(1)

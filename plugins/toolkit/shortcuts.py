@@ -53,7 +53,7 @@ def pooled(maps: np.ndarray, grid: int = GRID, normalize: bool = True) -> np.nda
     """N x H x W non-negative maps -> N x grid x grid cell means; with ``normalize`` each map sums to 1 (a map with
     no mass stays zero), else the cells keep their mean (a mask's share of each cell on the object)."""
     tensor = torch.from_numpy(np.abs(np.asarray(maps, np.float32)))[:, None]
-    cells = torch.nn.functional.adaptive_avg_pool2d(tensor, grid)[:, 0].double().cpu().numpy()
+    cells = torch.nn.functional.adaptive_avg_pool2d(tensor, grid)[:, 0].double().numpy()
     if not normalize:
         return cells
     totals = cells.reshape(len(cells), -1).sum(1)

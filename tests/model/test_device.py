@@ -99,6 +99,25 @@ def test_the_wrapped_graph_gives_the_same_attention_maps(shape_pictures):
     _same_results(run_technique("transformer_attribution", model, images), run_technique("transformer_attribution", wrapped, images), 1e-6)
 
 
+def test_a_wrapped_graph_whose_parity_is_read_inside_it_is_checked_as_before(tmp_path, shape_pictures):
+    """A sigmoid head: parity compares the logits, read by a hook inside the wrapped graph, before every run."""
+    import onnx
+    from onnx import helper
+
+    from viz_server import load_model
+    from viz_server_models import shipped_models
+
+    graph = onnx.load(str(shipped_models()["shapes_cnn"]))
+    output = graph.graph.output[0]
+    graph.graph.node.append(helper.make_node("Sigmoid", [output.name], ["probabilities"], name="head_sigmoid"))
+    output.name = "probabilities"
+    path = tmp_path / "sigmoid_head.onnx"
+    onnx.save(graph, str(path))
+    model = load_model(str(path))
+    images = [(name, data) for name, data, _label, _mask in shape_pictures[:2]]
+    _same_results(run_technique("saliency", model, images), run_technique("saliency", _wrapped(model, torch.device("cpu")), images), 1e-6)
+
+
 def test_outputs_come_back_where_the_inputs_were_and_gradients_flow_through(shapes_model):
     wrapped = _wrapped(shapes_model, torch.device("cpu"))
     images = torch.rand(2, *shapes_model.spec.input_shape, requires_grad=True)

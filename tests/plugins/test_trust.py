@@ -86,6 +86,34 @@ def test_methods_checked_on_one_image_meet_the_same_randomized_models(deep_relu_
     assert full.correlations == alone["saliency"].correlations
 
 
+def test_batched_verdicts_are_the_step_by_step_cascade_s(deep_relu_net, shapes_model, shape_pictures):
+    """``cascade_passes`` re-draws the top layers together and maps every checked picture in one batch: the verdict
+    and the correlation behind it are those of the step-by-step cascade run on each picture alone."""
+    from viz_server.model.images import decode_image
+
+    images = torch.from_numpy(shapes_model.spec.preprocess([decode_image(data) for _name, data, _label, _mask in shape_pictures[:3]]))
+    objective = objective_for(shapes_model, classes=[0, 1, 2])
+    outcomes = set()
+    for model, batch, target in (
+        (shapes_model, images, objective),
+        (deep_relu_net[0], deep_relu_net[1].repeat(2, 1, 1, 1), objective_for(deep_relu_net[0], classes=[0, 3])),
+    ):
+        for technique in (Saliency(), GuidedBackprop()):
+            params = {**defaults(technique), "sanity_layers": 2}
+            originals = technique.maps(model, batch, target, params)
+            alone = [
+                sanity.cascading_randomization(
+                    technique, model, batch[i : i + 1], target.take([i]), params, originals[i : i + 1], 0, lambda: None, every_layer=False
+                ).passed
+                for i in range(len(batch))
+            ]
+            cascades = [sanity.RandomizedCascade(0) for _ in range(len(batch))]
+            batched = sanity.cascade_passes(technique, model, batch, target, params, originals, cascades, 0, lambda: None)
+            assert batched == alone, technique.name
+            outcomes |= set(batched)
+    assert outcomes == {True, False}  # both verdicts occur: the comparison can fail
+
+
 def test_randomization_leaves_the_model_untouched(shapes_model, shape_pictures):
     from viz_server.model.images import decode_image
 

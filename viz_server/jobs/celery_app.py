@@ -18,6 +18,7 @@ from celery import Celery
 
 from viz_server.config import Settings, load_settings
 from viz_server.jobs import threads
+from viz_server.jobs.budget import limit_memory
 from viz_server.jobs.embedded import JOBS_PER_WORKER
 from viz_server.jobs.execute import execute_job
 from viz_server.jobs.leases import reap
@@ -47,6 +48,7 @@ def make_celery(settings: Settings, job_threads: int | None = None) -> Celery:
     def run_job(job_id: int) -> str:
         current = load_settings()
         threads.fit(1, job_threads or current.threads)  # the worker's share of the cores for its pool
+        limit_memory(current.job_memory_bytes)  # as a job process of the embedded runner
         store = Store(current)
         job = store.db.get(JobRecord, job_id)
         if job is None:
@@ -74,6 +76,7 @@ def make_celery(settings: Settings, job_threads: int | None = None) -> Celery:
         if no worker has claimed it by then."""
         current = load_settings()
         threads.fit(1, job_threads or current.threads)
+        limit_memory(current.job_memory_bytes)
         return run_dispatched(Store(current), shard_id)
 
     return app

@@ -17,6 +17,7 @@ import warnings
 
 from viz_server.config import load_settings, setting
 from viz_server.jobs import threads
+from viz_server.jobs.budget import limit_memory
 from viz_server.jobs.execute import execute_job
 from viz_server.store import FINISHED, Store
 
@@ -33,30 +34,6 @@ def preload() -> None:
 
     techniques()  # imports and registers every installed plugin
     pyplot()  # matplotlib: most results draw a plot (about 0.8 s to import)
-
-
-def limit_memory(budget: int) -> None:
-    """The job's memory budget as a hard limit on this process's data (heap and private mappings: RLIMIT_DATA),
-    the backstop for what the model's cost estimate cannot see: an allocation past it fails (MemoryError, or the
-    library's own out-of-memory error) and the job fails with a sentence naming the budget, instead of the machine's
-    OOM killer choosing a victim. Never below what the imports already use."""
-    try:
-        import resource
-
-        _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
-        limit = max(budget, _data_bytes() + 2**28)
-        resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
-    except (ImportError, ValueError, OSError):  # not Linux, or a limit the system refuses: the estimate alone
-        pass
-
-
-def _data_bytes() -> int:
-    """This process's data segment now (VmData), in bytes."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmData:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def log_to(path) -> None:

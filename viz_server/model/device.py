@@ -28,7 +28,7 @@ def resolve(name: str | None = None) -> torch.device:
         name = setting("VIZ_SERVER_DEVICE")
     text = (name or "cpu").strip().lower()
     if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        text = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(text)
     except RuntimeError:

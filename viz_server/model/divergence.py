@@ -13,7 +13,7 @@ import onnx
 import torch
 from torch import nn
 
-from viz_server.model.runtime import make_session
+from viz_server.model.runtime import inner_graph, make_session
 
 
 def _as_array(value) -> np.ndarray | None:
@@ -25,12 +25,14 @@ def _as_array(value) -> np.ndarray | None:
 
 
 def torch_node_outputs(graph: nn.Module, module_names: dict[str, str], batch: np.ndarray) -> dict[str, np.ndarray]:
-    """ONNX node name -> its first output as the torch graph computes it for ``batch``."""
+    """ONNX node name -> its first output as the torch graph computes it for ``batch`` (``graph`` may be in its
+    wrappers: hooks go on the graph inside, the batch goes through the wrapper)."""
     recorded: dict[str, np.ndarray] = {}
     handles = []
+    inner = inner_graph(graph)
     for node_name, module_name in module_names.items():
         try:
-            module = graph.get_submodule(module_name)
+            module = inner.get_submodule(module_name)
         except AttributeError:
             continue
 

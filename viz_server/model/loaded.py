@@ -22,7 +22,7 @@ from viz_server.errors import UserError
 from viz_server.model import guard as guard_stage
 from viz_server.model.device import OnDevice
 from viz_server.model.layers import Layer, LayerTable
-from viz_server.model.runtime import FixedBatch, make_session
+from viz_server.model.runtime import FixedBatch, inner_graph, make_session
 from viz_server.model.spec import ModelSpec
 from viz_server.model.truncate import LayerOutputs, cut_after
 from viz_server.model.verify import ParityProbe
@@ -170,10 +170,7 @@ class LoadedModel:
         that runs forward-only."""
         if self.module is None:
             raise UserError(f"{self.name} runs forward-only on onnxruntime ({self.forward_only}); this needs its differentiable graph.")
-        graph = self.module
-        while isinstance(graph, (OnDevice, FixedBatch)):
-            graph = graph.graph
-        return cast(fx.GraphModule, graph)
+        return cast(fx.GraphModule, inner_graph(self.module))
 
     @property
     def device(self) -> torch.device:

@@ -70,6 +70,7 @@ def load_model(
     ``spec_overrides`` may set any field of ``viz_server.model.spec.SPEC_FIELDS`` (``layout``, ``image_size``,
     ``labels``, ``task`` ...); ``spec_file`` names a JSON or TOML file with the same fields.
     """
+    where = resolve_device(device)  # a GPU that is not there is one sentence before any work
     data = read_model_bytes(source)
     digest = hashlib.sha256(data).hexdigest()
     if name is None:
@@ -92,7 +93,7 @@ def load_model(
         with _settle_lock:  # the report is shared: written while no other load adds to it
             cache.remember(key, converted, folder)
     if model.module is not None:
-        model.module = on_device(model.module, resolve_device(device))
+        model.module = on_device(model.module, where)
     return model
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from viz_server.errors import UserError
+from viz_server.model.device import OnDevice
 
 _session_threads: int | None = None
 
@@ -77,3 +78,11 @@ class FixedBatch(nn.Module):
         if isinstance(chunks[0], list):
             return tuple(torch.cat(parts) for parts in zip(*chunks))
         return torch.cat(chunks)
+
+
+def inner_graph(module: nn.Module) -> nn.Module:
+    """The converted graph itself, out of its ``FixedBatch`` and ``OnDevice`` wrappers (attach hooks here; run the
+    wrapper, which takes the caller's tensors)."""
+    while isinstance(module, (FixedBatch, OnDevice)):
+        module = module.graph
+    return module

@@ -37,7 +37,7 @@ from viz_server.model import precision
 from viz_server.model.convert import convert, quantized_ops
 from viz_server.model.divergence import first_divergence
 from viz_server.model.normalize import infer_shapes
-from viz_server.model.runtime import FixedBatch, make_session
+from viz_server.model.runtime import inner_graph, make_session
 from viz_server.model.spec import input_key
 
 TOLERANCE = 1e-3
@@ -191,7 +191,7 @@ class ParityProbe:
         return np.asarray(self.session.run(None, {self.input_name: batch if feed is None else feed})[self.output_index], dtype=np.float64)
 
     def ours(self, graph: nn.Module, batch: np.ndarray) -> np.ndarray:
-        inner = _inner(graph)
+        inner = inner_graph(graph)
         captured: list[torch.Tensor] = []
         handle = None
         if self.tensor != self.model.graph.output[0].name and self.node in self.module_names:
@@ -229,17 +229,12 @@ class ParityProbe:
         """``compare``, refusing the model (naming the first diverging layer) above its tolerance."""
         parity = self.compare(graph, batch, label, reference)
         if parity.max_rel_error > self.tolerance:
-            where = first_divergence(self.model, _inner(graph), module_names or self.module_names, batch[:1], self.input_name, self.tolerance)
+            where = first_divergence(self.model, graph, module_names or self.module_names, batch[:1], self.input_name, self.tolerance)
             raise UserError(
                 f"the converted graph differs from onnxruntime by {parity.max_rel_error:.2g} (relative) on {label}, above the "
                 f"{self.tolerance:g} allowed; results on it would not describe this model" + (f" ({where})." if where else ".")
             )
         return parity
-
-
-def _inner(graph: nn.Module) -> nn.Module:
-    """The converted graph itself, out of a ``FixedBatch`` wrapper."""
-    return graph.graph if isinstance(graph, FixedBatch) else graph
 
 
 def _with_output(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
