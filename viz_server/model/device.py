@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from viz_server.config import setting
 from viz_server.errors import UserError
 
 CHOICES = "cpu, cuda, cuda:N or auto (cuda when torch finds a GPU, else cpu)"
@@ -23,8 +24,6 @@ def resolve(name: str | None = None) -> torch.device:
     """The torch device ``name`` names (None: the ``VIZ_SERVER_DEVICE`` setting, cpu by default); one sentence when
     it names CUDA on a machine where torch finds none."""
     if name is None:
-        from viz_server.config import setting
-
         name = setting("VIZ_SERVER_DEVICE")
     text = (name or "cpu").strip().lower()
     if text == "auto":
