@@ -208,12 +208,8 @@ def cascading_randomization(
     def measure(label: str) -> None:
         check_cancelled()
         values = technique.maps(randomized, image, objective, settings, seed)[0]
-        if why_degenerate(values) is not None:
-            rho = float("nan")
-        else:
-            rho = stats.spearmanr(original[0].ravel(), values.ravel()).statistic
         steps.append(label)
-        correlations.append(float(rho))
+        correlations.append(_correlation(original[0], values))
         maps.append(values)
 
     for position, layer in enumerate(weight_layers[:count]):
@@ -269,6 +265,13 @@ def cascade_passes(technique, model, images, objective, params, originals: np.nd
         maps = technique.maps(randomized, images, objective, settings, seed)
         del randomized
         for index in members:
-            if why_degenerate(maps[index]) is None:
-                verdicts[index] = bool(abs(stats.spearmanr(originals[index].ravel(), maps[index].ravel()).statistic) < PASS_BELOW)
+            rho = _correlation(originals[index], maps[index])
+            verdicts[index] = None if np.isnan(rho) else bool(abs(rho) < PASS_BELOW)
     return verdicts
+
+
+def _correlation(original: np.ndarray, randomized: np.ndarray) -> float:
+    """Spearman's rho between a map and its map after randomization; NaN when the latter is empty or constant."""
+    if why_degenerate(randomized) is not None:
+        return float("nan")
+    return float(stats.spearmanr(original.ravel(), randomized.ravel()).statistic)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from viz_server.config import setting
+from viz_server.config import SETTINGS, setting
 from viz_server.errors import UserError
 
 CHOICES = "cpu, cuda, cuda:N or auto (cuda when torch finds a GPU, else cpu)"
@@ -23,17 +23,13 @@ CHOICES = "cpu, cuda, cuda:N or auto (cuda when torch finds a GPU, else cpu)"
 def resolve(name: str | None = None) -> torch.device:
     """The torch device ``name`` names (None: the ``VIZ_SERVER_DEVICE`` setting, cpu by default); one sentence when
     it names CUDA on a machine where torch finds none."""
-    if name is None:
-        name = setting("VIZ_SERVER_DEVICE")
-    text = (name or "cpu").strip().lower()
+    try:
+        text = setting("VIZ_SERVER_DEVICE") if name is None else SETTINGS["VIZ_SERVER_DEVICE"].parse(name)
+    except ValueError:
+        raise UserError(f"the device {str(name).strip()[:40]!r} is not one of {CHOICES}.") from None
     if text == "auto":
         text = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise UserError(f"the device {text[:40]!r} is not one of {CHOICES}.") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"the device {text[:40]!r} is not one of {CHOICES}.")
+    device = torch.device(text)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"the device {text} was asked for, but torch finds no CUDA GPU on this machine; use cpu (or auto).")

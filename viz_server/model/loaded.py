@@ -174,7 +174,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        """Where the torch graph computes (``model.device``); it takes and returns tensors on the CPU wherever it is."""
+        """Where the torch graph computes (``--device``, ``VIZ_SERVER_DEVICE``); it takes and returns tensors on the
+        CPU wherever that is."""
         return self.module.device if isinstance(self.module, OnDevice) else torch.device("cpu")
 
     def submodule(self, name: str) -> nn.Module:

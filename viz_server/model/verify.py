@@ -419,7 +419,7 @@ def _quantization_caveats(result: Verified, probe: ParityProbe, operations: list
     try:
         kernels = np.asarray(deployed.run(None, {spec.input_name: batch})[0], dtype=np.float64)
         with torch.inference_mode():
-            ours = result.graph(torch.from_numpy(batch)).to(torch.float64).cpu().numpy()
+            ours = result.graph(torch.from_numpy(batch)).to(torch.float64).numpy()
         absolute, relative = relative_error(ours, kernels)
     except Exception:  # noqa: BLE001 - the fused kernels are a comparison, not the reference
         absolute, relative = float("nan"), float("nan")
